@@ -1,0 +1,209 @@
+"""The sans-IO protocol interface: calls in, actions out.
+
+A protocol is a deterministic state machine. It never touches a socket, a
+thread, a clock or a random number generator; the runtime (fabric/) and the
+simulator (fabric/sim/) drive the same code. Inputs:
+
+    propose(batch)            a proposer's batch stage hands over a ready batch
+    receive(sender, msg)      an authenticated message from a replica (0..n-1)
+                              or a client (ids >= n; client Requests at backups)
+    timeout(timer)            a timer set earlier with SetTimer expired
+    executed(seq, digest)     the execute stage applied ``seq``; ``digest`` is
+                              the state digest after it (feeds checkpoints)
+
+Each returns a list of actions (below). Time is counted in ticks; the runtime
+maps a tick to ``protocol.tick_ms`` of wall time, the simulator to virtual time.
+Transferable proofs (client signatures, certificates) go through the injected
+``Verifier`` so the simulator can use a fast fake and the runtime real Ed25519.
+
+Must not live here: anything that does IO, reads a clock or draws randomness.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from typing import Protocol as TypingProtocol
+
+from protocols.common import Batch, Request
+
+# --- actions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``msg`` to one node (replica or client id)."""
+
+    to: int
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Send ``msg`` to every other replica (not to self, not to clients)."""
+
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Hand ``batch`` to the execute stage at global sequence ``seq`` (in order, no gaps).
+
+    ``speculative`` batches (PoE) may later be undone by ``Rollback``.
+    """
+
+    seq: int
+    view: int
+    batch: Batch
+    speculative: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """Undo every delivered batch with sequence number > ``to_seq`` (store and ledger)."""
+
+    to_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StableCheckpoint:
+    """Sequence ``seq`` is stable (2f+1 matching checkpoints): state below it may be discarded."""
+
+    seq: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    """(Re)arm ``timer`` to fire after ``ticks`` ticks; arming an armed timer restarts it."""
+
+    timer: Hashable
+    ticks: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    timer: Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class NewView:
+    """The replica entered ``view`` whose primary is ``primary`` (for metrics and clients)."""
+
+    view: int
+    primary: int
+
+
+Action = Send | Broadcast | Deliver | Rollback | StableCheckpoint | SetTimer | CancelTimer | NewView
+
+
+# --- injected services -----------------------------------------------------------------
+
+
+class Verifier(TypingProtocol):
+    """Signatures for transferable proofs. The runtime uses Ed25519, the simulator a fake."""
+
+    def sign(self, payload: bytes) -> bytes:
+        """Sign ``payload`` as this replica."""
+        ...
+
+    def verify(self, signer: int, payload: bytes, signature: bytes) -> bool:
+        """True if ``signature`` is ``signer``'s signature over ``payload``."""
+        ...
+
+    def verify_request(self, request: Request) -> bool:
+        """True if the client's signature on ``request`` is valid (or signatures are off)."""
+        ...
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolConfig:
+    """Everything a protocol instance needs to know about its cluster. All bounds explicit."""
+
+    replica_id: int
+    n: int
+    checkpoint_period: int = 10  # sequence numbers between checkpoints (txn_per_chkpt / batch_size)
+    watermark_window: int = (
+        40  # high - low watermark, in sequence numbers (>= 2 * checkpoint_period)
+    )
+    view_change_ticks: int = 100  # a backup waits this long for a forwarded request to commit
+    max_buffered: int = 10_000  # messages held for future views/sequences, per replica
+    params: Mapping[str, Any] = field(default_factory=dict)  # protocol-specific knobs
+
+    @property
+    def f(self) -> int:
+        return (self.n - 1) // 3
+
+    def __post_init__(self) -> None:
+        if self.n < 4:
+            raise ValueError(f"n={self.n}: BFT needs n >= 3f+1 with f >= 1, so n >= 4")
+        if not 0 <= self.replica_id < self.n:
+            raise ValueError(f"replica_id {self.replica_id} not in 0..{self.n - 1}")
+        if self.checkpoint_period < 1:
+            raise ValueError("checkpoint_period must be >= 1")
+        if self.watermark_window < 2 * self.checkpoint_period:
+            raise ValueError("watermark_window must be >= 2 * checkpoint_period")
+
+
+# --- the interface ---------------------------------------------------------------------
+
+
+class Protocol(ABC):
+    """Base class of every consensus protocol. Subclasses register in protocols.registry."""
+
+    name: ClassVar[str]
+    #: replies with these many matching results make a client accept (given n, f)
+    speculative_replies: ClassVar[bool] = False
+
+    def __init__(self, config: ProtocolConfig, verifier: Verifier) -> None:
+        self.config = config
+        self.verifier = verifier
+        self.id = config.replica_id
+        self.n = config.n
+        self.f = config.f
+
+    # who proposes ------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def reply_quorum(cls, n: int, f: int) -> int:
+        """Matching replies a client needs to accept a result (PBFT: f+1; PoE: n-f)."""
+
+    @classmethod
+    @abstractmethod
+    def client_target(cls, view: int, client_id: int, n: int, params: Mapping[str, Any]) -> int:
+        """The replica a client sends its requests to, given the last view it heard of."""
+
+    @abstractmethod
+    def is_proposer(self) -> bool:
+        """True if this replica currently proposes batches (the runtime runs batch threads)."""
+
+    @abstractmethod
+    def proposal_room(self) -> int:
+        """How many more batches ``propose`` accepts now (0 when the window is full)."""
+
+    # calls in ----------------------------------------------------------------------
+    @abstractmethod
+    def propose(self, batch: Batch) -> list[Action]:
+        """Order ``batch`` (only at a proposer, only when proposal_room() > 0)."""
+
+    @abstractmethod
+    def receive(self, sender: int, msg: Any) -> list[Action]:
+        """Handle an authenticated message from ``sender``."""
+
+    @abstractmethod
+    def timeout(self, timer: Hashable) -> list[Action]:
+        """Handle the expiry of ``timer``."""
+
+    @abstractmethod
+    def executed(self, seq: int, state_digest: bytes) -> list[Action]:
+        """Feedback from the execute stage after applying ``seq``."""
+
+    # introspection -----------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """A small snapshot for metrics and tests (view, last delivered, stable checkpoint)."""
+        return {}

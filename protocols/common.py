@@ -1,0 +1,85 @@
+"""Messages every protocol shares: the client's signed request, a proposal batch, the reply.
+
+Node ids are global: replicas are 0..n-1, clients n..n+c-1 (as in ResilientDB).
+A ``Request`` is one client batch of transactions; ``txns`` is the opaque encoded
+transaction list (workloads.txn encodes and decodes it) and the client's
+signature covers ``request_signing_payload(req)``. A ``Batch`` is what a
+proposer orders: one or more requests plus their digest, computed once by the
+batch stage (``batch_digest``) and re-checked by receivers.
+
+Must not live here: protocol-specific messages (they live in their package).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from transport.wire import message
+
+_REQ_HEAD = struct.Struct("!iQ")
+
+
+@message(kind=1)
+@dataclass(frozen=True, slots=True)
+class Request:
+    client_id: int
+    timestamp: int  # per-client, strictly increasing: replays are suppressed by it
+    txns: bytes  # encoded transactions (workloads.txn), opaque to protocols
+    signature: bytes  # over request_signing_payload(); b"" when signatures are off
+
+
+@message(kind=2)
+@dataclass(frozen=True, slots=True)
+class Batch:
+    requests: tuple[Request, ...]
+    digest: bytes  # batch_digest(requests); b"" never appears on the wire except for null batches
+
+
+@message(kind=3)
+@dataclass(frozen=True, slots=True)
+class Reply:
+    view: int
+    seq: int
+    replica: int
+    client_id: int
+    timestamp: int  # the request's timestamp this reply answers
+    result: (
+        bytes  # digest of the request's results; replies match when (seq, client, ts, result) match
+    )
+    speculative: bool  # True for PoE INFORM replies (executed before commit)
+
+
+NULL_DIGEST = hashlib.sha256(b"null-batch").digest()
+NULL_BATCH = Batch(requests=(), digest=NULL_DIGEST)
+
+
+def request_signing_payload(req: Request) -> bytes:
+    """The bytes a client signs: its id, its timestamp and the encoded transactions."""
+    return _REQ_HEAD.pack(req.client_id, req.timestamp) + req.txns
+
+
+def request_digest(req: Request) -> bytes:
+    return hashlib.sha256(request_signing_payload(req)).digest()
+
+
+def batch_digest(requests: tuple[Request, ...]) -> bytes:
+    """Digest of a proposal: a hash over each request's payload and signature."""
+    if not requests:
+        return NULL_DIGEST
+    h = hashlib.sha256()
+    for req in requests:
+        h.update(_REQ_HEAD.pack(req.client_id, req.timestamp))
+        h.update(struct.pack("!I", len(req.txns)))
+        h.update(req.txns)
+    return h.digest()
+
+
+def make_batch(requests: tuple[Request, ...]) -> Batch:
+    return Batch(requests=requests, digest=batch_digest(requests))
+
+
+def batch_is_valid(batch: Batch) -> bool:
+    """True when the batch's digest matches its content (receivers re-check)."""
+    return batch.digest == batch_digest(batch.requests)

@@ -1,0 +1,295 @@
+"""Wire format: versioned binary frames carrying typed, frozen messages.
+
+A frame is a fixed 13-byte header followed by a msgpack body:
+
+    magic (2 bytes) | version (u8) | kind (u16) | sender (i32) | body length (u32) | body
+
+The body is a msgpack array holding the message's fields in declaration order
+(nested messages are arrays too). Message classes are small frozen dataclasses
+registered under a numeric kind with ``@message(kind)``; protocols register
+their own. Decoding validates the header, the length bound and the body's
+shape against the class's field types, and raises ``DecodeError`` (carrying a
+short reason token for drop counters) on anything malformed; no other
+exception escapes ``decode``. Nothing is ever unpickled.
+
+Kind ranges: 1-15 client/common, 16-47 PBFT, 48-79 PoE, 80-111 RCC,
+112-199 other protocols, 200-255 runtime control.
+
+Must not live here: MACs (transport.auth), sockets (transport.zmq_io).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgpack
+
+MAGIC = b"\xbf\x7a"
+VERSION = 1
+HEADER = struct.Struct("!2sBHiI")
+HEADER_SIZE = HEADER.size
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+class DecodeError(Exception):
+    """A received frame is malformed. ``reason`` is a short token for counters."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+# --- field specs: a converter pair per field, built once per class -------------------
+
+_Check = Callable[[Any], Any]  # validates a decoded value and returns the typed value
+
+
+def _fail(expected: str, value: Any) -> typing.NoReturn:
+    raise DecodeError("shape", f"expected {expected}, got {type(value).__name__}")
+
+
+def _scalar_check(tp: type) -> _Check:
+    if tp is int:
+
+        def check_int(v: Any) -> int:
+            if type(v) is not int:
+                _fail("int", v)
+            return v
+
+        return check_int
+    if tp is bool:
+
+        def check_bool(v: Any) -> bool:
+            if type(v) is not bool:
+                _fail("bool", v)
+            return v
+
+        return check_bool
+    if tp is float:
+
+        def check_float(v: Any) -> float:
+            if type(v) is float:
+                return v
+            if type(v) is int:
+                return float(v)
+            _fail("float", v)
+
+        return check_float
+    if tp is bytes:
+
+        def check_bytes(v: Any) -> bytes:
+            if type(v) is not bytes:
+                _fail("bytes", v)
+            return v
+
+        return check_bytes
+    if tp is str:
+
+        def check_str(v: Any) -> str:
+            if type(v) is not str:
+                _fail("str", v)
+            return v
+
+        return check_str
+    raise TypeError(f"unsupported wire field type {tp!r}")
+
+
+def _build(tp: Any) -> tuple[Callable[[Any], Any] | None, _Check]:
+    """Return (to_plain, check) for a field type. to_plain None means identity."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"only X | None unions are supported on the wire, not {tp!r}")
+        inner_plain, inner_check = _build(args[0])
+
+        def check_opt(v: Any) -> Any:
+            return None if v is None else inner_check(v)
+
+        plain_opt = (
+            None if inner_plain is None else (lambda v: None if v is None else inner_plain(v))
+        )
+        return plain_opt, check_opt
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item_plain, item_check = _build(args[0])
+
+            def check_seq(v: Any) -> tuple:
+                if type(v) is not tuple:
+                    _fail("array", v)
+                return tuple(item_check(x) for x in v)
+
+            if item_plain is None:
+                return None, check_seq
+            return (lambda v: [item_plain(x) for x in v]), check_seq
+        builds = [_build(a) for a in args]
+        checks = [b[1] for b in builds]
+        plains = [b[0] for b in builds]
+
+        def check_fixed(v: Any) -> tuple:
+            if type(v) is not tuple or len(v) != len(checks):
+                _fail(f"array of {len(checks)}", v)
+            return tuple(c(x) for c, x in zip(checks, v, strict=True))
+
+        if all(p is None for p in plains):
+            return None, check_fixed
+        return (
+            lambda v: [x if p is None else p(x) for p, x in zip(plains, v, strict=True)]
+        ), check_fixed
+    if isinstance(tp, type) and tp in _SPECS:
+        spec = _SPECS[tp]
+        return spec.to_plain, spec.from_plain
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        raise TypeError(f"{tp.__name__} must be registered with @message before use as a field")
+    return None, _scalar_check(tp)
+
+
+@dataclasses.dataclass(slots=True)
+class _Spec:
+    cls: type
+    kind: int
+    to_plain: Callable[[Any], list]
+    from_plain: Callable[[Any], Any]
+
+
+_SPECS: dict[type, _Spec] = {}
+_BY_KIND: dict[int, _Spec] = {}
+
+
+def message(kind: int) -> Callable[[type[T]], type[T]]:
+    """Register a frozen dataclass as a wire message under ``kind`` (1..65535)."""
+
+    def register(cls: type[T]) -> type[T]:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} must be a dataclass")
+        if not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            raise TypeError(f"{cls.__name__} must be frozen")
+        if not 1 <= kind <= 0xFFFF:
+            raise ValueError(f"kind {kind} out of range 1..65535")
+        if kind in _BY_KIND and _BY_KIND[kind].cls.__qualname__ != cls.__qualname__:
+            raise ValueError(f"kind {kind} already registered by {_BY_KIND[kind].cls.__name__}")
+        hints = typing.get_type_hints(cls)
+        fields = [f.name for f in dataclasses.fields(cls)]
+        builds = [_build(hints[name]) for name in fields]
+        plains = [b[0] for b in builds]
+        checks = [b[1] for b in builds]
+        getters = [_attrgetter(name) for name in fields]
+        nfields = len(fields)
+
+        if all(p is None for p in plains):
+
+            def to_plain(obj: Any) -> list:
+                return [g(obj) for g in getters]
+        else:
+
+            def to_plain(obj: Any) -> list:
+                return [
+                    g(obj) if p is None else p(g(obj)) for g, p in zip(getters, plains, strict=True)
+                ]
+
+        def from_plain(v: Any) -> Any:
+            if type(v) is not tuple or len(v) != nfields:
+                raise DecodeError("shape", f"{cls.__name__} needs an array of {nfields} fields")
+            return cls(*[c(x) for c, x in zip(checks, v, strict=True)])
+
+        spec = _Spec(cls, kind, to_plain, from_plain)
+        _SPECS[cls] = spec
+        _BY_KIND[kind] = spec
+        cls.KIND = kind  # type: ignore[attr-defined]
+        return cls
+
+    return register
+
+
+def _attrgetter(name: str) -> Callable[[Any], Any]:
+    def get(obj: Any) -> Any:
+        return getattr(obj, name)
+
+    return get
+
+
+def registered_kinds() -> dict[int, type]:
+    """Every registered kind and its class (for tests and docs)."""
+    return {k: s.cls for k, s in _BY_KIND.items()}
+
+
+def kind_of(msg: Any) -> int:
+    return _SPECS[type(msg)].kind
+
+
+# --- frames -----------------------------------------------------------------------------
+
+
+def encode_body(msg: Any) -> bytes:
+    """The msgpack body of a message (what a signature or digest may cover)."""
+    return msgpack.packb(_SPECS[type(msg)].to_plain(msg), use_bin_type=True)
+
+
+def encode(msg: Any, sender: int) -> bytes:
+    """A whole frame: header + body."""
+    spec = _SPECS[type(msg)]
+    body = msgpack.packb(spec.to_plain(msg), use_bin_type=True)
+    return HEADER.pack(MAGIC, VERSION, spec.kind, sender, len(body)) + body
+
+
+def decode_header(
+    frame: bytes | memoryview, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> tuple[int, int, int]:
+    """Validate the header; return (kind, sender, body_length)."""
+    size = len(frame)
+    if size < HEADER_SIZE:
+        raise DecodeError("short", f"{size} bytes < header {HEADER_SIZE}")
+    if size > max_frame_bytes:
+        raise DecodeError("too_long", f"{size} bytes > bound {max_frame_bytes}")
+    magic, version, kind, sender, length = HEADER.unpack_from(frame, 0)
+    if magic != MAGIC:
+        raise DecodeError("magic", repr(bytes(magic)))
+    if version != VERSION:
+        raise DecodeError("version", str(version))
+    if length != size - HEADER_SIZE:
+        raise DecodeError("length", f"header says {length}, frame has {size - HEADER_SIZE}")
+    if kind not in _BY_KIND:
+        raise DecodeError("unknown_kind", str(kind))
+    return kind, sender, length
+
+
+def decode(
+    frame: bytes | memoryview, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> tuple[int, Any]:
+    """Decode a whole frame into (sender, message); raise DecodeError if malformed."""
+    kind, sender, length = decode_header(frame, max_frame_bytes)
+    return sender, decode_body(kind, memoryview(frame)[HEADER_SIZE:], max_frame_bytes)
+
+
+def decode_body(
+    kind: int, body: bytes | memoryview, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> Any:
+    spec = _BY_KIND.get(kind)
+    if spec is None:
+        raise DecodeError("unknown_kind", str(kind))
+    try:
+        plain = msgpack.unpackb(
+            body,
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+        )
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack raises several types (ExtraData, ValueError, ...)
+        raise DecodeError("body", f"{type(exc).__name__}: {exc}") from None
+    try:
+        return spec.from_plain(plain)
+    except DecodeError:
+        raise
+    except Exception as exc:  # e.g. a dataclass __post_init__ rejecting a value
+        raise DecodeError("shape", f"{type(exc).__name__}: {exc}") from None
