@@ -1,0 +1,36 @@
+"""``make bench`` / ``python -m bench [name ...]``: print the fabric's figures.
+
+Each benchmark module exposes ``main() -> None`` and prints its own figures,
+ratios measured in the same run. Benchmarks never assert speed; they report it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+BENCHMARKS = {
+    "ring": "bench.ring",  # ring queue vs queue.SimpleQueue, idle CPU
+    "codec": "bench.codec",  # encode+decode of a 100-transaction batch
+    "mac": "bench.mac",  # MAC and signature costs per frame
+    "cluster": "bench.cluster",  # default PBFT cluster vs the null-protocol baseline
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = (sys.argv[1:] if argv is None else argv) or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    for name in names:
+        print(f"== {name} ==", flush=True)
+        started = time.perf_counter()
+        importlib.import_module(BENCHMARKS[name]).main()
+        print(f"   ({time.perf_counter() - started:.1f} s)\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
