@@ -85,6 +85,16 @@ class RunPaths:
     def client_log(self, client: int) -> Path:
         return self.logs / f"client-{client}.log"
 
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats"
+
+    def replica_stats(self, replica: int) -> Path:
+        return self.stats / f"replica-{replica}.json"
+
+    def client_stats(self, client: int) -> Path:
+        return self.stats / f"client-{client}.json"
+
     def figure(self, name: str) -> Path:
         return self.root / f"{name}.png"
 
@@ -94,6 +104,7 @@ class RunPaths:
 
     def make(self) -> RunPaths:
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.stats.mkdir(parents=True, exist_ok=True)
         return self
 
 
