@@ -175,8 +175,17 @@ def message(kind: int) -> Callable[[type[T]], type[T]]:
             raise TypeError(f"{cls.__name__} must be frozen")
         if not 1 <= kind <= 0xFFFF:
             raise ValueError(f"kind {kind} out of range 1..65535")
-        if kind in _BY_KIND and _BY_KIND[kind].cls.__qualname__ != cls.__qualname__:
-            raise ValueError(f"kind {kind} already registered by {_BY_KIND[kind].cls.__name__}")
+        # Re-registering the same class (a module reloaded) is allowed; another class under
+        # a taken kind is not, even one with the same name in another module.
+        taken = _BY_KIND.get(kind)
+        if taken is not None and _class_id(taken.cls) != _class_id(cls):
+            raise ValueError(
+                f"kind {kind} already registered by {taken.cls.__module__}.{taken.cls.__qualname__}"
+            )
+        if cls in _SPECS and _SPECS[cls].kind != kind:
+            raise ValueError(f"{cls.__name__} is already registered as kind {_SPECS[cls].kind}")
+        if any(not f.init for f in dataclasses.fields(cls)):
+            raise TypeError(f"{cls.__name__}: every field must be an __init__ field (init=True)")
         hints = typing.get_type_hints(cls)
         fields = [f.name for f in dataclasses.fields(cls)]
         builds = [_build(hints[name]) for name in fields]
@@ -208,6 +217,10 @@ def message(kind: int) -> Callable[[type[T]], type[T]]:
         return cls
 
     return register
+
+
+def _class_id(cls: type) -> tuple[str, str]:
+    return (cls.__module__, cls.__qualname__)
 
 
 def _attrgetter(name: str) -> Callable[[Any], Any]:
