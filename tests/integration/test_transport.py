@@ -1,0 +1,334 @@
+"""ZeroMQ transport over real sockets on 127.0.0.1: two OS processes exchange authenticated
+frames; malformed frames are counted by reason and dropped while good traffic flows.
+
+Child processes run PEER_SCRIPT (below) with this interpreter; every test kills what it
+started (by PID) in a finally block. Ports come from tests/conftest.py's base_port.
+Must not live here: protocol logic, replica pipelines (fabric/ tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from protocols.common import Batch, Request, make_batch
+from transport import auth, wire, zmq_io
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "integration-secret"
+
+# A peer: sends COUNT Requests to its peer while receiving COUNT from it, checks sender,
+# order and content, prints one JSON summary line, then waits for "quit" on stdin.
+PEER_SCRIPT = r"""
+import hashlib, json, sys, time
+from protocols.common import Request
+from transport import auth, zmq_io
+
+me, peer, base_port, count = (int(a) for a in sys.argv[1:5])
+kind, scheme, ipc_dir = sys.argv[5], sys.argv[6], sys.argv[7]
+
+def payload(sender, seq):
+    return hashlib.sha256(b"%d/%d" % (sender, seq)).digest() * 5  # 160 bytes
+
+keys = auth.derive_keys("integration-secret", 2, only_node=me)
+link = auth.LinkAuth(scheme, me, keys)
+addressing = zmq_io.Addressing(kind, ("127.0.0.1",), base_port, ipc_dir, 1)
+ctx = zmq_io.new_context()
+rx = zmq_io.Receiver(ctx, addressing.address(me, 0), link, recv_hwm=count + 100)
+tx = zmq_io.Sender(ctx, addressing, me, link, send_hwm=count + 100)
+sent = received = out_of_order = bad_content = bad_sender = 0
+expected = 0
+deadline = time.monotonic() + 60
+while (sent < count or received < count) and time.monotonic() < deadline:
+    for _ in range(min(250, count - sent)):
+        tx.send(peer, Request(me, sent, payload(me, sent), b""))
+        sent += 1
+    for sender, msg in rx.recv_batch(500, 0 if sent < count else 50):
+        received += 1
+        bad_sender += sender != peer or msg.client_id != peer
+        out_of_order += msg.timestamp != expected
+        expected = msg.timestamp + 1
+        bad_content += msg.txns != payload(peer, msg.timestamp)
+summary = dict(
+    sent=sent, received=received, out_of_order=out_of_order, bad_content=bad_content,
+    bad_sender=bad_sender, drops=dict(rx.drops), send_drops=sum(tx.send_drops.values()),
+    sent_frames=tx.sent_frames, received_frames=rx.received_frames,
+    received_by_kind={str(k): v for k, v in rx.received_by_kind.items()},
+)
+print(json.dumps(summary), flush=True)
+sys.stdin.readline()
+rx.close()
+tx.close()
+sys.exit(0 if zmq_io.close_context(ctx) else 3)
+"""
+
+
+def _start_peer(args: list[Any], stderr_path: Path) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        [sys.executable, "-c", PEER_SCRIPT, *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr_path.open("w"),
+        text=True,
+    )
+
+
+def _read_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    """One stdout line from ``proc`` within ``timeout_s`` (a reader thread, so never stuck)."""
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout_s)
+    except queue.Empty:
+        raise AssertionError(f"peer {proc.pid} printed nothing in {timeout_s} s") from None
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("kind", "scheme"), [("tcp", "cmac-aes"), ("tcp", "hmac-sha256"), ("ipc", "cmac-aes")]
+)
+def test_two_processes_exchange_10000_authenticated_frames(
+    kind: str, scheme: str, base_port: int, tmp_path: Path
+) -> None:
+    count = 10_000
+    ipc_dir = str(tmp_path)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for me, peer in ((0, 1), (1, 0)):
+            args = [me, peer, base_port, count, kind, scheme, ipc_dir]
+            procs.append(_start_peer(args, tmp_path / f"peer{me}.err"))
+        summaries = []
+        for proc in procs:
+            line = _read_line(proc, timeout_s=90)
+            err = (tmp_path / f"peer{procs.index(proc)}.err").read_text()
+            assert line, f"peer exited early: {err}"
+            summaries.append(json.loads(line))
+        for proc in procs:
+            proc.stdin.write("quit\n")
+            proc.stdin.flush()
+        for proc in procs:
+            assert proc.wait(timeout=20) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            for stream in (proc.stdin, proc.stdout):
+                if stream:
+                    stream.close()
+    for summary in summaries:
+        assert summary["sent"] == summary["sent_frames"] == count
+        assert summary["received"] == summary["received_frames"] == count, summary
+        assert summary["received_by_kind"] == {str(Request.KIND): count}
+        assert summary["out_of_order"] == 0
+        assert summary["bad_content"] == 0
+        assert summary["bad_sender"] == 0
+        assert summary["drops"] == {}
+        assert summary["send_drops"] == 0
+
+
+# --- malformed frames interleaved with good ones (in this process, real sockets) ----------
+
+
+def _unregistered_kind() -> int:
+    return next(k for k in range(60000, 65536) if k not in wire.registered_kinds())
+
+
+def _bad_frames(
+    good_sealed: bytes, link: auth.LinkAuth, too_long: bytes
+) -> list[tuple[str, bytes]]:
+    """(expected drop reason, frame) for one of each kind of malformed frame from node 1."""
+    unknown = _unregistered_kind()
+    body = b"\x90"  # an empty msgpack array
+    unknown_kind = wire.HEADER.pack(wire.MAGIC, wire.VERSION, unknown, 1, len(body)) + body
+    good_frame = good_sealed[: -link.tag_size]
+    bad_body = b"\xc1"  # the one byte msgpack never uses
+    garbage_body = wire.HEADER.pack(wire.MAGIC, wire.VERSION, 1, 1, len(bad_body)) + bad_body
+    bad_tag = good_sealed[:-1] + bytes([good_sealed[-1] ^ 0x01])
+    return [
+        ("mac", b"\x00\x01\x02garbage"),  # shorter than header + tag
+        ("unknown_sender", b"\xee" * 64),  # garbage whose "sender" field names nobody
+        ("mac", good_sealed[:-5]),  # truncated in transit
+        ("mac", bad_tag),  # bad MAC
+        ("unknown_kind", link.seal(0, unknown_kind)),  # authentic, but of no registered kind
+        ("length", link.seal(0, good_frame[:-3])),  # authentic, truncated before sealing
+        ("body", link.seal(0, garbage_body)),  # authentic header, body not msgpack
+        ("too_long", too_long),
+    ]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("scheme", ["cmac-aes", "hmac-sha256"])
+def test_malformed_frames_are_counted_and_dropped(scheme: str, base_port: int) -> None:
+    keys = auth.derive_keys(SECRET, 2)
+    receiver_link, sender_link = auth.LinkAuth(scheme, 0, keys), auth.LinkAuth(scheme, 1, keys)
+    addressing = zmq_io.Addressing("tcp", ("127.0.0.1",), base_port, "", 1)
+    max_frame = 4096
+    good_count = 600
+    too_long = sender_link.seal(0, wire.encode(Request(1, 0, b"z" * 5000, b""), 1))
+    ctx = zmq_io.new_context()
+    rx = zmq_io.Receiver(ctx, addressing.address(0, 0), receiver_link, max_frame_bytes=max_frame)
+    raw = ctx.socket(zmq.PUSH)
+    try:
+        raw.connect(addressing.address(0, 0))
+        expected_drops: Counter[str] = Counter()
+        total = 0
+        for i in range(good_count):
+            good = sender_link.seal(0, wire.encode(Request(1, i, b"good %d" % i, b""), 1))
+            raw.send(good)
+            total += 1
+            if i % 3 == 0:  # a malformed frame after every third good one
+                reason, bad = _bad_frames(good, sender_link, too_long)[(i // 3) % 8]
+                raw.send(bad)
+                expected_drops[reason] += 1
+                total += 1
+        got: list[tuple[int, Any]] = []
+        deadline = time.monotonic() + 30
+        while rx.received_frames < total and time.monotonic() < deadline:
+            got += rx.recv_batch(64, 100)
+        assert rx.received_frames == total
+        assert [(s, m.timestamp) for s, m in got] == [(1, i) for i in range(good_count)]
+        assert all(m.txns == b"good %d" % m.timestamp for _, m in got)
+        assert rx.drops == expected_drops
+        assert set(expected_drops) == {
+            "mac",
+            "unknown_sender",
+            "unknown_kind",
+            "length",
+            "body",
+            "too_long",
+        }
+        assert rx.received_by_kind == Counter({Request.KIND: good_count})
+    finally:
+        raw.close(linger=0)
+        rx.close()
+        assert zmq_io.close_context(ctx)
+
+
+# --- sender and receiver behaviour ------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_broadcast_encodes_once_and_reaches_every_input(base_port: int) -> None:
+    keys = auth.derive_keys(SECRET, 5)
+    addressing = zmq_io.Addressing("tcp", ("127.0.0.1",), base_port, "", {1: 1, 2: 2, 3: 1})
+    ctx = zmq_io.new_context()
+    receivers = {
+        (node, k): zmq_io.Receiver(
+            ctx, addressing.address(node, k), auth.LinkAuth("cmac-aes", node, keys)
+        )
+        for node in (1, 2, 3)
+        for k in range(addressing.inputs_of(node))
+    }
+    tx = zmq_io.Sender(ctx, addressing, 4, auth.LinkAuth("cmac-aes", 4, keys))
+    batch: Batch = make_batch((Request(4, 1, b"t" * 100, b""),))
+    try:
+        assert tx.broadcast([1, 2, 3], batch) == 3
+        assert tx.sent_frames == 3 and tx.sent_by_kind == Counter({Batch.KIND: 3})
+        got: dict[tuple[int, int], list[Any]] = {key: [] for key in receivers}
+        deadline = time.monotonic() + 20
+        while sum(map(len, got.values())) < 3 and time.monotonic() < deadline:
+            for key, rx in receivers.items():
+                got[key] += rx.recv_batch(8, 20)
+        # node 2 has two inputs: sender 4 writes to input 4 % 2 == 0
+        assert got == {(1, 0): [(4, batch)], (2, 0): [(4, batch)], (2, 1): [], (3, 0): [(4, batch)]}
+        assert tx.sent_bytes == sum(rx.received_bytes for rx in receivers.values())
+    finally:
+        tx.close()
+        for rx in receivers.values():
+            rx.close()
+        assert zmq_io.close_context(ctx)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_full_peer_drops_and_counts_instead_of_blocking(base_port: int) -> None:
+    keys = auth.derive_keys(SECRET, 2)
+    addressing = zmq_io.Addressing("tcp", ("127.0.0.1",), base_port, "", 1)
+    ctx = zmq_io.new_context()
+    tx = zmq_io.Sender(ctx, addressing, 0, auth.LinkAuth("hmac-sha256", 0, keys), send_hwm=10)
+    try:
+        # nobody listens on node 1: frames queue up to the HWM, the rest are dropped
+        results = [tx.send(1, Request(0, i, b"x", b"")) for i in range(200)]
+        assert not all(results) and any(results)
+        assert tx.send_drops[1] == results.count(False)
+        assert tx.sent_frames == results.count(True) < 200
+    finally:
+        tx.close()
+        assert zmq_io.close_context(ctx)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_recv_batch_bounds_and_timeout(base_port: int) -> None:
+    addressing = zmq_io.Addressing("tcp", ("127.0.0.1",), base_port, "", 1)
+    ctx = zmq_io.new_context()
+    rx = zmq_io.Receiver(ctx, addressing.address(0, 0), auth.LinkAuth("none", 0, None))
+    tx = zmq_io.Sender(ctx, addressing, 1, auth.LinkAuth("none", 1, None))
+    try:
+        assert rx.recv_batch(10, 20) == []  # nothing waiting: returns empty after the poll
+        for i in range(10):
+            assert tx.send(0, Request(1, i, b"", b""))
+        got: list[tuple[int, Any]] = []
+        deadline = time.monotonic() + 20
+        while len(got) < 10 and time.monotonic() < deadline:
+            chunk = rx.recv_batch(3, 100)
+            assert len(chunk) <= 3
+            got += chunk
+        assert [m.timestamp for _, m in got] == list(range(10))
+        assert rx.recv_batch(0, 100) == []
+    finally:
+        tx.close()
+        rx.close()
+        assert zmq_io.close_context(ctx)
+
+
+# --- addressing (no sockets) ----------------------------------------------------------------
+
+
+def test_addressing_tcp_ports_hosts_and_inputs() -> None:
+    a = zmq_io.Addressing("tcp", ("10.0.0.1", "10.0.0.2"), 17000, "", {0: 3, 5: 2})
+    assert a.address(0, 2) == "tcp://10.0.0.1:17002"
+    assert a.address(1, 0) == "tcp://10.0.0.2:17008"
+    assert a.address(5, 1) == "tcp://10.0.0.2:17041"
+    assert a.inputs_of(0) == 3 and a.inputs_of(1) == 1
+    assert [a.input_for(s, 0) for s in range(5)] == [0, 1, 2, 0, 1]
+    with pytest.raises(ValueError):
+        a.address(1, 1)  # node 1 has one input
+    with pytest.raises(ValueError):
+        zmq_io.Addressing("tcp", inputs_per_node=9)
+    with pytest.raises(ValueError):
+        zmq_io.Addressing("udp")
+
+
+def test_addressing_ipc_and_from_config() -> None:
+    a = zmq_io.Addressing("ipc", ipc_dir="/tmp/run", inputs_per_node=2)
+    assert a.address(3, 1) == "ipc:///tmp/run/node-3-1"
+    with pytest.raises(ValueError, match="ipc path"):
+        zmq_io.Addressing("ipc", ipc_dir="/" + "d" * 120).address(0, 0)
+    cfg = {
+        "cluster": {"replicas": 4, "clients": 2, "hosts": ["127.0.0.1"]},
+        "replica": {"input_threads": 2},
+        "transport": {"kind": "tcp", "base_port": 20000},
+    }
+    b = zmq_io.Addressing.from_config(cfg)
+    assert b.inputs_of(3) == 2 and b.inputs_of(4) == 1
+    assert zmq_io.address(4, 0, cfg) == "tcp://127.0.0.1:20032"
+    assert zmq_io.address(3, 1, b) == "tcp://127.0.0.1:20025"
