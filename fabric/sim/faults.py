@@ -1,0 +1,311 @@
+"""Fault plans of the simulator (named mixes drawn from a seed) and generic Byzantine senders.
+
+A ``FaultPlan`` is a pure function of (mix, seed's generator, n, f, initial primary): which
+network faults happen in the fault window (drops, duplicates, extra jitter that reorders,
+partitions that heal), which replicas crash and when, which are Byzantine and how. After
+``fault_end`` the network is reliable and every partition has healed; crashed replicas stay
+down (PBFT keeps no durable state, so a restart is not simulated) and Byzantine replicas
+keep lying (a BFT protocol must stay live with f of them once the network is synchronous).
+
+``ByzantineMutator`` rewrites a Byzantine replica's outgoing messages per recipient,
+generically over the wire dataclasses: fields of type ``Batch`` and bytes fields named
+``digest``/``*_digest`` (or tuples ``digests``/``*_digests``), recursively through nested
+messages and tuples. It therefore works for PBFT, PoE and RCC unchanged. It never signs:
+a mutated message that carries a signature simply fails verification at the receiver.
+
+Must not live here: the event loop (simulator.py), checks (simulator.py), randomness not
+drawn from the generator handed in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from protocols.common import NULL_DIGEST, Batch, Reply, Request, make_batch
+
+MIXES = ("none", "lossy", "reorder", "partition", "crash", "byzantine", "mixed")
+BEHAVIOURS = ("equivocate", "conflicting_votes", "bad_digest", "silence")
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """From ``start`` to ``heal`` (ticks) replicas in different groups cannot exchange messages."""
+
+    start: float
+    heal: float
+    groups: tuple[tuple[int, ...], ...]
+
+    def splits(self, a: int, b: int, now: float) -> bool:
+        if not self.start <= now < self.heal:
+            return False
+        for group in self.groups:
+            if a in group:
+                return b not in group
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    """Every fault of one run. Times are virtual ticks; probabilities apply before ``fault_end``."""
+
+    mix: str
+    fault_end: float = 0.0
+    drop_p: float = 0.0
+    dup_p: float = 0.0
+    jitter_ticks: float = 0.0  # mean of the extra exponential delay before fault_end (reorders)
+    partitions: tuple[Partition, ...] = ()
+    crashes: tuple[tuple[int, float], ...] = ()  # (replica, at tick); permanent
+    byzantine: tuple[tuple[int, str], ...] = ()  # (replica, behaviour in BEHAVIOURS)
+    byz_group_b: tuple[int, ...] = ()  # recipients that get the "other" version
+
+    def faulty(self) -> frozenset[int]:
+        return frozenset([r for r, _ in self.crashes] + [r for r, _ in self.byzantine])
+
+    def byzantine_ids(self) -> frozenset[int]:
+        return frozenset(r for r, _ in self.byzantine)
+
+    def describe(self) -> str:
+        parts = [f"mix={self.mix}"]
+        if self.fault_end:
+            parts.append(f"faults_until={self.fault_end:.0f}")
+        if self.drop_p:
+            parts.append(f"drop={self.drop_p:.3f}")
+        if self.dup_p:
+            parts.append(f"dup={self.dup_p:.3f}")
+        if self.jitter_ticks:
+            parts.append(f"jitter={self.jitter_ticks:.1f}")
+        for p in self.partitions:
+            groups = "|".join(",".join(map(str, g)) for g in p.groups)
+            parts.append(f"partition[{p.start:.0f},{p.heal:.0f})={groups}")
+        for r, at in self.crashes:
+            parts.append(f"crash(r{r}@{at:.0f})")
+        for r, how in self.byzantine:
+            parts.append(f"byzantine(r{r}:{how})")
+        if self.byz_group_b:
+            parts.append("group_b=" + ",".join(map(str, self.byz_group_b)))
+        return " ".join(parts)
+
+
+def _split(rng: random.Random, replicas: list[int]) -> tuple[tuple[int, ...], ...]:
+    """Two non-empty groups: a lone replica cut off, or an even split (no quorum anywhere)."""
+    shuffled = replicas[:]
+    rng.shuffle(shuffled)
+    cut = 1 if rng.random() < 0.5 else len(shuffled) // 2
+    return (tuple(sorted(shuffled[:cut])), tuple(sorted(shuffled[cut:])))
+
+
+def _partitions(rng: random.Random, n: int, window: float) -> tuple[Partition, ...]:
+    episodes = []
+    start = rng.uniform(0, window / 3)
+    for _ in range(rng.randint(1, 2)):
+        heal = min(window, start + rng.uniform(window / 6, window / 2))
+        episodes.append(Partition(start, heal, _split(rng, list(range(n)))))
+        start = heal + rng.uniform(0, window / 6)
+        if start >= window:
+            break
+    return tuple(episodes)
+
+
+def _pick_faulty(
+    rng: random.Random, n: int, count: int, primary: int, p_primary: float
+) -> list[int]:
+    chosen: list[int] = []
+    if count and rng.random() < p_primary:
+        chosen.append(primary)
+    others = [r for r in range(n) if r not in chosen]
+    rng.shuffle(others)
+    chosen += others[: count - len(chosen)]
+    return chosen
+
+
+def _byzantine(
+    rng: random.Random, n: int, nodes: list[int], exclude: frozenset[int]
+) -> tuple[tuple[tuple[int, str], ...], tuple[int, ...]]:
+    byz = tuple((r, rng.choice(BEHAVIOURS)) for r in nodes)
+    honest = [r for r in range(n) if r not in nodes and r not in exclude]
+    group_b = tuple(sorted(rng.sample(honest, rng.randint(1, max(1, len(honest) - 1)))))
+    return byz, group_b
+
+
+def make_plan(
+    mix: str, rng: random.Random, n: int, f: int, primary: int, window: float
+) -> FaultPlan:
+    """The fault plan of one run; ``window`` is the fault window in ticks."""
+    if mix == "none":
+        return FaultPlan(mix)
+    if mix == "lossy":
+        return FaultPlan(mix, window, drop_p=rng.uniform(0.02, 0.2), dup_p=rng.uniform(0.0, 0.1))
+    if mix == "reorder":
+        return FaultPlan(mix, window, dup_p=rng.uniform(0.0, 0.2), jitter_ticks=rng.uniform(3, 20))
+    if mix == "partition":
+        return FaultPlan(mix, window, partitions=_partitions(rng, n, window))
+    if mix == "crash":
+        nodes = _pick_faulty(rng, n, rng.randint(1, f), primary, 0.5)
+        return FaultPlan(
+            mix, window, crashes=tuple((r, rng.uniform(0, window)) for r in sorted(nodes))
+        )
+    if mix == "byzantine":
+        nodes = _pick_faulty(rng, n, rng.randint(1, f), primary, 0.6)
+        byz, group_b = _byzantine(rng, n, sorted(nodes), frozenset())
+        return FaultPlan(
+            mix, window, jitter_ticks=rng.uniform(0, 3), byzantine=byz, byz_group_b=group_b
+        )
+    if mix == "mixed":
+        faulty = _pick_faulty(rng, n, rng.randint(0, f), primary, 0.5)
+        cut = rng.randint(0, len(faulty))
+        crashed, byz_nodes = sorted(faulty[:cut]), sorted(faulty[cut:])
+        byz, group_b = _byzantine(rng, n, byz_nodes, frozenset(crashed)) if byz_nodes else ((), ())
+        return FaultPlan(
+            mix,
+            window,
+            drop_p=rng.uniform(0.0, 0.1),
+            dup_p=rng.uniform(0.0, 0.05),
+            jitter_ticks=rng.uniform(0, 8),
+            partitions=_partitions(rng, n, window) if rng.random() < 0.5 else (),
+            crashes=tuple((r, rng.uniform(0, window)) for r in crashed),
+            byzantine=byz,
+            byz_group_b=group_b,
+        )
+    raise ValueError(f"unknown fault mix {mix!r}; choose from {', '.join(MIXES)}")
+
+
+# --- Byzantine senders -------------------------------------------------------------------
+
+
+def _digest_field(name: str) -> bool:
+    return name in ("digest", "digests") or name.endswith(("_digest", "_digests"))
+
+
+def rewrite(
+    value: Any, on_batch: Callable[[Batch], Batch], on_digest: Callable[[bytes], bytes]
+) -> Any:
+    """``value`` with every Batch and digest field replaced (recursively); same object if unchanged."""
+    if isinstance(value, Batch):
+        return on_batch(value)
+    if isinstance(value, Request):
+        return value
+    if type(value) is tuple:
+        items = tuple(rewrite(v, on_batch, on_digest) for v in value)
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+        return value
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(value):
+        old = getattr(value, field.name)
+        if _digest_field(field.name) and type(old) is bytes:
+            new = on_digest(old)
+        elif _digest_field(field.name) and type(old) is tuple:
+            new = tuple(on_digest(x) if type(x) is bytes else x for x in old)
+            if all(a is b for a, b in zip(new, old, strict=True)):
+                new = old
+        else:
+            new = rewrite(old, on_batch, on_digest)
+        if new is not old:
+            changes[field.name] = new
+    if not changes:
+        return value
+    try:
+        return dataclasses.replace(value, **changes)
+    except (TypeError, ValueError):  # the class validates its fields: send it unchanged
+        return value
+
+
+class ByzantineMutator:
+    """Rewrites the outgoing messages of the plan's Byzantine replicas, per recipient.
+
+    Colluding Byzantine replicas share one table of alternative batches, so an equivocating
+    primary and a Byzantine backup vote consistently: recipients in group B see batch B and
+    votes for B, the others batch A and votes for A.
+    """
+
+    def __init__(
+        self, plan: FaultPlan, rng: random.Random, max_alternatives: int = 4096, pool_size: int = 64
+    ) -> None:
+        self.behaviour = dict(plan.byzantine)
+        self.group_b = frozenset(plan.byz_group_b)
+        self.rng = rng
+        self.max_alternatives = max_alternatives
+        self.alternatives: dict[bytes, Batch] = {}
+        self.pool: deque[Request] = deque(maxlen=pool_size)
+        self.mutated: Counter[str] = Counter()  # behaviour -> messages changed or dropped
+
+    def observe(self, msg: Any) -> None:
+        """Remember requests a Byzantine replica saw (material for alternative batches)."""
+        if isinstance(msg, Request):
+            self.pool.append(msg)
+
+    def _alternative(self, batch: Batch) -> Batch:
+        known = self.alternatives.get(batch.digest)
+        if known is not None:
+            return known
+        reqs = batch.requests
+        for req in reqs:
+            self.pool.append(req)
+        if len(reqs) >= 2:
+            alt = make_batch(tuple(reversed(reqs)))
+        else:
+            spare = [r for r in self.pool if r not in reqs]
+            if spare:
+                alt = make_batch(reqs + (self.rng.choice(spare),))
+            elif batch.digest != NULL_DIGEST:
+                alt = make_batch(())
+            else:
+                return batch
+        if len(self.alternatives) >= self.max_alternatives:
+            self.alternatives.pop(next(iter(self.alternatives)))
+        self.alternatives[batch.digest] = alt
+        return alt
+
+    def _swap_digest(self, digest: bytes) -> bytes:
+        alt = self.alternatives.get(digest)
+        return alt.digest if alt is not None else digest
+
+    def _garbage(self, _: bytes) -> bytes:
+        return self.rng.randbytes(32)
+
+    def outgoing(self, src: int, dst: int, msg: Any) -> Any | None:
+        """The message ``dst`` receives from Byzantine ``src`` (None: dropped)."""
+        how = self.behaviour[src]
+        if how == "silence":
+            self.mutated[how] += 1
+            return None
+        if isinstance(msg, Request):
+            return msg
+        if how == "equivocate":
+            if dst not in self.group_b:
+                return msg
+            out = rewrite(msg, self._alternative, self._swap_digest)
+        elif how == "conflicting_votes":
+            if dst not in self.group_b:
+                return msg
+            out = rewrite(
+                msg,
+                lambda b: b,
+                lambda d: (
+                    self._swap_digest(d)
+                    if d in self.alternatives
+                    else hashlib.sha256(b"byz-conflict" + d).digest()
+                ),
+            )
+        else:  # bad_digest: half the messages carry garbage digests
+            if self.rng.random() >= 0.5:
+                return msg
+            out = rewrite(msg, lambda b: Batch(b.requests, self._garbage(b.digest)), self._garbage)
+        if out is not msg:
+            self.mutated[how] += 1
+        return out
+
+    def reply(self, src: int, reply: Reply) -> Reply | None:
+        """A Byzantine replica's reply to a client: silent, or a lie about the result."""
+        how = self.behaviour[src]
+        self.mutated[how] += 1
+        if how == "silence":
+            return None
+        lie = hashlib.sha256(b"byz-lie" + reply.result).digest()
+        return dataclasses.replace(reply, result=lie)
