@@ -1,0 +1,162 @@
+"""Cheap hot-path counters and the small helpers that turn them into stats.
+
+Lives here: a thread's busy/idle clock, a per-second counter, a bounded
+reservoir sample, percentile maths and process resource readings. Every
+structure is bounded. Measurements are taken from counters that cost a few
+attribute updates in the hot path and are turned into tables after the run
+(fabric.runner), never computed while the replica works.
+
+Must not live here: sockets, rings, report formatting (fabric.runner owns the
+text report and the CSVs).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+#: per-second counters keep at most this many distinct seconds (about 27 hours)
+MAX_SECONDS = 100_000
+
+
+class ThreadClock:
+    """Busy and idle seconds of one thread; idle = parked waiting for input.
+
+    The owning thread calls ``start()`` once, wraps every blocking wait with
+    ``park()``/``unpark()`` (or adds measured idle time with ``add_idle``) and
+    calls ``stop()`` when it ends. Busy = lifetime - idle, so time spent waiting
+    for the GIL or the CPU counts as busy (the thread wanted to run).
+    """
+
+    __slots__ = ("name", "role", "started", "stopped", "idle_s", "cpu_s", "_cpu0", "_park0")
+
+    def __init__(self, name: str, role: str) -> None:
+        self.name = name
+        self.role = role
+        self.started = 0.0
+        self.stopped = 0.0
+        self.idle_s = 0.0
+        self.cpu_s = 0.0
+        self._cpu0 = 0.0
+        self._park0 = 0.0
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+        self._cpu0 = time.thread_time()
+
+    def park(self) -> None:
+        self._park0 = time.perf_counter()
+
+    def unpark(self) -> None:
+        self.idle_s += time.perf_counter() - self._park0
+
+    def add_idle(self, seconds: float) -> None:
+        self.idle_s += seconds
+
+    def stop(self) -> None:
+        """Called by the owning thread (thread CPU time is only readable from inside it)."""
+        self.stopped = time.perf_counter()
+        self.cpu_s = time.thread_time() - self._cpu0
+
+    def snapshot(self) -> dict[str, Any]:
+        end = self.stopped or time.perf_counter()
+        lifetime = max(0.0, end - self.started) if self.started else 0.0
+        idle = min(self.idle_s, lifetime)
+        return {
+            "thread": self.name,
+            "role": self.role,
+            "busy_s": round(lifetime - idle, 6),
+            "idle_s": round(idle, 6),
+            "cpu_s": round(self.cpu_s, 6),
+        }
+
+
+class PerSecond:
+    """Counts keyed by whole epoch second (``int(time.time())``); bounded to MAX_SECONDS keys."""
+
+    __slots__ = ("counts", "dropped")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.dropped = 0
+
+    def add(self, now: float, amount: int) -> None:
+        sec = int(now)
+        counts = self.counts
+        if sec in counts:
+            counts[sec] += amount
+        elif len(counts) < MAX_SECONDS:
+            counts[sec] = amount
+        else:
+            self.dropped += amount
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def as_pairs(self) -> list[list[int]]:
+        return [[sec, n] for sec, n in sorted(self.counts.items())]
+
+
+class Reservoir:
+    """A uniform bounded sample (Vitter's algorithm R) of the items offered to it."""
+
+    __slots__ = ("capacity", "items", "seen", "_rng")
+
+    def __init__(self, capacity: int, seed: int = 0) -> None:
+        if capacity < 1:
+            raise ValueError("reservoir capacity must be >= 1")
+        self.capacity = capacity
+        self.items: list[Any] = []
+        self.seen = 0
+        self._rng = random.Random(seed)
+
+    def offer(self, item: Any) -> None:
+        self.seen += 1
+        if len(self.items) < self.capacity:
+            self.items.append(item)
+            return
+        j = self._rng.randrange(self.seen)
+        if j < self.capacity:
+            self.items[j] = item
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of already sorted values, linear interpolation; nan if empty."""
+    if not sorted_values:
+        return math.nan
+    if len(sorted_values) == 1:
+        return float(sorted_values[0])
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    frac = pos - lo
+    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac)
+
+
+def latency_summary(values_ms: Iterable[float]) -> dict[str, float]:
+    """avg, p50, p90, p99 and max of latencies in milliseconds (nan when there are none)."""
+    vals = sorted(values_ms)
+    if not vals:
+        nan = math.nan
+        return {"avg": nan, "p50": nan, "p90": nan, "p99": nan, "max": nan, "count": 0}
+    return {
+        "avg": sum(vals) / len(vals),
+        "p50": percentile(vals, 50),
+        "p90": percentile(vals, 90),
+        "p99": percentile(vals, 99),
+        "max": float(vals[-1]),
+        "count": len(vals),
+    }
+
+
+def process_resources() -> dict[str, float]:
+    """CPU seconds (user + system) and peak RSS in MB of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    rss_mb = usage.ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else usage.ru_maxrss / 1024
+    return {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "peak_rss_mb": round(rss_mb, 1)}

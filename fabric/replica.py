@@ -1,0 +1,410 @@
+"""One replica process: wires the pipeline stages, runs them, stops cleanly, writes stats.
+
+``python -m fabric replica --config RESOLVED.yaml --id I --run-dir DIR`` (the
+runner starts it). Shape (fabric.stages has each stage):
+
+    input threads -> batch rings -> batch threads -+
+         |                                         v
+         +--------------> worker ring -> worker (protocol) -> execute ring -> execute
+                               ^                 |                               |
+                               +-- checkpoint <--+-- output ring <---------------+
+                                                       |
+                                                output threads -> ZeroMQ
+
+Thread counts come from ``replica:`` in the config. Client signatures are
+verified once per request: by a batch thread at the proposer, and at the
+other replicas by the input thread that receives the batch-carrying message
+(pre-verification into a bounded VerifiedCache, which the protocol's verifier
+consults): the worker, which owns the protocol state, never spends 150 us per
+request on Ed25519 on its critical path unless the cache missed.
+
+Lifecycle: bind sockets, start threads, print ``ready`` (fabric.control);
+``start <t0>`` from the runner fixes time zero for failure injection;
+``stop``/EOF/SIGTERM/SIGINT stop every thread (bounded), close sockets and
+write ``stats/replica-<i>.json`` (counters, rings, threads, per-second executed
+transactions, the ledger hash chain for the audit). A ``failures:`` entry for
+this replica crashes it (os._exit with CRASH_EXIT_CODE, no stats: a crash) or
+silences it (drops every frame in and out) at ``t0 + at_s``. A stage that dies
+of an exception stops the replica and makes it exit 1.
+
+Must not live here: the stages' loops (fabric.stages), protocol logic, report tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fabric.control import CRASH_EXIT_CODE, ChildControl, format_progress
+from fabric.metrics import process_resources
+from fabric.paths import RunPaths
+from fabric.ring import Ring
+from fabric.stages import (
+    BatchStage,
+    CachedVerifier,
+    CheckpointStage,
+    ExecuteStage,
+    InputStage,
+    OutputStage,
+    ReplicaShared,
+    Stage,
+    VerifiedCache,
+    WorkerStage,
+)
+
+#: seconds the whole stop sequence may take before the process gives up waiting
+STOP_BUDGET_S = 5.0
+
+
+def kind_names() -> dict[int, str]:
+    from transport import wire
+
+    return {kind: cls.__name__ for kind, cls in wire.registered_kinds().items()}
+
+
+class Replica:
+    """The pipeline of one replica (threads, rings, sockets); ``start``, ``shutdown``, ``stats``."""
+
+    def __init__(self, cfg: Any, replica_id: int) -> None:
+        from fabric.config import config_to_dict
+        from fabric.execute import Executor
+        from protocols import registry
+        from transport.auth import LinkAuth, derive_keys, make_verifier
+        from transport.zmq_io import Addressing, Receiver, Sender, new_context
+
+        if not 0 <= replica_id < cfg.cluster.replicas:
+            raise ValueError(f"replica id {replica_id} not in 0..{cfg.cluster.replicas - 1}")
+        self.cfg = cfg
+        self.id = replica_id
+        n = cfg.cluster.replicas
+        rc = cfg.replica
+        cap = rc.ring_capacity
+        self.shared = ReplicaShared(replica_id, n)
+        keys = derive_keys(cfg.crypto.cluster_secret, cfg.node_count)
+        mac = cfg.crypto.effective_link_mac
+        signature = cfg.crypto.effective_client_signature
+        self.ctx = new_context()
+        addressing = Addressing.from_config(config_to_dict(cfg))
+
+        # rings
+        multi_in = rc.input_threads > 1
+        self.worker_ring = Ring(cap, "worker-0", multi_producer=True)
+        self.batch_rings = [
+            Ring(cap, f"batch-{b}", multi_producer=multi_in) for b in range(rc.batch_threads)
+        ]
+        self.execute_ring = Ring(cap, "execute", multi_producer=True)
+        self.checkpoint_ring = Ring(cap, "checkpoint", multi_producer=True)
+        self.output_ring = Ring(
+            cap, "output", multi_producer=True, multi_consumer=rc.output_threads > 1
+        )
+        self.rings = [
+            self.worker_ring,
+            *self.batch_rings,
+            self.execute_ring,
+            self.checkpoint_ring,
+            self.output_ring,
+        ]
+
+        # verification: one cache shared by batch threads, input threads and the protocol
+        verifier = make_verifier(signature, replica_id, keys)
+        self.cache = VerifiedCache(verifier)
+        pre_verify = self.cache if signature != "none" else None
+        protocol_cls = registry.get(cfg.protocol.name)
+        self.protocol = protocol_cls(
+            cfg.protocol_config(replica_id), CachedVerifier(verifier, self.cache)
+        )
+        self.executor = Executor(cfg.workload.record_count, cfg.workload.value_size)
+
+        # stages (sockets are created here, on the main thread, and closed by their owners)
+        shared = self.shared
+        self.inputs = [
+            InputStage(
+                f"input-{k}",
+                shared,
+                Receiver(
+                    self.ctx,
+                    addressing.address(replica_id, k),
+                    LinkAuth(mac, replica_id, keys),
+                    recv_hwm=cfg.transport.recv_hwm,
+                    max_frame_bytes=cfg.transport.max_frame_bytes,
+                ),
+                [self.worker_ring],
+                self.batch_rings,
+                pre_verify,
+            )
+            for k in range(rc.input_threads)
+        ]
+        self.batchers = [
+            BatchStage(
+                f"batch-{b}",
+                shared,
+                ring,
+                self.worker_ring,
+                self.cache,
+                requests_per_batch=1,  # a client Request already carries batch_size txns
+                batch_timeout_s=cfg.batching.batch_timeout_ms / 1000.0,
+            )
+            for b, ring in enumerate(self.batch_rings)
+        ]
+        # One protocol instance -> one worker. Protocols with several instances (RCC)
+        # will spread them over replica.worker_threads workers (InputStage.worker_of).
+        self.workers = [
+            WorkerStage(
+                "worker-0",
+                shared,
+                self.protocol,
+                self.worker_ring,
+                self.output_ring,
+                self.execute_ring,
+                self.checkpoint_ring,
+                tick_s=cfg.protocol.tick_ms / 1000.0,
+            )
+        ]
+        self.unused_worker_threads = rc.worker_threads - len(self.workers)
+        self.execute = ExecuteStage(
+            "execute",
+            shared,
+            self.executor,
+            self.execute_ring,
+            self.output_ring,
+            self.checkpoint_ring,
+            n,
+        )
+        self.checkpoint = CheckpointStage(
+            "checkpoint", shared, self.checkpoint_ring, self.worker_ring, self.execute_ring
+        )
+        self.outputs = [
+            OutputStage(
+                f"output-{k}",
+                shared,
+                Sender(
+                    self.ctx,
+                    addressing,
+                    replica_id,
+                    LinkAuth(mac, replica_id, keys),
+                    send_hwm=cfg.transport.send_hwm,
+                ),
+                self.output_ring,
+            )
+            for k in range(rc.output_threads)
+        ]
+        self.stages: list[Stage] = [
+            *self.outputs,
+            self.execute,
+            self.checkpoint,
+            *self.workers,
+            *self.batchers,
+            *self.inputs,
+        ]
+        self.started_at = 0.0
+        self.stopped_at = 0.0
+        self.t0: float | None = None
+        self.failure_event: dict[str, Any] | None = None
+        self.stuck_threads: list[str] = []
+        self.context_closed = True
+
+    # lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.started_at = time.time()
+        for stage in self.stages:
+            stage.start()
+
+    def shutdown(self, budget_s: float = STOP_BUDGET_S) -> None:
+        """Stop every thread (bounded), then close the ZeroMQ context."""
+        from transport.zmq_io import close_context
+
+        self.shared.stop.set()
+        for ring in self.rings:
+            ring.close()
+        deadline = time.monotonic() + budget_s
+        for stage in self.stages:
+            if stage.is_alive():
+                stage.join(max(0.0, deadline - time.monotonic()))
+        self.stuck_threads = [s.name for s in self.stages if s.is_alive()]
+        self.stopped_at = time.time()
+        self.context_closed = close_context(self.ctx, timeout_s=1.0)
+
+    def go_silent(self) -> None:
+        self.shared.silent = True
+
+    # progress and stats ------------------------------------------------------------------
+    def progress_line(self) -> str:
+        return format_progress(
+            time.time(), self.execute.txns_total, self.execute.last_seq, self.workers[0].view
+        )
+
+    def stats(self) -> dict[str, Any]:
+        names = kind_names()
+        sent: dict[str, int] = {}
+        received: dict[str, int] = {}
+        drops: dict[str, int] = {}
+        for stage in self.outputs:
+            for kind, count in stage.sender.sent_by_kind.items():
+                name = names.get(kind, str(kind))
+                sent[name] = sent.get(name, 0) + count
+            for to, count in stage.sender.send_drops.items():
+                key = "send_full_to_client" if to >= self.cfg.cluster.replicas else "send_full"
+                drops[key] = drops.get(key, 0) + count
+        for stage in self.inputs:
+            for kind, count in stage.receiver.received_by_kind.items():
+                name = names.get(kind, str(kind))
+                received[name] = received.get(name, 0) + count
+            for reason, count in stage.receiver.drops.items():
+                drops[reason] = drops.get(reason, 0) + count
+        for stage in self.stages:
+            for reason, count in stage.drops.items():
+                drops[reason] = drops.get(reason, 0) + count
+        try:
+            status = dict(self.protocol.status())
+        except Exception as exc:  # status is introspection only: never lose the stats for it
+            status = {"error": repr(exc)}
+        worker = self.workers[0]
+        return {
+            "role": "replica",
+            "node": self.id,
+            "protocol": self.cfg.protocol.name,
+            "started_at": self.started_at,
+            "stopped_at": self.stopped_at,
+            "t0": self.t0,
+            "threads": [s.clock.snapshot() for s in self.stages],
+            "unused_worker_threads": self.unused_worker_threads,
+            "rings": [ring.stats() for ring in self.rings],
+            "messages": {"sent": sent, "received": received},
+            "drops": drops,
+            "executed_per_s": self.execute.executed_per_s.as_pairs(),
+            "executed_txns": self.execute.txns_total,
+            "executed_batches": self.execute.batches,
+            "executed_seq": self.executor.last_seq,
+            "proposed_batches": worker.proposed,
+            "delivered_batches": worker.delivered,
+            "protocol_messages": worker.messages,
+            "timers_fired": worker.timers.fired,
+            "view": worker.view,
+            "view_changes": worker.view_changes,
+            "stable_seq": self.checkpoint.stable_seq,
+            "stable_checkpoints": self.checkpoint.stable_count,
+            "verify": self.cache.stats(),
+            "executor": self.executor.stats(),
+            "protocol_status": _jsonable(status),
+            "resources": process_resources(),
+            "failure": self.failure_event,
+            "fatal": list(self.shared.fatal),
+            "stuck_threads": self.stuck_threads,
+            "ledger": [[seq, h.hex()] for seq, h in self.executor.ledger.chain()],
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically (temp file + rename) so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")))
+    os.replace(tmp, path)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m fabric replica", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--config", required=True, help="the resolved config of the run (YAML)")
+    parser.add_argument("--id", type=int, required=True, help="replica id, 0..n-1")
+    parser.add_argument("--run-dir", required=True, help="the run's results folder")
+    parser.add_argument(
+        "--ignore-stdin",
+        action="store_true",
+        help="do not read control lines on stdin (a replica started by hand; stop it with SIGTERM)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fabric.config import ConfigError, load_config
+
+    args = _parse(argv)
+    try:
+        cfg = load_config(args.config)
+        replica = Replica(cfg, args.id)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"replica {args.id}: cannot start: {exc}", file=sys.stderr)
+        return 2
+    paths = RunPaths(Path(args.run_dir))
+    stop = replica.shared.stop
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    control = ChildControl(on_stop=stop.set, ignore_stdin=args.ignore_stdin)
+    failure = next((f for f in cfg.failures if f.replica == args.id), None)
+    replica.start()
+    ready_at = time.time()
+    control.say("ready")
+    print(
+        f"replica {args.id}: ready ({cfg.protocol.name}, n={cfg.cluster.replicas}, "
+        f"{len(replica.stages)} threads, proposer={replica.shared.is_proposer})",
+        file=sys.stderr,
+        flush=True,
+    )
+    if replica.unused_worker_threads > 0:
+        print(
+            f"replica {args.id}: {cfg.protocol.name} has one instance: "
+            f"{replica.unused_worker_threads} of replica.worker_threads unused",
+            file=sys.stderr,
+            flush=True,
+        )
+    next_progress = time.monotonic() + 1.0
+    while not stop.wait(0.1):
+        now = time.time()
+        replica.t0 = control.t0
+        if failure is not None and replica.failure_event is None:
+            zero = control.t0 if control.t0 is not None else ready_at
+            if now >= zero + failure.at_s:
+                replica.failure_event = {"kind": failure.kind, "at": now, "at_s": now - zero}
+                print(
+                    f"replica {args.id}: injected failure '{failure.kind}' at t={now - zero:.2f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if failure.kind == "crash":
+                    os._exit(CRASH_EXIT_CODE)
+                replica.go_silent()
+        if time.monotonic() >= next_progress:
+            next_progress += 1.0
+            control.say(replica.progress_line())
+    replica.t0 = control.t0
+    replica.shutdown()
+    stats = replica.stats()
+    write_json(paths.replica_stats(args.id), stats)
+    why = "; ".join(replica.shared.fatal)
+    print(
+        f"replica {args.id}: stopped (executed seq {stats['executed_seq']}, "
+        f"{stats['executed_txns']} txns){' FAILED: ' + why if why else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if replica.stuck_threads:
+        print(f"replica {args.id}: threads did not stop: {replica.stuck_threads}", file=sys.stderr)
+    return 1 if replica.shared.fatal or replica.stuck_threads else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
