@@ -102,6 +102,9 @@ def _scalar_check(tp: type) -> _Check:
     raise TypeError(f"unsupported wire field type {tp!r}")
 
 
+_SCALARS = (int, bool, float, bytes, str)
+
+
 def _build(tp: Any) -> tuple[Callable[[Any], Any] | None, _Check]:
     """Return (to_plain, check) for a field type. to_plain None means identity."""
     origin = typing.get_origin(tp)
@@ -205,9 +208,16 @@ def message(kind: int) -> Callable[[type[T]], type[T]]:
                     g(obj) if p is None else p(g(obj)) for g, p in zip(getters, plains, strict=True)
                 ]
 
+        # Fast path for the common all-scalar message (e.g. Request): when every value
+        # already has its field's exact type, the per-field checks would pass unchanged.
+        hinted = tuple(hints[name] for name in fields)
+        exact = hinted if all(t in _SCALARS for t in hinted) else None
+
         def from_plain(v: Any) -> Any:
             if type(v) is not tuple or len(v) != nfields:
                 raise DecodeError("shape", f"{cls.__name__} needs an array of {nfields} fields")
+            if exact is not None and tuple(map(type, v)) == exact:
+                return cls(*v)
             return cls(*[c(x) for c, x in zip(checks, v, strict=True)])
 
         spec = _Spec(cls, kind, to_plain, from_plain)
