@@ -1,0 +1,184 @@
+"""Real clusters on 127.0.0.1: replica and client processes started by the runner.
+
+Each test runs a few seconds on free loopback ports (tests/conftest.py) and
+checks behaviour, never speed: the run commits, the audit passes, the result
+files exist and parse, an injected crash is reported as expected while the
+others keep committing, and an unexpected death fails the run loudly. Every
+process the runner starts is gone when a test ends, pass or fail.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fabric import runner
+from fabric.config import load_config
+from fabric.paths import RunPaths
+from fabric.summary import HEADERS
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def _config(base_port: int, *extra: str):
+    return load_config(
+        None,
+        [
+            f"transport.base_port={base_port}",
+            "run.duration_s=5",
+            "run.warmup_s=1",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture
+def spawned(monkeypatch):
+    """Every Child the runner spawns in this test; after the test, none may be alive."""
+    children: list[runner.Child] = []
+    original = runner.Runner._spawn
+
+    def spawn(self, role, node):
+        child = original(self, role, node)
+        children.append(child)
+        return child
+
+    monkeypatch.setattr(runner.Runner, "_spawn", spawn)
+    yield children
+    alive = [c for c in children if c.proc.poll() is None]
+    for child in alive:  # a failing test must not leave processes behind
+        try:
+            os.killpg(child.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.proc.wait(5)
+    assert not alive, f"processes left running: {[c.label for c in alive]}"
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_default_pbft_cluster_commits_audits_and_writes_every_file(base_port, tmp_path, spawned):
+    cfg = _config(base_port)
+    assert cfg.protocol.name == "pbft" and cfg.cluster.replicas == 4
+    outcome = runner.run_experiment(cfg, tmp_path, label="it")
+    assert outcome.ok, outcome.reason
+    paths = RunPaths(outcome.folder)
+    summary = json.loads(paths.summary.read_text())
+    assert summary == outcome.summary
+    assert summary["run"]["status"] == "ok"
+    assert summary["throughput_txn_s"] > 0
+    assert summary["audit"]["ok"] and summary["audit"]["common_prefix"] > 0
+    assert summary["latency_ms"]["p50"] > 0
+    for node in ("0", "1", "2", "3"):
+        assert summary["per_node"][node]["executed_seq"] > 0
+        assert summary["per_node"][node]["peak_rss_mb"] > 0
+    assert summary["messages_per_batch"]["PrePrepare"] > 0
+    # the config written is the config used, and rerunnable
+    assert yaml.safe_load(paths.config.read_text())["transport"]["base_port"] == base_port
+    assert load_config(paths.config) == cfg
+    # every documented table exists with its header and plausible rows
+    for name, header in HEADERS.items():
+        rows = _read_csv(getattr(paths, name))
+        assert rows or name == "drops", f"{name}.csv is empty"
+        if rows:
+            assert tuple(rows[0].keys()) == header
+    threads = _read_csv(paths.threads)
+    assert {r["thread"] for r in threads if r["node"] == "0"} >= {
+        "input-0",
+        "batch-0",
+        "worker-0",
+        "execute",
+        "checkpoint",
+        "output-0",
+    }
+    assert all(float(r["busy_s"]) >= 0 and float(r["idle_s"]) >= 0 for r in threads)
+    latencies = _read_csv(paths.latency)
+    assert all(float(r["latency_ms"]) > 0 for r in latencies)
+    report = paths.res_out.read_text()
+    assert "Status: OK" in report and "Average throughput" in report and "Idleness" in report
+    for i in range(4):
+        assert paths.replica_log(i).exists()
+    assert paths.client_log(4).exists()
+    assert all(c.proc.returncode == 0 for c in spawned)
+
+
+def test_backup_crash_is_expected_and_the_rest_keep_committing(base_port, tmp_path, spawned):
+    cfg = _config(
+        base_port,
+        "run.duration_s=7",
+        "failures=[{replica: 2, at_s: 2.0, kind: crash}]",
+    )
+    outcome = runner.run_experiment(cfg, tmp_path, label="crash")
+    assert outcome.ok, outcome.reason
+    summary = outcome.summary
+    events = summary["run"]["events"]
+    assert any("replica 2 crashed as configured" in e for e in events), events
+    assert "2" not in summary["per_node"]  # a crash writes no stats
+    audit = summary["audit"]
+    assert audit["ok"] and audit["honest"] == [0, 1, 3]
+    # the three survivors kept committing after the crash (t >= 2 s)
+    rows = _read_csv(RunPaths(outcome.folder).throughput)
+    for node in ("0", "1", "3"):
+        late = sum(
+            int(r["txn"])
+            for r in rows
+            if r["node"] == node and r["role"] == "replica" and int(r["time_s"]) >= 4
+        )
+        assert late > 0, f"replica {node} stopped committing after the crash"
+    crashed = next(c for c in spawned if c.label == "replica 2")
+    assert crashed.proc.returncode == 86
+    assert "crash" in RunPaths(outcome.folder).res_out.read_text()
+
+
+def test_unexpected_replica_death_fails_the_run_loudly(base_port, tmp_path, spawned, monkeypatch):
+    original = runner.Runner.monitor
+
+    def monitor_then_kill(self, until):
+        time.sleep(1.5)
+        victim = next(c for c in self.children if c.label == "replica 1")
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        original(self, until)
+
+    monkeypatch.setattr(runner.Runner, "monitor", monitor_then_kill)
+    started = time.monotonic()
+    outcome = runner.run_experiment(_config(base_port, "run.duration_s=20"), tmp_path)
+    assert not outcome.ok
+    assert "replica 1 exited unexpectedly with code -9" in outcome.reason
+    assert time.monotonic() - started < 20, "the runner should stop the run at the death"
+    summary = json.loads(RunPaths(outcome.folder).summary.read_text())
+    assert summary["run"]["status"] == "failed"
+    report = RunPaths(outcome.folder).res_out.read_text()
+    assert "Status: FAILED" in report
+    assert "Log tails" in report and "replica 1" in report
+
+
+def test_interrupt_stops_every_process(base_port, tmp_path, spawned, monkeypatch):
+    def monitor_interrupted(self, until):
+        time.sleep(0.5)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.Runner, "monitor", monitor_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_experiment(_config(base_port), tmp_path)
+    assert spawned and all(c.proc.poll() is not None for c in spawned)
+    folder = next(tmp_path.iterdir())
+    assert json.loads(RunPaths(folder).summary.read_text())["run"]["status"] == "failed"
+
+
+def test_null_baseline_runs_through_the_same_pipeline(base_port, tmp_path, spawned):
+    outcome = runner.run_experiment(
+        _config(base_port, "protocol.name=null", "crypto.enabled=false"), tmp_path
+    )
+    assert outcome.ok, outcome.reason
+    assert outcome.summary["per_node"]["0"]["executed_seq"] > 0
+    assert outcome.summary["per_node"]["1"]["executed_seq"] == 0  # null: only replica 0 executes

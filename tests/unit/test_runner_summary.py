@@ -1,0 +1,229 @@
+"""The runner's arithmetic and report from fake stats (fabric.summary, fabric.runner helpers)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from fabric import runner
+from fabric.paths import RunPaths
+from fabric.summary import (
+    HEADERS,
+    RunInfo,
+    build_summary,
+    format_report,
+    window_count,
+    write_tables,
+)
+
+T0 = 1_000_000.25  # a time zero that is not on a whole second
+
+
+def info(**kw) -> RunInfo:
+    args = dict(
+        name="20250101-000000-pbft-n4-b100",
+        protocol="pbft",
+        replicas=4,
+        clients=1,
+        batch_size=100,
+        duration_s=10.0,
+        warmup_s=2.0,
+        started_at=T0,
+        crypto="ed25519 + cmac-aes",
+    )
+    args.update(kw)
+    return RunInfo(**args)
+
+
+def replica_stats(node: int, per_s_txn: int = 1000, seq: int = 100, **extra) -> dict:
+    base = int(T0)
+    st = {
+        "role": "replica",
+        "node": node,
+        "executed_per_s": [[base + s, per_s_txn] for s in range(0, 12)],
+        "executed_seq": seq,
+        "executed_txns": seq * 100,
+        "view": 0,
+        "threads": [
+            {"thread": "input-0", "role": "input", "busy_s": 3.0, "idle_s": 9.0},
+            {"thread": "worker-0", "role": "worker", "busy_s": 6.0, "idle_s": 6.0},
+        ],
+        "rings": [
+            {
+                "name": "worker-0",
+                "capacity": 4096,
+                "pushes": 10,
+                "pops": 10,
+                "max_depth": 3,
+                "full_waits": 0,
+            }
+        ],
+        "messages": {"sent": {"Prepare": 3 * seq, "Commit": 3 * seq}, "received": {"Prepare": 9}},
+        "drops": {"mac": 2} if node == 1 else {},
+        "resources": {"cpu_s": 5.5, "peak_rss_mb": 80.0 + node},
+        "failure": None,
+    }
+    st.update(extra)
+    return st
+
+
+def client_stats(node: int = 4) -> dict:
+    base = int(T0)
+    # 2000 accepted txns in every whole second; latencies 10..109 ms spread over the run
+    lat = [[T0 + 0.1 * i, 10.0 + (i % 100)] for i in range(120)]
+    return {
+        "role": "client",
+        "node": node,
+        "accepted_per_s": [[base + s, 2000] for s in range(0, 12)],
+        "latency": lat,
+        "counters": {"requests_accepted": 240, "retransmissions": 1, "requests_given_up": 0},
+        "threads": [{"thread": "io", "role": "client-io", "busy_s": 4.0, "idle_s": 6.0}],
+        "messages": {"sent": {"Request": 240}, "received": {"Reply": 720}},
+        "drops": {},
+        "resources": {"cpu_s": 3.0, "peak_rss_mb": 40.0},
+    }
+
+
+def test_window_count_weights_straddling_seconds():
+    per_s = [[10, 100], [11, 100], [12, 100]]
+    assert window_count(per_s, 10.0, 13.0) == pytest.approx(300)
+    assert window_count(per_s, 10.5, 12.25) == pytest.approx(50 + 100 + 25)
+    assert window_count(per_s, 20.0, 30.0) == 0
+
+
+def test_summary_figures_from_fake_stats():
+    reps = {i: replica_stats(i) for i in range(4)}
+    summary, tables = build_summary(info(), reps, {4: client_stats()}, None, [], [])
+    # measured window [T0+2, T0+10): 8 s of 2000 txn/s
+    assert summary["throughput_txn_s"] == pytest.approx(2000.0)
+    assert summary["per_node"]["0"]["throughput_txn_s"] == pytest.approx(1000.0)
+    assert summary["per_node"]["3"]["peak_rss_mb"] == 83.0
+    assert summary["run"]["status"] == "ok" and summary["run"]["failure"] is None
+    assert summary["run"]["measured_s"] == pytest.approx(8.0)
+    # latencies inside the window: samples 20..99 (t = T0+2.0 .. T0+9.9)
+    inside = sorted(10.0 + (i % 100) for i in range(20, 100))
+    assert summary["latency_ms"]["count"] == len(inside)
+    assert summary["latency_ms"]["avg"] == pytest.approx(sum(inside) / len(inside), abs=1e-3)
+    assert summary["latency_ms"]["max"] == pytest.approx(max(inside))
+    # messages per committed batch: 4 replicas x 3 Prepare per seq
+    assert summary["messages_per_batch"] == {"Commit": 12.0, "Prepare": 12.0}
+    assert summary["committed_batches"] == 100
+    assert len(tables.latency) == len(inside)
+    assert len(tables.threads) == 4 * 2 + 1
+    assert ("1", "mac", 2) not in tables.drops and (1, "mac", 2) in tables.drops
+    json.dumps(summary)  # serialisable as is
+
+
+def test_failed_replica_excluded_from_committed_count():
+    reps = {i: replica_stats(i, seq=100) for i in range(3)}
+    reps[3] = replica_stats(3, seq=500)  # a configured faulty replica claims more
+    inf = info(failures=({"replica": 3, "at_s": 4.0, "kind": "silent"},))
+    summary, _ = build_summary(inf, reps, {4: client_stats()}, None, [], [])
+    assert summary["committed_batches"] == 100
+
+
+def test_problems_make_the_status_failed_and_the_report_says_so():
+    reps = {i: replica_stats(i) for i in range(4)}
+    audit = {"ok": False, "message": "honest ledgers diverge at seq 7", "common_prefix": 9}
+    summary, tables = build_summary(
+        info(), reps, {4: client_stats()}, audit, ["AUDIT FAILED: diverge at seq 7"], []
+    )
+    assert summary["run"]["status"] == "failed"
+    text = format_report(summary, tables)
+    assert "Status: FAILED: AUDIT FAILED" in text
+    assert "Audit: FAILED: honest ledgers diverge at seq 7" in text
+    assert "Status: OK" not in text
+
+
+def test_report_has_the_classic_sections():
+    reps = {i: replica_stats(i) for i in range(4)}
+    reps[2]["failure"] = {"kind": "silent", "at": T0 + 5, "at_s": 5.0}
+    audit = {"ok": True, "message": "4 honest ledgers agree up to seq 100", "common_prefix": 100}
+    summary, tables = build_summary(
+        info(), reps, {4: client_stats()}, audit, [], ["replica 3 crashed as configured"]
+    )
+    text = format_report(summary, tables)
+    for needle in (
+        "Throughput (txn/s",
+        "replica   0:",
+        "client    4:",
+        "Latency (ms",
+        "p99",
+        "Idleness",
+        "input-0 75%",  # 9 idle of 12 s
+        "worker-0 50%",
+        "Memory (peak RSS)",
+        "83.0 MB",
+        "Messages sent per committed batch",
+        "Drops: mac 2",
+        "Audit: ok",
+        "[silent at 5.0 s]",
+        "Event: replica 3 crashed as configured",
+        "Average throughput: 2,000.0 txn/s",
+        "Status: OK",
+    ):
+        assert needle in text, needle
+
+
+def test_empty_stats_give_nan_free_json_and_a_readable_report():
+    summary, tables = build_summary(info(), {}, {}, None, ["nothing committed"], [])
+    assert summary["throughput_txn_s"] == 0
+    assert summary["latency_ms"]["avg"] is None  # nan is not valid JSON
+    assert "nan" not in json.dumps(summary).lower()
+    text = format_report(summary, tables)
+    assert "Average latency:    - ms" in text
+    assert math.isfinite(summary["run"]["measured_s"])
+
+
+def test_tables_written_with_the_documented_headers(tmp_path: Path):
+    reps = {i: replica_stats(i) for i in range(4)}
+    _, tables = build_summary(info(), reps, {4: client_stats()}, None, [], [])
+    paths = RunPaths(tmp_path).make()
+    write_tables(tables, paths)
+    for name, header in HEADERS.items():
+        with getattr(paths, name).open() as fh:
+            rows = list(csv.reader(fh))
+        assert tuple(rows[0]) == header, name
+    with paths.throughput.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["role"] for r in rows} == {"replica", "client"}
+    assert min(int(r["time_s"]) for r in rows) == 0
+
+
+def _args(*argv: str):
+    args, rest = runner._parser().parse_known_args(list(argv))
+    assert not rest
+    return args
+
+
+def test_cli_overrides_and_the_short_run_warmup_rule():
+    from fabric.config import load_config
+
+    base = load_config()
+    args = _args("--replicas", "7", "--clients", "2", "--protocol", "null", "--duration", "4")
+    out = runner._overrides(args, base)
+    assert "cluster.replicas=7" in out and "cluster.clients=2" in out
+    assert "protocol.name=null" in out and "run.duration_s=4.0" in out
+    assert "run.warmup_s=0.8" in out  # min(5, 20% of 4 s)
+    cfg = base.with_overrides(out)
+    assert cfg.run.warmup_s == pytest.approx(0.8) and cfg.cluster.replicas == 7
+    explicit = runner._overrides(_args("--duration", "4", "--warmup", "1"), base)
+    assert "run.warmup_s=1.0" in explicit and "run.warmup_s=0.8" not in explicit
+
+
+def test_cli_sweep_delegates_to_fabric_sweep(monkeypatch):
+    import fabric.sweep
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(fabric.sweep, "main", lambda argv: seen.append(argv) or 0)
+    assert runner.main(["--sweep", "config/experiments/x.yaml", "--quick"]) == 0
+    assert seen == [["config/experiments/x.yaml", "--quick"]]
+
+
+def test_cli_bad_config_exits_2(capsys):
+    assert runner.main(["--set", "batching.batch_size=0", "--quiet"]) == 2
+    assert "batch_size" in capsys.readouterr().err
