@@ -1,0 +1,187 @@
+"""PBFT wire messages (kinds 16..47) and the exact bytes each signature covers.
+
+Every message carries ``instance`` (0 for plain PBFT; RCC runs several PBFT
+instances side by side and routes by it). Messages that end up inside a
+transferable proof (a pre-prepare or prepare inside a prepared certificate, a
+checkpoint inside a stable-checkpoint proof, a view-change inside a new-view)
+carry a ``signature`` made through the injected Verifier over the payload the
+``*_payload`` functions below build; Commit never leaves its receiver, so it is
+not signed. Signatures are b"" when the replica runs with ``pbft_signed_votes``
+off.
+
+Must not live here: protocol logic (protocols/pbft/replica.py), IO of any kind.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from protocols.common import Batch
+from transport.wire import encode_body, message
+
+# Kinds: 16..47 belong to PBFT (transport/wire.py).
+KIND_PRE_PREPARE = 16
+KIND_PREPARE = 17
+KIND_COMMIT = 18
+KIND_CHECKPOINT = 19
+KIND_PREPARED_CERT = 20
+KIND_VIEW_CHANGE = 21
+KIND_NEW_VIEW = 22
+KIND_FETCH = 23
+KIND_FETCH_REPLY = 24
+
+
+@message(KIND_PRE_PREPARE)
+@dataclass(frozen=True, slots=True)
+class PrePrepare:
+    """The primary of ``view`` assigns ``seq`` to ``batch`` (digest = batch.digest)."""
+
+    instance: int
+    view: int
+    seq: int
+    batch: Batch
+    signature: bytes = b""  # by the primary of ``view`` over pre_prepare_payload
+
+    @property
+    def digest(self) -> bytes:
+        return self.batch.digest
+
+
+@message(KIND_PREPARE)
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    """Backup ``replica`` accepted the pre-prepare (view, seq, digest)."""
+
+    instance: int
+    view: int
+    seq: int
+    digest: bytes
+    replica: int
+    signature: bytes = b""  # by ``replica`` over prepare_payload
+
+
+@message(KIND_COMMIT)
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """``replica`` is prepared for (view, seq, digest)."""
+
+    instance: int
+    view: int
+    seq: int
+    digest: bytes
+    replica: int
+
+
+@message(KIND_CHECKPOINT)
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """``replica`` executed up to ``seq`` and its state digest is ``state_digest``."""
+
+    instance: int
+    seq: int
+    state_digest: bytes
+    replica: int
+    signature: bytes = b""  # by ``replica`` over checkpoint_payload
+
+
+@message(KIND_PREPARED_CERT)
+@dataclass(frozen=True, slots=True)
+class PreparedCert:
+    """Proof that ``pre_prepare`` was prepared: 2f matching prepares from distinct backups."""
+
+    pre_prepare: PrePrepare
+    prepares: tuple[Prepare, ...]
+
+
+@message(KIND_VIEW_CHANGE)
+@dataclass(frozen=True, slots=True)
+class ViewChange:
+    """``replica`` moves to ``new_view``: its stable checkpoint (with 2f+1 proof) and certificates."""
+
+    instance: int
+    new_view: int
+    replica: int
+    stable_seq: int
+    checkpoint_proof: tuple[Checkpoint, ...]  # 2f+1 matching Checkpoint at stable_seq (() at 0)
+    prepared: tuple[PreparedCert, ...]  # one per prepared seq above stable_seq, highest view
+    signature: bytes = b""  # by ``replica`` over view_change_payload
+
+
+@message(KIND_NEW_VIEW)
+@dataclass(frozen=True, slots=True)
+class NewView:
+    """The primary of ``view`` starts it: 2f+1 view-changes and the pre-prepares they imply."""
+
+    instance: int
+    view: int
+    view_changes: tuple[ViewChange, ...]
+    pre_prepares: tuple[PrePrepare, ...]  # seqs min_s+1..max_s: re-proposals and null fills
+
+
+@message(KIND_FETCH)
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """A lagging ``replica`` asks for committed batches first_seq..last_seq (catch-up)."""
+
+    instance: int
+    first_seq: int
+    last_seq: int
+    replica: int
+
+
+@message(KIND_FETCH_REPLY)
+@dataclass(frozen=True, slots=True)
+class FetchReply:
+    """``replica`` delivered ``batch`` at ``seq`` (f+1 matching replies make it trusted)."""
+
+    instance: int
+    seq: int
+    view: int
+    batch: Batch
+    replica: int
+
+
+# --- signed payloads -------------------------------------------------------------------
+
+_PP = struct.Struct("!2sqqq")
+_PR = struct.Struct("!2sqqqq")
+_CK = struct.Struct("!2sqqq")
+
+
+def pre_prepare_payload(instance: int, view: int, seq: int, digest: bytes) -> bytes:
+    """Bytes the primary signs for a pre-prepare (raises struct.error on absurd ints)."""
+    return _PP.pack(b"PP", instance, view, seq) + digest
+
+
+def prepare_payload(instance: int, view: int, seq: int, replica: int, digest: bytes) -> bytes:
+    return _PR.pack(b"PR", instance, view, seq, replica) + digest
+
+
+def checkpoint_payload(instance: int, seq: int, replica: int, state_digest: bytes) -> bytes:
+    return _CK.pack(b"CK", instance, seq, replica) + state_digest
+
+
+def view_change_payload(vc: ViewChange) -> bytes:
+    """The whole view-change body with an empty signature (rare: re-encoding is fine)."""
+    unsigned = ViewChange(
+        vc.instance, vc.new_view, vc.replica, vc.stable_seq, vc.checkpoint_proof, vc.prepared, b""
+    )
+    return b"VC" + encode_body(unsigned)
+
+
+__all__ = [
+    "Checkpoint",
+    "Commit",
+    "Fetch",
+    "FetchReply",
+    "NewView",
+    "PrePrepare",
+    "Prepare",
+    "PreparedCert",
+    "ViewChange",
+    "checkpoint_payload",
+    "pre_prepare_payload",
+    "prepare_payload",
+    "view_change_payload",
+]

@@ -1,0 +1,1151 @@
+"""PBFT (Castro & Liskov, OSDI'99 / TOCS'02) as a sans-IO state machine: calls in, actions out.
+
+How it works, in the paper's terms:
+- Normal case (§4.2): the primary of view v, ``(instance + v) % n``, assigns seq in
+  (low, high] and broadcasts PRE-PREPARE; a backup accepts one pre-prepare per
+  (view, seq), broadcasts PREPARE; *prepared* = pre-prepare + ``prepare_quorum``
+  (2f) matching prepares from distinct backups; then COMMIT; *committed-local* =
+  prepared + ``commit_quorum`` (2f+1) matching commits. Many seqs are in flight at
+  once; committed batches are delivered strictly in seq order.
+- Checkpoints (§4.3): on ``executed`` at a multiple of checkpoint_period, broadcast
+  CHECKPOINT; ``checkpoint_quorum`` (2f+1) matching make it stable: the log below is
+  discarded and the watermarks move (low = stable seq, high = low + window).
+- View change (§4.4): a backup waiting too long for a request it knows of sends
+  VIEW-CHANGE for v+1 (stable checkpoint proof + prepared certificates). The new
+  primary, with ``view_change_quorum`` (2f+1) valid view-changes, sends NEW-VIEW with
+  a pre-prepare for every seq between the highest stable checkpoint (min-s) and the
+  highest prepared seq (max-s): the certificate's batch with the highest view, else
+  the null batch. Replicas recompute that set before entering the view. Timeouts
+  double on consecutive failed view changes; ``join_quorum`` (f+1) view-changes for
+  higher views make a replica join the smallest of them (§4.5.2).
+- Additions a runnable system needs (not in the brief's minimum, all bounded):
+  view-change retransmission while waiting for a new view, a stored NEW-VIEW sent
+  back to a replica still asking for that view, and catch-up (FETCH): a replica
+  behind a stable checkpoint, or with a gap it cannot fill, asks for delivered
+  batches and accepts one when ``fetch_quorum`` (f+1) replicas agree on it.
+
+Transferable proofs are signed through the injected Verifier (params
+``pbft_signed_votes``, default True); with it off, certificates are only checked
+for shape (crash-fault view changes).
+
+Must not live here: sockets, threads, clocks, randomness, message encoding (wire).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from protocols import base
+from protocols.base import (
+    Action,
+    Broadcast,
+    CancelTimer,
+    Deliver,
+    Protocol,
+    ProtocolConfig,
+    Send,
+    SetTimer,
+    StableCheckpoint,
+    Verifier,
+)
+from protocols.common import NULL_BATCH, Batch, Request, batch_is_valid, make_batch
+from protocols.pbft.messages import (
+    Checkpoint,
+    Commit,
+    Fetch,
+    FetchReply,
+    NewView,
+    Prepare,
+    PreparedCert,
+    PrePrepare,
+    ViewChange,
+    checkpoint_payload,
+    pre_prepare_payload,
+    prepare_payload,
+    view_change_payload,
+)
+
+MAX_BACKOFF_EXP = 6  # a view-change timeout grows to at most base << 6 (64x)
+MAX_REPLAY_ROUNDS = 64  # bound on re-running held messages after watermarks/view move
+
+
+class _Slot:
+    """Normal-case state of one seq in the current view (dropped on a view change)."""
+
+    __slots__ = (
+        "pre_prepare",
+        "digest",
+        "prepares",
+        "prepare_counts",
+        "commits",
+        "commit_counts",
+        "prepared",
+        "committed",
+    )
+
+    def __init__(self) -> None:
+        self.pre_prepare: PrePrepare | None = None
+        self.digest: bytes | None = None
+        self.prepares: dict[int, Prepare] = {}  # replica -> its (first) prepare
+        self.prepare_counts: dict[bytes, int] = {}  # digest -> distinct backups
+        self.commits: dict[int, bytes] = {}  # replica -> digest of its (first) commit
+        self.commit_counts: dict[bytes, int] = {}
+        self.prepared = False
+        self.committed = False
+
+
+class Pbft(Protocol):
+    """One PBFT replica (or one PBFT instance of RCC when ``instance`` > 0)."""
+
+    name = "pbft"
+
+    def __init__(self, config: ProtocolConfig, verifier: Verifier, *, instance: int = 0) -> None:
+        super().__init__(config, verifier)
+        self.instance = instance
+        f = self.f
+        # Quorum sizes: every check below reads these (a test may break them on purpose).
+        self.prepare_quorum = 2 * f  # matching prepares from distinct backups
+        self.commit_quorum = 2 * f + 1  # matching commits from distinct replicas
+        self.checkpoint_quorum = 2 * f + 1
+        self.view_change_quorum = 2 * f + 1
+        self.join_quorum = f + 1  # view-changes for higher views that make us join
+        self.fetch_quorum = f + 1  # matching fetch replies that make a batch trusted
+
+        params: Mapping[str, Any] = config.params
+        self.period = config.checkpoint_period
+        self.window = config.watermark_window
+        self.base_ticks = max(1, int(config.view_change_ticks))
+        self.sign_votes = bool(params.get("pbft_signed_votes", True))
+        self.max_queued = int(params.get("pbft_max_queued_batches", 2 * self.window))
+        self.max_waiting = int(params.get("pbft_max_waiting_requests", config.max_buffered))
+        self.history_len = max(self.window, int(params.get("pbft_history_seqs", 4 * self.window)))
+        self.fetch_span = max(1, int(params.get("pbft_fetch_span", self.window)))
+        self.fetch_ticks = max(1, int(params.get("pbft_fetch_ticks", self.base_ticks // 2 or 1)))
+        self.ckpt_per_replica = self.window // self.period + 2
+        self.max_held = max(1, config.max_buffered)
+        self.max_held_per_sender = max(1, self.max_held // self.n)
+
+        self.t_request = ("pbft", instance, "request")
+        self.t_view_change = ("pbft", instance, "view_change")
+        self.t_fetch = ("pbft", instance, "fetch")
+
+        # view state
+        self.view = 0
+        self.in_view_change = False
+        self.backoff_exp = 0  # consecutive failed view changes
+        self._view_unproven = False  # entered a view by view change, nothing delivered since
+        self.vc_latest: dict[int, ViewChange] = {}  # replica -> its highest valid view-change
+        self.new_view_msg: NewView | None = None  # how we entered the current view
+
+        # log
+        self.low = 0  # stable checkpoint seq = low watermark
+        self.high = self.window
+        self.stable_digest = b""
+        self.stable_proof: tuple[Checkpoint, ...] = ()
+        self._stable_unannounced = False
+        self.slots: dict[int, _Slot] = {}
+        self.certs: dict[int, PreparedCert] = {}  # seq -> highest-view prepared certificate
+        self.committed: dict[int, tuple[int, Batch]] = {}  # committed, not yet delivered
+        self.last_delivered = 0
+        self.history: dict[int, tuple[int, Batch]] = {}  # last history_len delivered
+        self.last_assigned = 0  # primary: highest seq given out
+
+        # checkpoints: seq -> digest -> replica -> message, at most ckpt_per_replica per replica
+        self.ckpt_votes: dict[int, dict[bytes, dict[int, Checkpoint]]] = {}
+        self.ckpt_of: dict[int, dict[int, bytes]] = {}  # replica -> seq -> digest
+
+        # requests
+        self.queue: deque[Batch] = deque()  # primary: batches waiting for window room
+        self.in_flight: dict[tuple[int, int], int] = {}  # primary: (client, ts) proposed
+        self.last_ts: dict[int, int] = {}  # client -> last delivered timestamp
+        self.waiting: dict[tuple[int, int], Request] = {}  # requests we wait to see executed
+        self._request_timer_armed = False
+
+        # held messages (future view or beyond the high watermark), bounded per sender
+        self.held: list[tuple[int, Any]] = []
+        self._held_by_sender: dict[int, int] = {}
+        self._replaying = False
+        self._replay_again = False
+
+        # catch-up
+        self.fetch_votes: dict[int, dict[int, FetchReply]] = {}  # seq -> replica -> reply
+        self._fetch_timer_armed = False
+        self._fetch_mark = -1
+        self._fetch_requested_to = 0
+
+        # counters (abnormal paths only)
+        self.ignored: dict[str, int] = {}
+        self.dropped = 0  # held messages dropped because the buffer was full
+        self.proposals_dropped = 0
+        self.view_changes_started = 0
+
+        self._handlers = {
+            PrePrepare: self._on_pre_prepare,
+            Prepare: self._on_prepare,
+            Commit: self._on_commit,
+            Checkpoint: self._on_checkpoint,
+            ViewChange: self._on_view_change,
+            NewView: self._on_new_view,
+            Request: self._on_request,
+            Fetch: self._on_fetch,
+            FetchReply: self._on_fetch_reply,
+        }
+
+    # --- who proposes ----------------------------------------------------------------
+
+    @classmethod
+    def reply_quorum(cls, n: int, f: int) -> int:
+        return f + 1
+
+    @classmethod
+    def client_target(cls, view: int, client_id: int, n: int, params: Mapping[str, Any]) -> int:
+        return view % n  # plain PBFT is instance 0
+
+    def primary_of(self, view: int) -> int:
+        return (self.instance + view) % self.n
+
+    @property
+    def primary(self) -> int:
+        return (self.instance + self.view) % self.n
+
+    def is_proposer(self) -> bool:
+        return not self.in_view_change and (self.instance + self.view) % self.n == self.id
+
+    def proposal_room(self) -> int:
+        if not self.is_proposer():
+            return 0
+        return (self.high - self.last_assigned) + (self.max_queued - len(self.queue))
+
+    # --- calls in --------------------------------------------------------------------
+
+    def propose(self, batch: Batch) -> list[Action]:
+        out: list[Action] = []
+        if not self.is_proposer():
+            self.proposals_dropped += 1
+            self._ignore("not_proposer")
+            return out
+        batch = self._without_replays(batch)
+        if batch is not None:
+            self._propose_batch(batch, out)
+        return out
+
+    def receive(self, sender: int, msg: Any) -> list[Action]:
+        out: list[Action] = []
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            self._ignore("unknown_message")
+        else:
+            handler(sender, msg, out)
+        return out
+
+    def timeout(self, timer: Hashable) -> list[Action]:
+        out: list[Action] = []
+        if timer == self.t_request:
+            self._on_request_timer(out)
+        elif timer == self.t_view_change:
+            self._on_view_change_timer(out)
+        elif timer == self.t_fetch:
+            self._on_fetch_timer(out)
+        else:
+            self._ignore("unknown_timer")
+        return out
+
+    def executed(self, seq: int, state_digest: bytes) -> list[Action]:
+        out: list[Action] = []
+        if seq % self.period or seq <= self.low or seq > self.last_delivered:
+            return out
+        sig = b""
+        if self.sign_votes:
+            sig = self.verifier.sign(checkpoint_payload(self.instance, seq, self.id, state_digest))
+        cp = Checkpoint(self.instance, seq, state_digest, self.id, sig)
+        out.append(Broadcast(cp))
+        self._add_checkpoint(cp, out)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "view": self.view,
+            "primary": self.primary,
+            "in_view_change": self.in_view_change,
+            "last_delivered": self.last_delivered,
+            "stable_seq": self.low,
+            "low_watermark": self.low,
+            "high_watermark": self.high,
+            "last_assigned": self.last_assigned,
+            "buffered": len(self.held),
+            "dropped": self.dropped,
+            "queued": len(self.queue),
+            "waiting": len(self.waiting),
+            "proposals_dropped": self.proposals_dropped,
+            "view_changes_started": self.view_changes_started,
+            "backoff_exp": self.backoff_exp,
+            "ignored": dict(self.ignored),
+        }
+
+    # --- small helpers ---------------------------------------------------------------
+
+    def _ignore(self, reason: str) -> None:
+        self.ignored[reason] = self.ignored.get(reason, 0) + 1
+
+    def _hold(self, sender: int, msg: Any) -> None:
+        count = self._held_by_sender.get(sender, 0)
+        if count >= self.max_held_per_sender or len(self.held) >= self.max_held:
+            self.dropped += 1
+            return
+        self._held_by_sender[sender] = count + 1
+        self.held.append((sender, msg))
+
+    def _replay_held(self, out: list[Action]) -> None:
+        """Re-run held messages (after the view or the watermarks moved)."""
+        if self._replaying:
+            self._replay_again = True
+            return
+        self._replaying = True
+        try:
+            for _ in range(MAX_REPLAY_ROUNDS):
+                self._replay_again = False
+                if not self.held:
+                    break
+                held, self.held = self.held, []
+                self._held_by_sender = {}
+                for sender, msg in held:
+                    self._handlers[type(msg)](sender, msg, out)
+                if not self._replay_again:
+                    break
+        finally:
+            self._replaying = False
+
+    def _slot(self, seq: int) -> _Slot:
+        slot = self.slots.get(seq)
+        if slot is None:
+            slot = self.slots[seq] = _Slot()
+        return slot
+
+    def _timeout_ticks(self) -> int:
+        return self.base_ticks << self.backoff_exp
+
+    def _verify(self, signer: int, payload_fn: Any, *args: Any, signature: bytes) -> bool:
+        if not self.sign_votes:
+            return True
+        try:
+            payload = payload_fn(*args)
+        except (OverflowError, ValueError, TypeError, Exception):  # struct.error is an Exception
+            return False
+        return bool(self.verifier.verify(signer, payload, signature))
+
+    def _valid_pre_prepare_signature(self, pp: PrePrepare) -> bool:
+        return self._verify(
+            self.primary_of(pp.view),
+            pre_prepare_payload,
+            pp.instance,
+            pp.view,
+            pp.seq,
+            pp.batch.digest,
+            signature=pp.signature,
+        )
+
+    def _valid_prepare_signature(self, p: Prepare) -> bool:
+        return self._verify(
+            p.replica,
+            prepare_payload,
+            p.instance,
+            p.view,
+            p.seq,
+            p.replica,
+            p.digest,
+            signature=p.signature,
+        )
+
+    def _valid_checkpoint_signature(self, cp: Checkpoint) -> bool:
+        return self._verify(
+            cp.replica,
+            checkpoint_payload,
+            cp.instance,
+            cp.seq,
+            cp.replica,
+            cp.state_digest,
+            signature=cp.signature,
+        )
+
+    def _make_pre_prepare(self, view: int, seq: int, batch: Batch) -> PrePrepare:
+        sig = b""
+        if self.sign_votes:
+            sig = self.verifier.sign(pre_prepare_payload(self.instance, view, seq, batch.digest))
+        return PrePrepare(self.instance, view, seq, batch, sig)
+
+    # --- requests and proposals (§4.1, §4.2) -------------------------------------------
+
+    def _without_replays(self, batch: Batch) -> Batch | None:
+        """The batch minus requests already delivered or in flight (None if nothing is left)."""
+        last_ts = self.last_ts
+        in_flight = self.in_flight
+        fresh = True
+        for req in batch.requests:
+            if req.timestamp <= last_ts.get(req.client_id, -1) or (
+                (req.client_id, req.timestamp) in in_flight
+            ):
+                fresh = False
+                break
+        if fresh:
+            return batch
+        seen: set[tuple[int, int]] = set()
+        kept = []
+        for req in batch.requests:
+            key = (req.client_id, req.timestamp)
+            if req.timestamp <= last_ts.get(req.client_id, -1) or key in in_flight or key in seen:
+                self._ignore("replayed_request")
+                continue
+            seen.add(key)
+            kept.append(req)
+        if not kept:
+            return None
+        return make_batch(tuple(kept))
+
+    def _propose_batch(self, batch: Batch, out: list[Action]) -> None:
+        if self.last_assigned < self.high and not self.queue:
+            self._send_pre_prepare(batch, out)
+        elif len(self.queue) < self.max_queued:
+            self.queue.append(batch)
+            for req in batch.requests:
+                self.in_flight[(req.client_id, req.timestamp)] = 0
+        else:
+            self.proposals_dropped += 1
+            self._ignore("proposal_queue_full")
+
+    def _drain_queue(self, out: list[Action]) -> None:
+        while self.queue and self.last_assigned < self.high and self.is_proposer():
+            self._send_pre_prepare(self.queue.popleft(), out)
+
+    def _send_pre_prepare(self, batch: Batch, out: list[Action]) -> None:
+        seq = self.last_assigned + 1
+        assert self.low < seq <= self.high, "primary assigns seqs within the watermarks"
+        self.last_assigned = seq
+        pp = self._make_pre_prepare(self.view, seq, batch)
+        for req in batch.requests:
+            self.in_flight[(req.client_id, req.timestamp)] = seq
+        slot = self._slot(seq)
+        assert slot.pre_prepare is None, "the primary assigns each seq once per view"
+        slot.pre_prepare = pp
+        slot.digest = batch.digest
+        out.append(Broadcast(pp))
+        self._check_prepared(seq, slot, out)
+
+    def _on_request(self, sender: int, req: Request, out: list[Action]) -> None:
+        """A client's request (or one forwarded by a replica)."""
+        if req.timestamp <= self.last_ts.get(req.client_id, -1):
+            self._ignore("request_already_delivered")
+            return
+        key = (req.client_id, req.timestamp)
+        if key in self.in_flight:
+            self._ignore("request_in_flight")
+            return
+        if key in self.waiting:
+            self._ignore("request_already_waiting")
+            return
+        if not self.verifier.verify_request(req):
+            self._ignore("bad_client_signature")
+            return
+        if self.is_proposer():
+            self._propose_batch(make_batch((req,)), out)
+            return
+        # A backup (or a replica in a view change): wait for it to execute, forward it.
+        if len(self.waiting) >= self.max_waiting:
+            self._purge_waiting()
+            if len(self.waiting) >= self.max_waiting:
+                self._ignore("waiting_full")
+                return
+        self.waiting[key] = req
+        if self.in_view_change:
+            return  # the view-change timer runs; the request moves on with the new view
+        if not (0 <= sender < self.n):  # from a client: pass it to the primary
+            out.append(Send(self.primary, req))
+        if not self._request_timer_armed:
+            self._request_timer_armed = True
+            out.append(SetTimer(self.t_request, self._timeout_ticks()))
+
+    def _purge_waiting(self) -> None:
+        last_ts = self.last_ts
+        for key in [k for k in self.waiting if k[1] <= last_ts.get(k[0], -1)]:
+            del self.waiting[key]
+
+    def _on_request_timer(self, out: list[Action]) -> None:
+        self._request_timer_armed = False
+        if self.in_view_change:
+            return
+        self._purge_waiting()
+        if self.waiting:
+            self._start_view_change(self.view + 1, out)
+
+    # --- normal case (§4.2) ------------------------------------------------------------
+
+    def _normal_case_gate(self, view: int, seq: int, sender: int, msg: Any) -> bool:
+        """True when a normal-case message may be processed now; holds or drops it otherwise."""
+        if view < self.view:
+            self._ignore("old_view")
+            return False
+        if view > self.view or self.in_view_change:
+            self._hold(sender, msg)
+            return False
+        if seq <= self.low:
+            self._ignore("below_low_watermark")
+            return False
+        if seq > self.high:
+            self._hold(sender, msg)
+            return False
+        return True
+
+    def _on_pre_prepare(self, sender: int, pp: PrePrepare, out: list[Action]) -> None:
+        if pp.instance != self.instance:
+            self._ignore("wrong_instance")
+            return
+        if sender != (self.instance + pp.view) % self.n or sender == self.id:
+            self._ignore("pre_prepare_not_from_primary")
+            return
+        if not self._normal_case_gate(pp.view, pp.seq, sender, pp):
+            return
+        slot = self.slots.get(pp.seq)
+        if slot is not None and slot.pre_prepare is not None:
+            if slot.digest == pp.batch.digest:
+                self._ignore("duplicate")
+            else:
+                self._ignore("conflicting_pre_prepare")  # evidence of a faulty primary
+            return
+        if not self._valid_pre_prepare_signature(pp):
+            self._ignore("bad_signature")
+            return
+        batch = pp.batch
+        if not batch_is_valid(batch):
+            self._ignore("bad_batch_digest")
+            return
+        verify_request = self.verifier.verify_request
+        for req in batch.requests:
+            if not verify_request(req):
+                self._ignore("bad_client_signature")
+                return
+        self._accept_pre_prepare(pp, slot if slot is not None else self._slot(pp.seq), out)
+
+    def _accept_pre_prepare(self, pp: PrePrepare, slot: _Slot, out: list[Action]) -> None:
+        seq = pp.seq
+        slot.pre_prepare = pp
+        d = slot.digest = pp.batch.digest
+        if self.id == self.primary:  # only from a NEW-VIEW: the primary does not prepare
+            for req in pp.batch.requests:
+                self.in_flight[(req.client_id, req.timestamp)] = seq
+        else:
+            sig = b""
+            if self.sign_votes:
+                sig = self.verifier.sign(prepare_payload(self.instance, self.view, seq, self.id, d))
+            prepare = Prepare(self.instance, self.view, seq, d, self.id, sig)
+            slot.prepares[self.id] = prepare
+            slot.prepare_counts[d] = slot.prepare_counts.get(d, 0) + 1
+            out.append(Broadcast(prepare))
+        self._check_prepared(seq, slot, out)
+
+    def _on_prepare(self, sender: int, p: Prepare, out: list[Action]) -> None:
+        if p.instance != self.instance:
+            self._ignore("wrong_instance")
+            return
+        if sender != p.replica or not 0 <= sender < self.n:
+            self._ignore("wrong_replica_field")
+            return
+        if sender == (self.instance + p.view) % self.n:
+            self._ignore("prepare_from_primary")
+            return
+        if not self._normal_case_gate(p.view, p.seq, sender, p):
+            return
+        slot = self._slot(p.seq)
+        if sender in slot.prepares:
+            self._ignore("duplicate")
+            return
+        if self.sign_votes and not self._valid_prepare_signature(p):
+            self._ignore("bad_signature")
+            return
+        slot.prepares[sender] = p
+        d = p.digest
+        slot.prepare_counts[d] = slot.prepare_counts.get(d, 0) + 1
+        if d == slot.digest and not slot.prepared:
+            self._check_prepared(p.seq, slot, out)
+
+    def _check_prepared(self, seq: int, slot: _Slot, out: list[Action]) -> None:
+        pp = slot.pre_prepare
+        if slot.prepared or pp is None:
+            return
+        d = slot.digest
+        assert d is not None
+        if slot.prepare_counts.get(d, 0) < self.prepare_quorum:
+            return
+        primary = self.primary_of(pp.view)
+        prepares = tuple(p for p in slot.prepares.values() if p.digest == d)
+        assert len({p.replica for p in prepares}) == len(prepares) >= self.prepare_quorum
+        assert primary not in {p.replica for p in prepares}, "prepares come from backups"
+        slot.prepared = True
+        self.certs[seq] = PreparedCert(pp, prepares[: self.prepare_quorum])
+        commit = Commit(self.instance, self.view, seq, d, self.id)
+        if self.id not in slot.commits:
+            slot.commits[self.id] = d
+            slot.commit_counts[d] = slot.commit_counts.get(d, 0) + 1
+        out.append(Broadcast(commit))
+        self._check_committed(seq, slot, out)
+
+    def _on_commit(self, sender: int, c: Commit, out: list[Action]) -> None:
+        if c.instance != self.instance:
+            self._ignore("wrong_instance")
+            return
+        if sender != c.replica or not 0 <= sender < self.n:
+            self._ignore("wrong_replica_field")
+            return
+        if not self._normal_case_gate(c.view, c.seq, sender, c):
+            return
+        slot = self._slot(c.seq)
+        if sender in slot.commits:
+            self._ignore("duplicate")
+            return
+        d = c.digest
+        slot.commits[sender] = d
+        slot.commit_counts[d] = slot.commit_counts.get(d, 0) + 1
+        if slot.prepared and d == slot.digest:
+            self._check_committed(c.seq, slot, out)
+
+    def _check_committed(self, seq: int, slot: _Slot, out: list[Action]) -> None:
+        if slot.committed or not slot.prepared:
+            return
+        d = slot.digest
+        if slot.commit_counts.get(d, 0) < self.commit_quorum:
+            return
+        assert sum(1 for x in slot.commits.values() if x == d) >= self.commit_quorum
+        slot.committed = True
+        pp = slot.pre_prepare
+        assert pp is not None
+        self._commit(seq, pp.view, pp.batch, out)
+
+    def _commit(self, seq: int, view: int, batch: Batch, out: list[Action]) -> None:
+        """``batch`` is committed at ``seq``: deliver it (in order) unless already done."""
+        if seq <= self.last_delivered:
+            old = self.history.get(seq)
+            assert old is None or old[1].digest == batch.digest, (
+                f"seq {seq} committed as a batch different from the one delivered (safety)"
+            )
+            return
+        old = self.committed.get(seq)
+        if old is not None:
+            assert old[1].digest == batch.digest, f"seq {seq} committed twice differently"
+            return
+        self.committed[seq] = (view, batch)
+        if seq == self.last_delivered + 1:
+            self._deliver_ready(out)
+        elif not self._fetch_timer_armed:
+            self._arm_fetch_timer(out)
+
+    def _deliver_ready(self, out: list[Action]) -> None:
+        committed = self.committed
+        history = self.history
+        last_ts = self.last_ts
+        while True:
+            seq = self.last_delivered + 1
+            entry = committed.pop(seq, None)
+            if entry is None:
+                break
+            view, batch = entry
+            assert seq == self.last_delivered + 1, "deliver in order, no gaps"
+            self.last_delivered = seq
+            out.append(Deliver(seq, view, batch))
+            history[seq] = entry
+            history.pop(seq - self.history_len, None)
+            for req in batch.requests:
+                if req.timestamp > last_ts.get(req.client_id, -1):
+                    last_ts[req.client_id] = req.timestamp
+            if self.in_flight:
+                for req in batch.requests:
+                    self.in_flight.pop((req.client_id, req.timestamp), None)
+            if self.waiting:
+                self._delivered_waiting(batch, out)
+            if self.fetch_votes:
+                self.fetch_votes.pop(seq, None)
+            if self._view_unproven:
+                self._view_unproven = False
+                self.backoff_exp = 0  # the view change succeeded: reset the doubling
+        if self._stable_unannounced and self.last_delivered >= self.low:
+            self._stable_unannounced = False
+            out.append(StableCheckpoint(self.low, self.stable_digest))
+
+    def _delivered_waiting(self, batch: Batch, out: list[Action]) -> None:
+        hit = False
+        for req in batch.requests:
+            if self.waiting.pop((req.client_id, req.timestamp), None) is not None:
+                hit = True
+        if not hit or self.in_view_change:
+            return
+        # §4.4: stop the timer when no request waits, restart it when others still do.
+        if self.waiting:
+            self._request_timer_armed = True
+            out.append(SetTimer(self.t_request, self._timeout_ticks()))
+        elif self._request_timer_armed:
+            self._request_timer_armed = False
+            out.append(CancelTimer(self.t_request))
+
+    # --- checkpoints and garbage collection (§4.3) -------------------------------------
+
+    def _on_checkpoint(self, sender: int, cp: Checkpoint, out: list[Action]) -> None:
+        if cp.instance != self.instance:
+            self._ignore("wrong_instance")
+            return
+        if sender != cp.replica or not 0 <= sender < self.n:
+            self._ignore("wrong_replica_field")
+            return
+        if cp.seq <= self.low or cp.seq % self.period:
+            self._ignore("old_checkpoint")
+            return
+        mine = self.ckpt_of.get(sender)
+        if mine is not None and cp.seq in mine:
+            self._ignore("duplicate")
+            return
+        if not self._valid_checkpoint_signature(cp):
+            self._ignore("bad_signature")
+            return
+        self._add_checkpoint(cp, out)
+
+    def _add_checkpoint(self, cp: Checkpoint, out: list[Action]) -> None:
+        mine = self.ckpt_of.setdefault(cp.replica, {})
+        if cp.seq in mine:
+            return
+        if len(mine) >= self.ckpt_per_replica:  # bounded: keep each replica's newest few
+            oldest = min(mine)
+            if cp.seq < oldest:
+                self._ignore("old_checkpoint")
+                return
+            digest = mine.pop(oldest)
+            by_digest = self.ckpt_votes.get(oldest, {}).get(digest)
+            if by_digest is not None:
+                by_digest.pop(cp.replica, None)
+        mine[cp.seq] = cp.state_digest
+        votes = self.ckpt_votes.setdefault(cp.seq, {}).setdefault(cp.state_digest, {})
+        votes[cp.replica] = cp
+        if len(votes) >= self.checkpoint_quorum and cp.seq > self.low:
+            proof = tuple(votes[r] for r in sorted(votes)[: self.checkpoint_quorum])
+            self._make_stable(cp.seq, cp.state_digest, proof, out)
+
+    def _make_stable(
+        self,
+        seq: int,
+        digest: bytes,
+        proof: tuple[Checkpoint, ...],
+        out: list[Action],
+        replay: bool = True,
+    ) -> None:
+        assert seq > self.low, "stable checkpoints only move forward"
+        assert len({c.replica for c in proof}) >= self.checkpoint_quorum, "distinct signers"
+        self.low = seq
+        self.high = seq + self.window
+        self.stable_digest = digest
+        self.stable_proof = proof
+        for s in [s for s in self.slots if s <= seq]:
+            del self.slots[s]
+        for s in [s for s in self.certs if s <= seq]:
+            del self.certs[s]
+        for s in [s for s in self.ckpt_votes if s <= seq]:
+            del self.ckpt_votes[s]
+        for mine in self.ckpt_of.values():
+            for s in [s for s in mine if s <= seq]:
+                del mine[s]
+        if self.last_assigned < seq:
+            self.last_assigned = seq
+        if self.last_delivered >= seq:
+            self._stable_unannounced = False
+            out.append(StableCheckpoint(seq, digest))
+        else:
+            self._stable_unannounced = True  # announced once delivery catches up
+        if replay:
+            if self.last_delivered < seq:
+                self._fetch_now(out)
+            self._replay_held(out)
+            self._drain_queue(out)
+
+    # --- catch-up (state transfer by replaying delivered batches) ----------------------
+
+    def _fetch_target(self) -> int:
+        """Highest seq we know to be committed somewhere (stable, or committed here)."""
+        target = self.low
+        if self.committed:
+            target = max(target, max(self.committed))
+        return target
+
+    def _arm_fetch_timer(self, out: list[Action]) -> None:
+        self._fetch_timer_armed = True
+        self._fetch_mark = self.last_delivered
+        out.append(SetTimer(self.t_fetch, self.fetch_ticks))
+
+    def _fetch_now(self, out: list[Action]) -> None:
+        target = self._fetch_target()
+        if self.last_delivered >= target:
+            return
+        first = self.last_delivered + 1
+        last = min(target, self.last_delivered + self.fetch_span)
+        self._fetch_requested_to = last
+        out.append(Broadcast(Fetch(self.instance, first, last, self.id)))
+        if not self._fetch_timer_armed:
+            self._arm_fetch_timer(out)
+
+    def _on_fetch_timer(self, out: list[Action]) -> None:
+        self._fetch_timer_armed = False
+        if self.last_delivered >= self._fetch_target():
+            return
+        if self.last_delivered == self._fetch_mark:  # no progress for a whole period
+            self._fetch_now(out)
+        if not self._fetch_timer_armed:
+            self._arm_fetch_timer(out)
+
+    def _on_fetch(self, sender: int, m: Fetch, out: list[Action]) -> None:
+        if m.instance != self.instance:
+            self._ignore("wrong_instance")
+            return
+        if sender != m.replica or not 0 <= sender < self.n or sender == self.id:
+            self._ignore("wrong_replica_field")
+            return
+        first = max(m.first_seq, self.last_delivered - self.history_len + 1, 1)
+        last = min(m.last_seq, first + self.fetch_span - 1, self.last_delivered)
+        for seq in range(first, last + 1):
+            entry = self.history.get(seq)
+            if entry is not None:
+                out.append(
+                    Send(sender, FetchReply(self.instance, seq, entry[0], entry[1], self.id))
+                )
+
+    def _on_fetch_reply(self, sender: int, m: FetchReply, out: list[Action]) -> None:
+        if m.instance != self.instance:
+            self._ignore("wrong_instance")
+            return
+        if sender != m.replica or not 0 <= sender < self.n or sender == self.id:
+            self._ignore("wrong_replica_field")
+            return
+        seq = m.seq
+        if (
+            seq <= self.last_delivered
+            or seq > self.last_delivered + self.fetch_span
+            or seq in self.committed
+        ):
+            self._ignore("unneeded_fetch_reply")
+            return
+        votes = self.fetch_votes.setdefault(seq, {})
+        if sender in votes:
+            self._ignore("duplicate")
+            return
+        votes[sender] = m
+        d = m.batch.digest
+        matching = [r for r in votes.values() if r.batch.digest == d]
+        if len(matching) < self.fetch_quorum:
+            return
+        batch = next((r.batch for r in matching if batch_is_valid(r.batch)), None)
+        if batch is None:
+            self._ignore("bad_batch_digest")
+            return
+        del self.fetch_votes[seq]
+        self._commit(seq, max(r.view for r in matching), batch, out)
+        # The requested range is done but we are still behind: ask for the next one now.
+        if self.last_delivered >= self._fetch_requested_to:
+            self._fetch_now(out)
+
+    # --- view change (§4.4, §4.5.2) -----------------------------------------------------
+
+    def _start_view_change(self, new_view: int, out: list[Action]) -> None:
+        assert new_view > self.view, "views only move forward"
+        if self.in_view_change or self._view_unproven:
+            self.backoff_exp = min(self.backoff_exp + 1, MAX_BACKOFF_EXP)
+        self.view_changes_started += 1
+        self.view = new_view
+        self.in_view_change = True
+        self._view_unproven = False
+        if self._request_timer_armed:
+            self._request_timer_armed = False
+            out.append(CancelTimer(self.t_request))
+        self.slots.clear()  # stop taking part in the old view
+        self.in_flight = {(r.client_id, r.timestamp): 0 for b in self.queue for r in b.requests}
+        vc = self._make_view_change(new_view)
+        self.vc_latest[self.id] = vc
+        out.append(Broadcast(vc))
+        out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+        if self.primary_of(new_view) == self.id:
+            self._try_new_view(out)
+
+    def _make_view_change(self, new_view: int) -> ViewChange:
+        low = self.low
+        prepared = tuple(self.certs[s] for s in sorted(self.certs) if s > low)
+        vc = ViewChange(self.instance, new_view, self.id, low, self.stable_proof, prepared, b"")
+        if self.sign_votes:
+            vc = ViewChange(
+                vc.instance,
+                new_view,
+                self.id,
+                low,
+                vc.checkpoint_proof,
+                prepared,
+                self.verifier.sign(view_change_payload(vc)),
+            )
+        return vc
+
+    def _on_view_change_timer(self, out: list[Action]) -> None:
+        if not self.in_view_change:
+            return
+        w = self.view
+        have = sum(1 for vc in self.vc_latest.values() if vc.new_view == w)
+        if have >= self.view_change_quorum:
+            # 2f+1 moved to w but no valid NEW-VIEW came in time: try the next primary.
+            self._start_view_change(w + 1, out)
+        else:
+            # Not enough replicas are changing yet: retransmit ours (messages may be lost).
+            own = self.vc_latest.get(self.id)
+            if own is not None and own.new_view == w:
+                out.append(Broadcast(own))
+            out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+
+    def _on_view_change(self, sender: int, vc: ViewChange, out: list[Action]) -> None:
+        if vc.instance != self.instance:
+            self._ignore("wrong_instance")
+            return
+        if sender != vc.replica or not 0 <= sender < self.n or sender == self.id:
+            self._ignore("wrong_replica_field")
+            return
+        w = vc.new_view
+        if w < self.view or (w == self.view and not self.in_view_change):
+            if w == self.view and self.new_view_msg is not None and w > 0:
+                out.append(Send(sender, self.new_view_msg))  # it missed our NEW-VIEW
+            else:
+                self._ignore("old_view")
+            return
+        prev = self.vc_latest.get(sender)
+        if prev is not None and prev.new_view >= w:
+            self._ignore("duplicate")
+            return
+        if not self._valid_view_change(vc):
+            self._ignore("invalid_view_change")
+            return
+        self.vc_latest[sender] = vc
+        # §4.5.2: f+1 replicas ask for views above ours: join the smallest of them.
+        higher = [
+            x.new_view for r, x in self.vc_latest.items() if r != self.id and x.new_view > self.view
+        ]
+        if len(higher) >= self.join_quorum:
+            self._start_view_change(min(higher), out)
+            return
+        if w == self.view and self.in_view_change and self.primary_of(w) == self.id:
+            self._try_new_view(out)
+
+    def _valid_checkpoint_proof(self, seq: int, proof: tuple[Checkpoint, ...]) -> bool:
+        if seq == 0:
+            return not proof
+        if len(proof) < self.checkpoint_quorum:
+            return False
+        digest = proof[0].state_digest
+        seen: set[int] = set()
+        for cp in proof:
+            if (
+                cp.instance != self.instance
+                or cp.seq != seq
+                or cp.state_digest != digest
+                or not 0 <= cp.replica < self.n
+                or cp.replica in seen
+                or not self._valid_checkpoint_signature(cp)
+            ):
+                return False
+            seen.add(cp.replica)
+        return True
+
+    def _valid_cert(self, cert: PreparedCert) -> bool:
+        pp = cert.pre_prepare
+        d = pp.batch.digest
+        primary = self.primary_of(pp.view)
+        if not self._valid_pre_prepare_signature(pp) or not batch_is_valid(pp.batch):
+            return False
+        seen: set[int] = set()
+        for p in cert.prepares:
+            if (
+                p.instance != self.instance
+                or p.view != pp.view
+                or p.seq != pp.seq
+                or p.digest != d
+                or p.replica == primary
+                or not 0 <= p.replica < self.n
+                or p.replica in seen
+                or not self._valid_prepare_signature(p)
+            ):
+                return False
+            seen.add(p.replica)
+        return len(seen) >= self.prepare_quorum
+
+    def _valid_view_change(self, vc: ViewChange) -> bool:
+        """Shape, proofs and signature of a view-change (§4.4)."""
+        if vc.instance != self.instance or not 0 <= vc.replica < self.n or vc.new_view < 1:
+            return False
+        stable = vc.stable_seq
+        if stable < 0 or stable % self.period:
+            return False
+        if not self._valid_checkpoint_proof(stable, vc.checkpoint_proof):
+            return False
+        seqs: set[int] = set()
+        for cert in vc.prepared:
+            pp = cert.pre_prepare
+            if (
+                pp.instance != self.instance
+                or not stable < pp.seq <= stable + self.window
+                or pp.seq in seqs
+                or not 0 <= pp.view < vc.new_view
+            ):
+                return False
+            if not self._valid_cert(cert):
+                return False
+            seqs.add(pp.seq)
+        if self.sign_votes:
+            try:
+                payload = view_change_payload(vc)
+            except Exception:  # an unencodable value cannot carry a valid signature
+                return False
+            if not self.verifier.verify(vc.replica, payload, vc.signature):
+                return False
+        return True
+
+    def _new_view_plan(
+        self, view_changes: tuple[ViewChange, ...]
+    ) -> tuple[ViewChange, list[tuple[int, Batch]]]:
+        """(the view-change holding min-s, [(seq, batch) for min-s < seq <= max-s]) (§4.4)."""
+        stable_vc = max(view_changes, key=lambda vc: (vc.stable_seq, -vc.replica))
+        min_s = stable_vc.stable_seq
+        best: dict[int, PrePrepare] = {}
+        for vc in view_changes:
+            for cert in vc.prepared:
+                pp = cert.pre_prepare
+                if pp.seq <= min_s:
+                    continue
+                cur = best.get(pp.seq)
+                if cur is None or (pp.view, pp.batch.digest) > (cur.view, cur.batch.digest):
+                    best[pp.seq] = pp
+        max_s = max(best, default=min_s)
+        assert max_s - min_s <= self.window, "re-proposals stay within one window"
+        plan = [
+            (s, best[s].batch if s in best else NULL_BATCH) for s in range(min_s + 1, max_s + 1)
+        ]
+        return stable_vc, plan
+
+    def _try_new_view(self, out: list[Action]) -> None:
+        w = self.view
+        mine = self.vc_latest.get(self.id)
+        if mine is None or mine.new_view != w:
+            return
+        others = sorted(
+            (vc for r, vc in self.vc_latest.items() if r != self.id and vc.new_view == w),
+            key=lambda vc: vc.replica,
+        )
+        if 1 + len(others) < self.view_change_quorum:
+            return
+        chosen = (mine, *others[: self.view_change_quorum - 1])
+        stable_vc, plan = self._new_view_plan(chosen)
+        pps = tuple(self._make_pre_prepare(w, s, batch) for s, batch in plan)
+        nv = NewView(self.instance, w, chosen, pps)
+        out.append(Broadcast(nv))
+        self._enter_view(nv, stable_vc, out)
+
+    def _on_new_view(self, sender: int, nv: NewView, out: list[Action]) -> None:
+        if nv.instance != self.instance:
+            self._ignore("wrong_instance")
+            return
+        if not 0 <= sender < self.n or sender == self.id:
+            self._ignore("non_member")
+            return
+        w = nv.view
+        if w < self.view or (w == self.view and not self.in_view_change) or w < 1:
+            self._ignore("old_view")
+            return
+        # A signed NEW-VIEW proves itself, so any replica may relay it; unsigned only the primary.
+        if not self.sign_votes and sender != self.primary_of(w):
+            self._ignore("new_view_not_from_primary")
+            return
+        stable_vc = self._validate_new_view(nv)
+        if stable_vc is None:
+            self._ignore("invalid_new_view")
+            return
+        self._enter_view(nv, stable_vc, out)
+
+    def _validate_new_view(self, nv: NewView) -> ViewChange | None:
+        """Recompute the NEW-VIEW's pre-prepares from its view-changes; None if it differs."""
+        w = nv.view
+        seen: set[int] = set()
+        for vc in nv.view_changes:
+            if vc.new_view != w or vc.replica in seen:
+                return None
+            if self.vc_latest.get(vc.replica) != vc and not self._valid_view_change(vc):
+                return None
+            seen.add(vc.replica)
+        if len(seen) < self.view_change_quorum:
+            return None
+        stable_vc, plan = self._new_view_plan(nv.view_changes)
+        if len(plan) != len(nv.pre_prepares):
+            return None
+        primary = self.primary_of(w)
+        for pp, (seq, batch) in zip(nv.pre_prepares, plan, strict=True):
+            if pp.instance != self.instance or pp.view != w or pp.seq != seq or pp.batch != batch:
+                return None
+            if self.sign_votes and not self._verify(
+                primary,
+                pre_prepare_payload,
+                pp.instance,
+                w,
+                seq,
+                batch.digest,
+                signature=pp.signature,
+            ):
+                return None
+        return stable_vc
+
+    def _enter_view(self, nv: NewView, stable_vc: ViewChange, out: list[Action]) -> None:
+        w = nv.view
+        was_changing = self.in_view_change
+        self.view = w
+        self.in_view_change = False
+        self._view_unproven = True
+        self.new_view_msg = nv
+        out.append(CancelTimer(self.t_view_change))
+        for r in [r for r, vc in self.vc_latest.items() if vc.new_view <= w]:
+            del self.vc_latest[r]
+        if not was_changing and self._request_timer_armed:
+            self._request_timer_armed = False
+            out.append(CancelTimer(self.t_request))
+        self.slots = {}
+        if stable_vc.stable_seq > self.low:
+            cp = stable_vc.checkpoint_proof
+            self._make_stable(stable_vc.stable_seq, cp[0].state_digest, cp, out, replay=False)
+        max_s = nv.pre_prepares[-1].seq if nv.pre_prepares else stable_vc.stable_seq
+        self.last_assigned = max(max_s, self.low)
+        is_primary = self.primary_of(w) == self.id
+        if not is_primary:
+            self.in_flight = {}
+        for pp in nv.pre_prepares:
+            if self.low < pp.seq <= self.high:
+                self._accept_pre_prepare(pp, self._slot(pp.seq), out)
+        out.append(base.NewView(w, self.primary_of(w)))
+        self._purge_waiting()
+        if is_primary:
+            waiting = list(self.waiting.values())
+            self.waiting.clear()
+            for req in waiting:
+                if (req.client_id, req.timestamp) not in self.in_flight:
+                    self._propose_batch(make_batch((req,)), out)
+            self._drain_queue(out)
+        else:
+            # Our queued batches and waiting requests go to the new primary (bounded).
+            primary = self.primary_of(w)
+            for batch in self.queue:
+                for req in batch.requests:
+                    out.append(Send(primary, req))
+            self.queue.clear()
+            for req in self.waiting.values():
+                out.append(Send(primary, req))
+            if self.waiting:
+                self._request_timer_armed = True
+                out.append(SetTimer(self.t_request, self._timeout_ticks()))
+        self._replay_held(out)
+        if self.last_delivered < self._fetch_target():
+            self._fetch_now(out)
+
+
+__all__ = ["Pbft"]
