@@ -1,0 +1,750 @@
+"""``python -m fabric report <folder>``: redraw figures and report.html from a results folder alone.
+
+A run folder (summary.json and the tidy CSVs of results/README.md) gets the throughput timeline,
+the latency CDF, the idleness bars, messages by kind, drops and memory; a sweep folder
+(combined.csv) gets the comparison figures its swept knobs allow. Each folder gets one
+self-contained report.html (figures embedded as base64, so a copied folder still shows them).
+Optional files that are missing or empty skip their figure, and the HTML says why.
+Nothing here reruns anything or writes outside the folder it is given.
+Must not live here: drawing (fabric/plots.py), running sweeps (fabric/sweep.py), res.out (runner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from fabric import plots
+from fabric.paths import RunPaths, SweepPaths
+
+# combined.csv (written by fabric/sweep.py): swept knobs first (canonical dotted names), then these.
+POINT_COLUMN = "point"
+COMBINED_COLUMNS = (
+    POINT_COLUMN,
+    "repetition",
+    "status",
+    "reason",
+    "protocol",
+    "replicas",
+    "clients",
+    "batch_size",
+    "throughput_txn_s",
+    "latency_ms_avg",
+    "latency_ms_p50",
+    "latency_ms_p90",
+    "latency_ms_p99",
+    "latency_ms_max",
+    "audit_ok",
+)
+MESSAGES_PREFIX = "messages_per_batch."  # then one column per message kind
+FOLDER_COLUMN = "folder"  # last: the run folder, relative to the sweep folder
+_MEASURES = ("throughput_txn_s", "latency_ms_avg", "latency_ms_p50", "latency_ms_p99")
+
+# Figure file names (without .png); a figure that is not drawn this time has its stale file removed.
+RUN_FIGURES = ("throughput", "latency_cdf", "idleness", "messages", "drops", "memory")
+
+_KNOB_LABELS = {  # axis labels with units for the knobs sweeps usually vary
+    "batch_size": "batch size (txn per batch)",
+    "replicas": "replicas n",
+    "clients": "client processes",
+    "max_txn_in_flight": "transactions in flight per client",
+    "worker_threads": "worker threads per replica",
+    "batch_threads": "batch threads per replica",
+    "input_threads": "input threads per replica",
+    "output_threads": "output threads per replica",
+    "threads": "client threads per client process",
+    "rate_txn_s": "offered load per client (txn/s)",
+    "batch_timeout_ms": "batch timeout (ms)",
+    "duration_s": "run duration (s)",
+    "value_size": "value size (bytes)",
+    "zipf_theta": "zipfian theta",
+    "rcc_instances": "RCC instances",
+}
+
+
+class NotAResultsFolder(Exception):
+    """The folder holds neither a run (summary.json) nor a sweep (combined.csv)."""
+
+
+@dataclass
+class FigureOutcome:
+    name: str
+    title: str
+    path: Path | None = None  # drawn
+    caption: str = ""
+    skipped: str = ""  # why it was not drawn
+
+
+@dataclass
+class Report:
+    html_path: Path
+    figures: list[FigureOutcome] = field(default_factory=list)
+
+    @property
+    def drawn(self) -> list[FigureOutcome]:
+        return [f for f in self.figures if f.path is not None]
+
+    @property
+    def skipped(self) -> list[FigureOutcome]:
+        return [f for f in self.figures if f.path is None]
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+def read_table(path: Path, columns: Sequence[str]) -> tuple[pd.DataFrame | None, str]:
+    """The CSV at ``path`` if it exists, parses, has ``columns`` and rows; else (None, why not)."""
+    if not path.is_file():
+        return None, f"{path.name} is absent"
+    try:
+        # only an empty cell is missing: "null" (a protocol) or "NA" (a node name) are values
+        table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        return None, f"{path.name} is empty"
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        return None, f"{path.name} could not be read ({exc})"
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        return None, f"{path.name} lacks column(s) {', '.join(missing)}"
+    if table.empty:
+        return None, f"{path.name} has no rows"
+    return table, ""
+
+
+def _numeric(table: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    table = table.copy()
+    for column in columns:
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    return table.dropna(subset=list(columns))
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}, f"{path.name} is absent"
+    except (OSError, ValueError) as exc:
+        return {}, f"{path.name} could not be read ({exc})"
+    if not isinstance(data, dict):
+        return {}, f"{path.name} is not a JSON object"
+    return data, ""
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], str, str]:
+    """(mapping, raw text, problem) of a YAML file; an unreadable file is a problem, not a crash."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}, "", f"{path.name} is absent"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        return {}, text, f"{path.name} could not be parsed ({exc})"
+    return (data if isinstance(data, dict) else {}), text, ""
+
+
+def folder_kind(folder: Path) -> str:
+    """``"run"`` or ``"sweep"``; raises NotAResultsFolder with a clear message otherwise."""
+    if not folder.is_dir():
+        raise NotAResultsFolder(f"{folder} is not a folder")
+    if SweepPaths(folder).combined.is_file():
+        return "sweep"
+    run = RunPaths(folder)
+    if run.summary.is_file() or (run.config.is_file() and run.throughput.is_file()):
+        return "run"
+    raise NotAResultsFolder(
+        f"{folder} is not a results folder: expected summary.json (a run folder) "
+        f"or combined.csv (a sweep folder)"
+    )
+
+
+# --- figures ----------------------------------------------------------------------------
+
+
+def _draw(
+    outcome: FigureOutcome, path: Path, build: Callable[[], plots.Figure], caption: str = ""
+) -> FigureOutcome:
+    fig = build()
+    plots.save(fig, path)
+    outcome.path, outcome.caption = path, caption
+    return outcome
+
+
+def _skip(outcome: FigureOutcome, path: Path, why: str) -> FigureOutcome:
+    outcome.skipped = why
+    path.unlink(missing_ok=True)  # a figure from an earlier report would contradict this one
+    return outcome
+
+
+def _run_figures(
+    paths: RunPaths, protocol: str, warmup_s: float, config: dict[str, Any]
+) -> list[FigureOutcome]:
+    out: list[FigureOutcome] = []
+
+    fig = FigureOutcome("throughput", "Throughput per second per node")
+    table, why = read_table(paths.throughput, ["time_s", "node", "role", "txn"])
+    if table is not None:
+        table = _numeric(table, ["time_s", "txn"])
+        events = _fault_events(config)
+        out.append(
+            _draw(
+                fig,
+                paths.figure(fig.name),
+                lambda: plots.throughput_timeline(table, protocol, warmup_s, events),
+                "Replicas: transactions executed per second; clients: transactions accepted "
+                "per second. Shaded: warm-up. Dotted lines: injected faults.",
+            )
+        )
+    else:
+        out.append(_skip(fig, paths.figure(fig.name), why))
+
+    fig = FigureOutcome("latency_cdf", "Latency CDF")
+    table, why = read_table(paths.latency, ["client", "time_s", "latency_ms"])
+    if table is not None and not (table := _numeric(table, ["latency_ms"])).empty:
+        out.append(
+            _draw(
+                fig,
+                paths.figure(fig.name),
+                lambda: plots.latency_cdf(table, protocol),
+                "Accepted transactions' latencies (a bounded sample), client send to reply quorum.",
+            )
+        )
+    else:
+        out.append(
+            _skip(fig, paths.figure(fig.name), why or "latency.csv has no numeric latencies")
+        )
+
+    fig = FigureOutcome("idleness", "Idleness per node and thread")
+    table, why = read_table(paths.threads, ["node", "thread", "role", "busy_s", "idle_s"])
+    if table is not None:
+        table = _numeric(table, ["busy_s", "idle_s"])
+        out.append(
+            _draw(
+                fig,
+                paths.figure(fig.name),
+                lambda: plots.idleness(table, protocol),
+                "Busy vs idle seconds of every thread (idle = waiting on an empty ring).",
+            )
+        )
+    else:
+        out.append(_skip(fig, paths.figure(fig.name), why))
+
+    fig = FigureOutcome("messages", "Messages by kind")
+    table, why = read_table(paths.messages, ["node", "kind", "direction", "count"])
+    if table is not None:
+        table = _numeric(table, ["count"])
+        out.append(
+            _draw(
+                fig,
+                paths.figure(fig.name),
+                lambda: plots.messages_by_kind(table, protocol),
+                "Messages sent and received, summed over all nodes (log scale).",
+            )
+        )
+    else:
+        out.append(_skip(fig, paths.figure(fig.name), why))
+
+    fig = FigureOutcome("drops", "Dropped input frames")
+    table, why = read_table(paths.drops, ["node", "reason", "count"])
+    if table is not None and (table := _numeric(table, ["count"]))["count"].sum() > 0:
+        out.append(
+            _draw(
+                fig,
+                paths.figure(fig.name),
+                lambda: plots.drops_by_reason(table),
+                "Frames dropped by the input threads, by reason.",
+            )
+        )
+    else:
+        out.append(
+            _skip(
+                fig,
+                paths.figure(fig.name),
+                f"no drops recorded ({why})" if why else "no frames were dropped",
+            )
+        )
+
+    fig = FigureOutcome("memory", "Memory and CPU per process")
+    table, why = read_table(paths.memory, ["node", "role", "peak_rss_mb", "cpu_s"])
+    if table is not None:
+        table = _numeric(table, ["peak_rss_mb", "cpu_s"])
+        out.append(
+            _draw(
+                fig,
+                paths.figure(fig.name),
+                lambda: plots.memory_cpu(table, protocol),
+                "Peak resident set size and CPU seconds of each process.",
+            )
+        )
+    else:
+        out.append(_skip(fig, paths.figure(fig.name), why))
+    return out
+
+
+def _fault_events(config: dict[str, Any]) -> list[tuple[float, str]]:
+    events = []
+    failures = config.get("failures")
+    for fault in failures if isinstance(failures, list) else []:
+        if isinstance(fault, dict) and isinstance(fault.get("at_s"), int | float):
+            events.append(
+                (
+                    float(fault["at_s"]),
+                    f"{fault.get('kind', 'fault')} replica {fault.get('replica', '?')}",
+                )
+            )
+    return events
+
+
+# --- HTML -------------------------------------------------------------------------------
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f2f2f2; } td.text, th.text { text-align: left; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.85em; color: #555; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+.failed { color: #b00; font-weight: bold; } .ok { color: #070; font-weight: bold; }
+.note { color: #666; }
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: int = 1) -> str:
+    head = "".join(
+        f'<th class="text">{_esc(h)}</th>' if i < text_columns else f"<th>{_esc(h)}</th>"
+        for i, h in enumerate(header)
+    )
+    body = []
+    for row in rows:
+        cells = "".join(
+            f'<td class="text">{cell}</td>' if i < text_columns else f"<td>{cell}</td>"
+            for i, cell in enumerate(row)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _figures_html(figures: Sequence[FigureOutcome]) -> str:
+    parts = []
+    for fig in figures:
+        if fig.path is None:
+            continue
+        data = base64.b64encode(fig.path.read_bytes()).decode("ascii")
+        parts.append(
+            f'<figure id="fig-{_esc(fig.name)}"><img alt="{_esc(fig.title)}" '
+            f'data-file="{_esc(fig.path.name)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_esc(fig.title)}: {_esc(fig.caption)} ({_esc(fig.path.name)})</figcaption></figure>"
+        )
+    skipped = [f for f in figures if f.path is None]
+    if skipped:
+        items = "".join(f"<li>{_esc(f.title)}: {_esc(f.skipped)}</li>" for f in skipped)
+        parts.append(f'<h3>Figures not drawn</h3><ul class="note">{items}</ul>')
+    return "\n".join(parts)
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
+        f"<style>{_STYLE}</style></head><body>\n<h1>{_esc(title)}</h1>\n{body}\n"
+        f'<p class="note">Drawn by <code>python -m fabric report</code> from the files in this folder.</p>'
+        f"</body></html>\n"
+    )
+
+
+def _status_html(status: str, failure: str) -> str:
+    css = "ok" if status == "ok" else "failed"
+    text = f'<span class="{css}">{_esc(status or "unknown")}</span>'
+    return text + (f" — {_esc(failure)}" if failure else "")
+
+
+# --- one run ----------------------------------------------------------------------------
+
+
+def report_run(folder: Path) -> Report:
+    """Draw every figure a run folder allows and write its report.html."""
+    folder_kind(folder)
+    paths = RunPaths(folder)
+    summary, summary_problem = _read_json(paths.summary)
+    config, config_text, config_problem = _read_yaml(paths.config)
+    run = summary.get("run") if isinstance(summary.get("run"), dict) else {}
+    protocol = str(run.get("protocol") or (config.get("protocol") or {}).get("name") or "unknown")
+    warmup_s = _as_float(run.get("warmup_s", (config.get("run") or {}).get("warmup_s", 0)))
+    figures = _run_figures(paths, protocol, warmup_s, config)
+
+    notes = [p for p in (summary_problem, config_problem) if p]
+    body = [
+        f"<p>Status: {_status_html(str(run.get('status', '')), str(run.get('failure', '') or ''))}</p>"
+    ]
+    body += [f'<p class="note">{_esc(n)}</p>' for n in notes]
+    body.append("<h2>Summary</h2>" + _run_summary_html(summary, run, protocol))
+    body.append("<h2>Figures</h2>" + _figures_html(figures))
+    rings, _ = read_table(paths.rings, ["node", "ring"])
+    if rings is not None:
+        body.append(
+            "<h2>Rings</h2>"
+            + _table(list(rings.columns), rings.head(500).itertuples(index=False), 2)
+        )
+    body.append(f"<h2>Config (config.yaml)</h2><pre>{_esc(config_text or config_problem)}</pre>")
+    if paths.res_out.is_file():
+        body.append(
+            f"<details><summary>res.out</summary><pre>{_esc(paths.res_out.read_text(errors='replace'))}</pre></details>"
+        )
+    paths.report_html.write_text(_page(f"Run {run.get('name') or folder.name}", "\n".join(body)))
+    return Report(paths.report_html, figures)
+
+
+def _as_float(value: Any, default: float = 0.0) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _run_summary_html(summary: dict[str, Any], run: dict[str, Any], protocol: str) -> str:
+    latency = summary.get("latency_ms") if isinstance(summary.get("latency_ms"), dict) else {}
+    rows = [("protocol", protocol)]
+    rows += [
+        (k, run[k])
+        for k in ("replicas", "clients", "batch_size", "duration_s", "warmup_s", "started_at")
+        if k in run
+    ]
+    rows.append(("throughput (txn/s)", _fmt(summary.get("throughput_txn_s", float("nan")))))
+    rows += [
+        (f"latency {k} (ms)", _fmt(latency[k]))
+        for k in ("avg", "p50", "p90", "p99", "max")
+        if k in latency
+    ]
+    audit = summary.get("audit") if isinstance(summary.get("audit"), dict) else {}
+    if audit:
+        rows.append(("safety audit", "ok" if audit.get("ok") else "FAILED"))
+        rows.append(("audit common prefix (seq)", audit.get("common_prefix", "–")))
+    parts = [_table(("measure", "value"), ((_esc(k), _esc(v)) for k, v in rows), 2)]
+    per_node = summary.get("per_node") if isinstance(summary.get("per_node"), dict) else {}
+    if per_node:
+        keys = ("throughput_txn_s", "cpu_s", "peak_rss_mb", "executed_seq")
+        parts.append(
+            "<h3>Per node</h3>"
+            + _table(
+                ("node", "throughput (txn/s)", "CPU (s)", "peak RSS (MB)", "executed seq"),
+                (
+                    (_esc(node), *(_esc(_fmt(v.get(k, "–"))) for k in keys))
+                    for node, v in per_node.items()
+                    if isinstance(v, dict)
+                ),
+            )
+        )
+    per_batch = (
+        summary.get("messages_per_batch")
+        if isinstance(summary.get("messages_per_batch"), dict)
+        else {}
+    )
+    if per_batch:
+        parts.append(
+            "<h3>Messages per committed batch</h3>"
+            + _table(
+                ("kind", "messages per batch"),
+                ((_esc(k), _esc(_fmt(v))) for k, v in per_batch.items()),
+            )
+        )
+    return "\n".join(parts)
+
+
+# --- a sweep ----------------------------------------------------------------------------
+
+
+def _knob_columns(combined: pd.DataFrame) -> list[str]:
+    columns = list(combined.columns)
+    return columns[: columns.index(POINT_COLUMN)] if POINT_COLUMN in columns else []
+
+
+def point_stats(ok: pd.DataFrame, knobs: Sequence[str]) -> pd.DataFrame:
+    """One row per grid point: knob values, identity columns and mean/std/min/max of each measure."""
+    keys = [POINT_COLUMN, *knobs, "protocol", "replicas", "clients", "batch_size"]
+    keys = list(dict.fromkeys(k for k in keys if k in ok.columns))
+    grouped = ok.groupby(keys, sort=False, dropna=False)
+    stats = grouped.size().rename("runs_ok").to_frame()
+    for measure in _MEASURES:
+        agg = grouped[measure].agg(["mean", "std", "min", "max"])
+        agg.columns = [f"{measure}_{c}" for c in agg.columns]
+        stats = stats.join(agg)
+    return stats.reset_index()
+
+
+def report_sweep(folder: Path, runs: bool = False) -> Report:
+    """Draw the comparison figures a sweep's combined.csv allows and write its report.html.
+
+    With ``runs``, each run folder inside the sweep gets its own report too.
+    """
+    paths = SweepPaths(folder)
+    combined, why = read_table(paths.combined, [POINT_COLUMN, "repetition", "status", "protocol"])
+    if combined is None:
+        raise NotAResultsFolder(f"{folder}: {why}")
+    knobs = _knob_columns(combined)
+    for column in (*_MEASURES, "replicas", "clients", "batch_size"):
+        if column in combined.columns:
+            combined[column] = pd.to_numeric(combined[column], errors="coerce")
+        else:
+            combined[column] = float("nan")
+    ok = combined[(combined["status"] == "ok") & combined["throughput_txn_s"].notna()]
+    stats = point_stats(ok, knobs) if not ok.empty else pd.DataFrame()
+    figures = _sweep_figures(paths, combined, ok, stats, knobs)
+
+    run_reports: dict[str, str] = {}
+    if runs:
+        for name in combined.get(FOLDER_COLUMN, pd.Series(dtype=str)).dropna().astype(str):
+            run_folder = folder / name
+            try:
+                report_run(run_folder)
+                run_reports[name] = f"{name}/report.html"
+            except NotAResultsFolder:
+                continue
+    spec, spec_text, spec_problem = _read_yaml(paths.sweep_yaml)
+    title = f"Sweep {spec.get('name') or folder.name}"
+    body = []
+    if spec.get("description"):
+        body.append(f"<p>{_esc(spec['description'])}</p>")
+    failed = combined[combined["status"] != "ok"]
+    body.append(
+        f"<p>{len(combined) - len(failed)} of {len(combined)} runs ok"
+        + (f', <span class="failed">{len(failed)} not ok</span>' if len(failed) else "")
+        + ".</p>"
+    )
+    body.append("<h2>Summary (per grid point)</h2>" + _sweep_summary_html(combined, stats, knobs))
+    body.append("<h2>Figures</h2>" + _figures_html(figures))
+    body.append("<h2>Every run</h2>" + _runs_html(combined, knobs, folder, run_reports))
+    body.append(f"<h2>Sweep spec (sweep.yaml)</h2><pre>{_esc(spec_text or spec_problem)}</pre>")
+    paths.report_html.write_text(_page(title, "\n".join(body)))
+    return Report(paths.report_html, figures)
+
+
+def _knob_label(knob: str) -> str:
+    leaf = knob.rsplit(".", 1)[-1]
+    return _KNOB_LABELS.get(leaf, leaf.replace("_", " "))
+
+
+def _figure_name(knob: str) -> str:
+    return "throughput_vs_" + knob.rsplit(".", 1)[-1]
+
+
+def _sweep_figures(
+    paths: SweepPaths,
+    combined: pd.DataFrame,
+    ok: pd.DataFrame,
+    stats: pd.DataFrame,
+    knobs: Sequence[str],
+) -> list[FigureOutcome]:
+    out: list[FigureOutcome] = []
+    if stats.empty:
+        why = "no run finished ok, nothing to compare"
+        return [_skip(FigureOutcome("load_curve", "Load curve"), paths.figure("load_curve"), why)]
+    varying = [k for k in knobs if stats[k].nunique(dropna=True) > 1]
+    numeric = [k for k in varying if pd.to_numeric(stats[k], errors="coerce").notna().all()]
+    series_base = ["protocol"] if stats["protocol"].nunique() > 1 else []
+    for knob in numeric:
+        others = [k for k in varying if k != knob and not k.endswith("protocol.name")]
+        series = series_base + others or ["protocol"]
+        fig = FigureOutcome(_figure_name(knob), f"Throughput and latency vs {_knob_label(knob)}")
+        table = stats.copy()
+        table[knob] = pd.to_numeric(table[knob])
+        out.append(
+            _draw(
+                fig,
+                paths.figure(fig.name),
+                lambda t=table, k=knob, s=series: plots.measure_vs_knob(t, k, _knob_label(k), s),
+                f"One line per protocol (colour) and per value of the other swept knobs "
+                f"(line style); {_reps_note(stats)}.",
+            )
+        )
+    if not numeric:
+        why = "no numeric knob varies in this sweep"
+        out.append(
+            _skip(
+                FigureOutcome("throughput_vs_knob", "Throughput vs a swept knob"),
+                paths.figure("throughput_vs_knob"),
+                why,
+            )
+        )
+
+    fig = FigureOutcome("throughput_by_protocol", "Throughput by protocol")
+    if stats["protocol"].nunique() > 1:
+        out.append(
+            _draw(
+                fig,
+                paths.figure(fig.name),
+                lambda: plots.throughput_by_protocol(stats),
+                f"One bar per grid point in its protocol's colour; {_reps_note(stats)}.",
+            )
+        )
+    else:
+        out.append(_skip(fig, paths.figure(fig.name), "only one protocol in this sweep"))
+
+    fig = FigureOutcome("load_curve", "Load curve (latency vs throughput)")
+    if len(stats) > 1:
+        load_axis = max(numeric, key=lambda k: stats[k].nunique()) if numeric else None
+        others = [k for k in varying if k != load_axis and not k.endswith("protocol.name")]
+        series = series_base + others or ["protocol"]
+        out.append(
+            _draw(
+                fig,
+                paths.figure(fig.name),
+                lambda: plots.load_curve(stats, series),
+                f"Each marker is one grid point; {_reps_note(stats)}.",
+            )
+        )
+    else:
+        out.append(_skip(fig, paths.figure(fig.name), "fewer than two grid points finished ok"))
+
+    fig = FigureOutcome("messages_per_batch", "Messages per committed batch by kind")
+    kinds = [c for c in ok.columns if c.startswith(MESSAGES_PREFIX)]
+    per_point = ok.assign(**{c: pd.to_numeric(ok[c], errors="coerce") for c in kinds})
+    per_point = (
+        per_point.groupby(POINT_COLUMN, sort=False)[kinds].mean() if kinds else pd.DataFrame()
+    )
+    per_point = per_point.dropna(axis=1, how="all")
+    if not per_point.empty and len(per_point.columns):
+        per_point.columns = [c[len(MESSAGES_PREFIX) :] for c in per_point.columns]
+        out.append(
+            _draw(
+                fig,
+                paths.figure(fig.name),
+                lambda: plots.messages_per_batch(per_point),
+                "Mean over repetitions of each run's messages per committed batch.",
+            )
+        )
+    else:
+        out.append(
+            _skip(fig, paths.figure(fig.name), "combined.csv has no messages-per-batch figures")
+        )
+    return out
+
+
+def _reps_note(stats: pd.DataFrame) -> str:
+    most = int(stats["runs_ok"].max())
+    if most <= 1:
+        return "one repetition per point, so no error bars"
+    return f"error bars span min..max of up to {most} repetitions"
+
+
+def _sweep_summary_html(combined: pd.DataFrame, stats: pd.DataFrame, knobs: Sequence[str]) -> str:
+    totals = combined.groupby(POINT_COLUMN, sort=False).size()
+    header = [
+        *knobs,
+        "protocol",
+        "runs ok",
+        "throughput (txn/s) mean ± std",
+        "min..max",
+        "latency p50 (ms)",
+        "latency p99 (ms)",
+    ]
+    rows = []
+    by_point = (
+        {row[POINT_COLUMN]: row for row in stats.to_dict("records")} if not stats.empty else {}
+    )
+    for point, total in totals.items():
+        row = by_point.get(point)
+        first = combined[combined[POINT_COLUMN] == point].iloc[0]
+        cells = [_esc(first[k]) for k in knobs] + [_esc(first["protocol"])]
+        if row is None:
+            cells += [f'<span class="failed">0 / {total}</span>', "–", "–", "–", "–"]
+        else:
+            std = row["throughput_txn_s_std"]
+            cells += [
+                f"{row['runs_ok']} / {total}",
+                _esc(
+                    _fmt(row["throughput_txn_s_mean"]) + ("" if pd.isna(std) else f" ± {_fmt(std)}")
+                ),
+                _esc(f"{_fmt(row['throughput_txn_s_min'])}..{_fmt(row['throughput_txn_s_max'])}"),
+                _esc(_fmt(row["latency_ms_p50_mean"])),
+                _esc(_fmt(row["latency_ms_p99_mean"])),
+            ]
+        rows.append(cells)
+    return _table(header, rows, len(knobs) + 1)
+
+
+def _runs_html(
+    combined: pd.DataFrame, knobs: Sequence[str], folder: Path, run_reports: dict[str, str]
+) -> str:
+    header = [*knobs, "rep", "status", "throughput (txn/s)", "p50 (ms)", "p99 (ms)", "folder"]
+    rows = []
+    for row in combined.to_dict("records"):
+        name = str(row.get(FOLDER_COLUMN, "") if not pd.isna(row.get(FOLDER_COLUMN, "")) else "")
+        link = run_reports.get(name) or (
+            f"{name}/report.html" if name and (folder / name / "report.html").is_file() else ""
+        )
+        folder_cell = f'<a href="{_esc(link)}">{_esc(name)}</a>' if link else _esc(name)
+        reason = "" if pd.isna(row.get("reason")) else str(row.get("reason", ""))
+        rows.append(
+            [
+                *(_esc(row[k]) for k in knobs),
+                _esc(row["repetition"]),
+                _status_html(str(row["status"]), reason),
+                _esc(_fmt(row["throughput_txn_s"])),
+                _esc(_fmt(row.get("latency_ms_p50", float("nan")))),
+                _esc(_fmt(row.get("latency_ms_p99", float("nan")))),
+                folder_cell,
+            ]
+        )
+    return _table(header, rows, len(knobs) + 2)
+
+
+# --- entry point ------------------------------------------------------------------------
+
+
+def report_folder(folder: Path, runs: bool = False) -> Report:
+    """Redraw a run or a sweep folder, whichever ``folder`` is; NotAResultsFolder otherwise."""
+    if folder_kind(folder) == "sweep":
+        return report_sweep(folder, runs=runs)
+    return report_run(folder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fabric report",
+        description="Redraw figures and report.html of a run folder or a sweep folder from its files alone.",
+    )
+    parser.add_argument(
+        "folder", type=Path, help="a run folder (summary.json) or a sweep folder (combined.csv)"
+    )
+    parser.add_argument(
+        "--runs", action="store_true", help="in a sweep folder, also redraw every run's report"
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        report = report_folder(args.folder, runs=args.runs)
+    except NotAResultsFolder as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for fig in report.drawn:
+        print(f"drew {fig.path}")
+    for fig in report.skipped:
+        print(f"skipped {fig.name}: {fig.skipped}")
+    print(f"report: {report.html_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,701 @@
+"""``python -m fabric sweep <spec.yaml>``: run a grid of experiments and tabulate them.
+
+A sweep spec (config/experiments/*.yaml) has ``name``, ``description`` (the question it
+answers), ``base`` (a partial config mapping, or a path to a config file), ``grid`` (knob ->
+list of values; knob names as in ``--set``: dotted or a unique bare name), ``repetitions``,
+optional ``quick`` (knob -> value overrides, and optionally ``repetitions``, applied with
+``--quick``) and optional ``label`` (prefixed to every run's label).
+
+How it works: ``plan_sweep`` expands the grid (cartesian product) and builds and validates
+every point's Config before anything runs, so a bad knob fails up front naming the key. Grid
+values of ``protocol.name`` that protocols.registry does not offer are dropped with a note.
+``run_sweep`` calls the runner once per point and repetition (``fabric.runner.run_experiment``,
+or an injected function in tests), shows a progress bar on stderr, records a failed run (status
+and reason) and goes on, rewrites ``combined.csv`` after every run, and on resume skips runs whose
+folder holds a complete summary.json with status ok. Then it draws the sweep report.
+Must not live here: starting processes (fabric/runner.py), drawing (fabric/report.py, plots.py),
+folder names (fabric/paths.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import difflib
+import itertools
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import yaml
+
+from fabric.config import Config, ConfigError, config_from_mapping, config_to_dict, load_config
+from fabric.paths import SweepPaths, sweep_folder_name
+from fabric.report import COMBINED_COLUMNS, FOLDER_COLUMN, MESSAGES_PREFIX, POINT_COLUMN
+from protocols import registry
+
+MAX_RUNS = 1000  # runs one sweep may plan (points x repetitions)
+MAX_REPETITIONS = 100
+PROTOCOL_KNOB = "protocol.name"
+_SPEC_KEYS = ("name", "description", "base", "grid", "repetitions", "quick", "label")
+_AS_RUN_KEYS = ("notes", "points", "runs")  # sweep.yaml adds these (and quick_applied) to the spec
+_SHORT_NAMES = {  # label tokens for the knobs sweeps usually vary; others use their key name
+    "batching.batch_size": "b",
+    "cluster.replicas": "n",
+    "cluster.clients": "c",
+    "client.max_txn_in_flight": "inflight",
+    "client.threads": "ct",
+    "replica.worker_threads": "w",
+    "replica.batch_threads": "bt",
+    "replica.input_threads": "in",
+    "replica.output_threads": "out",
+    PROTOCOL_KNOB: "",  # the value alone: pbft, null
+}
+
+
+class SweepError(Exception):
+    """A sweep spec or grid point that cannot run; the message names the key or file."""
+
+
+class RunOutcome(Protocol):
+    """What a runner returns (fabric.runner.RunOutcome has these attributes)."""
+
+    ok: bool
+    folder: Path
+    summary: dict[str, Any]
+    reason: str
+
+
+Runner = Callable[..., RunOutcome]  # runner(cfg, results_root, label=..., progress=...)
+
+
+# --- the spec -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    description: str
+    base: Mapping[str, Any] | str  # a partial config mapping, or a path to a config file
+    grid: dict[str, list[Any]]
+    repetitions: int = 1
+    quick: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    source: Path | None = None  # the spec file, for resolving a relative base path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "base": self.base if isinstance(self.base, str) else dict(self.base),
+            "grid": self.grid,
+            "repetitions": self.repetitions,
+            "quick": self.quick,
+            "label": self.label,
+        }
+
+
+def spec_from_mapping(data: Any, source: Path | None = None) -> SweepSpec:
+    """A SweepSpec from parsed YAML; SweepError naming the key on anything malformed."""
+    where = str(source) if source else "sweep spec"
+    if not isinstance(data, Mapping):
+        raise SweepError(
+            f"{where}: the top level must be a mapping with keys {', '.join(_SPEC_KEYS)}"
+        )
+    unknown = [k for k in data if k not in _SPEC_KEYS]
+    if unknown:
+        raise SweepError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(_SPEC_KEYS)}")
+    name = data.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise SweepError(
+            f"{where}: name must be a word of letters, digits, '_', '.', '-' (got {name!r})"
+        )
+    base = data.get("base") or {}
+    if not isinstance(base, Mapping | str):
+        raise SweepError(f"{where}: base must be a config mapping or a path to a config file")
+    grid = data.get("grid") or {}
+    if not isinstance(grid, Mapping):
+        raise SweepError(f"{where}: grid must map knob names to lists of values")
+    for knob, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"{where}: grid.{knob} must be a non-empty list of values")
+    repetitions = data.get("repetitions", 1)
+    quick = data.get("quick") or {}
+    if not isinstance(quick, Mapping):
+        raise SweepError(f"{where}: quick must map knob names to values")
+    for key, reps in (
+        ("repetitions", repetitions),
+        ("quick.repetitions", quick.get("repetitions", 1)),
+    ):
+        if isinstance(reps, bool) or not isinstance(reps, int) or not 1 <= reps <= MAX_REPETITIONS:
+            raise SweepError(
+                f"{where}: {key} must be an integer 1..{MAX_REPETITIONS} (got {reps!r})"
+            )
+    label = data.get("label") or ""
+    if not isinstance(label, str):
+        raise SweepError(f"{where}: label must be a string")
+    return SweepSpec(
+        name=name,
+        description=str(data.get("description") or ""),
+        base=base if isinstance(base, str) else dict(base),
+        grid={str(k): list(v) for k, v in grid.items()},
+        repetitions=repetitions,
+        quick=dict(quick),
+        label=label,
+        source=source,
+    )
+
+
+def load_spec(path: Path) -> SweepSpec:
+    """Read a sweep spec YAML file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SweepError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{path}: not valid YAML ({exc})") from None
+    return spec_from_mapping(data, source=path)
+
+
+def load_spec_as_run(folder: Path) -> tuple[SweepSpec, bool]:
+    """The spec a sweep folder ran (its sweep.yaml) and whether ``--quick`` was applied."""
+    path = SweepPaths(folder).sweep_yaml
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SweepError(f"{path}: cannot read the sweep as run ({exc})") from None
+    if not isinstance(data, dict):
+        raise SweepError(f"{path}: not a sweep spec")
+    applied = bool(data.pop("quick_applied", False))
+    for extra in _AS_RUN_KEYS:
+        data.pop(extra, None)
+    return spec_from_mapping(data, source=path), applied
+
+
+# --- planning: expand and validate every point up front -------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    label: str  # e.g. "b100_w2": names the point in combined.csv and in run labels
+    knobs: dict[str, Any]  # canonical dotted knob -> value
+    config: Config
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    point: SweepPoint
+    repetition: int  # 1-based
+
+    @property
+    def label(self) -> str:
+        return f"{self.point.label}_r{self.repetition}"
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    spec: SweepSpec
+    quick: bool
+    grid: dict[
+        str, list[Any]
+    ]  # canonical dotted knob -> values run (unavailable protocols dropped)
+    points: list[SweepPoint]
+    repetitions: int
+    notes: list[str]
+
+    @property
+    def knobs(self) -> list[str]:
+        return list(self.grid)
+
+    @property
+    def runs(self) -> list[PlannedRun]:
+        return [PlannedRun(p, r) for p in self.points for r in range(1, self.repetitions + 1)]
+
+
+def _base_config(spec: SweepSpec) -> Config:
+    if isinstance(spec.base, str):
+        path = Path(spec.base)
+        if not path.is_absolute() and not path.exists() and spec.source is not None:
+            path = spec.source.parent / path
+        return load_config(path)
+    return config_from_mapping(spec.base)
+
+
+def canonical_knob(name: str, data: Mapping[str, Any]) -> str:
+    """``batch_size`` -> ``batching.batch_size`` (unique bare names), dotted names checked.
+
+    ``data`` is a whole config as plain data (config_to_dict). SweepError names the knob.
+    """
+    if "." in name:
+        section, _, key = name.partition(".")
+        if isinstance(data.get(section), Mapping) and key in data[section]:
+            return name
+    elif name in data and not isinstance(data[name], Mapping):
+        return name  # a whole top-level value such as failures
+    else:
+        owners = [s for s, keys in data.items() if isinstance(keys, Mapping) and name in keys]
+        if len(owners) == 1:
+            return f"{owners[0]}.{name}"
+        if owners:
+            raise SweepError(
+                f"grid knob {name!r} is ambiguous; write one of {', '.join(f'{s}.{name}' for s in owners)}"
+            )
+    every = [f"{s}.{k}" for s, keys in data.items() if isinstance(keys, Mapping) for k in keys]
+    close = difflib.get_close_matches(name, every + [k.split(".")[1] for k in every], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise SweepError(
+        f"unknown knob {name!r}{hint} (knob names as in --set: section.key or a unique bare key)"
+    )
+
+
+def _set_knob(data: dict[str, Any], knob: str, value: Any) -> None:
+    section, _, key = knob.partition(".")
+    if key:
+        data[section][key] = value
+    else:
+        data[section] = value
+
+
+def _token(knob: str, value: Any, index: int) -> str:
+    short = _SHORT_NAMES.get(knob, knob.rsplit(".", 1)[-1])
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        text = f"{short}{index}" if short else f"v{index}"  # lists, mappings: the value's position
+    else:
+        text = f"{short}{value}"
+    return re.sub(r"[^A-Za-z0-9.]", "", text) or f"v{index}"
+
+
+def plan_sweep(spec: SweepSpec, quick: bool = False) -> SweepPlan:
+    """Expand the grid and build every point's Config; SweepError naming the key on any error."""
+    try:
+        base = _base_config(spec)
+    except ConfigError as exc:
+        raise SweepError(f"base config: {exc}") from None
+    data = config_to_dict(base)
+    notes: list[str] = []
+    overrides: dict[str, Any] = {}
+    repetitions = spec.repetitions
+    if quick:
+        for name, value in spec.quick.items():
+            if name == "repetitions":
+                repetitions = int(value)
+            else:
+                overrides[canonical_knob(name, data)] = value
+    grid: dict[str, list[Any]] = {}
+    for name, values in spec.grid.items():
+        knob = canonical_knob(name, data)
+        if knob in grid:
+            raise SweepError(f"grid knob {name!r} repeats {knob!r}")
+        if knob == PROTOCOL_KNOB:
+            offered = registry.available()
+            missing = [v for v in values if v not in offered]
+            if missing:
+                hint = ' (a bare null in YAML is nothing: write "null")' if None in missing else ""
+                notes.append(
+                    f"skipped protocol(s) {', '.join(map(str, missing))}: not in "
+                    f"protocols.registry.available() = {', '.join(offered)}{hint}"
+                )
+            values = [v for v in values if v in offered]
+            if not values:
+                raise SweepError(f"grid {name!r}: none of the protocols is available ({notes[-1]})")
+        grid[knob] = values
+    combos = list(itertools.product(*(list(enumerate(v)) for v in grid.values())))
+    if len(combos) * repetitions > MAX_RUNS:
+        raise SweepError(
+            f"{len(combos)} points x {repetitions} repetitions exceeds {MAX_RUNS} runs"
+        )
+    points: list[SweepPoint] = []
+    labels: set[str] = set()
+    for combo in combos:
+        knobs = {knob: value for knob, (_, value) in zip(grid, combo, strict=True)}
+        tokens = [_token(knob, value, i) for knob, (i, value) in zip(grid, combo, strict=True)]
+        label = (
+            "_".join(t for t in [re.sub(r"[^A-Za-z0-9.]", "", spec.label), *tokens] if t) or "base"
+        )
+        if label in labels:
+            label = f"{label}_p{len(points) + 1}"
+        labels.add(label)
+        point_data = json.loads(json.dumps(data))  # a deep copy of plain data
+        for knob, value in itertools.chain(overrides.items(), knobs.items()):
+            _set_knob(point_data, knob, value)
+        try:
+            cfg = config_from_mapping(point_data)
+        except ConfigError as exc:
+            where = ", ".join(f"{k}={v!r}" for k, v in knobs.items()) or "the base"
+            raise SweepError(f"grid point {where}: {exc}") from None
+        points.append(SweepPoint(label, knobs, cfg))
+    return SweepPlan(spec, quick, grid, points, repetitions, notes)
+
+
+# --- progress on stderr --------------------------------------------------------------------
+
+
+class Progress:
+    """``[#####-----] 3/10 now: b100_r1 ETA 1m20s`` on a terminal; one line per step otherwise."""
+
+    WIDTH = 24
+
+    def __init__(self, total: int, stream: TextIO | None = None, enabled: bool = True) -> None:
+        self.total, self.done, self.stream, self.enabled = total, 0, stream or sys.stderr, enabled
+        self.tty = self.stream.isatty() if hasattr(self.stream, "isatty") else False
+        self.run_seconds: list[float] = []
+
+    def _eta(self) -> str:
+        if not self.run_seconds:
+            return "ETA ?"
+        left = sum(self.run_seconds) / len(self.run_seconds) * (self.total - self.done)
+        minutes, seconds = divmod(int(left + 0.5), 60)
+        return f"ETA {minutes}m{seconds:02d}s"
+
+    def show(self, now: str) -> None:
+        if not self.enabled:
+            return
+        filled = self.WIDTH * self.done // max(1, self.total)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        line = f"[{bar}] {self.done}/{self.total} now: {now} {self._eta()}"
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def step(self, seconds: float | None) -> None:
+        """One run finished (``seconds`` is None when it was skipped on resume)."""
+        self.done += 1
+        if seconds is not None:
+            self.run_seconds.append(seconds)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    folder: Path
+    rows: list[dict[str, Any]]
+    ran: int  # runs the runner was called for (not skipped)
+    skipped: int  # runs found finished on resume
+    notes: list[str]
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for row in self.rows if row["status"] != "ok")
+
+
+def finished_ok(folder: Path) -> dict[str, Any] | None:
+    """The summary of a run folder that finished ok (complete summary.json), else None."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    run = summary.get("run") if isinstance(summary, dict) else None
+    if not isinstance(run, dict) or run.get("status") != "ok":
+        return None
+    if not isinstance(summary.get("throughput_txn_s"), int | float):
+        return None
+    if not isinstance(summary.get("latency_ms"), dict):
+        return None
+    return summary
+
+
+def _number(value: Any) -> float | str:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else ""
+
+
+def combined_row(
+    run: PlannedRun, status: str, reason: str, summary: Mapping[str, Any], folder: str
+) -> dict[str, Any]:
+    """One tidy combined.csv row: knobs, point, repetition, status, identity, figures, folder."""
+    cfg = run.point.config
+    latency = summary.get("latency_ms") if isinstance(summary.get("latency_ms"), Mapping) else {}
+    audit = summary.get("audit") if isinstance(summary.get("audit"), Mapping) else {}
+    row: dict[str, Any] = {k: _cell(v) for k, v in run.point.knobs.items()}
+    row.update(
+        {
+            POINT_COLUMN: run.point.label,
+            "repetition": run.repetition,
+            "status": status,
+            "reason": reason,
+            "protocol": cfg.protocol.name,
+            "replicas": cfg.cluster.replicas,
+            "clients": cfg.cluster.clients,
+            "batch_size": cfg.batching.batch_size,
+            "throughput_txn_s": _number(summary.get("throughput_txn_s")),
+            **{
+                f"latency_ms_{k}": _number(latency.get(k))
+                for k in ("avg", "p50", "p90", "p99", "max")
+            },
+            "audit_ok": audit.get("ok", "") if isinstance(audit.get("ok", ""), bool) else "",
+        }
+    )
+    per_batch = summary.get("messages_per_batch")
+    if isinstance(per_batch, Mapping):
+        row.update({f"{MESSAGES_PREFIX}{kind}": _number(v) for kind, v in per_batch.items()})
+    row[FOLDER_COLUMN] = folder
+    return row
+
+
+def _cell(value: Any) -> Any:
+    return value if isinstance(value, int | float | str) else json.dumps(value, sort_keys=True)
+
+
+def write_combined(path: Path, knobs: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write combined.csv atomically (a reader never sees half a table)."""
+    kinds = sorted({k for row in rows for k in row if k.startswith(MESSAGES_PREFIX)})
+    header = [*knobs, *COMBINED_COLUMNS, *kinds, FOLDER_COLUMN]
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _previous_folders(paths: SweepPaths) -> dict[str, str]:
+    """Run label -> folder name, from an earlier combined.csv in this sweep folder."""
+    out: dict[str, str] = {}
+    try:
+        with paths.combined.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get(FOLDER_COLUMN) and row.get(POINT_COLUMN) and row.get("repetition"):
+                    out[f"{row[POINT_COLUMN]}_r{row['repetition']}"] = row[FOLDER_COLUMN]
+    except (OSError, csv.Error):
+        return {}
+    return out
+
+
+def _finished_folder(
+    root: Path, label: str, known: Mapping[str, str]
+) -> tuple[Path, dict[str, Any]] | None:
+    """A run folder for ``label`` inside ``root`` that finished ok, newest first."""
+    candidates = [root / known[label]] if label in known else []
+    candidates += sorted(
+        (p for p in root.iterdir() if p.is_dir() and p.name.endswith(f"-{label}")), reverse=True
+    )
+    for folder in candidates:
+        summary = finished_ok(folder)
+        if summary is not None:
+            return folder, summary
+    return None
+
+
+def default_runner() -> Runner:
+    """``fabric.runner.run_experiment``; SweepError if the runner is not there (yet)."""
+    try:
+        from fabric.runner import run_experiment
+    except ImportError as exc:
+        raise SweepError(
+            f"the runner (fabric.runner.run_experiment) cannot be imported: {exc}"
+        ) from None
+    return run_experiment
+
+
+def latest_sweep(results_root: Path, name: str) -> Path:
+    """The newest sweep folder under ``results_root`` whose sweep.yaml is named ``name``."""
+    if results_root.is_dir():
+        for folder in sorted(
+            (p for p in results_root.iterdir() if p.name.startswith("sweep-")), reverse=True
+        ):
+            try:
+                data = yaml.safe_load(SweepPaths(folder).sweep_yaml.read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(data, dict) and data.get("name") == name:
+                return folder
+    raise SweepError(f"no earlier sweep named {name!r} under {results_root} to resume")
+
+
+def run_sweep(
+    spec: SweepSpec,
+    results_root: Path,
+    *,
+    runner: Runner | None = None,
+    quick: bool = False,
+    resume: Path | None = None,
+    progress: bool = True,
+    report: bool = True,
+    stream: TextIO | None = None,
+) -> SweepResult:
+    """Plan (validating every point), then run each point x repetition and write combined.csv.
+
+    ``resume``: an earlier sweep folder; runs whose folder finished ok are not run again. A run
+    that fails (outcome not ok, or the runner raising) is recorded with its reason; the sweep
+    goes on. ``report`` draws the sweep report at the end.
+    """
+    plan = plan_sweep(spec, quick=quick)
+    run_one = runner or default_runner()
+    stream = stream or sys.stderr
+    for note in plan.notes:
+        print(f"note: {note}", file=stream)
+    if resume is not None:
+        if not resume.is_dir():
+            raise SweepError(f"cannot resume {resume}: not a folder")
+        paths = SweepPaths(resume)
+    else:
+        paths = SweepPaths(results_root / sweep_folder_name(spec.name))
+        paths.root.mkdir(parents=True, exist_ok=False)
+    as_run = {
+        **spec.as_dict(),
+        "grid": plan.grid,
+        "quick_applied": quick,
+        "notes": plan.notes,
+        "points": len(plan.points),
+        "runs": len(plan.runs),
+    }
+    paths.sweep_yaml.write_text(yaml.safe_dump(as_run, sort_keys=False))
+    known = _previous_folders(paths) if resume is not None else {}
+
+    runs = plan.runs
+    bar = Progress(len(runs), stream, progress)
+    rows: list[dict[str, Any]] = []
+    ran = skipped = 0
+    try:
+        for run in runs:
+            found = _finished_folder(paths.root, run.label, known) if resume is not None else None
+            if found is not None:
+                folder, summary = found
+                rows.append(combined_row(run, "ok", "", summary, folder.name))
+                skipped += 1
+                bar.step(None)
+                continue
+            bar.show(run.label)
+            started = time.monotonic()
+            rows.append(_run_point(run_one, run, paths.root))
+            ran += 1
+            bar.step(time.monotonic() - started)
+            write_combined(paths.combined, plan.knobs, rows)
+        bar.show("done")
+    finally:
+        bar.close()
+        write_combined(paths.combined, plan.knobs, rows)
+    result = SweepResult(paths.root, rows, ran, skipped, plan.notes)
+    if report:
+        from fabric.report import report_sweep
+
+        report_sweep(paths.root)
+    return result
+
+
+def _run_point(run_one: Runner, run: PlannedRun, root: Path) -> dict[str, Any]:
+    try:
+        outcome = run_one(run.point.config, root, label=run.label, progress=False)
+    except Exception as exc:  # a crashing run is recorded, the sweep goes on
+        return combined_row(run, "failed", f"runner raised {type(exc).__name__}: {exc}", {}, "")
+    folder = Path(outcome.folder) if outcome.folder else None
+    summary = outcome.summary if isinstance(outcome.summary, Mapping) else {}
+    if not summary and folder is not None:
+        summary = finished_ok(folder) or {}
+    name = ""
+    if folder is not None:
+        name = folder.name if folder.parent.resolve() == root.resolve() else str(folder)
+    if outcome.ok:
+        return combined_row(run, "ok", "", summary, name)
+    return combined_row(
+        run, "failed", outcome.reason or "the runner reported failure", summary, name
+    )
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fabric sweep",
+        description="Run a grid of experiments from a sweep YAML, write combined.csv and the sweep report. "
+        "Exit 0 when every run is ok, 1 when some failed (they are recorded), 2 on a bad spec.",
+    )
+    parser.add_argument(
+        "spec",
+        type=Path,
+        nargs="?",
+        help="config/experiments/<name>.yaml (optional with --resume FOLDER)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="apply the spec's quick overrides (short runs)"
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="FOLDER|latest",
+        help="continue an earlier sweep folder, skipping runs that finished ok",
+    )
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="where the sweep folder goes (default: the base config's run.results_dir)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate and list the runs, run nothing"
+    )
+    parser.add_argument(
+        "--no-report", action="store_true", help="do not draw the sweep report at the end"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        resume: Path | None = None
+        quick = args.quick
+        if args.spec is None:
+            if not args.resume or args.resume == "latest":
+                parser.error("a spec file is needed (or --resume FOLDER holding a sweep.yaml)")
+            resume = Path(args.resume)
+            spec, applied = load_spec_as_run(resume)
+            quick = quick or applied
+        else:
+            spec = load_spec(args.spec)
+        plan = plan_sweep(spec, quick=quick)
+        results_root = args.results_dir or Path(plan.points[0].config.run.results_dir)
+        if args.resume == "latest":
+            resume = latest_sweep(results_root, spec.name)
+        elif args.resume:
+            resume = Path(args.resume)
+        if args.dry_run:
+            for note in plan.notes:
+                print(f"note: {note}")
+            for run in plan.runs:
+                knobs = ", ".join(f"{k}={v!r}" for k, v in run.point.knobs.items())
+                print(f"{run.label}: {knobs}")
+            print(
+                f"{len(plan.runs)} runs ({len(plan.points)} points x {plan.repetitions} repetitions)"
+            )
+            return 0
+        result = run_sweep(
+            spec,
+            results_root,
+            quick=quick,
+            resume=resume,
+            progress=not args.no_progress,
+            report=not args.no_report,
+        )
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: finished runs are in combined.csv; continue with --resume latest",
+            file=sys.stderr,
+        )
+        return 130
+    ok = len(result.rows) - result.failed
+    print(
+        f"sweep {spec.name}: {ok}/{len(result.rows)} runs ok ({result.ran} run, {result.skipped} resumed)"
+    )
+    print(f"folder: {result.folder}")
+    if not args.no_report:
+        print(f"report: {SweepPaths(result.folder).report_html}")
+    return 0 if result.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Report generation from the fixture run folder and from a fake-runner sweep folder.
+
+The tests copy tests/fixtures/run-pbft-n4-b100 to a temporary folder, draw, and check that each
+figure is a real PNG, that report.html embeds every figure, and that missing optional files
+skip their figure with a note instead of failing. Sweep folders are made by fabric.sweep with
+the fake runner (no cluster starts).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fabric import plots, report
+from fabric.paths import RunPaths, SweepPaths
+from fabric.sweep import run_sweep, spec_from_mapping
+from tests.fixtures.fake_runner import FIXTURE, FakeRunner
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MIN_PNG_BYTES = 5_000  # an empty 8x4.5 inch canvas with axes is larger than this; a stub is not
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path.name} is not a PNG"
+    assert len(data) > MIN_PNG_BYTES, f"{path.name} is only {len(data)} bytes"
+
+
+def embedded_images(html: str) -> dict[str, bytes]:
+    """data-file name -> the PNG bytes embedded in report.html."""
+    found = re.findall(r'data-file="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    return {name: base64.b64decode(data) for name, data in found}
+
+
+@pytest.fixture
+def run_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / FIXTURE.name
+    shutil.copytree(FIXTURE, folder, ignore=shutil.ignore_patterns("*.png", "report.html"))
+    # the drops figure needs drops; a real short run may have none, so write them here
+    RunPaths(folder).drops.write_text(
+        "node,reason,count\nreplica-1,bad_mac,3\nreplica-2,stale_view,17\n"
+    )
+    return folder
+
+
+def test_run_report_draws_every_figure_as_png(run_folder: Path) -> None:
+    assert report.main([str(run_folder)]) == 0
+    paths = RunPaths(run_folder)
+    for name in report.RUN_FIGURES:
+        assert_png(paths.figure(name))
+
+
+def test_run_report_html_embeds_every_figure(run_folder: Path) -> None:
+    result = report.report_run(run_folder)
+    html = result.html_path.read_text()
+    images = embedded_images(html)
+    assert {f.path.name for f in result.drawn if f.path} == set(images)
+    assert set(images) == {f"{name}.png" for name in report.RUN_FIGURES}
+    for name, data in images.items():  # embedded, so a copied report.html still shows them
+        assert data == (run_folder / name).read_bytes()
+    assert "<img" in html and 'src="' not in html.replace('src="data:image/png;base64,', "")
+    assert "Config (config.yaml)" in html and "batch_size: 100" in html
+
+
+def test_report_still_works_when_the_folder_is_copied(run_folder: Path, tmp_path: Path) -> None:
+    report.report_run(run_folder)
+    moved = shutil.copytree(run_folder, tmp_path / "elsewhere" / "copy")
+    for png in moved.glob("*.png"):
+        png.unlink()  # the figures live inside the HTML
+    assert len(embedded_images(RunPaths(moved).report_html.read_text())) == len(report.RUN_FIGURES)
+
+
+def test_missing_drops_skips_that_figure_and_says_so(run_folder: Path) -> None:
+    report.report_run(run_folder)
+    assert RunPaths(run_folder).figure("drops").exists()
+    RunPaths(run_folder).drops.unlink()
+    result = report.report_run(run_folder)
+    assert [f.name for f in result.skipped] == ["drops"]
+    assert not RunPaths(run_folder).figure("drops").exists(), "a stale figure was left behind"
+    html = result.html_path.read_text()
+    assert "drops.png" not in embedded_images(html)
+    assert "Figures not drawn" in html and "drops.csv is absent" in html
+
+
+def test_drops_file_without_drops_skips_the_figure(run_folder: Path) -> None:
+    RunPaths(run_folder).drops.write_text("node,reason,count\n")
+    result = report.report_run(run_folder)
+    assert [(f.name, f.skipped) for f in result.skipped] == [
+        ("drops", "no drops recorded (drops.csv has no rows)")
+    ]
+
+
+def test_malformed_or_missing_tables_skip_figures_not_the_report(run_folder: Path) -> None:
+    paths = RunPaths(run_folder)
+    paths.throughput.write_text("when,who\n1,2\n")  # wrong columns
+    paths.latency.unlink()
+    paths.threads.write_bytes(b"")  # empty file
+    result = report.report_run(run_folder)
+    skipped = {f.name: f.skipped for f in result.skipped}
+    assert skipped["throughput"] == "throughput.csv lacks column(s) time_s, node, role, txn"
+    assert skipped["latency_cdf"] == "latency.csv is absent"
+    assert skipped["idleness"] == "threads.csv is empty"
+    assert {f.name for f in result.drawn} == {"messages", "drops", "memory"}
+    assert result.html_path.is_file()
+
+
+def test_not_a_results_folder_exits_2_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    assert report.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a results folder" in err and "summary.json" in err and "combined.csv" in err
+    assert report.main([str(tmp_path / "missing")]) == 2
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_protocol_palette_is_fixed_and_used() -> None:
+    colours = [plots.protocol_colour(p) for p in ("pbft", "poe", "rcc", "null")]
+    assert len(set(colours)) == 4
+    assert plots.protocol_colour("hotstuff") == plots.protocol_colour("hotstuff")
+    assert plots.protocol_colour("PBFT") == plots.protocol_colour("pbft")
+    stats = pd.DataFrame(
+        {
+            "point": ["null", "pbft"],
+            "protocol": ["null", "pbft"],
+            "throughput_txn_s_mean": [9.0, 5.0],
+            "throughput_txn_s_min": [8.0, 4.0],
+            "throughput_txn_s_max": [10.0, 6.0],
+        }
+    )
+    fig = plots.throughput_by_protocol(stats)
+    bars = [p for p in fig.axes[0].patches]
+    from matplotlib.colors import to_hex
+
+    assert [to_hex(b.get_facecolor()) for b in bars] == [
+        plots.protocol_colour("null"),
+        plots.protocol_colour("pbft"),
+    ]
+
+
+def _sweep(
+    tmp_path: Path, grid: dict, repetitions: int = 1, runner: FakeRunner | None = None
+) -> Path:
+    spec = spec_from_mapping(
+        {
+            "name": "t",
+            "description": "test sweep",
+            "base": {"run": {"duration_s": 4, "warmup_s": 1}},
+            "grid": grid,
+            "repetitions": repetitions,
+        }
+    )
+    return run_sweep(spec, tmp_path, runner=runner or FakeRunner(), progress=False).folder
+
+
+def test_sweep_report_draws_what_the_knobs_allow(tmp_path: Path) -> None:
+    folder = _sweep(
+        tmp_path, {"batch_size": [10, 100], "protocol.name": ["pbft", "null"]}, repetitions=2
+    )
+    paths = SweepPaths(folder)
+    html = paths.report_html.read_text()
+    images = embedded_images(html)
+    expected = {
+        "throughput_vs_batch_size",
+        "throughput_by_protocol",
+        "load_curve",
+        "messages_per_batch",
+    }
+    assert set(images) == {f"{name}.png" for name in expected}
+    for name in expected:
+        assert_png(paths.figure(name))
+    assert "error bars span min..max of up to 2 repetitions" in html
+    assert html.count("<tr>") >= 1 + 4 + 1 + 8  # summary header + 4 points, runs header + 8 runs
+
+
+def test_sweep_report_with_one_protocol_and_failures_says_what_it_skipped(tmp_path: Path) -> None:
+    runner = FakeRunner(fail={"n10_r1"})
+    folder = _sweep(tmp_path, {"replicas": [4, 7, 10]}, runner=runner)
+    result = report.report_sweep(folder, runs=True)
+    assert {f.name for f in result.drawn} == {
+        "throughput_vs_replicas",
+        "load_curve",
+        "messages_per_batch",
+    }
+    assert {f.name: f.skipped for f in result.skipped} == {
+        "throughput_by_protocol": "only one protocol in this sweep"
+    }
+    html = result.html_path.read_text()
+    assert "2 of 3 runs ok" in html and "1 not ok" in html and "fake failure" in html
+    for run in (p for p in folder.iterdir() if p.is_dir()):  # --runs redrew every run's report
+        assert RunPaths(run).report_html.is_file()
+    assert report.main([str(folder)]) == 0
+
+
+def test_sweep_report_with_a_single_ok_point_draws_no_curves(tmp_path: Path) -> None:
+    folder = _sweep(tmp_path, {"replicas": [4, 7]}, runner=FakeRunner(fail={"n7_r1"}))
+    result = report.report_sweep(folder)
+    assert {f.name for f in result.drawn} == {"messages_per_batch"}
+    assert {f.name: f.skipped for f in result.skipped} == {
+        "throughput_vs_knob": "no numeric knob varies in this sweep",
+        "throughput_by_protocol": "only one protocol in this sweep",
+        "load_curve": "fewer than two grid points finished ok",
+    }
+
+
+def test_sweep_report_with_every_run_failed_still_writes_html(tmp_path: Path) -> None:
+    folder = _sweep(tmp_path, {"replicas": [4, 7]}, runner=FakeRunner(crash={"n4_r1", "n7_r1"}))
+    result = report.report_sweep(folder)
+    assert result.drawn == [] and "0 of 2 runs ok" in result.html_path.read_text()
