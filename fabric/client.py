@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from fabric.metrics import PerSecond, Reservoir, ThreadClock, process_resources
+from fabric.stages import _dump_profile, _profiler
 from protocols.common import Reply, Request
 
 # --- the sans-IO core -------------------------------------------------------------------
@@ -364,7 +365,14 @@ class ClientProcess:
             self.started.wait()
             if not self.stop.is_set():
                 self.started_at = time.time()
-                self._run()
+                profile = _profiler()
+                if profile is None:
+                    self._run()
+                else:
+                    try:
+                        profile.runcall(self._run)
+                    finally:
+                        _dump_profile(profile, f"client-{self.id}-io")
         except Exception:
             import traceback
 

@@ -37,13 +37,16 @@ protocol logic (protocols/); the ring itself (fabric.ring).
 
 from __future__ import annotations
 
+import cProfile
 import heapq
+import os
 import sys
 import threading
 import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
 from typing import Any
 
 from fabric.metrics import PerSecond, ThreadClock
@@ -79,6 +82,8 @@ CHUNK = 128
 PARK_S = 0.1
 #: bound on a checkpoint stage's local backlog (items waiting for room in a full ring)
 MAX_BACKLOG = 65_536
+#: environment variable: a directory to write one cProfile file per thread into
+PROFILE_ENV = "FABRIC_PROFILE"
 #: bound on the worker's queue of ready batches waiting for proposal room
 MAX_PENDING_BATCHES = 4096
 
@@ -167,6 +172,17 @@ class CachedVerifier:
         return self.cache.check(request)
 
 
+def _profiler() -> cProfile.Profile | None:
+    """A per-thread profiler when FABRIC_PROFILE names a directory (diagnostics only)."""
+    return cProfile.Profile(time.thread_time) if os.environ.get(PROFILE_ENV) else None
+
+
+def _dump_profile(profile: cProfile.Profile, name: str) -> None:
+    folder = Path(os.environ[PROFILE_ENV])
+    folder.mkdir(parents=True, exist_ok=True)
+    profile.dump_stats(str(folder / f"{name}.prof"))
+
+
 class Stage(threading.Thread):
     """A pipeline thread: runs ``loop()`` with its clock; a crash stops the replica loudly."""
 
@@ -180,8 +196,12 @@ class Stage(threading.Thread):
 
     def run(self) -> None:
         self.clock.start()
+        profile = _profiler()
         try:
-            self.loop()
+            if profile is None:
+                self.loop()
+            else:
+                profile.runcall(self.loop)
         except RingClosed:
             pass  # shutdown
         except Exception:
@@ -196,6 +216,8 @@ class Stage(threading.Thread):
                 self.cleanup()
             finally:
                 self.clock.stop()
+                if profile is not None:
+                    _dump_profile(profile, f"replica-{self.shared.id}-{self.name}")
 
     def loop(self) -> None:
         raise NotImplementedError
