@@ -146,12 +146,26 @@ def test_scan_reads_the_range_only() -> None:
 
 def test_scan_past_record_count_sees_inserts_only() -> None:
     a, b = executor(), executor()
-    result_of(a, 1, (SCAN, RC - 2, 10))
-    first = result_of(b, 1, (SCAN, RC - 2, 10))
+    first = result_of(a, 1, (SCAN, RC - 2, 10))
+    result_of(b, 1, (INSERT, RC + 8, b"just past the range"))
+    assert result_of(b, 2, (SCAN, RC - 2, 10)) == first
     assert result_of(a, 2, (SCAN, RC - 2, 10)) == first  # nothing changed
     result_of(a, 3, (INSERT, RC + 3, b"i"))
     assert result_of(a, 4, (SCAN, RC - 2, 10)) != first
-    assert result_of(a, 5, (SCAN, RC - 2, 5)) == result_of(b, 2, (SCAN, RC - 2, 5))
+    assert result_of(a, 5, (SCAN, RC - 2, 5)) == result_of(b, 3, (SCAN, RC - 2, 5))
+
+
+def test_scan_digest_covers_written_records() -> None:
+    """The digest covers the written records: even a write of the loaded value shows.
+
+    (Every replica writes the same keys, so this stays deterministic.)
+    """
+    a = executor()
+    first = result_of(a, 1, (SCAN, 10, 5))
+    result_of(a, 2, (UPDATE, 12, b"changed"))
+    assert result_of(a, 3, (SCAN, 10, 5)) != first
+    result_of(a, 4, (UPDATE, 12, initial_value(12, VS)))
+    assert result_of(a, 5, (SCAN, 10, 5)) != first  # the store now holds key 12 explicitly
 
 
 def test_stats_count_txns_by_op() -> None:
@@ -327,13 +341,14 @@ def test_rollback_undoes_writes_inserts_and_ledger() -> None:
     ex = executor()
     _run(ex, 2)  # final
     head2 = ex.state_digest()
-    ex.apply(3, batch(req(9, 3, (UPDATE, 1, b"spec"), (INSERT, RC + 1, b"new"))), speculative=True)
-    ex.apply(4, batch(req(9, 4, (UPDATE, 1, b"spec2"), (RMW, 2, b"rmw"))), speculative=True)
+    ex.apply(3, batch(req(11, 3, (UPDATE, 1, b"spec"), (INSERT, RC + 1, b"new"))), speculative=True)
+    ex.apply(4, batch(req(11, 4, (UPDATE, 1, b"spec2"), (RMW, 2, b"rmw"))), speculative=True)
     assert ex.read(1) == b"spec2" and ex.read(RC + 1) == b"new"
     assert ex.rollback(2) == 2
     assert ex.read(1) == b"v1" and ex.read(2) == b"v2" and ex.read(RC + 1) is None
     assert ex.last_seq == 2 == ex.ledger.last_seq and ex.state_digest() == head2
     assert ex.stats()["rollbacks"] == 1 and ex.stats()["rolled_back_batches"] == 2
+    assert ex.stats()["clients_tracked"] == 1  # client 11 came only in rolled-back batches
 
 
 def test_rollback_then_reexecution_matches_a_replica_that_never_speculated() -> None:
@@ -451,6 +466,7 @@ def test_speculation_equivalent_to_final_history(steps: list[tuple[str, int]], s
     assert ex.last_seq == ref.last_seq == len(history)
     assert ex.ledger.chain() == ref.ledger.chain()
     assert ex._store == ref._store
+    assert ex.stats()["clients_tracked"] == ref.stats()["clients_tracked"]
     # and the two continue identically (replay caches and eviction order agree)
     for s in range(len(history) + 1, len(history) + 6):
         assert ex.apply(s, batch_for(s)) == ref.apply(s, batch_for(s))
