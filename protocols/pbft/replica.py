@@ -68,7 +68,8 @@ from protocols.pbft.messages import (
 )
 
 MAX_BACKOFF_EXP = 6  # a view-change timeout grows to at most base << 6 (64x)
-MAX_REPLAY_ROUNDS = 64  # bound on re-running held messages after watermarks/view move
+MAX_REPLAY_ROUNDS = 64
+MAX_NEW_VIEW_RESENDS = 4  # NEW-VIEW copies sent to one lagging replica per view  # bound on re-running held messages after watermarks/view move
 
 
 class _Slot:
@@ -138,6 +139,9 @@ class Pbft(Protocol):
         self._view_unproven = False  # entered a view by view change, nothing delivered since
         self.vc_latest: dict[int, ViewChange] = {}  # replica -> its highest valid view-change
         self.new_view_msg: NewView | None = None  # how we entered the current view
+        self._new_view_resent: dict[int, int] = {}  # replica -> NEW-VIEW copies sent, this view
+        self._asked_new_view: set[tuple[int, int]] = set()  # (replica, view) asked, this change
+        self._reasked = False  # asked again on a view-change timeout (once per view change)
 
         # log
         self.low = 0  # stable checkpoint seq = low watermark
@@ -159,7 +163,12 @@ class Pbft(Protocol):
         # requests
         self.queue: deque[Batch] = deque()  # primary: batches waiting for window room
         self.in_flight: dict[tuple[int, int], int] = {}  # primary: (client, ts) proposed
-        self.last_ts: dict[int, int] = {}  # client -> last delivered timestamp
+        # Replay suppression, bounded per client (a client keeps several requests in flight,
+        # so timestamps are delivered out of order): the last ``replay_window`` delivered
+        # timestamps, and a floor at or below which every timestamp counts as delivered.
+        self.replay_window = max(1, int(params.get("pbft_replay_window", 256)))
+        self.delivered_ts: dict[int, dict[int, None]] = {}  # client -> ordered set of ts
+        self.ts_floor: dict[int, int] = {}  # client -> highest timestamp evicted
         self.waiting: dict[tuple[int, int], Request] = {}  # requests we wait to see executed
         self._request_timer_armed = False
 
@@ -378,14 +387,21 @@ class Pbft(Protocol):
 
     # --- requests and proposals (§4.1, §4.2) -------------------------------------------
 
+    def was_delivered(self, client_id: int, timestamp: int) -> bool:
+        """True if (client, timestamp) was delivered (or is older than the replay window)."""
+        if timestamp <= self.ts_floor.get(client_id, -1):
+            return True
+        recent = self.delivered_ts.get(client_id)
+        return recent is not None and timestamp in recent
+
     def _without_replays(self, batch: Batch) -> Batch | None:
         """The batch minus requests already delivered or in flight (None if nothing is left)."""
-        last_ts = self.last_ts
+        was_delivered = self.was_delivered
         in_flight = self.in_flight
         fresh = True
         for req in batch.requests:
-            if req.timestamp <= last_ts.get(req.client_id, -1) or (
-                (req.client_id, req.timestamp) in in_flight
+            if (req.client_id, req.timestamp) in in_flight or was_delivered(
+                req.client_id, req.timestamp
             ):
                 fresh = False
                 break
@@ -395,7 +411,7 @@ class Pbft(Protocol):
         kept = []
         for req in batch.requests:
             key = (req.client_id, req.timestamp)
-            if req.timestamp <= last_ts.get(req.client_id, -1) or key in in_flight or key in seen:
+            if key in in_flight or key in seen or was_delivered(req.client_id, req.timestamp):
                 self._ignore("replayed_request")
                 continue
             seen.add(key)
@@ -435,7 +451,7 @@ class Pbft(Protocol):
 
     def _on_request(self, sender: int, req: Request, out: list[Action]) -> None:
         """A client's request (or one forwarded by a replica)."""
-        if req.timestamp <= self.last_ts.get(req.client_id, -1):
+        if self.was_delivered(req.client_id, req.timestamp):
             self._ignore("request_already_delivered")
             return
         key = (req.client_id, req.timestamp)
@@ -467,8 +483,7 @@ class Pbft(Protocol):
             out.append(SetTimer(self.t_request, self._timeout_ticks()))
 
     def _purge_waiting(self) -> None:
-        last_ts = self.last_ts
-        for key in [k for k in self.waiting if k[1] <= last_ts.get(k[0], -1)]:
+        for key in [k for k in self.waiting if self.was_delivered(k[0], k[1])]:
             del self.waiting[key]
 
     def _on_request_timer(self, out: list[Action]) -> None:
@@ -481,13 +496,17 @@ class Pbft(Protocol):
 
     # --- normal case (§4.2) ------------------------------------------------------------
 
-    def _normal_case_gate(self, view: int, seq: int, sender: int, msg: Any) -> bool:
+    def _normal_case_gate(
+        self, view: int, seq: int, sender: int, msg: Any, out: list[Action]
+    ) -> bool:
         """True when a normal-case message may be processed now; holds or drops it otherwise."""
         if view < self.view:
             self._ignore("old_view")
             return False
         if view > self.view or self.in_view_change:
             self._hold(sender, msg)
+            if self.in_view_change:
+                self._ask_for_new_view(sender, view, out)
             return False
         if seq <= self.low:
             self._ignore("below_low_watermark")
@@ -504,7 +523,7 @@ class Pbft(Protocol):
         if sender != (self.instance + pp.view) % self.n or sender == self.id:
             self._ignore("pre_prepare_not_from_primary")
             return
-        if not self._normal_case_gate(pp.view, pp.seq, sender, pp):
+        if not self._normal_case_gate(pp.view, pp.seq, sender, pp, out):
             return
         slot = self.slots.get(pp.seq)
         if slot is not None and slot.pre_prepare is not None:
@@ -554,7 +573,7 @@ class Pbft(Protocol):
         if sender == (self.instance + p.view) % self.n:
             self._ignore("prepare_from_primary")
             return
-        if not self._normal_case_gate(p.view, p.seq, sender, p):
+        if not self._normal_case_gate(p.view, p.seq, sender, p, out):
             return
         slot = self._slot(p.seq)
         if sender in slot.prepares:
@@ -568,6 +587,17 @@ class Pbft(Protocol):
         slot.prepare_counts[d] = slot.prepare_counts.get(d, 0) + 1
         if d == slot.digest and not slot.prepared:
             self._check_prepared(p.seq, slot, out)
+
+    def _ask_for_new_view(self, sender: int, view: int, out: list[Action]) -> None:
+        """``sender`` already works in ``view`` >= ours while we wait for its NEW-VIEW: we
+        probably lost it, so send our VIEW-CHANGE to ``sender``, which answers with its
+        NEW-VIEW (once per sender and view, bounded)."""
+        own = self.vc_latest.get(self.id)
+        key = (sender, view)
+        if own is None or key in self._asked_new_view or len(self._asked_new_view) >= 4 * self.n:
+            return
+        self._asked_new_view.add(key)
+        out.append(Send(sender, own))
 
     def _check_prepared(self, seq: int, slot: _Slot, out: list[Action]) -> None:
         pp = slot.pre_prepare
@@ -597,7 +627,7 @@ class Pbft(Protocol):
         if sender != c.replica or not 0 <= sender < self.n:
             self._ignore("wrong_replica_field")
             return
-        if not self._normal_case_gate(c.view, c.seq, sender, c):
+        if not self._normal_case_gate(c.view, c.seq, sender, c, out):
             return
         slot = self._slot(c.seq)
         if sender in slot.commits:
@@ -642,7 +672,8 @@ class Pbft(Protocol):
     def _deliver_ready(self, out: list[Action]) -> None:
         committed = self.committed
         history = self.history
-        last_ts = self.last_ts
+        delivered_ts = self.delivered_ts
+        window = self.replay_window
         while True:
             seq = self.last_delivered + 1
             entry = committed.pop(seq, None)
@@ -655,8 +686,15 @@ class Pbft(Protocol):
             history[seq] = entry
             history.pop(seq - self.history_len, None)
             for req in batch.requests:
-                if req.timestamp > last_ts.get(req.client_id, -1):
-                    last_ts[req.client_id] = req.timestamp
+                recent = delivered_ts.get(req.client_id)
+                if recent is None:
+                    recent = delivered_ts[req.client_id] = {}
+                recent[req.timestamp] = None
+                if len(recent) > window:  # bounded: older timestamps fall below the floor
+                    oldest = next(iter(recent))
+                    del recent[oldest]
+                    if oldest > self.ts_floor.get(req.client_id, -1):
+                        self.ts_floor[req.client_id] = oldest
             if self.in_flight:
                 for req in batch.requests:
                     self.in_flight.pop((req.client_id, req.timestamp), None)
@@ -857,6 +895,8 @@ class Pbft(Protocol):
         self.view = new_view
         self.in_view_change = True
         self._view_unproven = False
+        self._asked_new_view = set()
+        self._reasked = False
         if self._request_timer_armed:
             self._request_timer_armed = False
             out.append(CancelTimer(self.t_request))
@@ -889,9 +929,19 @@ class Pbft(Protocol):
         if not self.in_view_change:
             return
         w = self.view
-        have = sum(1 for vc in self.vc_latest.values() if vc.new_view == w)
+        have = sum(1 for vc in self.vc_latest.values() if vc.new_view >= w)
         if have >= self.view_change_quorum:
-            # 2f+1 moved to w but no valid NEW-VIEW came in time: try the next primary.
+            own = self.vc_latest.get(self.id)
+            working = sorted({s for s, m in self.held if m.view == w})
+            if not self._reasked and own is not None and working:
+                # Peers already work in view w: our NEW-VIEW was probably lost. Ask them once
+                # more (bounded: once per view change) before giving up on this view.
+                self._reasked = True
+                for peer in working[: self.f + 1]:
+                    out.append(Send(peer, own))
+                out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+                return
+            # 2f+1 moved to w (or beyond) but no valid NEW-VIEW came in time: next primary.
             self._start_view_change(w + 1, out)
         else:
             # Not enough replicas are changing yet: retransmit ours (messages may be lost).
@@ -909,8 +959,13 @@ class Pbft(Protocol):
             return
         w = vc.new_view
         if w < self.view or (w == self.view and not self.in_view_change):
-            if w == self.view and self.new_view_msg is not None and w > 0:
-                out.append(Send(sender, self.new_view_msg))  # it missed our NEW-VIEW
+            # The sender is behind: it missed the NEW-VIEW of our view. A NEW-VIEW proves
+            # itself, so hand ours over (at most MAX_NEW_VIEW_RESENDS per sender and view).
+            nv = self.new_view_msg
+            sent = self._new_view_resent.get(sender, 0)
+            if not self.in_view_change and nv is not None and sent < MAX_NEW_VIEW_RESENDS:
+                self._new_view_resent[sender] = sent + 1
+                out.append(Send(sender, nv))
             else:
                 self._ignore("old_view")
             return
@@ -1104,6 +1159,7 @@ class Pbft(Protocol):
         self.in_view_change = False
         self._view_unproven = True
         self.new_view_msg = nv
+        self._new_view_resent = {}
         out.append(CancelTimer(self.t_view_change))
         for r in [r for r, vc in self.vc_latest.items() if vc.new_view <= w]:
             del self.vc_latest[r]

@@ -246,9 +246,24 @@ def test_replayed_requests_are_not_proposed_again() -> None:
     assert [d.batch.requests for d in c.delivered[2]][-1] == (fresh,)
     assert r0.status()["ignored"]["request_already_delivered"] == 1
     assert r0.status()["ignored"]["request_in_flight"] == 1
-    # an older timestamp of the same client counts as delivered
-    stale = signed_request(req.client_id, req.timestamp - 1 if req.timestamp > 1 else 0, b"old")
-    assert r0.receive(req.client_id, stale) == []
+    # an older timestamp not delivered yet is fresh: a client keeps several requests in flight
+    older = signed_request(req.client_id, 0, b"older")
+    assert len(r0.receive(req.client_id, older)) == 1
+
+
+def test_replay_memory_is_bounded_by_a_window_per_client() -> None:
+    """Bounded replay memory: past ``pbft_replay_window`` delivered timestamps of a client,
+    the oldest fall below a floor that counts as delivered."""
+    c = Cluster(4, params={"pbft_replay_window": 2})
+    reqs = [signed_request(4, ts, b"op%d" % ts) for ts in (5, 2, 7)]
+    for req in reqs:
+        c.propose(0, make_batch((req,)))
+    c.run()
+    r0 = c.replicas[0]
+    assert r0.delivered_ts[4] == {2: None, 7: None} and r0.ts_floor[4] == 5
+    assert all(r0.was_delivered(4, ts) for ts in (1, 2, 3, 4, 5, 7))
+    assert not r0.was_delivered(4, 6) and not r0.was_delivered(4, 8)
+    assert r0.propose(make_batch((signed_request(4, 3, b"late"),))) == []
 
 
 def test_primary_proposes_a_client_request_as_a_one_request_batch() -> None:
