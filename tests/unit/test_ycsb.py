@@ -224,7 +224,19 @@ def test_fnvhash64_is_fnv1a_over_little_endian_bytes() -> None:
         signed = h - 2**64 if h >= 2**63 else h
         return abs(signed)
 
-    for v in [0, 1, 255, 256, 12345, 2**40 + 7, 2**63 - 1]:
+    for v in [
+        0,
+        1,
+        255,
+        256,
+        12345,
+        2**24 - 1,
+        2**24,
+        2**32 + 5,
+        2**40 + 7,
+        2**63 - 1,
+        *range(0, 10**6, 7919),
+    ]:
         assert fnvhash64(v) == reference(v)
     assert fnvhash64(0) != fnvhash64(1)
 
