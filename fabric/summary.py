@@ -179,7 +179,7 @@ def build_summary(
         for kind, count in st.get("messages", {}).get("sent", {}).items():
             sent_by_kind[kind] = sent_by_kind.get(kind, 0) + count
     messages_per_batch = (
-        {k: round(v / committed, 2) for k, v in sorted(sent_by_kind.items())} if committed else {}
+        {k: round(v / committed, 4) for k, v in sorted(sent_by_kind.items())} if committed else {}
     )
 
     status = "ok" if not problems else "failed"
@@ -291,7 +291,7 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
     if mpb:
         add(
             f"Messages sent per committed batch (all replicas, {summary['committed_batches']} batches): "
-            + ", ".join(f"{k} {v:g}" for k, v in mpb.items())
+            + ", ".join(f"{k} {v:.3g}" for k, v in mpb.items())
         )
     drops: dict[str, int] = {}
     for _, reason, count in tables.drops:

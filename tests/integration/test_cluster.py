@@ -182,3 +182,26 @@ def test_null_baseline_runs_through_the_same_pipeline(base_port, tmp_path, spawn
     assert outcome.ok, outcome.reason
     assert outcome.summary["per_node"]["0"]["executed_seq"] > 0
     assert outcome.summary["per_node"]["1"]["executed_seq"] == 0  # null: only replica 0 executes
+
+
+def test_silent_primary_triggers_a_view_change_and_the_cluster_recovers(
+    base_port, tmp_path, spawned
+):
+    cfg = _config(
+        base_port,
+        "run.duration_s=10",
+        "client.request_timeout_ms=1000",
+        "protocol.view_change_timeout_ms=1000",
+        "failures=[{replica: 0, at_s: 2.0, kind: silent}]",
+    )
+    outcome = runner.run_experiment(cfg, tmp_path, label="silent")
+    assert outcome.ok, outcome.reason
+    summary = outcome.summary
+    assert summary["per_node"]["0"]["failure"]["kind"] == "silent"
+    for node in ("1", "2", "3"):
+        assert summary["per_node"][node]["view"] >= 1, "the backups moved to a new view"
+    assert summary["per_client"]["4"]["retransmissions"] > 0
+    assert summary["audit"]["ok"] and summary["audit"]["honest"] == [1, 2, 3]
+    rows = _read_csv(RunPaths(outcome.folder).throughput)
+    late = sum(int(r["txn"]) for r in rows if r["role"] == "client" and int(r["time_s"]) >= 7)
+    assert late > 0, "no transaction accepted after the view change"
