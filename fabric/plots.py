@@ -34,7 +34,8 @@ _OTHER_COLOURS = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#bcbd22", "#17bec
 _IDLE_COLOUR = "#d9d9d9"
 _MAX_FIGURE_WIDTH_IN = 24.0  # wide bar charts grow with their bars up to this bound
 _MAX_BARS = 400  # bars beyond this are not drawn one by one (a figure nobody can read)
-_MAX_CDF_POINTS = 20_000  # latency samples drawn per CDF line (evenly thinned beyond)
+_MAX_CDF_POINTS = 20_000
+_MAX_TIMELINE_S = 86_400  # seconds of timeline filled in (a day; runs are bounded by the config)  # latency samples drawn per CDF line (evenly thinned beyond)
 
 
 def protocol_colour(name: str) -> str:
@@ -84,12 +85,17 @@ def throughput_timeline(
     nodes = throughput[["node", "role"]].drop_duplicates().sort_values(["role", "node"])
     replicas = [str(n) for n, r in nodes.itertuples(index=False) if r != "client"]
     shades = dict(zip(replicas, _shades(protocol_colour(protocol), len(replicas)), strict=True))
+    seconds = _every_second(throughput["time_s"])
     for node, role in nodes.itertuples(index=False):
         rows = throughput[(throughput["node"] == node) & (throughput["role"] == role)]
-        rows = rows.groupby("time_s", as_index=False)["txn"].sum().sort_values("time_s")
+        per_s = rows.groupby("time_s")["txn"].sum()
+        # a second without a row had no transactions: draw it as 0, or a stall would not show
+        rows = per_s.reindex(seconds.union(per_s.index), fill_value=0).rename_axis("time_s")
+        rows = rows.reset_index().sort_values("time_s")
+        name = node_name(node, role)
         if role == "client":
             ax.plot(
-                rows["time_s"], rows["txn"], "--", color="black", lw=1.2, label=f"{node} (accepted)"
+                rows["time_s"], rows["txn"], "--", color="black", lw=1.2, label=f"{name} (accepted)"
             )
         else:
             ax.plot(
@@ -98,7 +104,7 @@ def throughput_timeline(
                 "-",
                 color=shades[str(node)],
                 lw=1.6,
-                label=f"{node} (executed)",
+                label=f"{name} (executed)",
             )
     if warmup_s > 0:
         ax.axvspan(0, warmup_s, color=_IDLE_COLOUR, alpha=0.5, lw=0, label="warm-up")
@@ -118,8 +124,17 @@ def throughput_timeline(
     ax.set_title(f"Throughput per second per node ({protocol})")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=max(1, len(nodes) // 8 + 1), loc="lower left")
+    ax.legend(fontsize=8, ncol=max(1, len(nodes) // 8 + 1), loc="best")
     return fig
+
+
+def _every_second(times: pd.Series) -> pd.Index:
+    """Every whole second from the first to the last bin (bins are whole seconds), bounded."""
+    values = pd.to_numeric(times, errors="coerce").dropna()
+    if values.empty or not (values == values.round()).all():
+        return pd.Index(values.unique())
+    first, last = int(values.min()), int(values.max())
+    return pd.Index(range(first, min(last, first + _MAX_TIMELINE_S) + 1))
 
 
 def latency_cdf(latency: pd.DataFrame, protocol: str) -> Figure:
@@ -159,9 +174,21 @@ def _cdf_line(ax, values: np.ndarray, **style) -> None:  # type: ignore[no-untyp
     ax.step(values, y, where="post", **style)
 
 
+def _is_client(role: object) -> bool:
+    return str(role).startswith("client")  # client, client-io, client-generator
+
+
+def node_name(node: object, role: object) -> str:
+    """``replica 0`` / ``client 4`` for numeric node ids; a node already named keeps its name."""
+    text = str(node)
+    if not text.lstrip("-").isdigit():
+        return text
+    return f"client {text}" if _is_client(role) else f"replica {text}"
+
+
 def _replicas_first(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Rows of replicas before those of clients, each sorted by ``by``."""
-    order = (table["role"] == "client").astype(int).rename("_client")
+    order = table["role"].map(_is_client).astype(int).rename("_client")
     return (
         table.assign(_client=order)
         .sort_values(["_client", *by], kind="stable")
@@ -186,7 +213,7 @@ def idleness(threads: pd.DataFrame, protocol: str) -> Figure:
             xs.append(x)
             labels.append(str(thread))
             x += 1.0
-        group_centres.append(((start + x - 1) / 2, str(node[0])))
+        group_centres.append(((start + x - 1) / 2, node_name(node[0], group["role"].iloc[0])))
         x += 0.8  # gap between nodes
     fig = _new_figure(max(8.0, 0.28 * len(xs) + 2), 5.0)
     ax = fig.add_subplot()
@@ -264,7 +291,7 @@ def memory_cpu(memory: pd.DataFrame, protocol: str) -> Figure:
     """Peak resident memory and CPU time per process (``node,role,peak_rss_mb,cpu_s``)."""
     rows = _replicas_first(memory, ["node"]).head(_MAX_BARS)
     x = np.arange(len(rows))
-    colours = ["black" if role == "client" else protocol_colour(protocol) for role in rows["role"]]
+    colours = ["black" if _is_client(role) else protocol_colour(protocol) for role in rows["role"]]
     fig = _new_figure(max(7.0, 0.5 * len(rows) + 3), 4.0)
     ax_mem, ax_cpu = fig.subplots(1, 2)
     ax_mem.bar(x, rows["peak_rss_mb"], color=colours)
@@ -272,7 +299,8 @@ def memory_cpu(memory: pd.DataFrame, protocol: str) -> Figure:
     ax_cpu.bar(x, rows["cpu_s"], color=colours)
     ax_cpu.set_ylabel("CPU time (s)")
     for ax in (ax_mem, ax_cpu):
-        ax.set_xticks(x, [str(n) for n in rows["node"]], rotation=45, ha="right", fontsize=8)
+        names = [node_name(n, r) for n, r in zip(rows["node"], rows["role"], strict=True)]
+        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Memory and CPU per process ({protocol}; clients in black)")
     return fig

@@ -17,7 +17,8 @@ import html
 import json
 import math
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -326,6 +327,8 @@ def _esc(value: Any) -> str:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
     if isinstance(value, float):
         if math.isnan(value):
             return "–"
@@ -424,53 +427,92 @@ def _as_float(value: Any, default: float = 0.0) -> float:
         return default
 
 
-def _run_summary_html(summary: dict[str, Any], run: dict[str, Any], protocol: str) -> str:
-    latency = summary.get("latency_ms") if isinstance(summary.get("latency_ms"), dict) else {}
-    rows = [("protocol", protocol)]
-    rows += [
-        (k, run[k])
-        for k in ("replicas", "clients", "batch_size", "duration_s", "warmup_s", "started_at")
-        if k in run
-    ]
-    rows.append(("throughput (txn/s)", _fmt(summary.get("throughput_txn_s", float("nan")))))
-    rows += [
-        (f"latency {k} (ms)", _fmt(latency[k]))
-        for k in ("avg", "p50", "p90", "p99", "max")
-        if k in latency
-    ]
-    audit = summary.get("audit") if isinstance(summary.get("audit"), dict) else {}
+def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    return str(value)
+
+
+def _run_summary_html(summary: dict[str, Any], run: Mapping[str, Any], protocol: str) -> str:
+    latency = _mapping(summary, "latency_ms")
+    rows: list[tuple[str, Any]] = [("protocol", protocol)]
+    for key in (
+        "replicas",
+        "clients",
+        "batch_size",
+        "crypto",
+        "duration_s",
+        "warmup_s",
+        "measured_s",
+    ):
+        if key in run:
+            rows.append((key, run[key]))
+    if "started_at" in run:
+        rows.append(("started at", _when(run["started_at"])))
+    rows.append(("throughput (txn/s)", _fmt(summary.get("throughput_txn_s"))))
+    rows += [(f"latency {k} (ms)", _fmt(latency[k])) for k in LATENCY_KEYS if k in latency]
+    if "committed_batches" in summary:
+        rows.append(("committed batches", summary["committed_batches"]))
+    audit = _mapping(summary, "audit")
     if audit:
         rows.append(("safety audit", "ok" if audit.get("ok") else "FAILED"))
-        rows.append(("audit common prefix (seq)", audit.get("common_prefix", "–")))
+        rows += [(f"audit {k}", audit[k]) for k in ("common_prefix", "message") if k in audit]
+    for event in run.get("events") or []:
+        rows.append(("event", event))
     parts = [_table(("measure", "value"), ((_esc(k), _esc(v)) for k, v in rows), 2)]
-    per_node = summary.get("per_node") if isinstance(summary.get("per_node"), dict) else {}
-    if per_node:
-        keys = ("throughput_txn_s", "cpu_s", "peak_rss_mb", "executed_seq")
-        parts.append(
-            "<h3>Per node</h3>"
-            + _table(
-                ("node", "throughput (txn/s)", "CPU (s)", "peak RSS (MB)", "executed seq"),
-                (
-                    (_esc(node), *(_esc(_fmt(v.get(k, "–"))) for k in keys))
-                    for node, v in per_node.items()
-                    if isinstance(v, dict)
-                ),
+    for title, key, columns in (
+        ("Per replica", "per_node", _PER_NODE_COLUMNS),
+        ("Per client", "per_client", _PER_CLIENT_COLUMNS),
+    ):
+        nodes = {k: v for k, v in _mapping(summary, key).items() if isinstance(v, Mapping)}
+        if nodes:
+            header = ("node", *(label for _, label in columns))
+            cells = (
+                (_esc(node), *(_esc(_fmt(_dig(v, field))) for field, _ in columns))
+                for node, v in nodes.items()
             )
-        )
-    per_batch = (
-        summary.get("messages_per_batch")
-        if isinstance(summary.get("messages_per_batch"), dict)
-        else {}
-    )
+            parts.append(f"<h3>{title}</h3>" + _table(header, cells))
+    per_batch = _mapping(summary, "messages_per_batch")
     if per_batch:
+        cells = ((_esc(k), _esc(_fmt(v))) for k, v in per_batch.items())
         parts.append(
-            "<h3>Messages per committed batch</h3>"
-            + _table(
-                ("kind", "messages per batch"),
-                ((_esc(k), _esc(_fmt(v))) for k, v in per_batch.items()),
-            )
+            "<h3>Messages per committed batch</h3>" + _table(("kind", "messages per batch"), cells)
         )
     return "\n".join(parts)
+
+
+LATENCY_KEYS = ("avg", "p50", "p90", "p99", "max")
+_PER_NODE_COLUMNS = (
+    ("throughput_txn_s", "throughput (txn/s)"),
+    ("executed_seq", "executed seq"),
+    ("view", "view"),
+    ("cpu_s", "CPU (s)"),
+    ("peak_rss_mb", "peak RSS (MB)"),
+)
+_PER_CLIENT_COLUMNS = (
+    ("throughput_txn_s", "accepted (txn/s)"),
+    ("latency_ms.p50", "p50 (ms)"),
+    ("latency_ms.p99", "p99 (ms)"),
+    ("retransmissions", "re-sent"),
+    ("requests_given_up", "given up"),
+    ("cpu_s", "CPU (s)"),
+    ("peak_rss_mb", "peak RSS (MB)"),
+)
+
+
+def _dig(data: Mapping[str, Any], dotted: str) -> Any:
+    """``data["a"]["b"]`` for ``"a.b"``; "–" where any step is missing."""
+    value: Any = data
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return "–"
+        value = value[part]
+    return value
 
 
 # --- a sweep ----------------------------------------------------------------------------

@@ -213,3 +213,18 @@ def test_sweep_report_with_every_run_failed_still_writes_html(tmp_path: Path) ->
     folder = _sweep(tmp_path, {"replicas": [4, 7]}, runner=FakeRunner(crash={"n4_r1", "n7_r1"}))
     result = report.report_sweep(folder)
     assert result.drawn == [] and "0 of 2 runs ok" in result.html_path.read_text()
+
+
+def test_throughput_timeline_shows_the_view_change_as_a_dip_and_recovery() -> None:
+    """The fixture's primary crashes at 3 s: seconds without rows must be drawn as 0, not bridged."""
+    table, why = report.read_table(RunPaths(FIXTURE).throughput, ["time_s", "node", "role", "txn"])
+    assert table is not None, why
+    fig = plots.throughput_timeline(table, "pbft", warmup_s=1.0, events=[(3.0, "crash replica 0")])
+    replica_lines = [ln for ln in fig.axes[0].lines if "(executed)" in str(ln.get_label())]
+    assert replica_lines
+    for line in replica_lines:
+        xs, ys = list(line.get_xdata()), list(line.get_ydata())
+        assert xs == sorted(xs) and xs == list(range(int(xs[0]), int(xs[-1]) + 1))
+        zero = ys.index(0)
+        assert max(ys[:zero]) > 0 and max(ys[zero:]) > 0, f"no dip and recovery in {ys}"
+    assert any(list(ln.get_xdata()) == [3.0, 3.0] for ln in fig.axes[0].lines), "fault not marked"
