@@ -26,6 +26,7 @@ quorum and the target replica), report formatting (fabric.runner).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -283,6 +284,8 @@ class ClientProcess:
         self.body_ring = Ring(BODY_RING_CAPACITY, name="bodies", multi_producer=True)
         self.ctx = new_context()
         addressing = Addressing.from_config(config_to_dict(cfg))
+        if addressing.kind == "ipc":
+            os.makedirs(addressing.ipc_dir, exist_ok=True)
         self.receiver = Receiver(
             self.ctx,
             addressing.address(client_id, 0),
@@ -536,6 +539,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import zmq
+
     from fabric.config import ConfigError, load_config
     from fabric.control import ChildControl
     from fabric.paths import RunPaths
@@ -545,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
         client = ClientProcess(cfg, args.id)
-    except (ConfigError, ValueError, OSError) as exc:
+    except (ConfigError, ValueError, OSError, zmq.ZMQError) as exc:
         print(f"client {args.id}: cannot start: {exc}", file=sys.stderr)
         return 2
     stop = client.stop

@@ -91,6 +91,8 @@ class Replica:
         signature = cfg.crypto.effective_client_signature
         self.ctx = new_context()
         addressing = Addressing.from_config(config_to_dict(cfg))
+        if addressing.kind == "ipc":
+            os.makedirs(addressing.ipc_dir, exist_ok=True)
 
         # rings
         multi_in = rc.input_threads > 1
@@ -336,13 +338,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import zmq
+
     from fabric.config import ConfigError, load_config
 
     args = _parse(argv)
     try:
         cfg = load_config(args.config)
         replica = Replica(cfg, args.id)
-    except (ConfigError, ValueError, OSError) as exc:
+    except (ConfigError, ValueError, OSError, zmq.ZMQError) as exc:
         print(f"replica {args.id}: cannot start: {exc}", file=sys.stderr)
         return 2
     paths = RunPaths(Path(args.run_dir))

@@ -227,7 +227,7 @@ class Runner:
             if rc is None or child.exit_noted:
                 continue
             child.exit_noted = True
-            at = time.time() - self.t0 if self.t0 else 0.0
+            at = f"t={time.time() - self.t0:.1f} s" if self.t0 else "before the start"
             if child.stop_requested:
                 if rc != 0:
                     self.problems.append(f"{child.label} exited with code {rc} at stop")
@@ -237,10 +237,10 @@ class Runner:
                 continue
             if child.role == "replica" and child.node in self.crash_plan and rc == CRASH_EXIT_CODE:
                 child.expected_exit = True
-                self.events.append(f"replica {child.node} crashed as configured (t={at:.1f} s)")
+                self.events.append(f"replica {child.node} crashed as configured ({at})")
                 continue
             bad = True
-            self.problems.append(f"{child.label} exited unexpectedly with code {rc} (t={at:.1f} s)")
+            self.problems.append(f"{child.label} exited unexpectedly with code {rc} ({at})")
             self.dead_tails.append(f"  {child.label} ({child.log_path}):\n{child.log_tail()}")
         return bad
 
