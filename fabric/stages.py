@@ -84,6 +84,8 @@ PARK_S = 0.1
 MAX_BACKLOG = 65_536
 #: environment variable: a directory to write one cProfile file per thread into
 PROFILE_ENV = "FABRIC_PROFILE"
+#: protocol errors logged with a traceback per worker (all are counted)
+MAX_LOGGED_ERRORS = 5
 #: bound on the worker's queue of ready batches waiting for proposal room
 MAX_PENDING_BATCHES = 4096
 
@@ -509,7 +511,13 @@ class WorkerStage(Stage):
                 tag = item[0]
                 if tag == W_MSG:
                     self.messages += 1
-                    actions = receive(item[1], item[2])
+                    try:
+                        actions = receive(item[1], item[2])
+                    except AssertionError:
+                        raise  # a protocol invariant broke: stop the replica loudly
+                    except Exception as exc:  # input the protocol could not handle: count it
+                        self._protocol_error(item[1], item[2], exc)
+                        continue
                 elif tag == W_BATCH:
                     if len(pending) >= self.max_pending:
                         self.drops["proposal_overflow"] += 1
@@ -551,6 +559,19 @@ class WorkerStage(Stage):
             if out:
                 self.push_all(self.output_ring, out)
                 out = []
+
+    def _protocol_error(self, sender: int, msg: Any, exc: Exception) -> None:
+        """A message made the protocol raise: count it by type, log the first few, go on."""
+        self.drops[f"protocol_error:{type(exc).__name__}"] += 1
+        self.errors += 1
+        if self.errors <= MAX_LOGGED_ERRORS:
+            text = "".join(traceback.format_exception(exc)).rstrip()
+            print(
+                f"replica {self.shared.id}: {type(msg).__name__} from {sender} raised "
+                f"in the protocol (counted, dropped):\n{text}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _handle(self, actions: list[Any], out: list[Any], exe: list[Any], chk: list[Any]) -> None:
         for a in actions:

@@ -197,6 +197,10 @@ class ScriptedProtocol(Protocol):
         return []
 
     def receive(self, sender: int, msg: Any) -> list:
+        if msg.timestamp == 13:
+            raise ValueError("a message this protocol cannot handle")
+        if msg.timestamp == 14:
+            raise AssertionError("an invariant broke")
         self.received.append((sender, msg))
         if msg.timestamp == 1:
             return [SetTimer(("t", 1), 2), Broadcast(msg)]
@@ -438,3 +442,27 @@ def test_a_stage_that_raises_stops_the_replica_with_the_reason():
     stage.join(5)
     assert shared.stop.is_set() and "boom" in shared.fatal[0]
     assert stage.clock.snapshot()["busy_s"] >= 0
+
+
+def test_worker_counts_a_message_the_protocol_rejects_and_keeps_going():
+    shared = ReplicaShared(2, N)
+    rings = worker_rings()
+    proto = ScriptedProtocol(ProtocolConfig(replica_id=2, n=N), FakeVerifier())
+    worker = WorkerStage("worker-0", shared, proto, *rings.values(), tick_s=0.01)
+    with Running(worker, *rings.values()):
+        rings["worker"].push_many([(W_MSG, 1, req(13)), (W_MSG, 1, req(2))])
+        assert drain(rings["output"], 1) == [(N, req(2))]
+    assert worker.drops["protocol_error:ValueError"] == 1
+    assert not shared.fatal
+
+
+def test_worker_stops_the_replica_when_a_protocol_invariant_breaks():
+    shared = ReplicaShared(2, N)
+    rings = worker_rings()
+    proto = ScriptedProtocol(ProtocolConfig(replica_id=2, n=N), FakeVerifier())
+    worker = WorkerStage("worker-0", shared, proto, *rings.values(), tick_s=0.01)
+    worker.start()
+    rings["worker"].push((W_MSG, 1, req(14)))
+    assert shared.stop.wait(5)
+    worker.join(5)
+    assert "AssertionError" in shared.fatal[0]
