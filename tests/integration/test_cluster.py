@@ -205,3 +205,81 @@ def test_silent_primary_triggers_a_view_change_and_the_cluster_recovers(
     rows = _read_csv(RunPaths(outcome.folder).throughput)
     late = sum(int(r["txn"]) for r in rows if r["role"] == "client" and int(r["time_s"]) >= 7)
     assert late > 0, "no transaction accepted after the view change"
+
+
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:  # fields: state, ppid, ...
+            out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+
+
+def _start_runner(base_port: int, tmp_path: Path):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fabric",
+            "run",
+            "--duration",
+            "60",
+            "--quiet",
+            "--results-dir",
+            str(tmp_path),
+            "--set",
+            f"transport.base_port={base_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    kids: list[int] = []
+    while time.monotonic() < deadline and len(kids) < 5:
+        kids = _children_of(proc.pid)
+        time.sleep(0.1)
+    return proc, kids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_no_orphans_when_the_runner_is_terminated_or_killed(base_port, tmp_path, sig):
+    proc, kids = _start_runner(base_port, tmp_path)
+    try:
+        assert len(kids) == 5, "the runner did not start 4 replicas and 1 client"
+        time.sleep(2.0)  # let them get going
+        proc.send_signal(sig)
+        rc = proc.wait(60)
+        assert rc == (130 if sig == signal.SIGTERM else -signal.SIGKILL)
+        # SIGTERM: the runner stops its process groups; SIGKILL: the children see stdin EOF
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(k) for k in kids):
+            time.sleep(0.1)
+        assert not [k for k in kids if _alive(k)], "processes outlived the runner"
+    finally:
+        for pid in [proc.pid, *kids]:
+            if _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if proc.poll() is None:
+            proc.wait(10)
