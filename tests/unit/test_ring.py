@@ -54,7 +54,7 @@ class Worker(threading.Thread):
         self.started_at = time.monotonic()
         try:
             self.result = self._target_fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:  # handed to the test thread
             self.error = exc
         self.ended_at = time.monotonic()
 
