@@ -375,6 +375,11 @@ def measure_vs_knob(
     values = pd.to_numeric(stats[knob], errors="coerce").dropna()
     if len(values) and values.min() > 0 and values.max() / values.min() >= 20:
         ax_tp.set_xscale("log")
+        ticks = sorted(values.unique())
+        if len(ticks) <= 12:  # label the swept values themselves, not powers of ten
+            ax_lat.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax_lat.minorticks_off()
+            ax_tp.minorticks_off()
     ax_tp.set_ylabel("throughput (txn/s)")
     ax_tp.set_ylim(bottom=0)
     ax_tp.set_title(f"Throughput and latency vs {knob_label} (error bars: min..max of repetitions)")

@@ -44,7 +44,7 @@ MAX_RUNS = 1000  # runs one sweep may plan (points x repetitions)
 MAX_REPETITIONS = 100
 PROTOCOL_KNOB = "protocol.name"
 _SPEC_KEYS = ("name", "description", "base", "grid", "repetitions", "quick", "label")
-_AS_RUN_KEYS = ("notes", "points", "runs")  # sweep.yaml adds these (and quick_applied) to the spec
+_AS_RUN_KEYS = ("notes", "points", "runs")  # sweep.yaml adds these, quick_applied and set
 _SHORT_NAMES = {  # label tokens for the knobs sweeps usually vary; others use their key name
     "batching.batch_size": "b",
     "cluster.replicas": "n",
@@ -163,8 +163,8 @@ def load_spec(path: Path) -> SweepSpec:
     return spec_from_mapping(data, source=path)
 
 
-def load_spec_as_run(folder: Path) -> tuple[SweepSpec, bool]:
-    """The spec a sweep folder ran (its sweep.yaml) and whether ``--quick`` was applied."""
+def load_spec_as_run(folder: Path) -> tuple[SweepSpec, bool, list[str]]:
+    """The spec a sweep folder ran (its sweep.yaml), whether ``--quick`` was applied, its --set."""
     path = SweepPaths(folder).sweep_yaml
     try:
         data = yaml.safe_load(path.read_text())
@@ -173,9 +173,10 @@ def load_spec_as_run(folder: Path) -> tuple[SweepSpec, bool]:
     if not isinstance(data, dict):
         raise SweepError(f"{path}: not a sweep spec")
     applied = bool(data.pop("quick_applied", False))
+    overrides = [str(text) for text in data.pop("set", None) or []]
     for extra in _AS_RUN_KEYS:
         data.pop(extra, None)
-    return spec_from_mapping(data, source=path), applied
+    return spec_from_mapping(data, source=path), applied, overrides
 
 
 # --- planning: expand and validate every point up front -------------------------------------
@@ -200,11 +201,13 @@ class PlannedRun:
 
 @dataclass(frozen=True)
 class SweepPlan:
+    """Every point of a sweep, validated. ``grid``: canonical dotted knob -> the values run
+    (protocols the registry does not offer dropped, with a note)."""
+
     spec: SweepSpec
     quick: bool
-    grid: dict[
-        str, list[Any]
-    ]  # canonical dotted knob -> values run (unavailable protocols dropped)
+    overrides: list[str]  # --set KEY=VALUE, applied to every point
+    grid: dict[str, list[Any]]
     points: list[SweepPoint]
     repetitions: int
     notes: list[str]
@@ -271,39 +274,80 @@ def _token(knob: str, value: Any, index: int) -> str:
     return re.sub(r"[^A-Za-z0-9.]", "", text) or f"v{index}"
 
 
-def plan_sweep(spec: SweepSpec, quick: bool = False) -> SweepPlan:
-    """Expand the grid and build every point's Config; SweepError naming the key on any error."""
+def _parse_set(text: str, data: Mapping[str, Any]) -> tuple[str, Any]:
+    """``KEY=VALUE`` (VALUE in YAML, as with --set) -> (canonical knob, value)."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise SweepError(f"--set {text!r}: allowed: KEY=VALUE, e.g. transport.base_port=23000")
+    knob = canonical_knob(name.strip(), data)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise SweepError(f"--set {name}: {raw!r} is not a YAML value ({exc})") from None
+    section, _, key = knob.partition(".")
+    if key and isinstance(data[section][key], str) and not isinstance(value, str):
+        value = raw.strip()  # a string knob takes the text as written
+    return knob, value
+
+
+def _usable_protocols(names: Sequence[Any]) -> tuple[list[Any], list[str]]:
+    """The protocols that really load (registry.get), and a note for each one skipped."""
+    usable, notes = [], []
+    offered = registry.available()
+    for name in names:
+        if name not in offered:
+            hint = ' (a bare null in YAML is nothing: write "null")' if name is None else ""
+            notes.append(
+                f"skipped protocol {name}: not in protocols.registry.available() = "
+                f"{', '.join(offered)}{hint}"
+            )
+            continue
+        try:
+            registry.get(name)
+        except Exception as exc:  # a module that is there but does not load or register
+            notes.append(f"skipped protocol {name}: it does not load ({type(exc).__name__}: {exc})")
+            continue
+        usable.append(name)
+    return usable, notes
+
+
+def plan_sweep(spec: SweepSpec, quick: bool = False, overrides: Sequence[str] = ()) -> SweepPlan:
+    """Expand the grid and build every point's Config; SweepError naming the key on any error.
+
+    ``quick`` applies the spec's quick overrides, then ``overrides`` (``--set KEY=VALUE``) apply
+    to every point; the grid's values are set last (a --set on a swept knob is an error).
+    """
     try:
         base = _base_config(spec)
     except ConfigError as exc:
         raise SweepError(f"base config: {exc}") from None
     data = config_to_dict(base)
     notes: list[str] = []
-    overrides: dict[str, Any] = {}
+    fixed: dict[str, Any] = {}  # knob -> value at every point (quick, then --set)
     repetitions = spec.repetitions
     if quick:
         for name, value in spec.quick.items():
             if name == "repetitions":
                 repetitions = int(value)
             else:
-                overrides[canonical_knob(name, data)] = value
+                fixed[canonical_knob(name, data)] = value
+    set_knobs = set()
+    for text in overrides:
+        knob, value = _parse_set(text, data)
+        fixed[knob] = value
+        set_knobs.add(knob)
     grid: dict[str, list[Any]] = {}
     for name, values in spec.grid.items():
         knob = canonical_knob(name, data)
         if knob in grid:
             raise SweepError(f"grid knob {name!r} repeats {knob!r}")
+        if knob in set_knobs:
+            raise SweepError(f"--set {knob} conflicts with the grid, which sweeps {knob}")
         if knob == PROTOCOL_KNOB:
-            offered = registry.available()
-            missing = [v for v in values if v not in offered]
-            if missing:
-                hint = ' (a bare null in YAML is nothing: write "null")' if None in missing else ""
-                notes.append(
-                    f"skipped protocol(s) {', '.join(map(str, missing))}: not in "
-                    f"protocols.registry.available() = {', '.join(offered)}{hint}"
-                )
-            values = [v for v in values if v in offered]
+            values, skipped = _usable_protocols(values)
+            notes += skipped
             if not values:
-                raise SweepError(f"grid {name!r}: none of the protocols is available ({notes[-1]})")
+                raise SweepError(f"grid {name!r}: none of the protocols is available ({skipped})")
         grid[knob] = values
     combos = list(itertools.product(*(list(enumerate(v)) for v in grid.values())))
     if len(combos) * repetitions > MAX_RUNS:
@@ -322,7 +366,7 @@ def plan_sweep(spec: SweepSpec, quick: bool = False) -> SweepPlan:
             label = f"{label}_p{len(points) + 1}"
         labels.add(label)
         point_data = json.loads(json.dumps(data))  # a deep copy of plain data
-        for knob, value in itertools.chain(overrides.items(), knobs.items()):
+        for knob, value in itertools.chain(fixed.items(), knobs.items()):
             _set_knob(point_data, knob, value)
         try:
             cfg = config_from_mapping(point_data)
@@ -330,7 +374,7 @@ def plan_sweep(spec: SweepSpec, quick: bool = False) -> SweepPlan:
             where = ", ".join(f"{k}={v!r}" for k, v in knobs.items()) or "the base"
             raise SweepError(f"grid point {where}: {exc}") from None
         points.append(SweepPoint(label, knobs, cfg))
-    return SweepPlan(spec, quick, grid, points, repetitions, notes)
+    return SweepPlan(spec, quick, list(overrides), grid, points, repetitions, notes)
 
 
 # --- progress on stderr --------------------------------------------------------------------
@@ -522,6 +566,7 @@ def run_sweep(
     *,
     runner: Runner | None = None,
     quick: bool = False,
+    overrides: Sequence[str] = (),
     resume: Path | None = None,
     progress: bool = True,
     report: bool = True,
@@ -533,7 +578,7 @@ def run_sweep(
     that fails (outcome not ok, or the runner raising) is recorded with its reason; the sweep
     goes on. ``report`` draws the sweep report at the end.
     """
-    plan = plan_sweep(spec, quick=quick)
+    plan = plan_sweep(spec, quick=quick, overrides=overrides)
     run_one = runner or default_runner()
     stream = stream or sys.stderr
     for note in plan.notes:
@@ -549,6 +594,7 @@ def run_sweep(
         **spec.as_dict(),
         "grid": plan.grid,
         "quick_applied": quick,
+        "set": plan.overrides,
         "notes": plan.notes,
         "points": len(plan.points),
         "runs": len(plan.runs),
@@ -641,20 +687,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-report", action="store_true", help="do not draw the sweep report at the end"
     )
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one knob at every point, as with run --set (repeatable; not a swept knob)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         resume: Path | None = None
-        quick = args.quick
+        quick, overrides = args.quick, list(args.set)
         if args.spec is None:
             if not args.resume or args.resume == "latest":
                 parser.error("a spec file is needed (or --resume FOLDER holding a sweep.yaml)")
             resume = Path(args.resume)
-            spec, applied = load_spec_as_run(resume)
-            quick = quick or applied
+            spec, applied, earlier = load_spec_as_run(resume)
+            quick, overrides = quick or applied, overrides or earlier
         else:
             spec = load_spec(args.spec)
-        plan = plan_sweep(spec, quick=quick)
+        plan = plan_sweep(spec, quick=quick, overrides=overrides)
         results_root = args.results_dir or Path(plan.points[0].config.run.results_dir)
         if args.resume == "latest":
             resume = latest_sweep(results_root, spec.name)
@@ -674,6 +727,7 @@ def main(argv: list[str] | None = None) -> int:
             spec,
             results_root,
             quick=quick,
+            overrides=overrides,
             resume=resume,
             progress=not args.no_progress,
             report=not args.no_report,

@@ -279,3 +279,45 @@ def test_cli_dry_run_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert sweep.main([str(bad), "--dry-run"]) == 2
     assert "worker_thread" in capsys.readouterr().err
     assert sweep.main([str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_set_overrides_every_point_and_is_recorded(tmp_path: Path) -> None:
+    plan = plan_sweep(spec({"batch_size": [10, 20]}), overrides=["base_port=23000", "label=2024"])
+    assert [p.config.transport.base_port for p in plan.points] == [23000, 23000]
+    assert plan.points[0].config.run.label == "2024"  # a string knob keeps the text as written
+    with pytest.raises(SweepError, match="conflicts with the grid"):
+        plan_sweep(spec({"batch_size": [10]}), overrides=["batching.batch_size=5"])
+    with pytest.raises(SweepError, match="transport.base_port"):
+        plan_sweep(spec({"batch_size": [10]}), overrides=["base_port=80"])
+    done = run_sweep(
+        spec({"batch_size": [10]}),
+        tmp_path,
+        runner=FakeRunner(),
+        overrides=["base_port=23000"],
+        progress=False,
+        report=False,
+    )
+    loaded, quick, overrides = sweep.load_spec_as_run(done.folder)
+    assert (loaded.grid, quick, overrides) == (
+        {"batching.batch_size": [10]},
+        False,
+        ["base_port=23000"],
+    )
+
+
+def test_a_protocol_whose_module_does_not_register_is_skipped_up_front(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_get = registry.get
+
+    def get(name: str) -> object:
+        if name == "null":
+            raise KeyError("unknown protocol 'null'")
+        return real_get(name)
+
+    monkeypatch.setattr(registry, "get", get)
+    plan = plan_sweep(spec({"protocol.name": ["pbft", "null"]}))
+    assert [p.config.protocol.name for p in plan.points] == ["pbft"]
+    assert plan.notes == [
+        "skipped protocol null: it does not load (KeyError: \"unknown protocol 'null'\")"
+    ]
