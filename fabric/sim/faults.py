@@ -12,6 +12,10 @@ generically over the wire dataclasses: fields of type ``Batch`` and bytes fields
 ``digest``/``*_digest`` (or tuples ``digests``/``*_digests``), recursively through nested
 messages and tuples. It therefore works for PBFT, PoE and RCC unchanged. It never signs:
 a mutated message that carries a signature simply fails verification at the receiver.
+So that an equivocating proposer can still sign both versions, the simulator proposes
+the alternative batch on a copy of the Byzantine replica's state (which holds only that
+replica's own key) and sends the copy's messages to group B (simulator._propose_twice);
+``alternative`` keeps batch A -> batch B stable so later votes follow the same split.
 
 Must not live here: the event loop (simulator.py), checks (simulator.py), randomness not
 drawn from the generator handed in.
@@ -148,7 +152,7 @@ def make_plan(
     if mix == "crash":
         nodes = _pick_faulty(rng, n, rng.randint(1, f), primary, 0.5)
         return FaultPlan(
-            mix, window, crashes=tuple((r, rng.uniform(0, window)) for r in sorted(nodes))
+            mix, window, crashes=tuple((r, rng.uniform(0, 0.6 * window)) for r in sorted(nodes))
         )
     if mix == "byzantine":
         nodes = _pick_faulty(rng, n, rng.randint(1, f), primary, 0.6)
@@ -168,7 +172,7 @@ def make_plan(
             dup_p=rng.uniform(0.0, 0.05),
             jitter_ticks=rng.uniform(0, 8),
             partitions=_partitions(rng, n, window) if rng.random() < 0.5 else (),
-            crashes=tuple((r, rng.uniform(0, window)) for r in crashed),
+            crashes=tuple((r, rng.uniform(0, 0.6 * window)) for r in crashed),
             byzantine=byz,
             byz_group_b=group_b,
         )
@@ -240,7 +244,9 @@ class ByzantineMutator:
         if isinstance(msg, Request):
             self.pool.append(msg)
 
-    def _alternative(self, batch: Batch) -> Batch:
+    def alternative(self, batch: Batch) -> Batch:
+        """The batch group B sees instead of ``batch`` (the same one every time; ``batch``
+        itself when no valid alternative exists: a null batch and no other request seen)."""
         known = self.alternatives.get(batch.digest)
         if known is not None:
             return known
@@ -280,7 +286,7 @@ class ByzantineMutator:
         if how == "equivocate":
             if dst not in self.group_b:
                 return msg
-            out = rewrite(msg, self._alternative, self._swap_digest)
+            out = rewrite(msg, self.alternative, self._swap_digest)
         elif how == "conflicting_votes":
             if dst not in self.group_b:
                 return msg

@@ -25,6 +25,7 @@ argument parsing (cli.py).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import heapq
 import random
@@ -33,7 +34,7 @@ import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from fabric.sim.client import Accepted, SimClient
 from fabric.sim.faults import MIXES, ByzantineMutator, FaultPlan, make_plan
@@ -52,7 +53,7 @@ from protocols.base import (
     SetTimer,
     StableCheckpoint,
 )
-from protocols.common import Reply, Request, make_batch
+from protocols.common import Batch, Reply, Request, make_batch
 from transport import wire
 
 # event types (the third element of a heap entry)
@@ -72,7 +73,7 @@ class SimOptions:
     base_delay_ticks: float = 1.0  # every message takes at least this long
     jitter_ticks: float = 0.5  # mean of the exponential extra delay (always on)
     fault_window_ticks: float = 400.0  # faulty mixes inject network faults before this tick
-    think_ticks: float = 100.0  # a client pauses uniform(0, think_ticks) before each request
+    think_ticks: float = 200.0  # a client pauses uniform(0, think_ticks) before each request
     request_timeout_ticks: float = 150.0  # a client re-sends to all replicas after this long
     liveness_ticks: float = 4000.0  # every request completes this long after faults stop
     checkpoint_period: int = 5
@@ -200,6 +201,8 @@ class Simulator:
         faults: str = "none",
         options: SimOptions = DEFAULT_OPTIONS,
     ) -> None:
+        if n < 4:
+            raise ValueError(f"n={n}: the simulator needs n >= 4 replicas (n >= 3f+1, f >= 1)")
         self.cls = protocol_class(protocol)
         self.protocol_arg = protocol
         self.n = n
@@ -248,6 +251,8 @@ class Simulator:
         self.proposed: list[dict[tuple[int, int], None]] = [{} for _ in range(n)]
         self.views = [0] * n
         self.link_sent: dict[tuple[int, int], int] = {}  # messages sent per (source, target)
+        # the last message that crossed the codec: (sent object, sender, decoded, frame)
+        self._codec_last: tuple[Any, int, Any, bytes | None] = (None, -1, None, None)
         # checks
         self.committed: dict[int, tuple[bytes, bytes, int]] = {}  # seq -> digest, head, replica
         self.stable: dict[int, tuple[bytes, int]] = {}  # seq -> checkpoint digest, replica
@@ -271,7 +276,7 @@ class Simulator:
         self._ctr += 1
         heapq.heappush(self.heap, (at, self._ctr, etype, a, b, c, d))
 
-    def _stop(self, outcome: str, kind: str, detail: str) -> None:
+    def _stop(self, outcome: str, kind: str, detail: str) -> NoReturn:
         raise _Stop(outcome, Violation(kind, self.steps, self.now, detail))
 
     def _line(self, text: str) -> None:
@@ -296,10 +301,10 @@ class Simulator:
 
     # --- network -------------------------------------------------------------------------
 
-    def _transmit(self, src: int, dst: int, msg: Any) -> None:
+    def _transmit(self, src: int, dst: int, msg: Any, mutate: bool = True) -> None:
         """Put ``msg`` on the wire from ``src`` to ``dst`` under the fault plan."""
         n = self.n
-        if src < n and src in self.byzantine and dst != src:
+        if mutate and src < n and src in self.byzantine and dst != src:
             if isinstance(msg, Reply):
                 msg = self.mutator.reply(src, msg)
             else:
@@ -331,8 +336,12 @@ class Simulator:
         index = self.link_sent.get(link, 0) + 1
         self.link_sent[link] = index
         frame = None
-        if opt.codec_fraction >= 1.0 or rng.random() < opt.codec_fraction:
+        if msg is self._codec_last[0] and src == self._codec_last[1]:
+            msg, frame = self._codec_last[2], self._codec_last[3]  # one broadcast: encode once
+        elif opt.codec_fraction >= 1.0 or rng.random() < opt.codec_fraction:
+            original = msg
             msg, frame = self._roundtrip(src, msg)
+            self._codec_last = (original, src, msg, frame)
         for _ in range(copies):
             if src == dst:
                 delay = 0.0
@@ -373,7 +382,8 @@ class Simulator:
 
     # --- actions -------------------------------------------------------------------------
 
-    def _apply(self, r: int, actions: Any, what: str) -> None:
+    def _apply(self, r: int, actions: Any, what: str, skip: frozenset[int] = frozenset()) -> None:
+        """Carry out ``actions`` of replica ``r``; sends to ``skip`` are left out."""
         if type(actions) is not list:
             self._stop("violation", "bad_action", f"replica {r} {what} returned {_short(actions)}")
         n_nodes = self.n + len(self.clients)
@@ -382,10 +392,11 @@ class Simulator:
             if t is Send:
                 if type(a.to) is not int or not 0 <= a.to < n_nodes:
                     self._stop("violation", "bad_action", f"replica {r}: {_short(a)}")
-                self._transmit(r, a.to, a.msg)
+                if a.to not in skip:
+                    self._transmit(r, a.to, a.msg)
             elif t is Broadcast:
                 for dst in range(self.n):
-                    if dst != r:
+                    if dst != r and dst not in skip:
                         self._transmit(r, dst, a.msg)
             elif t is Deliver:
                 self._deliver(r, a)
@@ -560,9 +571,52 @@ class Simulator:
                 self._line(
                     f"r{r} PROPOSE {batch.digest.hex()[:12]} requests={[(q.client_id, q.timestamp) for q in reqs]}"
                 )
-            self._call(r, "propose", proto.propose, batch)
+            if self.mutator.behaviour.get(r) == "equivocate":
+                self._propose_twice(r, proto, batch)
+            else:
+                self._call(r, "propose", proto.propose, batch)
             if not proto.is_proposer():
                 break
+
+    def _propose_twice(self, r: int, proto: Protocol, batch: Batch) -> None:
+        """An equivocating proposer: group B gets the proposal of an alternative batch.
+
+        A copy of the replica's state (its own key included: it signs validly as itself)
+        proposes the alternative; only its sends reach group B, unchanged. The real
+        instance proposes ``batch``; its sends reach everyone else. Later messages about the
+        batch are rewritten per recipient by the ByzantineMutator (digest A -> digest B).
+        """
+        group_b = self.mutator.group_b
+        alternative = self.mutator.alternative(batch)
+        if alternative is not batch:
+            try:
+                shadow = copy.deepcopy(proto, {id(proto.verifier): proto.verifier})
+                shadow_actions = shadow.propose(alternative)
+            except Exception:
+                self._stop(
+                    "violation",
+                    "exception",
+                    f"replica {r} (copy) raised in propose: {traceback.format_exc(limit=6)}",
+                )
+            self.counters["byzantine_equivocate"] += 1
+            for a in shadow_actions:
+                if type(a) is Send and a.to in group_b:
+                    self._transmit(r, a.to, a.msg, mutate=False)
+                elif type(a) is Broadcast:
+                    for dst in sorted(group_b):
+                        if dst != r:
+                            self._transmit(r, dst, a.msg, mutate=False)
+        else:
+            group_b = frozenset()
+        try:
+            actions = proto.propose(batch)
+        except Exception:
+            self._stop(
+                "violation",
+                "exception",
+                f"replica {r} raised in propose: {traceback.format_exc(limit=6)}",
+            )
+        self._apply(r, actions, "propose", skip=group_b)
 
     # --- clients -------------------------------------------------------------------------
 
