@@ -14,6 +14,8 @@ BENCHMARKS = {
     "ring": "bench.ring",  # ring queue vs queue.SimpleQueue, idle CPU
     "codec": "bench.codec",  # encode+decode of a 100-transaction batch
     "mac": "bench.mac",  # MAC and signature costs per frame
+    "ycsb": "workloads.ycsb",  # YCSB generation, µs per transaction
+    "execute": "fabric.execute",  # execute stage, µs per transaction
     "cluster": "bench.cluster",  # default PBFT cluster vs the null-protocol baseline
 }
 
