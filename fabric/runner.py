@@ -271,16 +271,13 @@ class Runner:
             time.sleep(min(0.2, max(0.0, until - now)))
 
     def _show_progress(self, now: float) -> None:
-        if not self.progress or now - self._last_line < 1.0:
+        if not self.progress or now - self._last_line < 1.0 or now - self.t0 < 1.0:
             return
         self._last_line = now
         clients = [c for c in self.children if c.role == "client"]
         accepted = sum(c.progress.txns for c in clients if c.progress)
-        rate = 0.0
-        if self._prev_accepted is not None:
-            then, before = self._prev_accepted
-            if now > then:
-                rate = (accepted - before) / (now - then)
+        then, before = self._prev_accepted or (self.t0, 0)
+        rate = (accepted - before) / (now - then) if now > then else 0.0
         self._prev_accepted = (now, accepted)
         seqs = " ".join(
             str(c.progress.seq) if c.progress else "-" for c in self.children if c.role == "replica"
