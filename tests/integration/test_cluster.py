@@ -283,3 +283,42 @@ def test_no_orphans_when_the_runner_is_terminated_or_killed(base_port, tmp_path,
                     pass
         if proc.poll() is None:
             proc.wait(10)
+
+
+def test_malformed_frames_are_counted_and_dropped_while_the_run_goes_on(
+    base_port, tmp_path, spawned, monkeypatch
+):
+    import zmq
+
+    from fabric.config import config_to_dict
+    from transport import wire
+    from transport.zmq_io import Addressing
+
+    cfg = _config(base_port)
+    target = Addressing.from_config(config_to_dict(cfg)).address(1, 0)
+    good_header = wire.HEADER.pack(wire.MAGIC, wire.VERSION, 1, 4, 10) + b"x" * 10
+    garbage = [b"", b"\x00" * 5, b"junk" * 50, good_header, good_header + b"\x00" * 16]
+    original = runner.Runner.monitor
+
+    def monitor_with_garbage(self, until):
+        time.sleep(1.0)
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.connect(target)
+        for frame in garbage * 20:
+            sock.send(frame)
+        sock.close()
+        ctx.term()
+        original(self, until)
+
+    monkeypatch.setattr(runner.Runner, "monitor", monitor_with_garbage)
+    outcome = runner.run_experiment(cfg, tmp_path)
+    assert outcome.ok, outcome.reason
+    drops = {
+        r["reason"]: int(r["count"])
+        for r in _read_csv(RunPaths(outcome.folder).drops)
+        if r["node"] == "1"
+    }
+    assert sum(drops.values()) == len(garbage) * 20, drops
+    assert outcome.summary["per_node"]["1"]["executed_seq"] > 0
