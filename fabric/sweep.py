@@ -20,6 +20,7 @@ folder names (fabric/paths.py).
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import difflib
 import itertools
@@ -331,7 +332,7 @@ def plan_sweep(spec: SweepSpec, quick: bool = False, overrides: Sequence[str] = 
                 repetitions = int(value)
             else:
                 fixed[canonical_knob(name, data)] = value
-    set_knobs = set()
+    set_knobs: set[str] = set()
     for text in overrides:
         knob, value = _parse_set(text, data)
         fixed[knob] = value
@@ -365,7 +366,7 @@ def plan_sweep(spec: SweepSpec, quick: bool = False, overrides: Sequence[str] = 
         if label in labels:
             label = f"{label}_p{len(points) + 1}"
         labels.add(label)
-        point_data = json.loads(json.dumps(data))  # a deep copy of plain data
+        point_data = copy.deepcopy(data)
         for knob, value in itertools.chain(fixed.items(), knobs.items()):
             _set_knob(point_data, knob, value)
         try:
