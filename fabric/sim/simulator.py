@@ -14,8 +14,10 @@ answers clients.
 
 Checks, on every step: no two honest replicas commit different batches (or chain heads) at
 one sequence number; deliveries are in order without gaps; a committed entry is never
-rolled back, nor is a result a client accepted; honest stable checkpoints agree. At the
-end: honest ledgers are prefixes of one another and agree with every accepted result.
+rolled back, nor is a result a client accepted; honest stable checkpoints agree, and a
+stable checkpoint makes speculative entries up to it committed (checked like the others).
+At the end: honest ledgers' committed prefixes are prefixes of one another and agree with
+every accepted result (speculative suffixes may still be rolled back).
 Liveness: every request is accepted by ``max(submitted, fault_end) + liveness_ticks``.
 The first violation stops the run; ``SimResult.replay`` is the one command that replays it.
 
@@ -74,14 +76,18 @@ class SimOptions:
     jitter_ticks: float = 0.5  # mean of the exponential extra delay (always on)
     fault_window_ticks: float = 400.0  # faulty mixes inject network faults before this tick
     think_ticks: float = 200.0  # a client pauses uniform(0, think_ticks) before each request
-    request_timeout_ticks: float = 150.0  # a client re-sends to all replicas after this long
+    # a client re-sends to all replicas after this long; re-sends stop at the request's
+    # liveness deadline, so at most (fault window + liveness_ticks) / timeout of them
+    request_timeout_ticks: float = 150.0
     liveness_ticks: float = 4000.0  # every request completes this long after faults stop
     checkpoint_period: int = 5
     watermark_window: int = 10
     view_change_ticks: int = 100
     max_buffered: int = 10_000
     params: Mapping[str, Any] = field(default_factory=dict)
-    codec_fraction: float = 1.0  # share of sends that cross wire.encode/decode
+    codec_fraction: float = (
+        1.0  # share of sent messages that cross wire.encode/decode (a broadcast is encoded once)
+    )
     max_events: int = 300_000
     max_in_flight: int = 50_000  # messages in the network at once
     max_pending_requests: int = 1024  # per proposer's batch stage
@@ -256,6 +262,7 @@ class Simulator:
         # checks
         self.committed: dict[int, tuple[bytes, bytes, int]] = {}  # seq -> digest, head, replica
         self.stable: dict[int, tuple[bytes, int]] = {}  # seq -> checkpoint digest, replica
+        self.final_upto = [0] * n  # speculative entries up to here became final (StableCheckpoint)
         self.accepted: dict[tuple[int, int], Accepted] = {}
         # figures
         self.sent_by_kind: Counter[str] = Counter()
@@ -510,6 +517,19 @@ class Simulator:
                 "checkpoint",
                 f"seq {a.seq}: replicas {prev[1]} and {r} hold different stable checkpoints",
             )
+        self._finalize(r, a.seq)
+
+    def _finalize(self, r: int, seq: int) -> None:
+        """A stable checkpoint makes speculative entries up to ``seq`` final (PoE): from now on
+        rolling them back is a violation, and they must agree with every other commit."""
+        ledger = self.execs[r]
+        upto = min(seq, ledger.last_seq)
+        for s in range(self.final_upto[r] + 1, upto + 1):
+            entry = ledger.entries[s - 1]
+            if entry.speculative:
+                entry.speculative = False
+                self._check_commit(r, entry)
+        self.final_upto[r] = max(self.final_upto[r], upto)
 
     # --- replica-side stages -------------------------------------------------------------
 
@@ -518,6 +538,11 @@ class Simulator:
         if cached is not None:
             self.counters["replies_resent"] += 1
             self._transmit(r, req.client_id, cached)
+            if cached.speculative:
+                # The client still lacks a quorum for a speculative result: a speculative
+                # protocol (PoE) is told, as the runtime would (it may suspect its primary).
+                proto = self.replicas[r]
+                self._call(r, "receive", proto.receive, src, req)
             return
         proto = self.replicas[r]
         if not proto.is_proposer():
@@ -800,23 +825,34 @@ class Simulator:
             left = [c.id for c in self.clients if not c.done]
             self._stop("liveness", "liveness", f"no events left but clients {left} are not done")
 
+    def _final_len(self, r: int) -> int:
+        """Entries of replica ``r``'s ledger before its first speculative one."""
+        for e in self.execs[r].entries:
+            if e.speculative:
+                return e.seq - 1
+        return self.execs[r].last_seq
+
     def _final_checks(self) -> None:
+        # Committed (non-speculative) prefixes only: a replica of a speculative protocol may
+        # end the run lagging in an old view with a speculative suffix it will roll back;
+        # speculative entries were checked all along (rollback of accepted results).
         honest = [r for r in range(self.n) if self._honest(r)]
-        longest = max(honest, key=lambda r: self.execs[r].last_seq)
+        final = {r: self._final_len(r) for r in honest}
+        longest = max(honest, key=lambda r: final[r])
         ref = self.execs[longest]
         for r in honest:
             ledger = self.execs[r]
-            if ref.head_at(ledger.last_seq) != ledger.head:
+            if ref.head_at(final[r]) != ledger.head_at(final[r]):
                 self._stop(
                     "violation",
                     "divergent_ledgers",
-                    f"replica {r}'s ledger (up to seq {ledger.last_seq}) is not a prefix of "
-                    f"replica {longest}'s (up to seq {ref.last_seq})",
+                    f"replica {r}'s ledger (up to seq {final[r]}) is not a prefix of "
+                    f"replica {longest}'s (up to seq {final[longest]})",
                 )
         for (client, ts), acc in self.accepted.items():
             for r in honest:
                 entry = self.execs[r].entry(acc.seq)
-                if entry is None:
+                if entry is None or entry.speculative:
                     continue
                 try:
                     at = entry.requests.index((client, ts))
