@@ -539,6 +539,32 @@ def _overrides(args: argparse.Namespace, base: Any) -> list[str]:
     return out
 
 
+def _delegate_sweep(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str]
+) -> int:
+    """``--sweep FILE``: hand over to fabric.sweep, translating this command's options."""
+    from fabric import sweep
+    from fabric.config import ConfigError, load_config
+
+    if args.config:
+        parser.error("--config does not apply to --sweep: the sweep YAML names its base config")
+    forwarded = [args.sweep, *rest]
+    try:
+        sets = [*(args.set or []), *_overrides(args, load_config())]
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for item in sets:
+        forwarded += ["--set", item]
+    if args.results_dir:
+        forwarded += ["--results-dir", args.results_dir]
+    if args.quiet:
+        forwarded.append("--no-progress")
+    if args.label:
+        parser.error("--label does not apply to --sweep: the sweep YAML names its label")
+    return int(sweep.main(forwarded) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     from fabric.config import ConfigError, load_config
 
@@ -546,9 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if args.sweep:
-        from fabric import sweep
-
-        return int(sweep.main([args.sweep, *rest]) or 0)
+        return _delegate_sweep(parser, args, rest)
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     try:

@@ -222,6 +222,20 @@ def test_cli_sweep_delegates_to_fabric_sweep(monkeypatch):
     monkeypatch.setattr(fabric.sweep, "main", lambda argv: seen.append(argv) or 0)
     assert runner.main(["--sweep", "config/experiments/x.yaml", "--quick"]) == 0
     assert seen == [["config/experiments/x.yaml", "--quick"]]
+    argv = ["--sweep", "s.yaml", "--replicas", "7", "--set", "batch_size=10", "--results-dir", "R"]
+    assert runner.main([*argv, "--quiet", "--resume", "latest"]) == 0
+    assert seen[1] == [
+        "s.yaml",
+        "--resume",
+        "latest",
+        "--set",
+        "batch_size=10",
+        "--set",
+        "cluster.replicas=7",
+        "--results-dir",
+        "R",
+        "--no-progress",
+    ]
 
 
 def test_cli_bad_config_exits_2(capsys):
