@@ -129,6 +129,7 @@ class Pbft(Protocol):
         self.max_held_per_sender = max(1, self.max_held // self.n)
 
         self.t_request = ("pbft", instance, "request")
+        self.t_progress = ("pbft", instance, "progress")
         self.t_view_change = ("pbft", instance, "view_change")
         self.t_fetch = ("pbft", instance, "fetch")
 
@@ -171,6 +172,12 @@ class Pbft(Protocol):
         self.ts_floor: dict[int, int] = {}  # client -> highest timestamp evicted
         self.waiting: dict[tuple[int, int], Request] = {}  # requests we wait to see executed
         self._request_timer_armed = False
+        # progress: a replica holding accepted pre-prepares that stop being delivered for a
+        # whole timeout suspects the primary too (the paper's "waiting for a request" covers
+        # the requests inside an accepted pre-prepare; one timer, checked when it fires)
+        self._max_accepted = 0  # highest seq with an accepted pre-prepare, this view
+        self._progress_armed = False
+        self._progress_mark = 0
 
         # held messages (future view or beyond the high watermark), bounded per sender
         self.held: list[tuple[int, Any]] = []
@@ -253,6 +260,8 @@ class Pbft(Protocol):
         out: list[Action] = []
         if timer == self.t_request:
             self._on_request_timer(out)
+        elif timer == self.t_progress:
+            self._on_progress_timer(out)
         elif timer == self.t_view_change:
             self._on_view_change_timer(out)
         elif timer == self.t_fetch:
@@ -447,6 +456,10 @@ class Pbft(Protocol):
         slot.pre_prepare = pp
         slot.digest = batch.digest
         out.append(Broadcast(pp))
+        if seq > self._max_accepted:
+            self._max_accepted = seq
+        if not self._progress_armed:
+            self._arm_progress(out)
         self._check_prepared(seq, slot, out)
 
     def _on_request(self, sender: int, req: Request, out: list[Action]) -> None:
@@ -493,6 +506,22 @@ class Pbft(Protocol):
         self._purge_waiting()
         if self.waiting:
             self._start_view_change(self.view + 1, out)
+
+    def _arm_progress(self, out: list[Action]) -> None:
+        self._progress_armed = True
+        self._progress_mark = self.last_delivered
+        out.append(SetTimer(self.t_progress, self._timeout_ticks()))
+
+    def _on_progress_timer(self, out: list[Action]) -> None:
+        self._progress_armed = False
+        if self.in_view_change:
+            return
+        if self._max_accepted <= self.last_delivered and not self.committed:
+            return  # nothing accepted is waiting: idle, not stuck
+        if self.last_delivered > self._progress_mark:
+            self._arm_progress(out)  # slow but moving
+            return
+        self._start_view_change(self.view + 1, out)
 
     # --- normal case (§4.2) ------------------------------------------------------------
 
@@ -548,6 +577,10 @@ class Pbft(Protocol):
 
     def _accept_pre_prepare(self, pp: PrePrepare, slot: _Slot, out: list[Action]) -> None:
         seq = pp.seq
+        if seq > self._max_accepted:
+            self._max_accepted = seq
+            if not self._progress_armed and seq > self.last_delivered:
+                self._arm_progress(out)
         slot.pre_prepare = pp
         d = slot.digest = pp.batch.digest
         if self.id == self.primary:  # only from a NEW-VIEW: the primary does not prepare
@@ -900,6 +933,10 @@ class Pbft(Protocol):
         if self._request_timer_armed:
             self._request_timer_armed = False
             out.append(CancelTimer(self.t_request))
+        if self._progress_armed:
+            self._progress_armed = False
+            out.append(CancelTimer(self.t_progress))
+        self._max_accepted = 0
         self.slots.clear()  # stop taking part in the old view
         self.in_flight = {(r.client_id, r.timestamp): 0 for b in self.queue for r in b.requests}
         vc = self._make_view_change(new_view)
@@ -1166,6 +1203,10 @@ class Pbft(Protocol):
         if not was_changing and self._request_timer_armed:
             self._request_timer_armed = False
             out.append(CancelTimer(self.t_request))
+        if self._progress_armed:
+            self._progress_armed = False
+            out.append(CancelTimer(self.t_progress))
+        self._max_accepted = 0
         self.slots = {}
         if stable_vc.stable_seq > self.low:
             cp = stable_vc.checkpoint_proof

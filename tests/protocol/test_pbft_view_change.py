@@ -353,3 +353,44 @@ def test_pre_prepare_in_new_view_from_non_primary_is_ignored() -> None:
     assert r2.status()["ignored"]["pre_prepare_not_from_primary"] == 1
     # and a PrePrepare naming another view's primary is equally ignored
     assert r2.receive(3, PrePrepare(0, 3, 5, c.batch("x"))) == []
+
+
+def test_accepted_pre_prepares_that_stop_committing_make_replicas_suspect_the_primary() -> None:
+    """§4.4: a replica waiting for a request to execute suspects the primary; the requests in an
+    accepted pre-prepare count (one progress timer per replica, checked when it fires). Even the
+    primary itself, stuck with uncommitted proposals, asks for a new view."""
+    c = Cluster(4, view_change_ticks=10)
+    c.drop_rules.append((None, None, "Commit"))
+    c.propose(0, c.batch("b1"))
+    c.run()
+    assert all(("pbft", 0, "progress") in c.timers[r] for r in range(4))
+    c.drop_rules.clear()
+    _time_out(c, [0, 1, 2, 3], "progress")
+    for r in range(4):
+        assert c.replicas[r].view == 1 and not c.replicas[r].in_view_change
+        assert c.ledger(r) == [(1, "b1")]
+
+
+def test_progress_timer_does_not_fire_a_view_change_when_idle_or_moving() -> None:
+    """Only a lack of progress counts: an idle replica, or one that delivered something since
+    the timer was armed, stays in its view (and re-arms while work is pending)."""
+    c = Cluster(4, view_change_ticks=10)
+    c.propose(0, c.batch("b1"))
+    c.run()
+    _time_out(c, [1], "progress")  # idle: everything accepted was delivered
+    assert c.replicas[1].view == 0 and ("pbft", 0, "progress") not in c.timers[1]
+    c.hold_rules.append((None, 1, "Commit"))
+    c.propose(0, c.batch("b2"))
+    c.run()
+    c.propose(0, c.batch("b3"))
+    c.run()
+    assert ("pbft", 0, "progress") in c.timers[1]
+    c.hold_rules.clear()
+    parked, c.parked = c.parked, [e for e in c.parked if e[3].seq == 3]
+    c.queue.extend(e for e in parked if e[3].seq == 2)
+    c.run()
+    assert c.ledger(1)[-1] == (2, "b2")  # progress since the timer was armed...
+    _time_out(c, [1], "progress")
+    assert c.replicas[1].view == 0 and ("pbft", 0, "progress") in c.timers[1]  # ...re-armed
+    _time_out(c, [1], "progress")  # no progress for a whole period now: suspect
+    assert c.replicas[1].in_view_change
