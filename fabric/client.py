@@ -328,6 +328,7 @@ class ClientProcess:
         self.sign_s = 0.0
         self.errors: list[str] = []
         self.generated_inline = 0
+        self.context_closed = True
 
     # lifecycle ----------------------------------------------------------------------------
     def start_threads(self) -> None:
@@ -347,7 +348,7 @@ class ClientProcess:
                 t.join(max(0.0, deadline - time.monotonic()))
         stuck = [t.name for t in [self.io_thread, *self.threads] if t.is_alive()]
         self.stopped_at = time.time()
-        close_context(self.ctx, timeout_s=1.0)
+        self.context_closed = close_context(self.ctx, timeout_s=1.0)
         return stuck
 
     # the IO loop --------------------------------------------------------------------------
@@ -583,7 +584,14 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    return 1 if client.errors or stuck else 0
+    code = 1 if client.errors or stuck else 0
+    if stuck or not client.context_closed:
+        # a stuck thread may hold a socket: do not let interpreter teardown wait for it
+        print(f"client {args.id}: threads did not stop: {stuck}", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(code or 1)
+    return code
 
 
 if __name__ == "__main__":

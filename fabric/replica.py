@@ -405,9 +405,14 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    if replica.stuck_threads:
+    code = 1 if replica.shared.fatal or replica.stuck_threads else 0
+    if replica.stuck_threads or not replica.context_closed:
+        # a stuck thread may hold a socket: do not let interpreter teardown wait for it
         print(f"replica {args.id}: threads did not stop: {replica.stuck_threads}", file=sys.stderr)
-    return 1 if replica.shared.fatal or replica.stuck_threads else 0
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(code or 1)
+    return code
 
 
 if __name__ == "__main__":
