@@ -490,7 +490,7 @@ def _parser() -> argparse.ArgumentParser:
     from fabric.config import add_config_args
 
     parser = argparse.ArgumentParser(
-        prog="./run-cluster.sh (python -m fabric run)",
+        prog="./run-cluster.sh",
         description=(
             "Run one experiment: start the replicas and clients on this machine, show progress, "
             "print the ResilientDB-style report, audit the ledgers and write a results folder. "
