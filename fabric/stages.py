@@ -315,12 +315,12 @@ class InputStage(Stage):
                     to_workers[0].append((W_MSG, sender, msg))
                     continue
                 if cache is not None:
+                    # pre-verify the requests a proposal carries, off the worker; a failure
+                    # is not cached, so the protocol re-checks and refuses it
                     batch = getattr(msg, "batch", None)
                     if type(batch) is Batch:
                         for req in batch.requests:
-                            cache.check(
-                                req
-                            )  # a failure is re-checked (and refused) by the protocol
+                            cache.check(req)
                 if single_worker:
                     to_workers[0].append((W_MSG, sender, msg))
                 else:
