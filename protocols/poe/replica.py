@@ -1,0 +1,1533 @@
+"""PoE (Gupta, Hellings, Rahnama, Sadoghi, EDBT'21) as a sans-IO state machine.
+
+How it works, in the paper's terms:
+- Normal case (§3): the primary of view v (``v % n``) assigns seq in the watermark
+  window and broadcasts PROPOSE(v, k, batch) carrying its own support share. A backup
+  that accepts it signs SUPPORT, a share over (v, k, digest), and sends it to the
+  primary; with n−f shares the primary forms a ``Certificate`` and broadcasts CERTIFY.
+  A replica holding a valid certificate and the batch *view-commits* it and executes
+  it speculatively, in seq order: ``Deliver(seq, view, batch, speculative=True)``; the
+  execute stage INFORMs the client (a speculative ``Reply``), which accepts on n−f
+  matching ones. With ``poe_certificate: macs`` SUPPORT goes to every replica and each
+  view-commits on n−f supports itself (no CERTIFY; the shares it collected are its
+  certificate). Many seqs are in flight at once (out-of-order processing).
+- Checkpoints (as PBFT §4.3, reusing its signed ``Checkpoint``): every
+  ``checkpoint_period`` seqs replicas sign their state digest; 2f+1 matching make it
+  stable: the log below is discarded, the watermarks move, and once this replica's own
+  state there matches, the batches up to it are final: ``StableCheckpoint``.
+- View change (§4): a backup whose forwarded request is not executed in time sends
+  VC-REQUEST(v+1) with its stable checkpoint proof and, per seq above it, the
+  highest-view certificate it holds. The new primary, with n−f of them, sends
+  NV-PROPOSE. Every replica recomputes the new view's *plan* from it: the highest
+  stable checkpoint h, then for each seq in (h, h + window] the batch with the
+  highest-view certificate in the set, else the null batch.
+
+  Deviation from the paper, for safety: clients here accept n−f matching results
+  whatever view each reply was sent in, and a replica's reply may be rolled back after
+  it is counted. Executing the plan straight from NV-PROPOSE would then let a client
+  combine a reply from view v with one from a later view and accept a batch that a
+  third view change drops (a certificate hidden by a Byzantine replica can outrank
+  the plan's). So the plan is certified and locked before anyone executes it:
+  replicas send NV-SUPPORT (one share per plan entry) to the new primary, which
+  combines them into NV-CERTIFY (a view-v certificate per entry); a replica holding
+  it broadcasts NV-COMMIT and enters the view on n−f of them. Then at least f+1
+  honest replicas hold view-v certificates for the whole plan, and every later view
+  change ranks them first. Fresh proposals start above the plan (h + window), where no
+  older certificate can exist, so replies for one seq from different views always
+  share a locked batch. Replicas roll back (``Rollback``) executed entries the plan
+  does not keep, and execute the plan's entries they lack.
+- A lagging replica catches up by FETCH: a batch counts when f+1 replicas report it
+  final (at or below their verified stable checkpoint) or when it comes with a valid
+  certificate of the current view. Messages for later views or beyond the high
+  watermark are held (bounded); f+1 replicas speaking from a later view make a replica
+  join it.
+
+Must not live here: sockets, threads, clocks, randomness, message encoding (wire).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from protocols import base
+from protocols.base import (
+    Action,
+    Broadcast,
+    CancelTimer,
+    Deliver,
+    Protocol,
+    ProtocolConfig,
+    Rollback,
+    Send,
+    SetTimer,
+    StableCheckpoint,
+    Verifier,
+)
+from protocols.common import NULL_BATCH, Batch, Request, batch_is_valid, make_batch
+from protocols.pbft.messages import Checkpoint, checkpoint_payload
+from protocols.poe.certificate import Certificate, combine
+from protocols.poe.messages import (
+    Certify,
+    Committed,
+    Fetch,
+    FetchReply,
+    NvCertify,
+    NvCommit,
+    NvPropose,
+    NvSupport,
+    Propose,
+    Support,
+    VcRequest,
+    plan_digest,
+    support_payload,
+    vc_request_payload,
+)
+
+ACTIVE = "active"  # in a view, taking part in its normal case
+VIEW_CHANGE = "view_change"  # sent VC-REQUEST for ``view``, waiting for NV-PROPOSE
+NV_PENDING = "nv_pending"  # accepted NV-PROPOSE for ``view``, waiting for its plan to lock
+
+CERTIFICATE_MODES = ("signatures", "macs")
+MAX_BACKOFF_EXP = 6  # a view-change timeout grows to at most base << 6 (64x)
+MAX_REPLAY_ROUNDS = 64  # bound on re-running held messages after the view/watermarks move
+MAX_NV_RETRIES = 2  # retransmissions while the new view's plan locks, then the next view
+CHECKPOINT_INSTANCE = 0  # PoE reuses PBFT's Checkpoint message with instance 0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The new view's plan, recomputed by every replica from the NV-PROPOSE."""
+
+    view: int
+    base: int  # highest stable checkpoint among the VC-REQUESTs
+    base_digest: bytes
+    proof: tuple[Checkpoint, ...]
+    batches: tuple[Batch, ...]  # seqs base+1 .. base+len
+    digest: bytes  # plan_digest(view, base, digests)
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.batches)
+
+
+class _Slot:
+    """Normal-case state of one seq in the current view (dropped on a view change)."""
+
+    __slots__ = ("batch", "digest", "shares", "counts", "cert", "cert_digest", "committed")
+
+    def __init__(self) -> None:
+        self.batch: Batch | None = None  # the accepted proposal
+        self.digest: bytes | None = None
+        self.shares: dict[int, tuple[bytes, bytes]] = {}  # replica -> (digest, verified share)
+        self.counts: dict[bytes, int] = {}  # digest -> distinct supporters
+        self.cert: Certificate | None = None  # a verified certificate, maybe before the batch
+        self.cert_digest: bytes | None = None
+        self.committed = False
+
+
+class Poe(Protocol):
+    """One PoE replica."""
+
+    name = "poe"
+    speculative_replies = True
+
+    def __init__(self, config: ProtocolConfig, verifier: Verifier) -> None:
+        super().__init__(config, verifier)
+        n, f = self.n, self.f
+        params: Mapping[str, Any] = config.params
+        mode = params.get("poe_certificate", "signatures")
+        if mode not in CERTIFICATE_MODES:
+            raise ValueError(f"poe_certificate {mode!r} not in {CERTIFICATE_MODES}")
+        self.macs = mode == "macs"
+        # Quorum sizes: every check below reads these (a test may break them on purpose).
+        self.quorum = n - f  # supports per certificate; VC-REQUESTs per NV; NV-COMMITs
+        self.checkpoint_quorum = 2 * f + 1
+        self.fetch_quorum = f + 1  # matching final fetch replies that make a batch trusted
+        self.join_quorum = f + 1  # replicas in later views that make us join
+
+        self.period = config.checkpoint_period
+        self.window = config.watermark_window
+        self.base_ticks = max(1, int(config.view_change_ticks))
+        self.max_queued = int(params.get("poe_max_queued_batches", 2 * self.window))
+        self.max_waiting = max(1, int(params.get("poe_max_waiting_requests", config.max_buffered)))
+        self.history_len = max(self.window, int(params.get("poe_history_seqs", 4 * self.window)))
+        self.fetch_span = max(1, int(params.get("poe_fetch_span", self.window)))
+        self.fetch_ticks = max(1, int(params.get("poe_fetch_ticks", self.base_ticks // 2 or 1)))
+        self.replay_window = max(1, int(params.get("poe_replay_window", 256)))
+        self.ckpt_per_replica = self.window // self.period + 2
+        self.max_held = max(1, config.max_buffered)
+        self.max_held_per_sender = max(1, self.max_held // n)
+
+        self.t_request = ("poe", "request")
+        self.t_view_change = ("poe", "view_change")
+        self.t_fetch = ("poe", "fetch")
+
+        # view state
+        self.view = 0
+        self.mode = ACTIVE
+        self.backoff_exp = 0
+        self._view_unproven = False  # entered by a view change, nothing executed since
+        self.peer_view: dict[int, int] = {}  # replica -> highest view it spoke from
+        self.vc_latest: dict[int, VcRequest] = {}  # replica -> its highest valid VC-REQUEST
+        self.nv: NvPropose | None = None  # the NV-PROPOSE of the current view
+        self.plan: Plan | None = None
+        self.nv_shares: dict[int, tuple[bytes, ...]] = {}  # new primary: replica -> shares
+        self.nv_certify: NvCertify | None = None  # the current view's certified plan
+        self.own_nv_support: NvSupport | None = None
+        self.own_nv_commit: NvCommit | None = None
+        self.nv_commits: dict[int, dict[bytes, set[int]]] = {}  # view -> plan digest -> replicas
+        self.certify_seen: dict[int, NvCertify] = {}  # verified, for a view not yet entered
+        self.pending_nv: NvPropose | None = None  # relayed by a non-primary, awaiting NV-CERTIFY
+        self.nv_retries = 0
+
+        # log
+        self.low = 0  # stable checkpoint = low watermark
+        self.high = self.window
+        self.stable_digest = b""
+        self.stable_proof: tuple[Checkpoint, ...] = ()
+        self.final_mark = 0  # highest stable seq our own state was checked against
+        self.verified_to = 0  # entries 1..verified_to equal the final ones
+        self._diverged = False  # our state at the stable checkpoint differs from it
+        self.plan_end = 0  # fresh proposals only above this (the current view's plan)
+        self.pending_plan: Plan | None = None  # entered view, plan not yet reconciled
+        self.reconciled = True  # executed entries agree with the current view's plan
+        self.slots: dict[int, _Slot] = {}
+        self.evidence: dict[int, Committed] = {}  # seq -> highest-view certificate held
+        self.ready: dict[int, tuple[int, Batch]] = {}  # view-committed, not yet delivered
+        self.log: dict[int, tuple[int, Batch]] = {}  # executed: last history_len seqs
+        self.last_executed = 0
+        self.last_assigned = 0  # primary: highest seq given out
+        self.own_digest: dict[int, bytes] = {}  # checkpoint seq -> our state digest there
+
+        # checkpoints: seq -> digest -> replica -> message; replica -> seq -> digest
+        self.ckpt_votes: dict[int, dict[bytes, dict[int, Checkpoint]]] = {}
+        self.ckpt_of: dict[int, dict[int, bytes]] = {}
+
+        # requests
+        self.queue: deque[Batch] = deque()  # primary: batches waiting for window room
+        self.in_flight: dict[tuple[int, int], int] = {}  # primary: (client, ts) proposed
+        self.executed_ts: dict[int, dict[int, int]] = {}  # client -> recent executed ts -> seq
+        # Executed but not final, and the client keeps re-sending it: it lacks n−f matching
+        # replies (some replicas are out of step). key -> re-sends seen; bounded by max_waiting.
+        self.resent: dict[tuple[int, int], int] = {}
+        self.stuck: set[tuple[int, int]] = set()  # re-sent again during this request period
+        self.ts_floor: dict[int, int] = {}  # client -> highest timestamp evicted
+        self.waiting: dict[tuple[int, int], Request] = {}  # requests we wait to see executed
+        self._request_timer_armed = False
+        self._probed_at = -1  # last_executed when the request timer last fetched instead
+
+        # held messages (later view, or beyond the high watermark), bounded per sender
+        self.held: list[tuple[int, Any]] = []
+        self._held_by_sender: dict[int, int] = {}
+        self._replaying = False
+        self._replay_again = False
+
+        # catch-up
+        self.fetch_votes: dict[int, dict[int, FetchReply]] = {}  # seq -> replica -> final reply
+        self.finals: dict[int, tuple[int, Batch]] = {}  # trusted final entries, not yet applied
+        self._fetch_timer_armed = False
+        self._fetch_mark = (-1, -1)
+        self._fetch_requested_to = 0
+
+        # counters (abnormal paths and view changes)
+        self.ignored: dict[str, int] = {}
+        self.dropped = 0
+        self.proposals_dropped = 0
+        self.view_changes_started = 0
+        self.rolled_back = 0
+        self.rollbacks = 0
+
+        self._handlers = {
+            Propose: self._on_propose,
+            Support: self._on_support,
+            Certify: self._on_certify,
+            Checkpoint: self._on_checkpoint,
+            VcRequest: self._on_vc_request,
+            NvPropose: self._on_nv_propose,
+            NvSupport: self._on_nv_support,
+            NvCertify: self._on_nv_certify,
+            NvCommit: self._on_nv_commit,
+            Request: self._on_request,
+            Fetch: self._on_fetch,
+            FetchReply: self._on_fetch_reply,
+        }
+
+    # --- who proposes ----------------------------------------------------------------
+
+    @classmethod
+    def reply_quorum(cls, n: int, f: int) -> int:
+        return n - f
+
+    @classmethod
+    def client_target(cls, view: int, client_id: int, n: int, params: Mapping[str, Any]) -> int:
+        return view % n
+
+    def primary_of(self, view: int) -> int:
+        return view % self.n
+
+    @property
+    def primary(self) -> int:
+        return self.view % self.n
+
+    def is_proposer(self) -> bool:
+        return self.mode == ACTIVE and self.view % self.n == self.id
+
+    def proposal_room(self) -> int:
+        if not self.is_proposer():
+            return 0
+        return max(0, self.high - self.last_assigned) + (self.max_queued - len(self.queue))
+
+    # --- calls in --------------------------------------------------------------------
+
+    def propose(self, batch: Batch) -> list[Action]:
+        out: list[Action] = []
+        if not self.is_proposer():
+            self.proposals_dropped += 1
+            self._ignore("not_proposer")
+            return out
+        batch = self._without_replays(batch)
+        if batch is not None:
+            self._propose_batch(batch, out)
+        return out
+
+    def receive(self, sender: int, msg: Any) -> list[Action]:
+        out: list[Action] = []
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            self._ignore("unknown_message")
+        else:
+            handler(sender, msg, out)
+        return out
+
+    def timeout(self, timer: Hashable) -> list[Action]:
+        out: list[Action] = []
+        if timer == self.t_request:
+            self._on_request_timer(out)
+        elif timer == self.t_view_change:
+            self._on_view_change_timer(out)
+        elif timer == self.t_fetch:
+            self._on_fetch_timer(out)
+        else:
+            self._ignore("unknown_timer")
+        return out
+
+    def executed(self, seq: int, state_digest: bytes) -> list[Action]:
+        out: list[Action] = []
+        if seq < 1 or seq > self.last_executed or seq % self.period:
+            return out  # stale feedback (rolled back since) or not a checkpoint seq
+        self.own_digest[seq] = state_digest
+        if seq > self.low:
+            sig = self.verifier.sign(
+                checkpoint_payload(CHECKPOINT_INSTANCE, seq, self.id, state_digest)
+            )
+            cp = Checkpoint(CHECKPOINT_INSTANCE, seq, state_digest, self.id, sig)
+            out.append(Broadcast(cp))
+            self._add_checkpoint(cp, out)
+        self._check_final(out)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "view": self.view,
+            "primary": self.primary,
+            "mode": self.mode,
+            "in_view_change": self.mode != ACTIVE,
+            "reconciled": self.reconciled,
+            "last_executed": self.last_executed,
+            "last_delivered": self.last_executed,
+            "stable_seq": self.low,
+            "final_seq": self.final_mark,
+            "low_watermark": self.low,
+            "high_watermark": self.high,
+            "plan_end": self.plan_end,
+            "last_assigned": self.last_assigned,
+            "buffered": len(self.held),
+            "dropped": self.dropped,
+            "queued": len(self.queue),
+            "waiting": len(self.waiting),
+            "proposals_dropped": self.proposals_dropped,
+            "view_changes_started": self.view_changes_started,
+            "rollbacks": self.rollbacks,
+            "rolled_back": self.rolled_back,
+            "backoff_exp": self.backoff_exp,
+            "certificate": "macs" if self.macs else "signatures",
+            "ignored": dict(self.ignored),
+        }
+
+    # --- small helpers ---------------------------------------------------------------
+
+    def _ignore(self, reason: str) -> None:
+        self.ignored[reason] = self.ignored.get(reason, 0) + 1
+
+    def _hold(self, sender: int, msg: Any) -> None:
+        count = self._held_by_sender.get(sender, 0)
+        if count >= self.max_held_per_sender or len(self.held) >= self.max_held:
+            self.dropped += 1
+            return
+        self._held_by_sender[sender] = count + 1
+        self.held.append((sender, msg))
+
+    def _replay_held(self, out: list[Action]) -> None:
+        """Re-run held messages (after the view or the watermarks moved)."""
+        if self._replaying:
+            self._replay_again = True
+            return
+        self._replaying = True
+        try:
+            for _ in range(MAX_REPLAY_ROUNDS):
+                self._replay_again = False
+                if not self.held:
+                    break
+                held, self.held = self.held, []
+                self._held_by_sender = {}
+                for sender, msg in held:
+                    self._handlers[type(msg)](sender, msg, out)
+                if not self._replay_again:
+                    break
+        finally:
+            self._replaying = False
+
+    def _slot(self, seq: int) -> _Slot:
+        slot = self.slots.get(seq)
+        if slot is None:
+            slot = self.slots[seq] = _Slot()
+        return slot
+
+    def _timeout_ticks(self) -> int:
+        return self.base_ticks << self.backoff_exp
+
+    def _verify_share(self, signer: int, view: int, seq: int, digest: bytes, share: bytes) -> bool:
+        try:
+            payload = support_payload(view, seq, digest)
+        except Exception:  # struct.error on absurd ints: cannot carry a valid share
+            return False
+        return bool(self.verifier.verify(signer, payload, share))
+
+    def _valid_cert(self, view: int, seq: int, digest: bytes, cert: Certificate) -> bool:
+        try:
+            payload = support_payload(view, seq, digest)
+        except Exception:
+            return False
+        return cert.verify(self.verifier, payload, self.quorum, self.n)
+
+    def _sign_share(self, view: int, seq: int, digest: bytes) -> bytes:
+        return self.verifier.sign(support_payload(view, seq, digest))
+
+    def _note_view(self, sender: int, view: int, out: list[Action]) -> None:
+        """Remember the view ``sender`` speaks from; join when f+1 replicas are ahead."""
+        if not 0 <= sender < self.n or sender == self.id:
+            return
+        if view <= self.peer_view.get(sender, 0):
+            return
+        self.peer_view[sender] = view
+        if view <= self.view:
+            return
+        ahead = sorted((v for v in self.peer_view.values() if v > self.view), reverse=True)
+        if len(ahead) >= self.join_quorum:
+            self._start_view_change(ahead[self.join_quorum - 1], out)
+
+    # --- requests and proposals --------------------------------------------------------
+
+    def was_executed(self, client_id: int, timestamp: int) -> bool:
+        """True if (client, timestamp) is executed here (or older than the replay window)."""
+        if timestamp <= self.ts_floor.get(client_id, -1):
+            return True
+        recent = self.executed_ts.get(client_id)
+        return recent is not None and timestamp in recent
+
+    def _without_replays(self, batch: Batch) -> Batch | None:
+        """The batch minus requests already executed or in flight (None if nothing is left)."""
+        kept = []
+        seen: set[tuple[int, int]] = set()
+        for req in batch.requests:
+            key = (req.client_id, req.timestamp)
+            if key in self.in_flight or key in seen or self.was_executed(*key):
+                self._ignore("replayed_request")
+                continue
+            seen.add(key)
+            kept.append(req)
+        if len(kept) == len(batch.requests):
+            return batch
+        return make_batch(tuple(kept)) if kept else None
+
+    def _propose_batch(self, batch: Batch, out: list[Action]) -> None:
+        if self.last_assigned < self.high and not self.queue:
+            self._send_propose(batch, out)
+        elif len(self.queue) < self.max_queued:
+            self.queue.append(batch)
+            for req in batch.requests:
+                self.in_flight[(req.client_id, req.timestamp)] = 0
+        else:
+            self.proposals_dropped += 1
+            self._ignore("proposal_queue_full")
+
+    def _drain_queue(self, out: list[Action]) -> None:
+        while self.queue and self.last_assigned < self.high and self.is_proposer():
+            self._send_propose(self.queue.popleft(), out)
+
+    def _send_propose(self, batch: Batch, out: list[Action]) -> None:
+        seq = max(self.last_assigned, self.plan_end, self.low) + 1
+        assert self.low < seq <= self.high, "the primary assigns seqs within the watermarks"
+        assert seq > self.plan_end, "fresh proposals stay above the view's plan"
+        self.last_assigned = seq
+        d = batch.digest
+        share = self._sign_share(self.view, seq, d)
+        for req in batch.requests:
+            self.in_flight[(req.client_id, req.timestamp)] = seq
+        slot = self._slot(seq)
+        assert slot.batch is None, "the primary assigns each seq once per view"
+        slot.batch, slot.digest = batch, d
+        slot.shares[self.id] = (d, share)
+        slot.counts[d] = slot.counts.get(d, 0) + 1
+        out.append(Broadcast(Propose(self.view, seq, batch, share)))
+        self._check_slot(seq, slot, out)
+
+    def _on_request(self, sender: int, req: Request, out: list[Action]) -> None:
+        """A client's request (re-sent to every replica after a timeout), or one forwarded."""
+        key = (req.client_id, req.timestamp)
+        if self.was_executed(*key):
+            self._ignore("request_already_executed")
+            if not 0 <= sender < self.n:
+                self._client_still_waits(key, out)
+            return
+        if key in self.in_flight:
+            self._ignore("request_in_flight")
+            return
+        if key in self.waiting:
+            self._ignore("request_already_waiting")
+            return
+        if not self.verifier.verify_request(req):
+            self._ignore("bad_client_signature")
+            return
+        if self.is_proposer():
+            self._propose_batch(make_batch((req,)), out)
+            return
+        if len(self.waiting) >= self.max_waiting:
+            self._purge_waiting()
+            if len(self.waiting) >= self.max_waiting:
+                self._ignore("waiting_full")
+                return
+        self.waiting[key] = req
+        if self.mode != ACTIVE:
+            return  # the view-change timer runs; the request moves on with the new view
+        if not 0 <= sender < self.n:  # from a client: pass it to the primary
+            out.append(Send(self.primary, req))
+        if not self._request_timer_armed:
+            self._request_timer_armed = True
+            out.append(SetTimer(self.t_request, self._timeout_ticks()))
+
+    def _client_still_waits(self, key: tuple[int, int], out: list[Action]) -> None:
+        """The client re-sent a request we executed (our reply was re-sent to it): it still
+        lacks n−f matching replies. Once is a lost reply; again means replicas are out of
+        step (a primary can starve one replica while f others lie): suspect the primary if
+        the entry does not become final within a request timeout."""
+        recent = self.executed_ts.get(key[0])
+        seq = recent.get(key[1]) if recent is not None else None
+        if seq is None or seq <= self.final_mark or self.mode != ACTIVE:
+            return
+        count = self.resent.get(key, 0) + 1
+        if key not in self.resent and len(self.resent) >= self.max_waiting:
+            self.resent.pop(next(iter(self.resent)))
+        self.resent[key] = count
+        if count < 2:
+            return
+        self.stuck.add(key)
+        if not self._request_timer_armed:
+            self._request_timer_armed = True
+            out.append(SetTimer(self.t_request, self._timeout_ticks()))
+
+    def _still_stuck(self) -> bool:
+        """True if a client re-sent an executed, not yet final request during this period."""
+        stuck = False
+        for key in self.stuck:
+            recent = self.executed_ts.get(key[0])
+            seq = recent.get(key[1]) if recent is not None else None
+            if seq is not None and seq > self.final_mark:
+                stuck = True
+        self.stuck.clear()
+        for key in [k for k in self.resent if not self._executed_unfinal(k)]:
+            del self.resent[key]
+        return stuck
+
+    def _executed_unfinal(self, key: tuple[int, int]) -> bool:
+        recent = self.executed_ts.get(key[0])
+        seq = recent.get(key[1]) if recent is not None else None
+        return seq is not None and seq > self.final_mark
+
+    def _purge_waiting(self) -> None:
+        for key in [k for k in self.waiting if self.was_executed(*k)]:
+            del self.waiting[key]
+
+    def _on_request_timer(self, out: list[Action]) -> None:
+        self._request_timer_armed = False
+        if self.mode != ACTIVE:
+            return
+        self._purge_waiting()
+        stuck = self._still_stuck()
+        if not self.waiting and not stuck:
+            return
+        if self._probed_at != self.last_executed:
+            # Before suspecting the primary, ask the others for certified entries we lack:
+            # a primary may starve one replica of CERTIFY while the rest move on, and with
+            # n−f replies needed the client then waits for us (bounded: once per progress).
+            self._probed_at = self.last_executed
+            first = self._trusted_to() + 1
+            out.append(Broadcast(Fetch(first, first + self.fetch_span - 1, self.id)))
+            self._request_timer_armed = True
+            out.append(SetTimer(self.t_request, self._timeout_ticks()))
+            return
+        self._start_view_change(self.view + 1, out)
+
+    # --- normal case (§3) --------------------------------------------------------------
+
+    def _gate(self, view: int, seq: int, sender: int, msg: Any) -> bool:
+        """True when a normal-case message may be processed now; holds or drops it otherwise."""
+        if view < self.view:
+            self._ignore("old_view")
+            return False
+        if view > self.view or self.mode != ACTIVE:
+            self._hold(sender, msg)
+            return False
+        if seq <= self.low or seq <= self.plan_end:
+            self._ignore("below_window_or_plan")
+            return False
+        if seq > self.high:
+            self._hold(sender, msg)
+            return False
+        return True
+
+    def _on_propose(self, sender: int, m: Propose, out: list[Action]) -> None:
+        if sender != self.primary_of(m.view) or sender == self.id:
+            self._ignore("propose_not_from_primary")
+            return
+        self._note_view(sender, m.view, out)
+        if not self._gate(m.view, m.seq, sender, m):
+            return
+        slot = self._slot(m.seq)
+        if slot.batch is not None:
+            self._ignore("duplicate" if slot.digest == m.batch.digest else "conflicting_propose")
+            return
+        batch = m.batch
+        if not batch_is_valid(batch):
+            self._ignore("bad_batch_digest")
+            return
+        verify_request = self.verifier.verify_request
+        for req in batch.requests:
+            if not verify_request(req):
+                self._ignore("bad_client_signature")
+                return
+        d = batch.digest
+        if self.macs:  # the proposal carries the primary's support share
+            if not self._verify_share(sender, m.view, m.seq, d, m.share):
+                self._ignore("bad_share")
+                return
+            if sender not in slot.shares:
+                slot.shares[sender] = (d, m.share)
+                slot.counts[d] = slot.counts.get(d, 0) + 1
+        slot.batch, slot.digest = batch, d
+        share = self._sign_share(self.view, m.seq, d)
+        support = Support(self.view, m.seq, d, self.id, share)
+        if self.macs:
+            slot.shares[self.id] = (d, share)
+            slot.counts[d] = slot.counts.get(d, 0) + 1
+            out.append(Broadcast(support))
+        else:
+            out.append(Send(sender, support))
+        self._check_slot(m.seq, slot, out)
+
+    def _on_support(self, sender: int, m: Support, out: list[Action]) -> None:
+        if sender != m.replica or not 0 <= sender < self.n or sender == self.id:
+            self._ignore("wrong_replica_field")
+            return
+        self._note_view(sender, m.view, out)
+        if not self.macs and self.primary_of(m.view) != self.id:
+            self._ignore("support_not_for_primary")
+            return
+        if not self._gate(m.view, m.seq, sender, m):
+            return
+        slot = self._slot(m.seq)
+        if sender in slot.shares:
+            self._ignore("duplicate")
+            return
+        if slot.committed:
+            return  # late support: the seq is already view-committed here
+        if not self._verify_share(sender, m.view, m.seq, m.digest, m.share):
+            self._ignore("bad_share")
+            return
+        slot.shares[sender] = (m.digest, m.share)
+        slot.counts[m.digest] = slot.counts.get(m.digest, 0) + 1
+        self._check_slot(m.seq, slot, out)
+
+    def _on_certify(self, sender: int, m: Certify, out: list[Action]) -> None:
+        if not 0 <= sender < self.n or sender == self.id:
+            self._ignore("non_member")
+            return
+        self._note_view(sender, m.view, out)
+        if not self._gate(m.view, m.seq, sender, m):
+            return
+        slot = self._slot(m.seq)
+        if slot.committed or slot.cert is not None:
+            self._ignore("duplicate")
+            return
+        if not self._valid_cert(m.view, m.seq, m.digest, m.cert):
+            self._ignore("bad_certificate")
+            return
+        slot.cert, slot.cert_digest = m.cert, m.digest
+        if slot.digest != m.digest:
+            # We lack the certified batch (missed or conflicting PROPOSE): fetch it.
+            slot.batch = slot.digest = None
+            if not self._fetch_timer_armed:
+                self._arm_fetch_timer(out)
+        self._check_slot(m.seq, slot, out)
+
+    def _check_slot(self, seq: int, slot: _Slot, out: list[Action]) -> None:
+        """View-commit ``seq`` once we hold its batch and a certificate (or n−f shares)."""
+        if slot.committed or slot.batch is None:
+            return
+        d = slot.digest
+        assert d is not None
+        cert = slot.cert if slot.cert_digest == d else None
+        if cert is None:
+            if slot.counts.get(d, 0) < self.quorum:
+                return
+            shares = {r: s for r, (dd, s) in slot.shares.items() if dd == d}
+            assert len(shares) >= self.quorum, "n−f distinct verified shares"
+            cert = combine(shares, self.quorum)
+            if not self.macs and self.id == self.primary:
+                out.append(Broadcast(Certify(self.view, seq, d, cert)))
+        slot.committed = True
+        slot.cert, slot.cert_digest = cert, d
+        self._view_commit(seq, self.view, slot.batch, cert, out)
+
+    def _view_commit(
+        self, seq: int, view: int, batch: Batch, cert: Certificate, out: list[Action]
+    ) -> None:
+        """``batch`` is view-committed at ``seq``: keep the proof, execute it in order.
+
+        At or below the stable checkpoint no proof is kept, but a replica behind it still
+        executes the entry: a certificate of the current view agrees with the final state."""
+        if seq > self.low:
+            prev = self.evidence.get(seq)
+            if prev is None or prev.view <= view:
+                self.evidence[seq] = Committed(view, seq, batch, cert)
+        if seq <= self.last_executed:
+            old = self.log.get(seq)
+            if old is not None and old[1].digest != batch.digest:
+                self._ignore("certified_differs_from_executed")  # cannot happen in one view
+            return
+        self.ready[seq] = (view, batch)
+        self._deliver_ready(out)
+        if self.ready and self.last_executed + 1 not in self.ready and not self._fetch_timer_armed:
+            self._arm_fetch_timer(out)
+
+    def _deliver_ready(self, out: list[Action]) -> None:
+        ready = self.ready
+        while True:
+            seq = self.last_executed + 1
+            if not self.reconciled and seq > self.verified_to:
+                break
+            entry = ready.pop(seq, None)
+            if entry is None:
+                break
+            view, batch = entry
+            self.last_executed = seq
+            out.append(Deliver(seq, view, batch, speculative=True))
+            self.log[seq] = entry
+            self.log.pop(seq - self.history_len, None)
+            self._mark_executed(seq, batch)
+            if self.in_flight:
+                for req in batch.requests:
+                    self.in_flight.pop((req.client_id, req.timestamp), None)
+            if self.waiting:
+                self._executed_waiting(batch, out)
+            if self._view_unproven and view == self.view:
+                self._view_unproven = False
+                self.backoff_exp = 0  # the view change succeeded: reset the doubling
+
+    def _mark_executed(self, seq: int, batch: Batch) -> None:
+        window = self.replay_window
+        for req in batch.requests:
+            recent = self.executed_ts.get(req.client_id)
+            if recent is None:
+                recent = self.executed_ts[req.client_id] = {}
+            recent[req.timestamp] = seq
+            if len(recent) > window:  # bounded: older timestamps fall below the floor
+                oldest = next(iter(recent))
+                del recent[oldest]
+                if oldest > self.ts_floor.get(req.client_id, -1):
+                    self.ts_floor[req.client_id] = oldest
+
+    def _executed_waiting(self, batch: Batch, out: list[Action]) -> None:
+        hit = False
+        for req in batch.requests:
+            if self.waiting.pop((req.client_id, req.timestamp), None) is not None:
+                hit = True
+        if not hit or self.mode != ACTIVE:
+            return
+        if self.waiting:
+            self._request_timer_armed = True
+            out.append(SetTimer(self.t_request, self._timeout_ticks()))
+        elif self._request_timer_armed:
+            self._request_timer_armed = False
+            out.append(CancelTimer(self.t_request))
+
+    def _rollback_to(self, to_seq: int, out: list[Action]) -> None:
+        """Undo executed entries above ``to_seq`` (never a final one)."""
+        assert to_seq >= self.final_mark, "a final (stable, verified) entry is never rolled back"
+        if to_seq >= self.last_executed:
+            return
+        out.append(Rollback(to_seq))
+        self.rollbacks += 1
+        for seq in range(to_seq + 1, self.last_executed + 1):
+            entry = self.log.pop(seq, None)
+            self.own_digest.pop(seq, None)
+            if entry is None:
+                continue
+            self.rolled_back += 1
+            for req in entry[1].requests:
+                recent = self.executed_ts.get(req.client_id)
+                if recent is not None:
+                    recent.pop(req.timestamp, None)
+        self.last_executed = to_seq
+        self.verified_to = min(self.verified_to, to_seq)
+
+    # --- checkpoints and garbage collection (PBFT §4.3) --------------------------------
+
+    def _on_checkpoint(self, sender: int, cp: Checkpoint, out: list[Action]) -> None:
+        if cp.instance != CHECKPOINT_INSTANCE:
+            self._ignore("wrong_instance")
+            return
+        if sender != cp.replica or not 0 <= sender < self.n or sender == self.id:
+            self._ignore("wrong_replica_field")
+            return
+        if cp.seq <= self.low or cp.seq % self.period:
+            self._ignore("old_checkpoint")
+            return
+        mine = self.ckpt_of.get(sender)
+        if mine is not None and mine.get(cp.seq) == cp.state_digest:
+            self._ignore("duplicate")
+            return
+        if not self._valid_checkpoint_signature(cp):
+            self._ignore("bad_signature")
+            return
+        self._add_checkpoint(cp, out)
+
+    def _valid_checkpoint_signature(self, cp: Checkpoint) -> bool:
+        try:
+            payload = checkpoint_payload(cp.instance, cp.seq, cp.replica, cp.state_digest)
+        except Exception:
+            return False
+        return bool(self.verifier.verify(cp.replica, payload, cp.signature))
+
+    def _add_checkpoint(self, cp: Checkpoint, out: list[Action]) -> None:
+        """Count ``cp``; a replica's later checkpoint for a seq replaces its earlier one
+        (it re-executed after a rollback)."""
+        mine = self.ckpt_of.setdefault(cp.replica, {})
+        old = mine.get(cp.seq)
+        if old is not None:
+            if old == cp.state_digest:
+                return
+            by_digest = self.ckpt_votes.get(cp.seq, {}).get(old)
+            if by_digest is not None:
+                by_digest.pop(cp.replica, None)
+        elif len(mine) >= self.ckpt_per_replica:  # bounded: keep each replica's newest few
+            oldest = min(mine)
+            if cp.seq < oldest:
+                self._ignore("old_checkpoint")
+                return
+            digest = mine.pop(oldest)
+            by_digest = self.ckpt_votes.get(oldest, {}).get(digest)
+            if by_digest is not None:
+                by_digest.pop(cp.replica, None)
+        mine[cp.seq] = cp.state_digest
+        votes = self.ckpt_votes.setdefault(cp.seq, {}).setdefault(cp.state_digest, {})
+        votes[cp.replica] = cp
+        if len(votes) >= self.checkpoint_quorum and cp.seq > self.low:
+            proof = tuple(votes[r] for r in sorted(votes)[: self.checkpoint_quorum])
+            self._make_stable(cp.seq, cp.state_digest, proof, out)
+
+    def _valid_checkpoint_proof(self, seq: int, proof: tuple[Checkpoint, ...]) -> bool:
+        if seq == 0:
+            return not proof
+        if len(proof) < self.checkpoint_quorum:
+            return False
+        digest = proof[0].state_digest
+        seen: set[int] = set()
+        for cp in proof:
+            if (
+                cp.instance != CHECKPOINT_INSTANCE
+                or cp.seq != seq
+                or cp.state_digest != digest
+                or not 0 <= cp.replica < self.n
+                or cp.replica in seen
+                or not self._valid_checkpoint_signature(cp)
+            ):
+                return False
+            seen.add(cp.replica)
+        return True
+
+    def _make_stable(
+        self,
+        seq: int,
+        digest: bytes,
+        proof: tuple[Checkpoint, ...],
+        out: list[Action],
+        replay: bool = True,
+    ) -> None:
+        assert seq > self.low, "stable checkpoints only move forward"
+        assert len({c.replica for c in proof}) >= self.checkpoint_quorum, "distinct signers"
+        self.low = seq
+        self.high = seq + self.window
+        self.stable_digest = digest
+        self.stable_proof = proof
+        for table in (self.slots, self.evidence, self.ckpt_votes):
+            for s in [s for s in table if s <= seq]:
+                del table[s]
+        for mine in self.ckpt_of.values():
+            for s in [s for s in mine if s <= seq]:
+                del mine[s]
+        if self.last_assigned < seq:
+            self.last_assigned = seq
+        self._check_final(out)
+        if replay:
+            self._replay_held(out)
+            self._drain_queue(out)
+
+    def _check_final(self, out: list[Action]) -> None:
+        """Make the stable checkpoint final here once our own state matches it."""
+        if self.final_mark >= self.low:
+            return
+        own = self.own_digest.get(self.low) if self.last_executed >= self.low else None
+        if own == self.stable_digest:
+            self._diverged = False
+            self.final_mark = self.low
+            self.verified_to = max(self.verified_to, self.low)
+            for s in [s for s in self.own_digest if s < self.low]:
+                del self.own_digest[s]
+            for s in [s for s in self.finals if s <= self.low]:
+                del self.finals[s]
+            out.append(StableCheckpoint(self.low, self.stable_digest))
+            if self.pending_plan is not None:
+                self._reconcile(out)
+            return
+        if own is not None:
+            self._diverged = True  # our state differs from the stable one: verify from finals
+        if own is not None or (
+            self.last_executed < self.low and self.last_executed + 1 not in self.ready
+        ):
+            # Diverged below the stable checkpoint, or behind it with a gap: fetch finals.
+            self._fetch_now(out)
+
+    # --- catch-up (FETCH) ------------------------------------------------------------
+
+    def _trusted_to(self) -> int:
+        """Our executed prefix known to agree with the final state: the part checked against
+        final entries, or, in a view we entered and reconciled (and did not diverge in),
+        everything executed (the plan's locked entries and certificates of this view)."""
+        if self.mode == ACTIVE and self.reconciled and not self._diverged:
+            return max(self.verified_to, self.last_executed)
+        return self.verified_to
+
+    def _fetch_range(self) -> tuple[int, int]:
+        """(first, last) seqs to ask for; first > last when nothing is missing."""
+        first = self._trusted_to() + 1
+        target = self.low if self.final_mark < self.low else 0
+        if self.ready:
+            target = max(target, max(self.ready) - 1)
+        for seq, slot in self.slots.items():
+            if slot.cert is not None and not slot.committed:
+                target = max(target, seq)
+        return first, min(target, first + self.fetch_span - 1)
+
+    def _arm_fetch_timer(self, out: list[Action]) -> None:
+        self._fetch_timer_armed = True
+        self._fetch_mark = (self.last_executed, self.verified_to)
+        out.append(SetTimer(self.t_fetch, self.fetch_ticks))
+
+    def _fetch_now(self, out: list[Action], force: bool = False) -> None:
+        """Ask every replica for what we miss, unless that range is already asked for."""
+        first, last = self._fetch_range()
+        if first > last:
+            return
+        if not force and self._fetch_timer_armed and last <= self._fetch_requested_to:
+            return
+        self._fetch_requested_to = last
+        out.append(Broadcast(Fetch(first, last, self.id)))
+        if not self._fetch_timer_armed:
+            self._arm_fetch_timer(out)
+
+    def _on_fetch_timer(self, out: list[Action]) -> None:
+        self._fetch_timer_armed = False
+        first, last = self._fetch_range()
+        if first > last:
+            return
+        if (self.last_executed, self.verified_to) == self._fetch_mark:  # no progress
+            self._fetch_now(out, force=True)
+        if not self._fetch_timer_armed:
+            self._arm_fetch_timer(out)
+
+    def _on_fetch(self, sender: int, m: Fetch, out: list[Action]) -> None:
+        if sender != m.replica or not 0 <= sender < self.n or sender == self.id:
+            self._ignore("wrong_replica_field")
+            return
+        first = max(m.first_seq, 1)
+        last = min(m.last_seq, first + self.fetch_span - 1)
+        for seq in range(first, last + 1):
+            ev = self.evidence.get(seq)
+            if ev is not None and ev.view == self.view and self.mode == ACTIVE:
+                reply = FetchReply(seq, ev.view, ev.batch, self.id, False, ev.cert, self.view)
+                out.append(Send(sender, reply))
+                continue
+            entry = self.log.get(seq)
+            if entry is not None and seq <= self.final_mark:
+                reply = FetchReply(seq, entry[0], entry[1], self.id, True, None, self.view)
+                out.append(Send(sender, reply))
+
+    def _on_fetch_reply(self, sender: int, m: FetchReply, out: list[Action]) -> None:
+        if sender != m.replica or not 0 <= sender < self.n or sender == self.id:
+            self._ignore("wrong_replica_field")
+            return
+        if not batch_is_valid(m.batch):
+            self._ignore("bad_batch_digest")
+            return
+        self._note_view(sender, m.sender_view, out)
+        if m.final:
+            if m.sender_view > self.view:
+                self._diverged = True  # later views exist: do not trust our prefix, verify it
+            self._on_final_reply(sender, m, out)
+            return
+        cert = m.cert
+        seq = m.seq
+        if cert is None or m.view != self.view or self.mode != ACTIVE:
+            self._ignore("unneeded_fetch_reply")
+            return
+        if seq <= self.last_executed or seq in self.ready or seq > self.high:
+            self._ignore("unneeded_fetch_reply")
+            return
+        slot = self.slots.get(seq)
+        if slot is not None and slot.committed:
+            return
+        d = m.batch.digest
+        if not self._valid_cert(m.view, seq, d, cert):
+            self._ignore("bad_certificate")
+            return
+        if seq <= self.low:  # behind the stable checkpoint: execute it, keep no slot
+            self._view_commit(seq, m.view, m.batch, cert, out)
+            return
+        slot = self._slot(seq)
+        slot.batch, slot.digest, slot.cert, slot.cert_digest = m.batch, d, cert, d
+        self._check_slot(seq, slot, out)
+
+    def _on_final_reply(self, sender: int, m: FetchReply, out: list[Action]) -> None:
+        seq = m.seq
+        # f+1 matching "final" replies: one honest replica's stable state has it at seq, so
+        # it is final even above our own stable checkpoint (we may miss checkpoint votes).
+        trusted = self._trusted_to()
+        if seq <= trusted or seq > trusted + self.fetch_span:
+            self._ignore("unneeded_fetch_reply")
+            return
+        if seq in self.finals:
+            return
+        votes = self.fetch_votes.setdefault(seq, {})
+        if sender in votes:
+            self._ignore("duplicate")
+            return
+        votes[sender] = m
+        d = m.batch.digest
+        matching = [r for r in votes.values() if r.batch.digest == d]
+        if len(matching) < self.fetch_quorum:
+            return
+        del self.fetch_votes[seq]
+        self.finals[seq] = (m.view, m.batch)
+        self._apply_finals(out)
+
+    def _apply_finals(self, out: list[Action]) -> None:
+        """Check our entries against trusted final ones, in order; roll back on a mismatch."""
+        trusted = self._trusted_to()
+        for s in [s for s in self.finals if s <= trusted]:
+            del self.finals[s]
+        while trusted + 1 in self.finals:
+            seq = trusted + 1
+            view, batch = self.finals.pop(seq)
+            if seq <= self.last_executed:
+                old = self.log.get(seq)
+                if old is None or old[1].digest != batch.digest:
+                    self._rollback_to(seq - 1, out)
+                    self.ready[seq] = (view, batch)
+            else:
+                self.ready[seq] = (view, batch)
+            if seq == self.verified_to + 1:
+                self.verified_to = seq
+            trusted = seq
+            self._deliver_ready(out)
+        for s in [s for s in self.fetch_votes if s <= trusted]:
+            del self.fetch_votes[s]
+        if trusted >= self._fetch_requested_to:
+            self._fetch_now(out, force=True)  # the asked range is done: more missing?
+
+    # --- view change (§4) ---------------------------------------------------------------
+
+    def _start_view_change(self, new_view: int, out: list[Action]) -> None:
+        assert new_view > self.view, "views only move forward"
+        if self.mode != ACTIVE or self._view_unproven:
+            self.backoff_exp = min(self.backoff_exp + 1, MAX_BACKOFF_EXP)
+        self.view_changes_started += 1
+        self._leave_view(new_view, out)
+        self.mode = VIEW_CHANGE
+        vc = self._make_vc_request(new_view)
+        self.vc_latest[self.id] = vc
+        out.append(Broadcast(vc))
+        out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+        if self.primary_of(new_view) == self.id:
+            self._try_new_view(out)
+        cert = self.certify_seen.get(new_view)
+        if cert is not None:  # we learnt the plan was certified before we got here
+            self._on_nv_certify(self.primary_of(new_view), cert, out)
+
+    def _leave_view(self, new_view: int, out: list[Action]) -> None:
+        """Stop taking part in the current view (common to VC-REQUEST and a jump by NV)."""
+        self.view = new_view
+        self._view_unproven = False
+        if self._request_timer_armed:
+            self._request_timer_armed = False
+            out.append(CancelTimer(self.t_request))
+        self.slots.clear()
+        self.ready.clear()  # undelivered entries of the old view; their evidence stays
+        self.reconciled = False
+        self.pending_plan = None
+        self.nv = None
+        self.plan = None
+        self.nv_shares = {}
+        self.nv_certify = None
+        self.own_nv_support = None
+        self.own_nv_commit = None
+        if self.pending_nv is not None and self.pending_nv.view < new_view:
+            self.pending_nv = None
+        self.nv_retries = 0
+        for v in [v for v in self.nv_commits if v < new_view]:
+            del self.nv_commits[v]
+        for v in [v for v in self.certify_seen if v < new_view]:
+            del self.certify_seen[v]
+        self.in_flight = {(r.client_id, r.timestamp): 0 for b in self.queue for r in b.requests}
+
+    def _make_vc_request(self, new_view: int) -> VcRequest:
+        low = self.low
+        entries = tuple(
+            self.evidence[s] for s in sorted(self.evidence) if low < s <= low + self.window
+        )
+        vc = VcRequest(new_view, self.id, low, self.stable_proof, entries, b"")
+        sig = self.verifier.sign(vc_request_payload(vc))
+        return VcRequest(new_view, self.id, low, self.stable_proof, entries, sig)
+
+    def _probe_finals(self, out: list[Action]) -> None:
+        """While alone in a view change, keep up with what the others made final (safe to
+        execute: final entries are locked); a replica in a view change executes nothing else."""
+        first = self.verified_to + 1
+        out.append(Broadcast(Fetch(first, first + self.fetch_span - 1, self.id)))
+
+    def _on_view_change_timer(self, out: list[Action]) -> None:
+        if self.mode == VIEW_CHANGE:
+            w = self.view
+            have = sum(1 for vc in self.vc_latest.values() if vc.new_view >= w)
+            if have >= self.quorum:
+                # n−f moved to w (or beyond) but no valid NV-PROPOSE came in time: next primary.
+                self._start_view_change(w + 1, out)
+                return
+            own = self.vc_latest.get(self.id)
+            if own is not None and own.new_view == w:
+                out.append(Broadcast(own))  # messages may be lost: retransmit ours
+            self._probe_finals(out)
+            out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+        elif self.mode == NV_PENDING:
+            if self.nv_retries >= MAX_NV_RETRIES:
+                self._start_view_change(self.view + 1, out)
+                return
+            self.nv_retries += 1
+            if self.own_nv_commit is not None:
+                out.append(Broadcast(self.own_nv_commit))
+            elif self.own_nv_support is not None and self.primary != self.id:
+                out.append(Send(self.primary, self.own_nv_support))
+            out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+
+    def _on_vc_request(self, sender: int, vc: VcRequest, out: list[Action]) -> None:
+        if sender != vc.replica or not 0 <= sender < self.n or sender == self.id:
+            self._ignore("wrong_replica_field")
+            return
+        w = vc.new_view
+        if w < self.view:
+            self._ignore("old_view")
+            return
+        if w == self.view and self.mode != VIEW_CHANGE:
+            self._help_lagging(sender, out)  # it has not entered the view we are in
+            return
+        prev = self.vc_latest.get(sender)
+        if prev is not None and prev.new_view >= w:
+            self._ignore("duplicate")
+            return
+        if not self._valid_vc_request(vc):
+            self._ignore("invalid_vc_request")
+            return
+        self.vc_latest[sender] = vc
+        self._note_view(sender, w, out)
+        if w == self.view and self.mode == VIEW_CHANGE and self.primary_of(w) == self.id:
+            self._try_new_view(out)
+
+    def _help_lagging(self, sender: int, out: list[Action]) -> None:
+        """``sender`` asks for the view we are entering or in: send what it needs (bounded)."""
+        if self.view < 1:
+            return
+        if self.nv is not None and (self.primary == self.id or self.nv_certify is not None):
+            out.append(Send(sender, self.nv))
+        if self.nv_certify is not None:
+            out.append(Send(sender, self.nv_certify))
+        own = self.own_nv_commit
+        if own is not None:
+            waiting = self.mode != ACTIVE
+            out.append(Send(sender, NvCommit(own.view, self.id, own.plan_digest, waiting)))
+
+    def _valid_vc_request(self, vc: VcRequest) -> bool:
+        """Shape, proofs and signature of a VC-REQUEST (§4)."""
+        if not 0 <= vc.replica < self.n or vc.new_view < 1:
+            return False
+        stable = vc.stable_seq
+        if stable < 0 or stable % self.period:
+            return False
+        if not self._valid_checkpoint_proof(stable, vc.checkpoint_proof):
+            return False
+        seqs: set[int] = set()
+        for e in vc.entries:
+            if (
+                not stable < e.seq <= stable + self.window
+                or e.seq in seqs
+                or not 0 <= e.view < vc.new_view
+                or not batch_is_valid(e.batch)
+                or not self._valid_cert(e.view, e.seq, e.batch.digest, e.cert)
+            ):
+                return False
+            seqs.add(e.seq)
+        try:
+            payload = vc_request_payload(vc)
+        except Exception:  # an unencodable value cannot carry a valid signature
+            return False
+        return bool(self.verifier.verify(vc.replica, payload, vc.signature))
+
+    def make_plan(self, view: int, requests: tuple[VcRequest, ...]) -> Plan:
+        """The plan every replica derives from the same n−f VC-REQUESTs (deterministic)."""
+        stable_vc = max(requests, key=lambda vc: (vc.stable_seq, -vc.replica))
+        base_seq = stable_vc.stable_seq
+        best: dict[int, Committed] = {}
+        for vc in requests:
+            for e in vc.entries:
+                if e.seq <= base_seq:
+                    continue
+                cur = best.get(e.seq)
+                if cur is None or (e.view, e.batch.digest) > (cur.view, cur.batch.digest):
+                    best[e.seq] = e
+        assert all(s <= base_seq + self.window for s in best), "certificates stay in one window"
+        batches = tuple(
+            best[s].batch if s in best else NULL_BATCH
+            for s in range(base_seq + 1, base_seq + self.window + 1)
+        )
+        proof = stable_vc.checkpoint_proof
+        return Plan(
+            view=view,
+            base=base_seq,
+            base_digest=proof[0].state_digest if proof else b"",
+            proof=proof,
+            batches=batches,
+            digest=plan_digest(view, base_seq, [b.digest for b in batches]),
+        )
+
+    def _try_new_view(self, out: list[Action]) -> None:
+        w = self.view
+        mine = self.vc_latest.get(self.id)
+        if mine is None or mine.new_view != w:
+            return
+        others = sorted(
+            (vc for r, vc in self.vc_latest.items() if r != self.id and vc.new_view == w),
+            key=lambda vc: vc.replica,
+        )
+        if 1 + len(others) < self.quorum:
+            return
+        nv = NvPropose(w, (mine, *others[: self.quorum - 1]))
+        out.append(Broadcast(nv))
+        self._accept_nv(nv, self.make_plan(w, nv.requests), out)
+
+    def _validate_nv(self, nv: NvPropose) -> Plan | None:
+        w = nv.view
+        seen: set[int] = set()
+        for vc in nv.requests:
+            if vc.new_view != w or vc.replica in seen:
+                return None
+            if self.vc_latest.get(vc.replica) != vc and not self._valid_vc_request(vc):
+                return None
+            seen.add(vc.replica)
+        if len(seen) < self.quorum:
+            return None
+        return self.make_plan(w, nv.requests)
+
+    def _nv_wanted(self, view: int) -> bool:
+        """True if an NV-PROPOSE for ``view`` could still move us (a later view, or ours)."""
+        return view >= 1 and (view > self.view or (view == self.view and self.mode == VIEW_CHANGE))
+
+    def _on_nv_propose(self, sender: int, nv: NvPropose, out: list[Action]) -> None:
+        if not 0 <= sender < self.n or sender == self.id:
+            self._ignore("non_member")
+            return
+        w = nv.view
+        if not self._nv_wanted(w):
+            self._ignore("old_view")
+            return
+        plan = self._validate_nv(nv)
+        if plan is None:
+            self._ignore("invalid_nv_propose")
+            return
+        if sender != self.primary_of(w):
+            # Relayed: take it only if it is the plan the new view certified.
+            cert = self.certify_seen.get(w)
+            if cert is None:
+                self.pending_nv = nv
+                return
+            if plan_digest(w, cert.base, cert.digests) != plan.digest:
+                self._ignore("relayed_nv_not_certified")
+                return
+        self._take_nv(nv, plan, out)
+
+    def _take_nv(self, nv: NvPropose, plan: Plan, out: list[Action]) -> None:
+        if nv.view > self.view:
+            self._leave_view(nv.view, out)  # n−f replicas asked for it: jump there
+        self._accept_nv(nv, plan, out)
+
+    def _accept_nv(self, nv: NvPropose, plan: Plan, out: list[Action]) -> None:
+        """Support the new view's plan (one share per entry) and wait for it to lock."""
+        w = nv.view
+        self.mode = NV_PENDING
+        self.nv = nv
+        self.plan = plan
+        self.pending_nv = None
+        self.nv_retries = 0
+        if plan.base > self.low:
+            # The plan's checkpoint proof is a valid stable proof: adopt it now, so the plan's
+            # certificates fall inside our window (and into any later VC-REQUEST of ours).
+            self._make_stable(plan.base, plan.base_digest, plan.proof, out, replay=False)
+        shares = tuple(
+            self._sign_share(w, plan.base + 1 + i, b.digest) for i, b in enumerate(plan.batches)
+        )
+        sup = NvSupport(w, self.id, plan.digest, shares)
+        self.own_nv_support = sup
+        out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+        if self.primary_of(w) == self.id:
+            self._add_nv_support(self.id, sup, out)
+        else:
+            out.append(Send(self.primary_of(w), sup))
+        cert = self.certify_seen.get(w)
+        if cert is not None:
+            self._on_nv_certify(self.primary_of(w), cert, out)
+
+    def _on_nv_support(self, sender: int, m: NvSupport, out: list[Action]) -> None:
+        if sender != m.replica or not 0 <= sender < self.n or sender == self.id:
+            self._ignore("wrong_replica_field")
+            return
+        if m.view != self.view or self.primary != self.id or self.plan is None:
+            self._ignore("nv_support_not_for_us")
+            return
+        if self.nv_certify is not None:  # it missed NV-CERTIFY: send it again
+            out.append(Send(sender, self.nv_certify))
+            return
+        if m.plan_digest != self.plan.digest or sender in self.nv_shares:
+            self._ignore("nv_support_mismatch_or_duplicate")
+            return
+        plan = self.plan
+        if len(m.shares) != len(plan.batches):
+            self._ignore("bad_share")
+            return
+        for i, (b, share) in enumerate(zip(plan.batches, m.shares, strict=True)):
+            if not self._verify_share(sender, m.view, plan.base + 1 + i, b.digest, share):
+                self._ignore("bad_share")
+                return
+        self._add_nv_support(sender, m, out)
+
+    def _add_nv_support(self, sender: int, m: NvSupport, out: list[Action]) -> None:
+        plan = self.plan
+        assert plan is not None and m.plan_digest == plan.digest
+        self.nv_shares[sender] = m.shares
+        if len(self.nv_shares) < self.quorum or self.nv_certify is not None:
+            return
+        certs = tuple(
+            combine({r: shares[i] for r, shares in self.nv_shares.items()}, self.quorum)
+            for i in range(len(plan.batches))
+        )
+        certify = NvCertify(plan.view, plan.base, tuple(b.digest for b in plan.batches), certs)
+        out.append(Broadcast(certify))
+        self._take_certify(certify, out)
+
+    def _valid_nv_certify(self, m: NvCertify) -> bool:
+        if len(m.digests) != self.window or len(m.certs) != self.window or m.base < 0:
+            return False
+        return all(
+            self._valid_cert(m.view, m.base + 1 + i, d, cert)
+            for i, (d, cert) in enumerate(zip(m.digests, m.certs, strict=True))
+        )
+
+    def _on_nv_certify(self, sender: int, m: NvCertify, out: list[Action]) -> None:
+        if not 0 <= sender < self.n:
+            self._ignore("non_member")
+            return
+        w = m.view
+        if w < self.view or (w == self.view and self.mode == ACTIVE) or w < 1:
+            self._ignore("old_view")
+            return
+        if self.certify_seen.get(w) != m:
+            if not self._valid_nv_certify(m):
+                self._ignore("invalid_nv_certify")
+                return
+            if self.certify_seen and max(self.certify_seen) > w:
+                self._ignore("old_view")
+                return
+            self.certify_seen = {w: m}  # only the highest view we may still enter
+        self._note_view(sender, w, out)
+        if w > self.view:
+            # n−f replicas supported view w's plan: it is established. Ask to join it.
+            self._start_view_change(w, out)
+            return
+        plan = self.plan
+        if self.mode == NV_PENDING and plan is not None:
+            if plan.digest == plan_digest(w, m.base, m.digests) and self.nv_certify is None:
+                self._take_certify(m, out)
+            return
+        nv = self.pending_nv
+        if self.mode == VIEW_CHANGE and nv is not None and nv.view == w:
+            self.pending_nv = None
+            relayed = self._validate_nv(nv)
+            if relayed is not None and relayed.digest == plan_digest(w, m.base, m.digests):
+                self._take_nv(nv, relayed, out)
+
+    def _take_certify(self, m: NvCertify, out: list[Action]) -> None:
+        """We hold view-w certificates for the whole plan: announce it (NV-COMMIT)."""
+        plan = self.plan
+        assert plan is not None
+        self.nv_certify = m
+        self.certify_seen.pop(m.view, None)
+        for i, (batch, cert) in enumerate(zip(plan.batches, m.certs, strict=True)):
+            seq = plan.base + 1 + i
+            if seq > self.low:
+                self.evidence[seq] = Committed(m.view, seq, batch, cert)
+        commit = NvCommit(m.view, self.id, plan.digest, True)
+        self.own_nv_commit = commit
+        out.append(Broadcast(commit))
+        self._count_nv_commit(self.id, commit, out)
+
+    def _on_nv_commit(self, sender: int, m: NvCommit, out: list[Action]) -> None:
+        if sender != m.replica or not 0 <= sender < self.n or sender == self.id:
+            self._ignore("wrong_replica_field")
+            return
+        w = m.view
+        if w < self.view:
+            self._ignore("old_view")
+            return
+        self._note_view(sender, w, out)
+        if w == self.view and self.mode == ACTIVE:
+            # The sender is still entering our view: help it finish (answers are not answered).
+            own = self.own_nv_commit
+            if m.waiting and own is not None and own.plan_digest == m.plan_digest:
+                out.append(Send(sender, NvCommit(own.view, self.id, own.plan_digest, False)))
+            return
+        self._count_nv_commit(sender, m, out)
+
+    def _count_nv_commit(self, sender: int, m: NvCommit, out: list[Action]) -> None:
+        by_plan = self.nv_commits.setdefault(m.view, {})
+        if m.plan_digest not in by_plan and len(by_plan) >= self.n:
+            self._ignore("nv_commit_table_full")  # bounded: at most n plans per view
+            return
+        voters = by_plan.setdefault(m.plan_digest, set())
+        if sender in voters:
+            return  # a retransmission (replicas that entered the view answer those)
+        voters.add(sender)
+        while len(self.nv_commits) > 2:  # bounded: the current view and one later view
+            del self.nv_commits[min(v for v in self.nv_commits if v != self.view)]
+        self._check_enter(out)
+
+    def _check_enter(self, out: list[Action]) -> None:
+        plan = self.plan
+        if self.mode != NV_PENDING or plan is None or self.nv_certify is None:
+            return
+        voters = self.nv_commits.get(self.view, {}).get(plan.digest, set())
+        if len(voters) < self.quorum:
+            return
+        self._enter_view(plan, out)
+
+    def _enter_view(self, plan: Plan, out: list[Action]) -> None:
+        """The plan is locked (n−f NV-COMMITs): take part in view ``plan.view``."""
+        w = plan.view
+        assert w == self.view and self.mode == NV_PENDING
+        self.mode = ACTIVE
+        self._view_unproven = True
+        self._probed_at = -1
+        out.append(CancelTimer(self.t_view_change))
+        for r in [r for r, vc in self.vc_latest.items() if vc.new_view <= w]:
+            del self.vc_latest[r]
+        self.plan_end = plan.end
+        self.last_assigned = max(plan.end, self.low)
+        self.pending_plan = plan
+        if self.primary_of(w) == self.id:  # the plan's requests are ordered already
+            for i, batch in enumerate(plan.batches):
+                for req in batch.requests:
+                    self.in_flight[(req.client_id, req.timestamp)] = plan.base + 1 + i
+        self._reconcile(out)
+        out.append(base.NewView(w, self.primary_of(w)))
+        self._purge_waiting()
+        if self.primary_of(w) == self.id:
+            waiting = list(self.waiting.values())
+            self.waiting.clear()
+            for req in waiting:
+                if (req.client_id, req.timestamp) not in self.in_flight:
+                    self._propose_batch(make_batch((req,)), out)
+            self._drain_queue(out)
+        else:
+            primary = self.primary_of(w)
+            for batch in self.queue:
+                for req in batch.requests:
+                    out.append(Send(primary, req))
+            self.queue.clear()
+            for req in self.waiting.values():
+                out.append(Send(primary, req))
+            if self.waiting:
+                self._request_timer_armed = True
+                out.append(SetTimer(self.t_request, self._timeout_ticks()))
+        self._replay_held(out)
+        self._check_final(out)
+
+    def _reconcile(self, out: list[Action]) -> None:
+        """Bring executed entries in line with the plan: keep what it keeps, roll back from
+        the first entry it replaces, execute the rest (needs our state final at its base)."""
+        plan = self.pending_plan
+        if plan is None or self.mode != ACTIVE or plan.view != self.view:
+            return
+        if self.final_mark < plan.base:
+            return  # catch up to the plan's base first (fetch); _check_final calls us again
+        self.pending_plan = None
+        final = max(self.final_mark, self.verified_to)
+        for i, batch in enumerate(plan.batches):
+            seq = plan.base + 1 + i
+            if seq <= final:
+                old = self.log.get(seq)
+                if old is not None and old[1].digest != batch.digest:
+                    self._ignore("plan_conflicts_final")  # would be a safety bug
+                continue
+            if seq <= self.last_executed:
+                old = self.log.get(seq)
+                if old is not None and old[1].digest == batch.digest:
+                    continue
+                self._rollback_to(seq - 1, out)
+            self.ready[seq] = (plan.view, batch)
+        if self.last_executed > plan.end:
+            self._ignore("executed_beyond_plan")
+            self._rollback_to(plan.end, out)
+        self.reconciled = True
+        self._deliver_ready(out)
+
+
+__all__ = ["ACTIVE", "CERTIFICATE_MODES", "NV_PENDING", "VIEW_CHANGE", "Plan", "Poe"]
