@@ -739,7 +739,7 @@ class CheckpointStage(Stage):
 
     @staticmethod
     def _flush(ring: Ring, backlog: deque[Any]) -> None:
-        items = list(backlog)
+        items = [backlog[i] for i in range(min(len(backlog), CHUNK))]
         done = ring.push_many(items, 0)
         for _ in range(done):
             backlog.popleft()
