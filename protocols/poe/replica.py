@@ -1096,6 +1096,7 @@ class Poe(Protocol):
             out.append(CancelTimer(self.t_request))
         self.slots.clear()
         self.ready.clear()  # undelivered entries of the old view; their evidence stays
+        self._fetch_requested_to = 0  # what we asked for may be answered for the old view only
         self.reconciled = False
         self.pending_plan = None
         self.nv = None
