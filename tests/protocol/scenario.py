@@ -25,12 +25,17 @@ A scenario script (tests/protocol/scenarios/*.txt) is a list of steps, one per l
 Its expected trace lives beside it (*.expected). ``run_script`` returns the trace;
 set PBFT_SCENARIO_REGEN=1 to rewrite the expected files on purpose.
 
+Other protocols: ``cluster protocol=poe ...`` runs the script on the Cluster subclass
+named in ``CLUSTER_MODULES`` (imported on first use); a speculative protocol's
+``Rollback`` truncates the recorded ledger (PBFT never rolls back: it still asserts).
+
 Must not live here: assertions about specific scenarios (they belong in test files).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
@@ -132,7 +137,8 @@ class Cluster:
                 max_buffered=max_buffered,
                 params=dict(params or {}),
             )
-            self.replicas.append(protocol_cls(cfg, FakeVerifier(i), instance=instance))
+            extra = {"instance": instance} if instance else {}
+            self.replicas.append(protocol_cls(cfg, FakeVerifier(i), **extra))
         self.instance = instance
         self.queue: deque[tuple[str, int, int, Any]] = deque()  # (kind, src, dst, payload)
         self.drop_rules: list[Rule] = []
@@ -145,6 +151,7 @@ class Cluster:
         self.views: list[list[tuple[int, int]]] = [[] for _ in range(n)]
         self.to_clients: list[tuple[int, int, Any]] = []
         self.state: list[bytes] = [b"" for _ in range(n)]
+        self.heads: list[list[bytes]] = [[] for _ in range(n)]  # state after each delivered seq
         self.trace: list[str] = []
         self.names: dict[bytes, str] = {NULL_DIGEST: "null"}
         self.batches: dict[str, Batch] = {}
@@ -186,8 +193,12 @@ class Cluster:
         """Hand ``msg`` to replica ``r`` directly, as if ``sender`` sent it."""
         self.apply(r, self.replicas[r].receive(sender, msg))
 
+    def timer_key(self, name: str) -> Hashable:
+        """The protocol's timer called ``name`` (a subclass names another protocol's)."""
+        return ("pbft", self.instance, name)
+
     def fire(self, r: int, name: str) -> bool:
-        timer = ("pbft", self.instance, name)
+        timer = self.timer_key(name)
         if timer not in self.timers[r]:
             self.note(f"r{r} timeout {name}: not armed")
             return False
@@ -210,6 +221,9 @@ class Cluster:
         rep = self.replicas[dst]
         if kind == "exec":
             seq, digest = payload
+            heads = self.heads[dst]
+            if seq > len(heads) or heads[seq - 1] != digest:
+                return True  # rolled back since: the execute stage drops stale feedback
             self.apply(dst, rep.executed(seq, digest))
         else:
             self.apply(dst, rep.receive(src, payload))
@@ -254,6 +268,7 @@ class Cluster:
                 assert ledger or act.seq == 1, "delivery must start at seq 1"
                 ledger.append(act)
                 self.state[r] = hashlib.sha256(self.state[r] + act.batch.digest).digest()
+                self.heads[r].append(self.state[r])
                 self.queue.append(("exec", r, r, (act.seq, self.state[r])))
             elif t is StableCheckpoint:
                 self.note(f"r{r} StableCheckpoint s{act.seq}")
@@ -269,7 +284,14 @@ class Cluster:
                 self.note(f"r{r} NewView v{act.view} primary r{act.primary}")
                 self.views[r].append((act.view, act.primary))
             elif t is Rollback:
-                raise AssertionError("PBFT never rolls back")
+                if not getattr(self.replicas[r], "speculative_replies", False):
+                    raise AssertionError("PBFT never rolls back")
+                self.note(f"r{r} Rollback to s{act.to_seq}")
+                ledger = self.delivered[r]
+                assert 0 <= act.to_seq <= len(ledger), "rollback beyond the ledger"
+                del ledger[act.to_seq :]
+                del self.heads[r][act.to_seq :]
+                self.state[r] = self.heads[r][-1] if self.heads[r] else b""
             else:
                 raise AssertionError(f"unknown action {act!r}")
 
@@ -355,6 +377,9 @@ def _rule(args: list[str]) -> Rule:
     return (_replica(src), _replica(dst), kind)
 
 
+# Cluster classes of other protocols, by the name a script's ``cluster protocol=...`` gives.
+CLUSTER_MODULES: dict[str, tuple[str, str]] = {"poe": ("tests.protocol.poe_cluster", "PoeCluster")}
+
 _CONFIG_KEYS: dict[str, Callable[[str], Any]] = {
     "n": int,
     "checkpoint_period": int,
@@ -376,15 +401,23 @@ def run_script(text: str) -> list[str]:
             if cmd == "cluster":
                 kwargs: dict[str, Any] = {}
                 params: dict[str, Any] = {}
+                cluster_cls: Any = Cluster
                 for arg in args:
                     key, _, value = arg.partition("=")
                     if key in _CONFIG_KEYS:
                         kwargs[key] = _CONFIG_KEYS[key](value)
                     elif key == "signed":
                         params["pbft_signed_votes"] = value == "true"
+                    elif key == "protocol" and value in CLUSTER_MODULES:
+                        module, name = CLUSTER_MODULES[value]
+                        cluster_cls = getattr(importlib.import_module(module), name)
+                    elif key == "protocol" and value == "pbft":
+                        pass
+                    elif key.startswith(("poe_", "pbft_")):  # a protocol param, as a string
+                        params[key] = value
                     else:
                         raise ValueError(f"unknown cluster option {key!r}")
-                cluster = Cluster(params=params, **kwargs)
+                cluster = cluster_cls(params=params, **kwargs)
                 cluster.note(f"# {line}")
                 continue
             if cluster is None:
