@@ -322,3 +322,26 @@ def test_malformed_frames_are_counted_and_dropped_while_the_run_goes_on(
     }
     assert sum(drops.values()) == len(garbage) * 20, drops
     assert outcome.summary["per_node"]["1"]["executed_seq"] > 0
+
+
+def test_poe_speculative_cluster_commits_and_survives_a_silent_primary(
+    base_port, tmp_path, spawned
+):
+    cfg = _config(
+        base_port,
+        "protocol.name=poe",
+        "run.duration_s=9",
+        "client.request_timeout_ms=1000",
+        "protocol.view_change_timeout_ms=1000",
+        "failures=[{replica: 0, at_s: 2.0, kind: silent}]",
+    )
+    outcome = runner.run_experiment(cfg, tmp_path, label="poe")
+    assert outcome.ok, outcome.reason
+    summary = outcome.summary
+    assert summary["audit"]["ok"] and summary["audit"]["honest"] == [1, 2, 3]
+    assert all(summary["per_node"][n]["view"] >= 1 for n in ("1", "2", "3"))
+    rows = _read_csv(RunPaths(outcome.folder).throughput)
+    late = sum(int(r["txn"]) for r in rows if r["role"] == "client" and int(r["time_s"]) >= 6)
+    assert late > 0, "no transaction accepted after PoE's view change"
+    client = json.loads(RunPaths(outcome.folder).client_stats(4).read_text())
+    assert client["reply_quorum"] == 3  # PoE: n - f speculative replies
