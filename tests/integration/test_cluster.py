@@ -189,7 +189,7 @@ def test_silent_primary_triggers_a_view_change_and_the_cluster_recovers(
 ):
     cfg = _config(
         base_port,
-        "run.duration_s=10",
+        "run.duration_s=12",
         "client.request_timeout_ms=1000",
         "protocol.view_change_timeout_ms=1000",
         "failures=[{replica: 0, at_s: 2.0, kind: silent}]",
@@ -330,7 +330,7 @@ def test_poe_speculative_cluster_commits_and_survives_a_silent_primary(
     cfg = _config(
         base_port,
         "protocol.name=poe",
-        "run.duration_s=9",
+        "run.duration_s=11",
         "client.request_timeout_ms=1000",
         "protocol.view_change_timeout_ms=1000",
         "failures=[{replica: 0, at_s: 2.0, kind: silent}]",
