@@ -30,6 +30,7 @@ import yaml
 
 from protocols import registry
 from protocols.base import ProtocolConfig
+from transport.zmq_io import MAX_INPUTS
 
 DEFAULT_CONFIG_PATH: Path = Path(__file__).resolve().parents[1] / "config" / "default.yaml"
 
@@ -250,11 +251,6 @@ class Config:
         """The host of a node: hosts are assigned round-robin over replicas, then clients."""
         self._check_node(node_id)
         return self.cluster.hosts[node_id % len(self.cluster.hosts)]
-
-    def node_port(self, node_id: int) -> int:
-        """The port a node listens on (tcp): base_port + node id."""
-        self._check_node(node_id)
-        return self.transport.base_port + node_id
 
     def _check_node(self, node_id: int) -> None:
         if not 0 <= node_id < self.node_count:
@@ -534,12 +530,14 @@ def _check_relations(cfg: Config) -> None:
             f"{cfg.protocol.rcc_instances} exceeds the replicas; allowed: 0 (= n) or "
             f"1..{n} (cluster.replicas)",
         )
-    last_port = cfg.transport.base_port + cfg.node_count - 1
+    # transport.zmq_io.Addressing: node j's input k listens on base_port + j*MAX_INPUTS + k
+    span = cfg.node_count * MAX_INPUTS
+    last_port = cfg.transport.base_port + span - 1
     if last_port > 65535:
         raise ConfigError(
             "transport.base_port",
             f"{cfg.transport.base_port} leaves no room for {cfg.node_count} nodes "
-            f"(last port {last_port}); allowed: 1024..{65536 - cfg.node_count}",
+            f"({MAX_INPUTS} ports each, last port {last_port}); allowed: 1024..{65536 - span}",
         )
     payload = batch * cfg.workload.value_size
     if cfg.transport.max_frame_bytes < payload:

@@ -79,9 +79,9 @@ def test_derived_values() -> None:
     assert list(cfg.client_ids) == [7, 8, 9]
     assert cfg.checkpoint_period == 10_000 // 300
     assert cfg.watermark_window == 2 * (10_000 // 300)
-    assert cfg.node_port(8) == cfg.transport.base_port + 8
+    assert cfg.node_host(8) == "127.0.0.1"
     with pytest.raises(ValueError):
-        cfg.node_port(10)
+        cfg.node_host(10)
 
 
 def test_checkpoint_period_is_at_least_one() -> None:
@@ -291,7 +291,7 @@ def _error(overrides: list[str]) -> ConfigError:
         (["warmup_s=30", "duration_s=30"], "run.warmup_s", ["< run.duration_s (30.0)"]),
         (["watermark_window=100"], "protocol.watermark_window", [">= 2 * checkpoint", "200"]),
         (["rcc_instances=5"], "protocol.rcc_instances", ["1..4"]),
-        (["base_port=65534"], "transport.base_port", ["1024..65531"]),
+        (["base_port=65500"], "transport.base_port", ["1024..65496", "8 ports each"]),
         (["value_size=200000"], "transport.max_frame_bytes", ["batching.batch_size * workload"]),
         (["mix=custom", "read_proportion=0.7"], "workload.read_proportion", ["= 1", "sum to 1.2"]),
         (["mix=custom", "rmw_proportion=0.000001"], "workload.read_proportion", ["sum to 1.00000"]),
