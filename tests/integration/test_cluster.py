@@ -345,3 +345,20 @@ def test_poe_speculative_cluster_commits_and_survives_a_silent_primary(
     assert late > 0, "no transaction accepted after PoE's view change"
     client = json.loads(RunPaths(outcome.folder).client_stats(4).read_text())
     assert client["reply_quorum"] == 3  # PoE: n - f speculative replies
+
+
+def test_rcc_runs_its_instances_through_the_runtime(base_port, tmp_path, spawned):
+    from protocols import registry
+
+    if "rcc" not in registry.available():
+        pytest.skip("protocols/rcc has not landed")
+    cfg = _config(
+        base_port, "protocol.name=rcc", "cluster.clients=4", "client.max_txn_in_flight=500"
+    )
+    outcome = runner.run_experiment(cfg, tmp_path, label="rcc")
+    assert outcome.ok, outcome.reason
+    summary = outcome.summary
+    assert summary["audit"]["ok"] and summary["audit"]["common_prefix"] > 0
+    # one client per instance: every instance's primary proposed real batches
+    for client in ("4", "5", "6", "7"):
+        assert summary["per_client"][client]["requests_accepted"] > 0, client
