@@ -1524,9 +1524,11 @@ class Poe(Protocol):
                     continue
                 self._rollback_to(seq - 1, out)
             self.ready[seq] = (plan.view, batch)
-        if self.last_executed > plan.end:
+        if self.last_executed > max(plan.end, final):
+            # Entries above the plan come from an older view (certificates of older views
+            # stay inside the plan's window) unless they are final (fetched): undo the rest.
             self._ignore("executed_beyond_plan")
-            self._rollback_to(plan.end, out)
+            self._rollback_to(max(plan.end, final), out)
         self.reconciled = True
         self._deliver_ready(out)
 
