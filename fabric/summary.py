@@ -182,6 +182,7 @@ def build_summary(
         {k: round(v / committed, 4) for k, v in sorted(sent_by_kind.items())} if committed else {}
     )
 
+    events = [*events, *_view_change_events(replica_stats, t0)]
     status = "ok" if not problems else "failed"
     summary = {
         "version": SUMMARY_VERSION,
@@ -210,6 +211,22 @@ def build_summary(
         "messages_per_batch": messages_per_batch,
     }
     return summary, tables
+
+
+def _view_change_events(replica_stats: Mapping[int, Mapping[str, Any]], t0: float) -> list[str]:
+    """One line per view the replicas entered: when the first did, and who followed."""
+    entered: dict[tuple[int, int], list[tuple[float, int]]] = {}
+    for node, st in replica_stats.items():
+        for when, view, primary in st.get("view_changes", []):
+            entered.setdefault((view, primary), []).append((when, node))
+    lines = []
+    for (view, primary), who in sorted(entered.items()):
+        first = min(when for when, _ in who)
+        nodes = ",".join(str(node) for _, node in sorted(who, key=lambda x: x[1]))
+        lines.append(
+            f"view {view} (primary {primary}) entered by replicas {nodes} from t={first - t0:.1f} s"
+        )
+    return lines
 
 
 def _round(value: Any, digits: int = 3) -> Any:

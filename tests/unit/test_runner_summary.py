@@ -241,3 +241,14 @@ def test_cli_sweep_delegates_to_fabric_sweep(monkeypatch):
 def test_cli_bad_config_exits_2(capsys):
     assert runner.main(["--set", "batching.batch_size=0", "--quiet"]) == 2
     assert "batch_size" in capsys.readouterr().err
+
+
+def test_view_changes_become_events_with_their_time():
+    reps = {i: replica_stats(i) for i in range(4)}
+    for i in (1, 2, 3):
+        reps[i]["view_changes"] = [[T0 + 4.0 + i / 10, 1, 1]]
+    summary, tables = build_summary(info(), reps, {4: client_stats()}, None, [], ["x"])
+    events = summary["run"]["events"]
+    assert events[0] == "x"
+    assert events[1] == "view 1 (primary 1) entered by replicas 1,2,3 from t=4.1 s"
+    assert "Event: view 1 (primary 1)" in format_report(summary, tables)
