@@ -77,6 +77,7 @@ class Replica:
         from protocols import registry
         from transport.auth import LinkAuth, derive_keys, make_verifier
         from transport.zmq_io import Addressing, Receiver, Sender, new_context
+        from workloads.txn import DEFAULT_MAX_SCAN_LENGTH, DEFAULT_MAX_TXNS, DEFAULT_MAX_VALUE_BYTES
 
         if not 0 <= replica_id < cfg.cluster.replicas:
             raise ValueError(f"replica id {replica_id} not in 0..{cfg.cluster.replicas - 1}")
@@ -121,7 +122,15 @@ class Replica:
         self.protocol = protocol_cls(
             cfg.protocol_config(replica_id), CachedVerifier(verifier, self.cache)
         )
-        self.executor = Executor(cfg.workload.record_count, cfg.workload.value_size)
+        wl = cfg.workload
+        self.executor = Executor(
+            wl.record_count,
+            wl.value_size,
+            # the executor's bounds on one request must admit what the config's clients send
+            max_txns_per_request=max(DEFAULT_MAX_TXNS, cfg.batching.batch_size),
+            max_value_bytes=max(DEFAULT_MAX_VALUE_BYTES, wl.value_size),
+            max_scan_length=max(DEFAULT_MAX_SCAN_LENGTH, wl.max_scan_length),
+        )
 
         # stages (sockets are created here, on the main thread, and closed by their owners)
         shared = self.shared
