@@ -418,6 +418,7 @@ class ClientProcess:
                 else:
                     req = Request(me, ts, body, b"")
                 frame = wire.encode(req, me)
+                now = time.time()  # latency counts from the send, not the loop's start
                 core.record_sent(ts, frame, txns, now)
                 send_frame(target_of(core.view, me, n, params), frame)
                 sends += 1
