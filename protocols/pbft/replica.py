@@ -33,6 +33,7 @@ Must not live here: sockets, threads, clocks, randomness, message encoding (wire
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from collections.abc import Hashable, Mapping
 from typing import Any
@@ -95,6 +96,18 @@ class _Slot:
         self.commit_counts: dict[bytes, int] = {}
         self.prepared = False
         self.committed = False
+
+
+class _ClientReplay:
+    """One client's delivered timestamps: the last ``replay_window`` of them, and a floor at
+    or below which every timestamp counts as delivered (bounded memory per client)."""
+
+    __slots__ = ("floor", "recent", "order")
+
+    def __init__(self) -> None:
+        self.floor = -1  # highest timestamp evicted from ``recent``
+        self.recent: set[int] = set()
+        self.order: deque[int] = deque()  # ``recent`` in delivery order (eviction order)
 
 
 class Pbft(Protocol):
@@ -168,8 +181,7 @@ class Pbft(Protocol):
         # so timestamps are delivered out of order): the last ``replay_window`` delivered
         # timestamps, and a floor at or below which every timestamp counts as delivered.
         self.replay_window = max(1, int(params.get("pbft_replay_window", 256)))
-        self.delivered_ts: dict[int, dict[int, None]] = {}  # client -> ordered set of ts
-        self.ts_floor: dict[int, int] = {}  # client -> highest timestamp evicted
+        self.clients: dict[int, _ClientReplay] = {}
         self.waiting: dict[tuple[int, int], Request] = {}  # requests we wait to see executed
         self._request_timer_armed = False
         # progress: a replica holding accepted pre-prepares that stop being delivered for a
@@ -282,6 +294,16 @@ class Pbft(Protocol):
         self._add_checkpoint(cp, out)
         return out
 
+    def suspect_primary(self) -> list[Action]:
+        """Start a view change to the next view now (RCC: this instance lags the others).
+
+        Nothing while a view change is already under way (its own timer escalates it).
+        """
+        out: list[Action] = []
+        if not self.in_view_change:
+            self._start_view_change(self.view + 1, out)
+        return out
+
     def status(self) -> dict[str, Any]:
         return {
             "instance": self.instance,
@@ -350,7 +372,7 @@ class Pbft(Protocol):
             return True
         try:
             payload = payload_fn(*args)
-        except (OverflowError, ValueError, TypeError, Exception):  # struct.error is an Exception
+        except (struct.error, OverflowError, TypeError):  # absurd ints cannot be signed
             return False
         return bool(self.verifier.verify(signer, payload, signature))
 
@@ -398,10 +420,8 @@ class Pbft(Protocol):
 
     def was_delivered(self, client_id: int, timestamp: int) -> bool:
         """True if (client, timestamp) was delivered (or is older than the replay window)."""
-        if timestamp <= self.ts_floor.get(client_id, -1):
-            return True
-        recent = self.delivered_ts.get(client_id)
-        return recent is not None and timestamp in recent
+        rec = self.clients.get(client_id)
+        return rec is not None and (timestamp <= rec.floor or timestamp in rec.recent)
 
     def _without_replays(self, batch: Batch) -> Batch | None:
         """The batch minus requests already delivered or in flight (None if nothing is left)."""
@@ -577,6 +597,8 @@ class Pbft(Protocol):
 
     def _accept_pre_prepare(self, pp: PrePrepare, slot: _Slot, out: list[Action]) -> None:
         seq = pp.seq
+        assert self.low < seq <= self.high, "accepted seqs lie within the watermarks"
+        assert pp.view == self.view and not self.in_view_change
         if seq > self._max_accepted:
             self._max_accepted = seq
             if not self._progress_armed and seq > self.last_delivered:
@@ -705,7 +727,7 @@ class Pbft(Protocol):
     def _deliver_ready(self, out: list[Action]) -> None:
         committed = self.committed
         history = self.history
-        delivered_ts = self.delivered_ts
+        clients = self.clients
         window = self.replay_window
         while True:
             seq = self.last_delivered + 1
@@ -719,15 +741,20 @@ class Pbft(Protocol):
             history[seq] = entry
             history.pop(seq - self.history_len, None)
             for req in batch.requests:
-                recent = delivered_ts.get(req.client_id)
-                if recent is None:
-                    recent = delivered_ts[req.client_id] = {}
-                recent[req.timestamp] = None
-                if len(recent) > window:  # bounded: older timestamps fall below the floor
-                    oldest = next(iter(recent))
-                    del recent[oldest]
-                    if oldest > self.ts_floor.get(req.client_id, -1):
-                        self.ts_floor[req.client_id] = oldest
+                rec = clients.get(req.client_id)
+                if rec is None:
+                    rec = clients[req.client_id] = _ClientReplay()
+                ts = req.timestamp
+                if ts <= rec.floor or ts in rec.recent:
+                    continue  # a replay inside a batch: the execute stage answers it again
+                rec.recent.add(ts)
+                order = rec.order
+                order.append(ts)
+                if len(order) > window:  # bounded: older timestamps fall below the floor
+                    oldest = order.popleft()
+                    rec.recent.discard(oldest)
+                    if oldest > rec.floor:
+                        rec.floor = oldest
             if self.in_flight:
                 for req in batch.requests:
                     self.in_flight.pop((req.client_id, req.timestamp), None)

@@ -260,7 +260,7 @@ def test_replay_memory_is_bounded_by_a_window_per_client() -> None:
         c.propose(0, make_batch((req,)))
     c.run()
     r0 = c.replicas[0]
-    assert r0.delivered_ts[4] == {2: None, 7: None} and r0.ts_floor[4] == 5
+    assert r0.clients[4].recent == {2, 7} and r0.clients[4].floor == 5
     assert all(r0.was_delivered(4, ts) for ts in (1, 2, 3, 4, 5, 7))
     assert not r0.was_delivered(4, 6) and not r0.was_delivered(4, 8)
     assert r0.propose(make_batch((signed_request(4, 3, b"late"),))) == []
