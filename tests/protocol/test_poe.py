@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from protocols import registry
 from protocols.base import ProtocolConfig, StableCheckpoint
@@ -466,3 +468,73 @@ def test_stable_checkpoint_action_carries_the_agreed_digest() -> None:
         actions.append(StableCheckpoint(2, p.stable_digest))
     assert len(set(actions)) == 1
     assert all(c.stable[r] == [2] for r in range(4))
+
+
+# --- robustness -------------------------------------------------------------------------------
+
+_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.integers(-3, 12)
+_blobs = st.binary(max_size=40)
+_batches = st.builds(lambda: make_batch(())) | st.builds(
+    lambda d: dataclasses.replace(make_batch(()), digest=d), _blobs
+)
+_certs = st.builds(
+    Certificate,
+    st.lists(st.integers(-1, 5), max_size=4).map(tuple),
+    st.lists(_blobs, max_size=4).map(tuple),
+)
+_checkpoints = st.builds(Checkpoint, st.integers(0, 1), _ints, _blobs, st.integers(-1, 5), _blobs)
+_entries = st.builds(Committed, _ints, _ints, _batches, _certs)
+_vcs = st.builds(
+    VcRequest,
+    _ints,
+    st.integers(-1, 5),
+    _ints,
+    st.lists(_checkpoints, max_size=3).map(tuple),
+    st.lists(_entries, max_size=3).map(tuple),
+    _blobs,
+)
+_messages = st.one_of(
+    st.builds(Propose, _ints, _ints, _batches, _blobs),
+    st.builds(Support, _ints, _ints, _blobs, st.integers(-1, 5), _blobs),
+    st.builds(Certify, _ints, _ints, _blobs, _certs),
+    _checkpoints,
+    _vcs,
+    st.builds(NvPropose, _ints, st.lists(_vcs, max_size=3).map(tuple)),
+    st.builds(
+        NvSupport, _ints, st.integers(-1, 5), _blobs, st.lists(_blobs, max_size=9).map(tuple)
+    ),
+    st.builds(
+        NvCertify,
+        _ints,
+        _ints,
+        st.lists(_blobs, max_size=9).map(tuple),
+        st.lists(_certs, max_size=9).map(tuple),
+    ),
+    st.builds(NvCommit, _ints, st.integers(-1, 5), _blobs, st.booleans()),
+    st.builds(Fetch, _ints, _ints, st.integers(-1, 5)),
+    st.builds(
+        FetchReply,
+        _ints,
+        _ints,
+        _batches,
+        st.integers(-1, 5),
+        st.booleans(),
+        st.none() | _certs,
+        _ints,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 6), _messages), min_size=1, max_size=8))
+def test_hostile_messages_never_raise(inbox: list[tuple[int, object]]) -> None:
+    """Whatever well-formed but hostile messages arrive, a replica counts and ignores them
+    (it never raises) and keeps working afterwards."""
+    c = cluster(checkpoint_period=2, watermark_window=4)
+    c.propose(0, c.batch("b1"))
+    c.run()
+    for sender, msg in inbox:
+        c.poe[1].receive(sender, msg)  # actions are dropped: only the replica's state counts
+    c.propose(0, c.batch("b2"))
+    c.run()
+    assert ledger(c, 2) == ["1:b1", "2:b2"]
