@@ -11,7 +11,10 @@ runner starts it). Shape (fabric.stages has each stage):
                                                        |
                                                 output threads -> ZeroMQ
 
-Thread counts come from ``replica:`` in the config. Client signatures are
+Thread counts come from ``replica:`` in the config. A protocol with one
+instance runs in one worker; a protocol with lanes (RCC) spreads its instances
+over ``replica.worker_threads`` workers, and the checkpoint thread becomes the
+lanes' coordinator (fabric.lanes). Client signatures are
 verified once per request: by a batch thread at the proposer, and at the
 other replicas by the input thread that receives the batch-carrying message
 (pre-verification into a bounded VerifiedCache, which the protocol's verifier
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from fabric.control import CRASH_EXIT_CODE, ChildControl, format_progress
+from fabric.lanes import LaneCoordinator, LaneGroup, has_lanes
 from fabric.metrics import process_resources
 from fabric.paths import RunPaths
 from fabric.ring import Ring
@@ -95,9 +99,27 @@ class Replica:
         if addressing.kind == "ipc":
             os.makedirs(addressing.ipc_dir, exist_ok=True)
 
+        # verification: one cache shared by batch threads, input threads and the protocol
+        verifier = make_verifier(signature, replica_id, keys)
+        self.cache = VerifiedCache(verifier)
+        pre_verify = self.cache if signature != "none" else None
+        protocol_cls = registry.get(cfg.protocol.name)
+        self.protocol = protocol_cls(
+            cfg.protocol_config(replica_id), CachedVerifier(verifier, self.cache)
+        )
+        # One protocol instance -> one worker. A protocol with lanes (RCC) spreads its
+        # instances over replica.worker_threads workers (fabric.lanes) when there are several.
+        self.lanes_mode = rc.worker_threads > 1 and has_lanes(self.protocol)
+        m = len(self.protocol.lanes) if self.lanes_mode else 1
+        n_workers = min(rc.worker_threads, m)
+        self.shared.proposer_flags = [False] * n_workers
+
         # rings
         multi_in = rc.input_threads > 1
-        self.worker_ring = Ring(cap, "worker-0", multi_producer=True)
+        self.worker_rings = [
+            Ring(cap, f"worker-{k}", multi_producer=True) for k in range(n_workers)
+        ]
+        self.worker_ring = self.worker_rings[0]
         self.batch_rings = [
             Ring(cap, f"batch-{b}", multi_producer=multi_in) for b in range(rc.batch_threads)
         ]
@@ -107,21 +129,13 @@ class Replica:
             cap, "output", multi_producer=True, multi_consumer=rc.output_threads > 1
         )
         self.rings = [
-            self.worker_ring,
+            *self.worker_rings,
             *self.batch_rings,
             self.execute_ring,
             self.checkpoint_ring,
             self.output_ring,
         ]
 
-        # verification: one cache shared by batch threads, input threads and the protocol
-        verifier = make_verifier(signature, replica_id, keys)
-        self.cache = VerifiedCache(verifier)
-        pre_verify = self.cache if signature != "none" else None
-        protocol_cls = registry.get(cfg.protocol.name)
-        self.protocol = protocol_cls(
-            cfg.protocol_config(replica_id), CachedVerifier(verifier, self.cache)
-        )
         wl = cfg.workload
         self.executor = Executor(
             wl.record_count,
@@ -145,9 +159,10 @@ class Replica:
                     recv_hwm=cfg.transport.recv_hwm,
                     max_frame_bytes=cfg.transport.max_frame_bytes,
                 ),
-                [self.worker_ring],
+                self.worker_rings,
                 self.batch_rings,
                 pre_verify,
+                worker_of=self._worker_of if self.lanes_mode else None,
             )
             for k in range(rc.input_threads)
         ]
@@ -160,22 +175,27 @@ class Replica:
                 self.cache,
                 requests_per_batch=1,  # a client Request already carries batch_size txns
                 batch_timeout_s=cfg.batching.batch_timeout_ms / 1000.0,
+                route=self._route_batch if self.lanes_mode else None,
             )
             for b, ring in enumerate(self.batch_rings)
         ]
-        # One protocol instance -> one worker. Protocols with several instances (RCC)
-        # will spread them over replica.worker_threads workers (InputStage.worker_of).
         self.workers = [
             WorkerStage(
-                "worker-0",
+                f"worker-{k}",
                 shared,
-                self.protocol,
-                self.worker_ring,
+                (
+                    LaneGroup(self.protocol, [i for i in range(m) if i % n_workers == k])
+                    if self.lanes_mode
+                    else self.protocol
+                ),
+                ring,
                 self.output_ring,
                 self.execute_ring,
                 self.checkpoint_ring,
                 tick_s=cfg.protocol.tick_ms / 1000.0,
+                index=k,
             )
+            for k, ring in enumerate(self.worker_rings)
         ]
         self.unused_worker_threads = rc.worker_threads - len(self.workers)
         self.execute = ExecuteStage(
@@ -187,9 +207,21 @@ class Replica:
             self.checkpoint_ring,
             n,
         )
-        self.checkpoint = CheckpointStage(
-            "checkpoint", shared, self.checkpoint_ring, self.worker_ring, self.execute_ring
-        )
+        self.checkpoint: CheckpointStage | LaneCoordinator
+        if self.lanes_mode:
+            self.checkpoint = LaneCoordinator(
+                "checkpoint",
+                shared,
+                self.protocol,
+                self.checkpoint_ring,
+                self.worker_rings,
+                self.execute_ring,
+                getattr(self.protocol, "period", cfg.checkpoint_period),
+            )
+        else:
+            self.checkpoint = CheckpointStage(
+                "checkpoint", shared, self.checkpoint_ring, self.worker_ring, self.execute_ring
+            )
         self.outputs = [
             OutputStage(
                 f"output-{k}",
@@ -220,6 +252,29 @@ class Replica:
         self.stuck_threads: list[str] = []
         self.context_closed = True
 
+    # lanes routing (several workers) ------------------------------------------------------
+    def _worker_of(self, msg: Any) -> int:
+        i = self.protocol.instance_of(msg)
+        return i % len(self.workers) if i >= 0 else -1
+
+    def _route_batch(self, batch: Any) -> Ring:
+        if not batch.requests:
+            return self.worker_rings[0]
+        i = self.protocol.instance_of_client(batch.requests[0].client_id)
+        return self.worker_rings[i % len(self.worker_rings)]
+
+    @property
+    def view(self) -> int:
+        if isinstance(self.checkpoint, LaneCoordinator):
+            return self.checkpoint.view
+        return self.workers[0].view
+
+    @property
+    def view_changes(self) -> list[tuple[float, int, int]]:
+        if isinstance(self.checkpoint, LaneCoordinator):
+            return self.checkpoint.view_changes
+        return self.workers[0].view_changes
+
     # lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         self.started_at = time.time()
@@ -247,7 +302,7 @@ class Replica:
     # progress and stats ------------------------------------------------------------------
     def progress_line(self) -> str:
         return format_progress(
-            time.time(), self.execute.txns_total, self.execute.last_seq, self.workers[0].view
+            time.time(), self.execute.txns_total, self.execute.last_seq, self.view
         )
 
     def stats(self) -> dict[str, Any]:
@@ -275,7 +330,7 @@ class Replica:
             status = dict(self.protocol.status())
         except Exception as exc:  # status is introspection only: never lose the stats for it
             status = {"error": repr(exc)}
-        worker = self.workers[0]
+        workers = self.workers
         return {
             "role": "replica",
             "node": self.id,
@@ -292,12 +347,14 @@ class Replica:
             "executed_txns": self.execute.txns_total,
             "executed_batches": self.execute.batches,
             "executed_seq": self.executor.last_seq,
-            "proposed_batches": worker.proposed,
-            "delivered_batches": worker.delivered,
-            "protocol_messages": worker.messages,
-            "timers_fired": worker.timers.fired,
-            "view": worker.view,
-            "view_changes": worker.view_changes,
+            "workers": len(workers),
+            "proposed_batches": sum(w.proposed for w in workers),
+            "delivered_batches": sum(w.delivered for w in workers),
+            "protocol_messages": sum(w.messages for w in workers),
+            "forwarded_requests": sum(w.forwarded for w in workers),
+            "timers_fired": sum(w.timers.fired for w in workers),
+            "view": self.view,
+            "view_changes": self.view_changes,
             "stable_seq": self.checkpoint.stable_seq,
             "stable_checkpoints": self.checkpoint.stable_count,
             "verify": self.cache.stats(),
@@ -379,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if replica.unused_worker_threads > 0:
         print(
-            f"replica {args.id}: {cfg.protocol.name} has one instance: "
+            f"replica {args.id}: {cfg.protocol.name} runs {len(replica.workers)} worker(s): "
             f"{replica.unused_worker_threads} of replica.worker_threads unused",
             file=sys.stderr,
             flush=True,

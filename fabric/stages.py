@@ -47,6 +47,7 @@ import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,8 @@ from transport import wire
 W_MSG = 0  # (W_MSG, sender, msg)
 W_BATCH = 1  # (W_BATCH, batch)
 W_EXECUTED = 2  # (W_EXECUTED, seq, state_digest)
+W_FRONTIER = 3  # (W_FRONTIER, round, deciding instance): lanes protocols (fabric.lanes)
+W_CHECKPOINT = 4  # (W_CHECKPOINT, round, state_digest): lanes protocols
 # execute ring items
 E_DELIVER = 0  # (E_DELIVER, seq, view, batch, speculative)
 E_ROLLBACK = 1  # (E_ROLLBACK, to_seq)
@@ -76,6 +79,7 @@ E_COMMIT = 2  # (E_COMMIT, seq): a stable checkpoint; speculative state up to se
 # checkpoint ring items
 C_EXECUTED = 0  # (C_EXECUTED, seq, state_digest)
 C_STABLE = 1  # (C_STABLE, seq, digest)
+C_LANE = 2  # (C_LANE, ...): a lane's decision for the lanes coordinator (fabric.lanes)
 
 _sha256 = hashlib.sha256
 #: items taken from a ring per pop
@@ -92,14 +96,22 @@ MAX_LOGGED_ERRORS = 5
 MAX_PENDING_BATCHES = 4096
 
 
+@dataclass(frozen=True, slots=True)
+class ToCoordinator:
+    """A worker action that goes to the checkpoint ring as ``item`` (lanes protocols)."""
+
+    item: tuple[Any, ...]
+
+
 class ReplicaShared:
     """Flags every stage reads (plain attributes: a racy read only delays a decision)."""
 
-    def __init__(self, replica_id: int, n: int) -> None:
+    def __init__(self, replica_id: int, n: int, workers: int = 1) -> None:
         self.id = replica_id
         self.n = n
         self.stop = threading.Event()
-        self.is_proposer = False
+        self.is_proposer = False  # any worker's protocol proposes (input routes requests by it)
+        self.proposer_flags = [False] * workers
         self.silent = False  # an injected "silent" failure: receive nothing, send nothing
         self.fatal: list[str] = []  # what killed a stage (the process then stops, failed)
 
@@ -310,18 +322,15 @@ class InputStage(Stage):
             to_workers: list[list[Any]] = [[] for _ in worker_rings]
             proposer = shared.is_proposer
             for sender, msg in got:
-                tp = type(msg)
                 if sender >= n:  # a client
-                    if tp is not Request:
+                    if type(msg) is not Request:
                         drops["client_sent_non_request"] += 1
                         continue
                     if proposer and nbatch:
                         if not batch_rings[msg.client_id % nbatch].push(msg, 0):
                             drops["batch_ring_full"] += 1
                         continue
-                    to_workers[0].append((W_MSG, sender, msg))
-                    continue
-                if cache is not None:
+                elif cache is not None:
                     # pre-verify the requests a proposal carries, off the worker; a failure
                     # is not cached, so the protocol re-checks and refuses it
                     batch = getattr(msg, "batch", None)
@@ -330,8 +339,12 @@ class InputStage(Stage):
                             cache.check(req)
                 if single_worker:
                     to_workers[0].append((W_MSG, sender, msg))
+                    continue
+                w = self.worker_of(msg)  # type: ignore[misc]
+                if 0 <= w < len(to_workers):
+                    to_workers[w].append((W_MSG, sender, msg))
                 else:
-                    to_workers[self.worker_of(msg) % len(worker_rings)].append((W_MSG, sender, msg))
+                    drops["no_instance"] += 1
             for ring, items in zip(worker_rings, to_workers, strict=True):
                 if items:
                     self.routed += len(items)
@@ -358,10 +371,12 @@ class BatchStage(Stage):
         cache: VerifiedCache,
         requests_per_batch: int,
         batch_timeout_s: float,
+        route: Callable[[Batch], Ring] | None = None,
     ) -> None:
         super().__init__(name, shared)
         self.batch_ring = batch_ring
         self.worker_ring = worker_ring
+        self.route = route  # several workers (lanes): the ring of the worker owning a batch
         self.cache = cache
         self.requests_per_batch = max(1, requests_per_batch)
         self.batch_timeout_s = batch_timeout_s
@@ -399,7 +414,11 @@ class BatchStage(Stage):
                 partial = []
             if ready:
                 self.batches += len(ready)
-                self.push_all(self.worker_ring, ready)
+                if self.route is None:
+                    self.push_all(self.worker_ring, ready)
+                else:
+                    for item in ready:
+                        self.push_all(self.route(item[1]), [item])
 
 
 # --- the worker: owns the protocol -------------------------------------------------------
@@ -475,8 +494,10 @@ class WorkerStage(Stage):
         checkpoint_ring: Ring,
         tick_s: float,
         max_pending: int = MAX_PENDING_BATCHES,
+        index: int = 0,
     ) -> None:
         super().__init__(name, shared)
+        self.index = index  # this worker's slot in shared.proposer_flags
         self.protocol = protocol
         self.worker_ring = worker_ring
         self.output_ring = output_ring
@@ -492,8 +513,14 @@ class WorkerStage(Stage):
         self.proposed = 0
         self.delivered = 0
         self.messages = 0
+        self.forwarded = 0  # requests of ready batches handed to receive() (not the proposer)
         self.errors = 0
-        shared.is_proposer = bool(protocol.is_proposer())
+        self._publish_proposer()
+
+    def _publish_proposer(self) -> None:
+        shared = self.shared
+        shared.proposer_flags[self.index] = bool(self.protocol.is_proposer())
+        shared.is_proposer = any(shared.proposer_flags)
 
     def loop(self) -> None:
         shared = self.shared
@@ -531,8 +558,12 @@ class WorkerStage(Stage):
                     else:
                         pending.append(item[1])
                     continue
-                else:
+                elif tag == W_EXECUTED:
                     actions = protocol.executed(item[1], item[2])
+                elif tag == W_FRONTIER:
+                    actions = protocol.observe_frontier(item[1], item[2])
+                else:
+                    actions = protocol.checkpoint(item[1], item[2])
                 if actions:
                     handle(actions, out, exe, chk)
             if timers._heap:
@@ -553,10 +584,21 @@ class WorkerStage(Stage):
                         if room == 0:
                             room = protocol.proposal_room()
                 else:
-                    # no longer the proposer (view change): the clients re-send
-                    self.drops["proposal_not_proposer"] += len(pending)
-                    pending.clear()
-            shared.is_proposer = protocol.is_proposer()
+                    # not the proposer (any more): hand the requests to the protocol as a
+                    # backup would get them (PBFT forwards them to the primary)
+                    while pending:
+                        for req in pending.popleft().requests:
+                            self.forwarded += 1
+                            try:
+                                actions = receive(req.client_id, req)
+                            except AssertionError:
+                                raise
+                            except Exception as exc:
+                                self._protocol_error(req.client_id, req, exc)
+                                continue
+                            if actions:
+                                handle(actions, out, exe, chk)
+            self._publish_proposer()
             if exe:
                 self.push_all(self.execute_ring, exe)
                 exe = []
@@ -606,6 +648,8 @@ class WorkerStage(Stage):
                 self.primary = a.primary
                 if len(self.view_changes) < 1000:
                     self.view_changes.append((time.time(), a.view, a.primary))
+            elif tp is ToCoordinator:
+                chk.append(a.item)
             else:
                 self.drops[f"unknown_action:{tp.__name__}"] += 1
 

@@ -347,13 +347,18 @@ def test_poe_speculative_cluster_commits_and_survives_a_silent_primary(
     assert client["reply_quorum"] == 3  # PoE: n - f speculative replies
 
 
-def test_rcc_runs_its_instances_through_the_runtime(base_port, tmp_path, spawned):
+@pytest.mark.parametrize("workers", [1, 4])
+def test_rcc_runs_its_instances_through_the_runtime(base_port, tmp_path, spawned, workers):
     from protocols import registry
 
     if "rcc" not in registry.available():
         pytest.skip("protocols/rcc has not landed")
     cfg = _config(
-        base_port, "protocol.name=rcc", "cluster.clients=4", "client.max_txn_in_flight=500"
+        base_port,
+        "protocol.name=rcc",
+        "cluster.clients=4",
+        "client.max_txn_in_flight=500",
+        f"replica.worker_threads={workers}",  # 4: one worker per instance (fabric.lanes)
     )
     outcome = runner.run_experiment(cfg, tmp_path, label="rcc")
     assert outcome.ok, outcome.reason
@@ -362,3 +367,6 @@ def test_rcc_runs_its_instances_through_the_runtime(base_port, tmp_path, spawned
     # one client per instance: every instance's primary proposed real batches
     for client in ("4", "5", "6", "7"):
         assert summary["per_client"][client]["requests_accepted"] > 0, client
+    threads = {r["thread"] for r in _read_csv(RunPaths(outcome.folder).threads) if r["node"] == "0"}
+    assert {f"worker-{k}" for k in range(workers)} <= threads
+    assert f"worker-{workers}" not in threads

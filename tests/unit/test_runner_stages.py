@@ -240,17 +240,19 @@ def test_worker_turns_actions_into_ring_items_and_drives_timers():
     assert [s for s, _ in proto.received] == [1, 3]
 
 
-def test_worker_drops_pending_batches_when_it_is_no_longer_the_proposer():
+def test_worker_hands_pending_requests_to_the_protocol_when_it_is_not_the_proposer():
     shared = ReplicaShared(2, N)
     rings = worker_rings()
     proto = ScriptedProtocol(ProtocolConfig(replica_id=2, n=N), FakeVerifier())
     worker = WorkerStage("worker-0", shared, proto, *rings.values(), tick_s=0.01)
     with Running(worker, *rings.values()):
-        rings["worker"].push((W_BATCH, make_batch((req(1),))))
+        rings["worker"].push((W_BATCH, make_batch((req(5), req(6, client=N + 1)))))
         deadline = time.monotonic() + 5
-        while not worker.drops and time.monotonic() < deadline:
+        while len(proto.received) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-    assert worker.drops["proposal_not_proposer"] == 1
+    # as a backup receives them from the clients (PBFT then forwards them to the primary)
+    assert proto.received == [(N, req(5)), (N + 1, req(6, client=N + 1))]
+    assert worker.forwarded == 2 and worker.proposed == 0 and not worker.drops
 
 
 # --- execute, checkpoint ----------------------------------------------------------------
