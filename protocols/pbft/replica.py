@@ -51,7 +51,8 @@ from protocols.base import (
     StableCheckpoint,
     Verifier,
 )
-from protocols.common import NULL_BATCH, Batch, Request, batch_is_valid, make_batch
+from protocols.common import NULL_BATCH, Batch, Request, make_batch
+from protocols.common import batch_is_valid as _batch_is_valid
 from protocols.pbft.messages import (
     Checkpoint,
     Commit,
@@ -96,6 +97,15 @@ class _Slot:
         self.commit_counts: dict[bytes, int] = {}
         self.prepared = False
         self.committed = False
+
+
+def batch_is_valid(batch: Batch) -> bool:
+    """protocols.common.batch_is_valid that answers False (never raises) for a batch holding a
+    request whose client id or timestamp does not fit the signed header (hostile input)."""
+    try:
+        return _batch_is_valid(batch)
+    except (struct.error, OverflowError):
+        return False
 
 
 class _ClientReplay:
@@ -494,7 +504,11 @@ class Pbft(Protocol):
         if key in self.waiting:
             self._ignore("request_already_waiting")
             return
-        if not self.verifier.verify_request(req):
+        try:
+            signed = self.verifier.verify_request(req)
+        except (struct.error, OverflowError):  # ids that do not fit the signed header
+            signed = False
+        if not signed:
             self._ignore("bad_client_signature")
             return
         if self.is_proposer():
@@ -589,7 +603,7 @@ class Pbft(Protocol):
             self._ignore("bad_batch_digest")
             return
         verify_request = self.verifier.verify_request
-        for req in batch.requests:
+        for req in batch.requests:  # batch_is_valid passed: ids fit the signed header
             if not verify_request(req):
                 self._ignore("bad_client_signature")
                 return
