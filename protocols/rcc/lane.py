@@ -1,0 +1,203 @@
+"""One RCC instance: the existing PBFT state machine plus RCC's no-op and watch timers.
+
+A lane wraps (composes, never copies) one ``Pbft`` built with ``instance=i``: its primary
+of view v is ``(i + v) % n`` and every message it sends carries ``instance``. The lane
+passes calls through and, after each, re-checks two duties against the *frontier* (the
+highest round any instance of this replica has decided, told by ``observe_frontier``):
+
+- No-op duty (RCC §III: an instance with nothing to propose must not hold the others
+  back): when this replica is the instance's primary and the frontier is ahead of the
+  rounds it has assigned, with no batch queued, it arms ``("rcc", i, "noop")`` for
+  ``noop_ticks``; when that fires it proposes the null batch for every missing round up
+  to the frontier (bounded by the high watermark).
+- Watch duty (failure detection, RCC §III-B): when the instance has decided fewer rounds
+  than the frontier, ``("rcc", i, "watch")`` runs. It fires after half the PBFT view-change
+  timeout (doubling with PBFT's back-off), or after a short grace (the larger of
+  ``2*noop_ticks + 2`` and a quarter of that half-timeout) once the instance lags by more
+  than ``max_lag_rounds`` (default half the watermark window, in rounds). If
+  the instance has not reached the round the frontier was at when the timer was armed,
+  that is a strike: the lane first asks the others for the decided rounds (PBFT FETCH;
+  f+1 matching replies make a batch trusted, so a replica that only missed messages
+  catches up without accusing anyone); at the second strike in a row it suspects the
+  primary and starts PBFT's view change for the next view (``Pbft.suspect_primary``).
+  The view change makes the replicas agree on the instance's state (prepared rounds are
+  re-proposed from the view-change certificates, gaps filled with null batches), the next
+  primary fills the remaining rounds with no-ops through the no-op duty, and the instance
+  resumes. Strikes restart whenever the instance's view changes.
+
+Inner PBFT actions are returned unchanged: ``Deliver(seq=round)``, ``StableCheckpoint
+(seq=round)`` and ``NewView(instance view)`` are per-instance and must go to the round
+coordinator (``Rcc`` or the runtime's), everything else goes out as usual.
+
+Threading: a lane is owned by one thread (the worker of instance i); ``observe_frontier``
+is the only input that originates from other instances, and it is a plain integer.
+
+Must not live here: cross-instance state (protocols/rcc/rounds.py), IO, clocks, randomness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+from protocols.base import Action, Broadcast, CancelTimer, SetTimer
+from protocols.common import NULL_BATCH, Batch
+from protocols.pbft import Fetch, Pbft
+
+SUSPECT_AFTER_STRIKES = 2  # watch expiries without progress before a view change
+
+
+class RccLane:
+    """Instance ``pbft.instance`` of one RCC replica."""
+
+    def __init__(self, pbft: Pbft, *, noop_ticks: int, max_lag_rounds: int) -> None:
+        if noop_ticks < 1 or max_lag_rounds < 1:
+            raise ValueError("noop_ticks and max_lag_rounds must be >= 1")
+        self.pbft = pbft
+        self.instance = pbft.instance
+        self.id = pbft.id
+        self.noop_ticks = noop_ticks
+        self.max_lag_rounds = max_lag_rounds
+        self.t_noop = ("rcc", self.instance, "noop")
+        self.t_watch = ("rcc", self.instance, "watch")
+        self.frontier = 0  # highest round any instance of this replica decided
+        self._noop_armed = False
+        self._watch_armed = False
+        self._watch_short = False  # armed with the short (lag bound) grace
+        self._watch_target = 0  # the frontier when the watch was armed
+        self._strikes = 0
+        self._seen_view = (pbft.view, pbft.in_view_change)
+        # counters
+        self.noops_proposed = 0
+        self.fetches_sent = 0
+        self.suspicions = 0  # view changes this lane started
+        self.lag_max_seen = 0  # largest lag (rounds) seen
+
+    # --- calls in (each returns the inner actions plus the lane's own) ---------------
+
+    def propose(self, batch: Batch) -> list[Action]:
+        out = self.pbft.propose(batch)
+        self._reassess(out)
+        return out
+
+    def receive(self, sender: int, msg: Any) -> list[Action]:
+        out = self.pbft.receive(sender, msg)
+        self._reassess(out)
+        return out
+
+    def timeout(self, timer: Hashable) -> list[Action]:
+        if timer == self.t_noop:
+            out: list[Action] = []
+            self._on_noop(out)
+        elif timer == self.t_watch:
+            out = []
+            self._on_watch(out)
+        else:
+            out = self.pbft.timeout(timer)
+        self._reassess(out)
+        return out
+
+    def checkpoint(self, round_: int, state_digest: bytes) -> list[Action]:
+        """Every instance has decided ``round_`` and it was executed: PBFT checkpoint input."""
+        out = self.pbft.executed(round_, state_digest)
+        self._reassess(out)
+        return out
+
+    def observe_frontier(self, round_: int) -> list[Action]:
+        """Another instance of this replica decided ``round_``."""
+        out: list[Action] = []
+        if round_ > self.frontier:
+            self.frontier = round_
+            self._reassess(out)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        st = self.pbft.status()
+        st.update(
+            frontier=self.frontier,
+            noops_proposed=self.noops_proposed,
+            fetches_sent=self.fetches_sent,
+            suspicions=self.suspicions,
+            lag_max_seen=self.lag_max_seen,
+        )
+        return st
+
+    # --- duties ----------------------------------------------------------------------
+
+    def _slow_ticks(self) -> int:
+        p = self.pbft
+        return max(2, (p.base_ticks << p.backoff_exp) // 2)
+
+    def _grace_ticks(self) -> int:
+        return max(2 * self.noop_ticks + 2, self._slow_ticks() // 4)
+
+    def _reassess(self, out: list[Action]) -> None:
+        p = self.pbft
+        decided = p.last_delivered
+        if decided > self.frontier:
+            self.frontier = decided
+        frontier = self.frontier
+        view_state = (p.view, p.in_view_change)
+        if view_state != self._seen_view:  # a new view (or a view change): fresh chances
+            self._seen_view = view_state
+            self._strikes = 0
+            if self._watch_armed:
+                self._watch_armed = False
+                out.append(CancelTimer(self.t_watch))
+        # no-op duty: the primary fills rounds the others have already decided
+        if (
+            not self._noop_armed
+            and frontier > p.last_assigned
+            and p.last_assigned < p.high
+            and not p.queue
+            and p.is_proposer()
+        ):
+            self._noop_armed = True
+            out.append(SetTimer(self.t_noop, self.noop_ticks))
+        # watch duty: this instance lags the frontier
+        if decided >= frontier:
+            self._strikes = 0
+            if self._watch_armed:
+                self._watch_armed = False
+                out.append(CancelTimer(self.t_watch))
+            return
+        lag = frontier - decided
+        if lag > self.lag_max_seen:
+            self.lag_max_seen = lag
+        short = lag > self.max_lag_rounds
+        if not self._watch_armed or (short and not self._watch_short):
+            self._watch_armed = True
+            self._watch_short = short
+            self._watch_target = frontier
+            out.append(SetTimer(self.t_watch, self._grace_ticks() if short else self._slow_ticks()))
+
+    def _on_noop(self, out: list[Action]) -> None:
+        self._noop_armed = False
+        p = self.pbft
+        target = min(self.frontier, p.high)
+        while p.last_assigned < target and not p.queue and p.is_proposer():
+            before = p.last_assigned
+            out.extend(p.propose(NULL_BATCH))
+            if p.last_assigned == before:  # refused (should not happen): do not loop
+                break
+            self.noops_proposed += 1
+
+    def _on_watch(self, out: list[Action]) -> None:
+        self._watch_armed = False
+        p = self.pbft
+        decided = p.last_delivered
+        if decided >= self._watch_target:
+            self._strikes = 0  # progress since armed; _reassess re-arms if still behind
+            return
+        self._strikes += 1
+        last = min(self.frontier, decided + p.fetch_span)
+        if last > decided:
+            self.fetches_sent += 1
+            out.append(Broadcast(Fetch(self.instance, decided + 1, last, self.id)))
+        if self._strikes >= SUSPECT_AFTER_STRIKES and not p.in_view_change and p.primary != self.id:
+            self._strikes = 0
+            self.suspicions += 1
+            out.extend(p.suspect_primary())
+
+
+__all__ = ["SUSPECT_AFTER_STRIKES", "RccLane"]

@@ -1,0 +1,242 @@
+"""RCC (protocols/rcc) in the deterministic simulator (fabric/sim): many seeds, every fault mix.
+
+The big runs (``@pytest.mark.slow``, part of ``make test``) sweep 1050 seeds at n=4 (150 per
+mix), 280 at n=7 (40 per mix) and 140 at n=4 with a client on every instance, demanding zero
+safety violations and zero liveness failures. With m = n every replica leads an instance, so
+each crash is the crash of an instance primary and each Byzantine replica is a Byzantine
+instance primary (at n=7 two of them, colluding through the simulator's shared table of
+alternative batches). Two RCCs broken on purpose must be caught: one whose replicas order a
+round differently, one whose PBFT instances use quorums of f.
+
+A failure prints each seed's replay command, e.g.
+    python -m fabric sim --protocol rcc --replicas 4 --seed 12 --faults crash --verbose
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fabric.sim import MIXES, SimOptions, SimSummary, Simulator, run_many, run_seed
+from protocols.base import ProtocolConfig, Verifier
+from protocols.pbft import Pbft
+from protocols.rcc import Rcc
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _failures(summary: SimSummary) -> str:
+    return "\n".join(r.report() for r in summary.failures)
+
+
+def _print_figures(summary: SimSummary, label: str) -> None:
+    per_seq = summary.messages_per_batch()
+    print(
+        f"\nRCC n={summary.n} {label}: {summary.runs} seeds in {summary.wall_s:.1f} s, "
+        f"outcomes {dict(summary.outcomes)}, committed seqs {summary.committed}, "
+        f"view changes {summary.counters.get('view_changes', 0)}"
+    )
+    print("  messages per committed seq: " + ", ".join(f"{k} {v:.2f}" for k, v in per_seq.items()))
+
+
+def _assert_all_ok(summary: SimSummary) -> None:
+    assert summary.violations == 0, _failures(summary)
+    assert summary.ok, _failures(summary)
+
+
+# --- the big runs ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mix", MIXES)
+def test_rcc_n4_150_seeds_per_mix(mix: str) -> None:
+    """BIG RUN (7 x 150 = 1050 seeds at n=4): safe under every mix, live after healing."""
+    index = MIXES.index(mix)
+    seeds = range(index, 150 * len(MIXES), len(MIXES))  # seed s runs mix s % 7: replayable
+    summary = run_many("rcc", 4, seeds, MIXES)
+    _print_figures(summary, mix)
+    assert summary.runs == 150 and set(summary.by_mix) == {mix}
+    _assert_all_ok(summary)
+    if mix in ("crash", "byzantine"):
+        assert summary.counters["view_changes"] > 0  # instance primaries were replaced
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mix", MIXES)
+def test_rcc_n7_40_seeds_per_mix(mix: str) -> None:
+    """BIG RUN (7 x 40 = 280 seeds at n=7, f=2: two faulty instance primaries at most)."""
+    index = MIXES.index(mix)
+    summary = run_many("rcc", 7, range(index, 40 * len(MIXES), len(MIXES)), MIXES)
+    _print_figures(summary, mix)
+    assert summary.runs == 40
+    _assert_all_ok(summary)
+
+
+@pytest.mark.slow
+def test_rcc_n4_every_instance_loaded_140_seeds() -> None:
+    """BIG RUN: one client per instance (so every primary has its own requests to lose)."""
+    options = SimOptions(clients=4, requests=6, in_flight=2)
+    summary = run_many("rcc", 4, range(140), MIXES, options)
+    _print_figures(summary, "clients=4")
+    _assert_all_ok(summary)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("n", "m"), [(4, 2), (7, 3)])
+def test_rcc_fewer_instances_than_replicas_140_seeds(n: int, m: int) -> None:
+    """BIG RUN: m < n, so replicas m..n-1 start as backups only and take over instances
+    after view changes (instance i's primary in view v is (i + v) % n)."""
+    options = SimOptions(params={"rcc_instances": m}, clients=3, requests=5)
+    summary = run_many("rcc", n, range(140), MIXES, options)
+    _print_figures(summary, f"m={m}")
+    _assert_all_ok(summary)
+
+
+# --- quicker checks ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "m", "seeds"), [(4, 0, 42), (7, 0, 14), (4, 1, 14), (4, 2, 14)])
+def test_rcc_is_safe_and_live_under_every_fault_mix(n: int, m: int, seeds: int) -> None:
+    options = SimOptions(params={"rcc_instances": m})
+    summary = run_many("rcc", n, range(seeds), MIXES, options, keep_failures=5)
+    _assert_all_ok(summary)
+    assert set(summary.by_mix) == set(MIXES)
+
+
+def test_a_crashed_instance_primary_is_replaced_and_clients_finish() -> None:
+    """§III-B: the instance of a crashed primary changes view, the others keep going, every
+    request (of every instance's clients) is accepted."""
+    checked = 0
+    for seed in range(40):
+        sim = Simulator("rcc", 4, seed, "crash", SimOptions(clients=4, requests=5))
+        crashed = {r for r, at in sim.plan.crashes if at < 150}
+        if not crashed:
+            continue
+        result = sim.run()
+        assert result.ok, result.report()
+        assert result.requests_accepted == result.requests_total
+        for r in range(4):
+            if r in crashed:
+                continue
+            views = sim.replicas[r].status()["views"]  # type: ignore[attr-defined]
+            for dead in crashed:
+                assert views[dead] >= 1, f"seed {seed}: instance {dead} kept its dead primary"
+        checked += 1
+        if checked == 4:
+            break
+    assert checked == 4
+
+
+def test_colluding_byzantine_instance_primaries_at_n7() -> None:
+    """Two Byzantine replicas (each the primary of an instance) equivocating or voting both
+    ways, sharing one table of alternative batches: still safe and live (the view-change
+    certificates decide each instance's state)."""
+    found = 0
+    for seed in range(400):
+        sim = Simulator("rcc", 7, seed, "byzantine")
+        behaviours = dict(sim.plan.byzantine)
+        if len(behaviours) < 2 or "equivocate" not in behaviours.values():
+            continue
+        result = sim.run()
+        assert result.ok, result.report()
+        assert result.counters.get("byzantine_equivocate", 0) > 0, result.report()
+        found += 1
+        if found == 3:
+            break
+    assert found == 3
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_rcc_normal_case_message_counts(n: int) -> None:
+    """No faults, a client per instance: every committed global seq is one instance's PBFT
+    normal case, n-1 pre-prepares, (n-1)^2 prepares, n(n-1) commits; no view change."""
+    summary = run_many(
+        "rcc",
+        n,
+        range(5),
+        "none",
+        SimOptions(clients=n, requests=4, checkpoint_period=1000, watermark_window=2000),
+    )
+    _assert_all_ok(summary)
+    sent = summary.sent_by_kind
+    assert summary.committed > 0 and summary.committed % n == 0  # whole rounds only
+    assert sent["PrePrepare"] == (n - 1) * summary.committed
+    assert sent["Prepare"] == (n - 1) ** 2 * summary.committed
+    assert sent["Commit"] == n * (n - 1) * summary.committed
+    assert sent.get("ViewChange", 0) == 0 and summary.counters["view_changes"] == 0
+
+
+def test_rcc_seed_replays_exactly() -> None:
+    a = run_seed("rcc", 4, 40, "mixed")
+    b = run_seed("rcc", 4, 40, "mixed")
+    assert a.trace_digest == b.trace_digest and a.counters == b.counters
+    assert run_seed("rcc", 4, 41, "mixed").trace_digest != a.trace_digest
+
+
+def test_rcc_trace_is_the_same_in_another_process() -> None:
+    """The printed replay command reproduces the run under another PYTHONHASHSEED."""
+    digests = set()
+    for hash_seed in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-m", "fabric", "sim", "--protocol", "rcc"]
+            + ["--seed", "33", "--faults", "crash"],
+            cwd=REPO,
+            env=dict(os.environ, PYTHONHASHSEED=hash_seed),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        ).stdout
+        digests.update(line for line in out.splitlines() if line.startswith("trace digest"))
+    assert len(digests) == 1
+
+
+# --- the checkers bite on broken RCCs ----------------------------------------------------------
+
+
+class SkewedOrderRcc(Rcc):
+    """Each replica seeds its first round's order with its own id: replicas disagree."""
+
+    name = "rcc-skewed-order"
+
+    def __init__(self, config: ProtocolConfig, verifier: Verifier) -> None:
+        super().__init__(config, verifier)
+        self.assembler._previous = b"replica-%d" % config.replica_id
+
+
+class WeakQuorumPbft(Pbft):
+    """PBFT with prepare quorum f and commit quorum f+1: unsafe under equivocation."""
+
+    def __init__(self, config: ProtocolConfig, verifier: Verifier, *, instance: int = 0) -> None:
+        super().__init__(config, verifier, instance=instance)
+        self.prepare_quorum = self.f
+        self.commit_quorum = self.f + 1
+
+
+class WeakQuorumRcc(Rcc):
+    name = "rcc-weak-quorum"
+    pbft_class = WeakQuorumPbft
+
+
+def test_simulator_catches_replicas_that_order_a_round_differently() -> None:
+    """The round order must be a function of the decided batches only (§III)."""
+    summary = run_many(SkewedOrderRcc, 4, range(5), "none", stop_after_failures=1)
+    assert summary.violations >= 1
+    violation = summary.failures[0].violation
+    assert violation is not None and violation.kind in ("agreement", "prefix")
+    assert run_many("rcc", 4, range(5), "none").ok
+
+
+def test_simulator_catches_rcc_over_weak_quorum_pbft() -> None:
+    """Instance safety is PBFT's quorum intersection: with quorums of f an equivocating
+    instance primary gets two batches decided for one round."""
+    broken = run_many(WeakQuorumRcc, 4, range(200), "byzantine", stop_after_failures=1)
+    assert broken.violations >= 1, "an unsafe RCC went unnoticed"
+    failing = broken.failures[0]
+    assert failing.violation is not None
+    assert failing.violation.kind in ("agreement", "prefix", "accepted_result")
+    assert run_seed("rcc", 4, failing.seed, "byzantine").ok
