@@ -10,23 +10,31 @@ How it works, in the paper's terms:
 - Checkpoints (§4.3): on ``executed`` at a multiple of checkpoint_period, broadcast
   CHECKPOINT; ``checkpoint_quorum`` (2f+1) matching make it stable: the log below is
   discarded and the watermarks move (low = stable seq, high = low + window).
-- View change (§4.4): a backup waiting too long for a request it knows of sends
-  VIEW-CHANGE for v+1 (stable checkpoint proof + prepared certificates). The new
+- View change (§4.4): a replica waiting too long for a request sends VIEW-CHANGE for
+  v+1 (stable checkpoint proof + prepared certificates). "Waiting" covers a client's
+  re-sent request (timer ``request``) and the requests inside accepted pre-prepares
+  that stop being delivered (timer ``progress``, the primary included). The new
   primary, with ``view_change_quorum`` (2f+1) valid view-changes, sends NEW-VIEW with
   a pre-prepare for every seq between the highest stable checkpoint (min-s) and the
   highest prepared seq (max-s): the certificate's batch with the highest view, else
   the null batch. Replicas recompute that set before entering the view. Timeouts
   double on consecutive failed view changes; ``join_quorum`` (f+1) view-changes for
   higher views make a replica join the smallest of them (§4.5.2).
-- Additions a runnable system needs (not in the brief's minimum, all bounded):
-  view-change retransmission while waiting for a new view, a stored NEW-VIEW sent
-  back to a replica still asking for that view, and catch-up (FETCH): a replica
-  behind a stable checkpoint, or with a gap it cannot fill, asks for delivered
-  batches and accepts one when ``fetch_quorum`` (f+1) replicas agree on it.
+- Additions a runnable system needs over lossy links (all bounded): view-change
+  retransmission while fewer than 2f+1 replicas change; a replica that sees its peers
+  already working in the view it waits for asks them for the NEW-VIEW (a signed
+  NEW-VIEW proves itself, any replica may hand it over); and catch-up (FETCH): a
+  replica behind a stable checkpoint, or with a gap it cannot fill, asks for
+  delivered batches and accepts one when ``fetch_quorum`` (f+1) replicas agree on it.
+- Replay suppression: per client, the last ``pbft_replay_window`` delivered
+  timestamps and a floor below them (clients keep several requests in flight).
 
-Transferable proofs are signed through the injected Verifier (params
-``pbft_signed_votes``, default True); with it off, certificates are only checked
-for shape (crash-fault view changes).
+Transferable proofs (pre-prepares and prepares in certificates, checkpoints in proofs,
+view-changes in a NEW-VIEW) are signed through the injected Verifier: params
+``pbft_signed_votes`` (default True). With it off nothing is signed and certificates
+are checked for shape only: the normal case stays Byzantine-safe (links are
+authenticated) but a Byzantine replica can forge a certificate in a view change, so
+view changes then only tolerate crashes (fabric/sim shows the difference).
 
 Must not live here: sockets, threads, clocks, randomness, message encoding (wire).
 """
