@@ -226,6 +226,7 @@ class Pbft(Protocol):
         self.dropped = 0  # held messages dropped because the buffer was full
         self.proposals_dropped = 0
         self.view_changes_started = 0
+        self.checkpoint_mismatches = 0
 
         self._handlers = {
             PrePrepare: self._on_pre_prepare,
@@ -340,6 +341,8 @@ class Pbft(Protocol):
             "proposals_dropped": self.proposals_dropped,
             "view_changes_started": self.view_changes_started,
             "backoff_exp": self.backoff_exp,
+            "checkpoint_mismatches": self.checkpoint_mismatches,
+            "fetching": self.last_delivered < self._fetch_target(),
             "ignored": dict(self.ignored),
         }
 
@@ -857,6 +860,9 @@ class Pbft(Protocol):
     ) -> None:
         assert seq > self.low, "stable checkpoints only move forward"
         assert len({c.replica for c in proof}) >= self.checkpoint_quorum, "distinct signers"
+        own = self.ckpt_of.get(self.id, {}).get(seq)
+        if own is not None and own != digest:
+            self.checkpoint_mismatches += 1  # our execution diverged from 2f+1 others
         self.low = seq
         self.high = seq + self.window
         self.stable_digest = digest

@@ -158,3 +158,19 @@ def test_executed_only_checkpoints_at_period_boundaries() -> None:
     assert len(out) == 4
     assert c.replicas[0].executed(10, b"x") == []  # not delivered yet: nothing to vouch for
     assert c.replicas[0].executed(3, b"x") == []  # not a checkpoint seq
+
+
+def test_own_checkpoint_that_disagrees_with_the_stable_one_is_counted() -> None:
+    """§4.3: the stable digest is the one 2f+1 replicas agree on; a replica whose own digest
+    differs (its execution diverged) counts it for the operator."""
+    c = Cluster(4, checkpoint_period=2, watermark_window=4)
+    c.hold_rules.append((None, None, "Checkpoint"))
+    _run_batches(c, 2)
+    r3 = c.replicas[3]
+    r3.ckpt_of[3][2] = b"\x07" * 32  # as if r3 had computed another state
+    c.hold_rules.clear()
+    c.release()
+    c.run()
+    assert r3.status()["stable_seq"] == 2
+    assert r3.status()["checkpoint_mismatches"] == 1
+    assert c.replicas[1].status()["checkpoint_mismatches"] == 0
