@@ -394,3 +394,72 @@ def test_progress_timer_does_not_fire_a_view_change_when_idle_or_moving() -> Non
     assert c.replicas[1].view == 0 and ("pbft", 0, "progress") in c.timers[1]  # ...re-armed
     _time_out(c, [1], "progress")  # no progress for a whole period now: suspect
     assert c.replicas[1].in_view_change
+
+
+def _signed_cert(c: Cluster, view: int, seq: int, batch_name: str) -> PreparedCert:
+    """A genuine prepared certificate for ``batch_name`` at (view, seq), signed by the replicas."""
+    from protocols.pbft.messages import prepare_payload
+
+    batch = c.batch(batch_name)
+    primary = view % c.n
+    pp = c.replicas[primary]._make_pre_prepare(view, seq, batch)
+    backups = [r for r in range(c.n) if r != primary][:2]
+    prepares = tuple(
+        Prepare(
+            0,
+            view,
+            seq,
+            batch.digest,
+            r,
+            c.replicas[r].verifier.sign(prepare_payload(0, view, seq, r, batch.digest)),
+        )
+        for r in backups
+    )
+    return PreparedCert(pp, prepares)
+
+
+def _signed_view_change(c: Cluster, r: int, new_view: int, certs: tuple) -> ViewChange:
+    from protocols.pbft.messages import view_change_payload
+
+    vc = ViewChange(0, new_view, r, 0, (), certs)
+    return dataclasses.replace(vc, signature=c.replicas[r].verifier.sign(view_change_payload(vc)))
+
+
+def test_new_view_takes_the_certificate_with_the_highest_view() -> None:
+    """§4.4: when view-changes carry certificates of different views for one seq, NEW-VIEW
+    re-proposes the batch of the highest view (a lower one may have been superseded), even
+    when the new primary's own view-change holds the older one."""
+    c = Cluster(4, view_change_ticks=10)
+    old = _signed_cert(c, 0, 1, "old")  # prepared in view 0
+    new = _signed_cert(c, 1, 1, "new")  # re-decided and prepared in view 1
+    r2 = c.replicas[2]  # primary of view 2
+    r2.vc_latest[2] = _signed_view_change(c, 2, 2, (old,))
+    r2.view, r2.in_view_change = 2, True
+    out = r2.receive(0, _signed_view_change(c, 0, 2, (new,)))
+    out += r2.receive(3, _signed_view_change(c, 3, 2, ()))
+    (nv,) = [a.msg for a in out if isinstance(a, base.Broadcast) and isinstance(a.msg, NewView)]
+    assert [(pp.seq, c.bname(pp.digest)) for pp in nv.pre_prepares] == [(1, "new")]
+    # a backup rejects a NEW-VIEW that picked the older certificate, even when correctly signed
+    r1 = c.replicas[1]
+    r1.view, r1.in_view_change = 2, True
+    r1.vc_latest[1] = _signed_view_change(c, 1, 2, ())
+    wrong = dataclasses.replace(nv, pre_prepares=(r2._make_pre_prepare(2, 1, c.batch("old")),))
+    assert r1.receive(2, wrong) == []
+    assert r1.status()["ignored"]["invalid_new_view"] == 1
+    assert base.NewView(2, 2) in r1.receive(2, nv)
+
+
+def test_unsigned_new_view_is_checked_by_recomputation_alone() -> None:
+    """With signatures off, recomputing the pre-prepares is what stops a primary from
+    re-proposing something else (or dropping the prepared seq)."""
+    c = Cluster(4, view_change_ticks=10, params={"pbft_signed_votes": False})
+    nv, r2 = _held_new_view(c)
+    evil = c.batch("evil")
+    for bad in (
+        dataclasses.replace(nv, pre_prepares=(PrePrepare(0, 1, 1, evil),)),
+        dataclasses.replace(nv, pre_prepares=(PrePrepare(0, 1, 1, NULL_BATCH),)),
+        dataclasses.replace(nv, pre_prepares=(PrePrepare(0, 1, 2, nv.pre_prepares[0].batch),)),
+    ):
+        assert r2.receive(1, bad) == []
+    assert r2.status()["ignored"]["invalid_new_view"] == 3
+    assert base.NewView(1, 1) in r2.receive(1, nv)
