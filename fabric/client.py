@@ -277,7 +277,8 @@ class ClientProcess:
             rate_txn_s=float(cfg.client.rate_txn_s),
             seed=cfg.run.seed * 7919 + client_id,
         )
-        self.keys = derive_keys(cfg.crypto.cluster_secret, cfg.node_count)
+        # only this node's links and private key: a process never holds the others' secrets
+        self.keys = derive_keys(cfg.crypto.cluster_secret, cfg.node_count, only_node=client_id)
         self.signing = cfg.crypto.effective_client_signature != "none"
         mac = cfg.crypto.effective_link_mac
         self.stop = threading.Event()

@@ -91,7 +91,8 @@ class Replica:
         rc = cfg.replica
         cap = rc.ring_capacity
         self.shared = ReplicaShared(replica_id, n)
-        keys = derive_keys(cfg.crypto.cluster_secret, cfg.node_count)
+        # only this node's links and private key: a process never holds the others' secrets
+        keys = derive_keys(cfg.crypto.cluster_secret, cfg.node_count, only_node=replica_id)
         mac = cfg.crypto.effective_link_mac
         signature = cfg.crypto.effective_client_signature
         self.ctx = new_context()

@@ -54,13 +54,10 @@ def _print_figures(summary: SimSummary) -> None:
 # Known PBFT liveness bugs the simulator found (n=4, seed -> mix), reported to the PBFT
 # engineer; no safety violation is known. Each replays with
 #   python -m fabric sim --protocol pbft --replicas 4 --seed <seed> --faults mixed --verbose
-# 538: a Byzantine r0 (bad_digest) garbles some FetchReply batches; a lagging replica pins
-#      each sender's first FetchReply per seq (later correct ones count as "duplicate"), so
-#      catch-up never reaches f+1 matching replies, and the primary of the view never
-#      suspects itself: two honest replicas stay behind forever, clients get one honest reply.
+# (seed 538 [mixed], a garbled-FetchReply catch-up stall, was fixed in PBFT's catch-up.)
 # test_known_pbft_liveness_bugs_still_reproduce fails as soon as one is fixed: then delete
 # its entry here so the big run guards it again.
-KNOWN_PBFT_LIVENESS_BUGS_N4 = {538: "mixed"}
+KNOWN_PBFT_LIVENESS_BUGS_N4: dict[int, str] = {}
 
 
 # --- the big runs ------------------------------------------------------------------------------
