@@ -29,6 +29,14 @@ class Request:
     txns: bytes  # encoded transactions (workloads.txn), opaque to protocols
     signature: bytes  # over request_signing_payload(); b"" when signatures are off
 
+    def __post_init__(self) -> None:
+        # The signed header packs client_id as i32 and timestamp as u64: refuse what does not
+        # fit here, so a hostile frame fails as a DecodeError instead of deep in a hash.
+        if not 0 <= self.client_id <= 0x7FFFFFFF:
+            raise ValueError(f"client_id {self.client_id} not in 0..2**31-1")
+        if not 0 <= self.timestamp <= 0xFFFFFFFFFFFFFFFF:
+            raise ValueError(f"timestamp {self.timestamp} not in 0..2**64-1")
+
 
 @message(kind=2)
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ MAC_SCHEMES = ["cmac-aes", "hmac-sha256"]
 
 
 def frame_from(sender: int, txns: bytes = b"payload") -> bytes:
-    return wire.encode(Request(sender, 1, txns, b""), sender)
+    return wire.encode(Request(max(sender, 0), 1, txns, b""), sender)  # the header carries sender
 
 
 def reason_of(link: auth.LinkAuth, data: bytes) -> str:
