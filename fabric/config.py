@@ -114,10 +114,12 @@ class ProtocolSection:
     view_change_timeout_ms: float
     watermark_window: int
     max_buffered_msgs: int
+    pbft_signed_votes: bool
     poe_certificate: str
     rcc_instances: int
     rcc_permute_rounds: bool
     rcc_noop_timeout_ms: float
+    rcc_max_lag_rounds: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +357,7 @@ _RULES: dict[str, _Rule] = {
     "protocol.poe_certificate": _one_of("signatures", "macs"),
     "protocol.rcc_instances": _between(0, 1024),  # and <= n: checked with the cluster
     "protocol.rcc_noop_timeout_ms": _positive(_HOUR_MS),
+    "protocol.rcc_max_lag_rounds": _between(0, 1_000_000),
     "workload.record_count": _between(1, 1_000_000_000),
     "workload.value_size": _between(1, 1 << 20),
     "workload.key_chooser": _one_of("uniform", "zipfian", "latest"),
