@@ -103,8 +103,12 @@ def audit_ledgers(
     if not ok:
         message = "; ".join(problems)
     elif common == 0:
+        longest = max(len(normal[r]) for r in present)
         message = (
             f"{len(present)} honest ledgers, all empty: nothing executed, nothing to disagree on"
+            if longest == 0
+            else f"{len(present)} honest ledgers, common prefix empty (the shortest is empty, "
+            f"the longest holds {longest}): nothing to compare"
         )
     else:
         head = normal[present[0]][common - 1]

@@ -128,3 +128,13 @@ def test_hex_case_does_not_matter() -> None:
     good = chain_of(VALUES)
     upper = [(seq, h.hex().upper()) for seq, h in good]
     assert audit_ledgers({0: good, 1: upper}).ok
+
+
+def test_an_empty_shortest_ledger_is_not_reported_as_all_empty() -> None:
+    # the null baseline: only replica 0 executes, the others hold nothing
+    chains = {0: [(1, b"\x01" * 32), (2, b"\x02" * 32)], 1: [], 2: []}
+    result = audit_ledgers(chains)
+    assert result.ok and result.common_prefix == 0
+    assert "all empty" not in result.message
+    assert "longest holds 2" in result.message
+    assert "all empty" in audit_ledgers({0: [], 1: []}).message
