@@ -293,8 +293,9 @@ class _Rule:
     allowed: Callable[[], str]  # a callable so protocol names are looked up when needed
 
 
-def _between(low: float, high: float) -> _Rule:
-    return _Rule(lambda v: low <= v <= high, lambda: f"{low}..{high}")
+def _between(low: float, high: float, why: str = "") -> _Rule:
+    suffix = f" ({why})" if why else ""
+    return _Rule(lambda v: low <= v <= high, lambda: f"{low}..{high}{suffix}")
 
 
 def _positive(high: float) -> _Rule:
@@ -327,7 +328,7 @@ _HOUR_MS = 3_600_000
 _DAY_S = 86_400
 
 _RULES: dict[str, _Rule] = {
-    "cluster.replicas": _between(4, 1024),  # n >= 3f+1 with f >= 1
+    "cluster.replicas": _between(4, 1024, "n >= 3f+1 with f >= 1"),
     "cluster.clients": _between(1, 1024),
     "cluster.hosts": _NON_EMPTY,
     "replica.input_threads": _THREADS,

@@ -382,7 +382,7 @@ def measure_vs_knob(
             ax_tp.minorticks_off()
     ax_tp.set_ylabel("throughput (txn/s)")
     ax_tp.set_ylim(bottom=0)
-    ax_tp.set_title(f"Throughput and latency vs {knob_label} (error bars: min..max of repetitions)")
+    ax_tp.set_title(f"Throughput and latency vs {knob_label}\n(error bars: min..max of repetitions)")
     ax_lat.set_ylabel("latency (ms)")
     ax_lat.set_ylim(bottom=0)
     ax_lat.set_xlabel(knob_label)
@@ -428,7 +428,7 @@ def load_curve(stats: pd.DataFrame, series: Sequence[str]) -> Figure:
     ax.set_ylabel("latency (ms)")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
-    ax.set_title("Load curve: latency vs throughput (error bars: min..max of repetitions)")
+    ax.set_title("Load curve: latency vs throughput\n(error bars: min..max of repetitions)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
@@ -472,7 +472,7 @@ def throughput_by_protocol(stats: pd.DataFrame) -> Figure:
     )
     ax.set_xticks(x, [str(p) for p in rows["point"]], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("throughput (txn/s)")
-    ax.set_title("Throughput by protocol (error bars: min..max of repetitions)")
+    ax.set_title("Throughput by protocol\n(error bars: min..max of repetitions)")
     ax.grid(axis="y", alpha=0.3)
     return fig
 

@@ -257,7 +257,7 @@ def _error(overrides: list[str]) -> ConfigError:
         (["cluster.hosts=[1, 2]"], "cluster.hosts", ["a list of strings"]),
         (["cluster.hosts=[]"], "cluster.hosts", ["non-empty"]),
         # ranges
-        (["replicas=3"], "cluster.replicas", ["4..1024"]),
+        (["replicas=3"], "cluster.replicas", ["4..1024", "3f+1"]),
         (["clients=0"], "cluster.clients", ["1..1024"]),
         (["batch_size=0"], "batching.batch_size", ["1..100000"]),
         (["batch_size=100001"], "batching.batch_size", ["1..100000"]),
