@@ -527,6 +527,7 @@ def test_round_trip_property(
         {
             "cluster": {"replicas": replicas},
             "batching": {"batch_size": batch_size},
+            "client": {"max_txn_in_flight": 2 * batch_size},
             "workload": {"zipf_theta": theta},
             "run": {"duration_s": duration, "warmup_s": 0, "label": label},
             "crypto": {"enabled": enabled},
