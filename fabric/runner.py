@@ -49,6 +49,8 @@ TERM_TIMEOUT_S = 3.0
 LOG_TAIL_LINES = 25
 #: stdout lines kept per child that were not control lines (shown when it dies)
 MAX_STRAY_LINES = 50
+#: the live throughput line averages over this many seconds of client progress reports
+PROGRESS_WINDOW_S = 3.0
 
 
 class RunInterrupted(Exception):
@@ -174,7 +176,9 @@ class Runner:
         self._log_files: list[IO[bytes]] = []
         self._tty = sys.stderr.isatty()
         self._last_line = 0.0
-        self._prev_accepted: tuple[float, int] | None = None
+        # (time, accepted) samples of the last seconds: clients report about once a second, so
+        # a rate over one sample pair aliases (0 or 2x); a few seconds' window smooths it
+        self._accepted_samples: deque[tuple[float, int]] = deque(maxlen=64)
 
     # processes ------------------------------------------------------------------------
     def _spawn(self, role: str, node: int) -> Child:
@@ -276,9 +280,12 @@ class Runner:
         self._last_line = now
         clients = [c for c in self.children if c.role == "client"]
         accepted = sum(c.progress.txns for c in clients if c.progress)
-        then, before = self._prev_accepted or (self.t0, 0)
+        samples = self._accepted_samples
+        samples.append((now, accepted))
+        while len(samples) > 2 and now - samples[1][0] >= PROGRESS_WINDOW_S:
+            samples.popleft()
+        then, before = samples[0] if len(samples) > 1 else (self.t0, 0)
         rate = (accepted - before) / (now - then) if now > then else 0.0
-        self._prev_accepted = (now, accepted)
         seqs = " ".join(
             str(c.progress.seq) if c.progress else "-" for c in self.children if c.role == "replica"
         )
