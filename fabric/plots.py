@@ -382,7 +382,9 @@ def measure_vs_knob(
             ax_tp.minorticks_off()
     ax_tp.set_ylabel("throughput (txn/s)")
     ax_tp.set_ylim(bottom=0)
-    ax_tp.set_title(f"Throughput and latency vs {knob_label}\n(error bars: min..max of repetitions)")
+    ax_tp.set_title(
+        f"Throughput and latency vs {knob_label}\n(error bars: min..max of repetitions)"
+    )
     ax_lat.set_ylabel("latency (ms)")
     ax_lat.set_ylim(bottom=0)
     ax_lat.set_xlabel(knob_label)

@@ -164,6 +164,7 @@ class Replica:
                 self.batch_rings,
                 pre_verify,
                 worker_of=self._worker_of if self.lanes_mode else None,
+                output_ring=self.output_ring,
             )
             for k in range(rc.input_threads)
         ]
@@ -353,6 +354,7 @@ class Replica:
             "delivered_batches": sum(w.delivered for w in workers),
             "protocol_messages": sum(w.messages for w in workers),
             "forwarded_requests": sum(w.forwarded for w in workers),
+            "replies_resent": sum(i.replies_resent for i in self.inputs),
             "timers_fired": sum(w.timers.fired for w in workers),
             "view": self.view,
             "view_changes": self.view_changes,

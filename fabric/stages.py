@@ -114,10 +114,45 @@ class ReplicaShared:
         self.proposer_flags = [False] * workers
         self.silent = False  # an injected "silent" failure: receive nothing, send nothing
         self.fatal: list[str] = []  # what killed a stage (the process then stops, failed)
+        self.replies = ReplyCache()  # written by the execute stage, read by input stages
 
     def fail(self, what: str) -> None:
         self.fatal.append(what)
         self.stop.set()
+
+
+class ReplyCache:
+    """The replies this replica sent lately, by (client, timestamp), bounded (FIFO eviction).
+
+    A client that re-sends a request (its reply was lost, or it timed out) gets the
+    cached reply again from the input stage, as Castro & Liskov 4.1 asks: the request
+    is already executed, so the protocol would (rightly) not order it again, and
+    without this the client could only give up. One writer (the execute stage);
+    readers do plain dict lookups (atomic under the GIL). Rollback clears it.
+    """
+
+    def __init__(self, capacity: int = 8_192) -> None:
+        self.capacity = capacity
+        self._replies: dict[tuple[int, int], Any] = {}
+        self._order: deque[tuple[int, int]] = deque()
+
+    def put(self, key: tuple[int, int], reply: Any) -> None:
+        replies = self._replies
+        if key not in replies:
+            self._order.append(key)
+            if len(self._order) > self.capacity:
+                replies.pop(self._order.popleft(), None)
+        replies[key] = reply
+
+    def get(self, key: tuple[int, int]) -> Any:
+        return self._replies.get(key)
+
+    def clear(self) -> None:
+        self._replies.clear()
+        self._order.clear()
+
+    def __len__(self) -> int:
+        return len(self._replies)
 
 
 class VerifiedCache:
@@ -286,6 +321,7 @@ class InputStage(Stage):
         batch_rings: Sequence[Ring],
         cache: VerifiedCache | None,
         worker_of: Callable[[Any], int] | None = None,
+        output_ring: Ring | None = None,
     ) -> None:
         super().__init__(name, shared)
         self.receiver = receiver
@@ -293,7 +329,9 @@ class InputStage(Stage):
         self.batch_rings = list(batch_rings)
         self.cache = cache
         self.worker_of = worker_of
+        self.output_ring = output_ring  # for replies re-sent from the reply cache
         self.routed = 0
+        self.replies_resent = 0
 
     def loop(self) -> None:
         shared = self.shared
@@ -308,6 +346,8 @@ class InputStage(Stage):
         drops = self.drops
         clock = self.clock
         timeout_ms = int(PARK_S * 1000)
+        output_ring = self.output_ring
+        cached_reply = shared.replies.get
         while not stop.is_set():
             got = recv(CHUNK, 0)
             if not got:
@@ -326,6 +366,14 @@ class InputStage(Stage):
                     if type(msg) is not Request:
                         drops["client_sent_non_request"] += 1
                         continue
+                    if output_ring is not None:
+                        reply = cached_reply((msg.client_id, msg.timestamp))
+                        if reply is not None:  # executed already: answer again, order nothing
+                            if output_ring.push((msg.client_id, reply), 0):
+                                self.replies_resent += 1
+                            else:
+                                drops["output_ring_full"] += 1
+                            continue
                     if proposer and nbatch:
                         if not batch_rings[msg.client_id % nbatch].push(msg, 0):
                             drops["batch_ring_full"] += 1
@@ -689,7 +737,7 @@ class ExecuteStage(Stage):
         ring = self.execute_ring
         executor = self.executor
         apply = executor.apply
-        stats = executor.stats
+        remember = self.shared.replies.put
         me = self.shared.id
         n = self.n
         per_s = self.executed_per_s
@@ -704,21 +752,23 @@ class ExecuteStage(Stage):
                 if tag == E_DELIVER:
                     _, seq, view, batch, speculative = item
                     results = apply(seq, batch, speculative, view)
-                    total = stats()["txns_total"]
+                    total = executor.txns_executed
                     txns = total - self.txns_total
                     self.txns_total = total
                     for req, result in results:
                         cid = req.client_id
                         if cid >= n:
-                            replies.append(
-                                (cid, Reply(view, seq, me, cid, req.timestamp, result, speculative))
-                            )
+                            ts = req.timestamp
+                            reply = Reply(view, seq, me, cid, ts, result, speculative)
+                            remember((cid, ts), reply)
+                            replies.append((cid, reply))
                     self.batches += 1
                     self.last_seq = seq
                     per_s.add(time.time(), txns)
                     feedback.append((C_EXECUTED, seq, executor.state_digest()))
                 elif tag == E_ROLLBACK:
                     executor.rollback(item[1])
+                    self.shared.replies.clear()  # speculative replies past the rollback are void
                     self.rollbacks += 1
                     self.last_seq = executor.last_seq
                 else:

@@ -16,6 +16,7 @@ from fabric.stages import (
     C_STABLE,
     E_COMMIT,
     E_DELIVER,
+    E_ROLLBACK,
     W_BATCH,
     W_EXECUTED,
     W_MSG,
@@ -26,6 +27,7 @@ from fabric.stages import (
     InputStage,
     OutputStage,
     ReplicaShared,
+    ReplyCache,
     Stage,
     Timers,
     VerifiedCache,
@@ -468,3 +470,39 @@ def test_worker_stops_the_replica_when_a_protocol_invariant_breaks():
     assert shared.stop.wait(5)
     worker.join(5)
     assert "AssertionError" in shared.fatal[0]
+
+
+def test_a_resent_request_already_executed_gets_its_cached_reply_and_is_not_reordered():
+    """Castro & Liskov 4.1: a replica re-sends the reply of an executed request."""
+    shared = ReplicaShared(1, N)
+    exe, out, chk = Ring(64, "e"), Ring(64, "o"), Ring(64, "c")
+    worker, b0 = Ring(64, "w"), Ring(64, "b0")
+    execute = ExecuteStage("execute", shared, Executor(100, 8), exe, out, chk, N)
+    receiver = FakeReceiver([])
+    inputs = InputStage("input-0", shared, receiver, [worker], [b0], None, output_ring=out)
+    with Running(execute, exe, chk), Running(inputs, worker, b0, out):
+        exe.push((E_DELIVER, 1, 0, make_batch((req(1),)), False))
+        [(dest, first)] = drain(out, 1)
+        receiver.script.append([(N, req(1)), (N, req(2))])  # 1 re-sent, 2 new
+        [(again_dest, again)] = drain(out, 1)
+        assert drain(worker, 1) == [(W_MSG, N, req(2))]  # only the new one is ordered
+    assert dest == again_dest == N and again == first and inputs.replies_resent == 1
+
+
+def test_reply_cache_is_bounded_and_a_rollback_voids_it():
+    cache = ReplyCache(capacity=3)
+    for ts in range(5):
+        cache.put((N, ts), ts)
+    assert len(cache) == 3 and cache.get((N, 0)) is None and cache.get((N, 4)) == 4
+    shared = ReplicaShared(1, N)
+    exe, out, chk = Ring(64, "e"), Ring(64, "o"), Ring(64, "c")
+    stage = ExecuteStage("execute", shared, Executor(100, 8), exe, out, chk, N)
+    with Running(stage, exe, out, chk):
+        exe.push((E_DELIVER, 1, 0, make_batch((req(1),)), True))  # speculative (PoE)
+        drain(out, 1)
+        assert shared.replies.get((N, 1)) is not None
+        exe.push((E_ROLLBACK, 0))
+        deadline = time.monotonic() + 5
+        while stage.rollbacks == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert stage.rollbacks == 1 and shared.replies.get((N, 1)) is None
