@@ -197,6 +197,10 @@ def _run_figures(
     table, why = read_table(paths.throughput, ["time_s", "node", "role", "txn"])
     if table is not None:
         table = _numeric(table, ["time_s", "txn"])
+        duration_s = (config.get("run") or {}).get("duration_s")
+        if isinstance(duration_s, int | float) and duration_s > 0:
+            # the second that starts at duration_s is the stop's partial tail: not a dip
+            table = table[table["time_s"] < float(duration_s)]
         events = _fault_events(config)
         out.append(
             _draw(
