@@ -12,18 +12,17 @@ import dataclasses
 import importlib
 import pkgutil
 import struct
-import types
-import typing
 from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import protocols
 import protocols.common  # noqa: F401  (registers kinds 1-3)
 from protocols.common import Batch, Reply, Request, make_batch
+from tests.strategies import INT64_MIN, UINT64_MAX, message_strategy
 from transport import wire
 
 
@@ -63,51 +62,7 @@ class AllShapes:
 KINDS = sorted(wire.registered_kinds())
 SETTINGS = settings(deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 
-# --- strategies from type hints ----------------------------------------------------------
-
-INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1
-
-
-def strategy_for(tp: Any, depth: int = 0) -> st.SearchStrategy[Any]:
-    """A strategy for values of a wire field type (the types wire._build accepts)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return st.none() | strategy_for(inner, depth)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            size = 4 if depth < 2 else 1
-            return st.lists(strategy_for(args[0], depth + 1), max_size=size).map(tuple)
-        return st.tuples(*[strategy_for(a, depth + 1) for a in args])
-    if isinstance(tp, type) and tp in wire.registered_kinds().values():
-        return message_strategy(tp, depth + 1)
-    scalars: dict[type, st.SearchStrategy[Any]] = {
-        bool: st.booleans(),
-        int: st.integers(INT64_MIN, UINT64_MAX),
-        float: st.floats(allow_nan=False),
-        bytes: st.binary(max_size=48),
-        str: st.text(max_size=24),
-    }
-    if tp in scalars:
-        return scalars[tp]
-    raise TypeError(f"no strategy for wire field type {tp!r}")
-
-
-def message_strategy(cls: type, depth: int = 0) -> st.SearchStrategy[Any]:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: strategy_for(hints[f.name], depth) for f in dataclasses.fields(cls)}
-
-    @st.composite
-    def build(draw: st.DrawFn) -> Any:
-        values = {name: draw(s) for name, s in fields.items()}
-        try:
-            return cls(**values)
-        except (ValueError, TypeError):  # a __post_init__ rejecting a value: not a wire case
-            assume(False)
-
-    return build()
-
+# --- strategies from type hints: tests/strategies.py -------------------------------------
 
 any_message = st.sampled_from(KINDS).flatmap(
     lambda kind: message_strategy(wire.registered_kinds()[kind])
