@@ -16,30 +16,10 @@ fabric.runner.run_experiment, like a sweep would).
 from __future__ import annotations
 
 import os
-import random
-import socket
 from pathlib import Path
 from typing import Any
 
-
-def _free_base_port(span: int = 200) -> int:
-    """A base port whose next ``span`` loopback ports are free right now."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - span)
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + span):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free block of loopback ports")
+from fabric.ports import free_port_block
 
 
 def _line(name: str, outcome: Any) -> str:
@@ -73,7 +53,7 @@ def main() -> None:
     outcomes = {}
     for name in ("pbft", "null"):
         cfg = base.with_overrides(
-            [f"protocol.name={name}", f"transport.base_port={_free_base_port()}"]
+            [f"protocol.name={name}", f"transport.base_port={free_port_block(200)}"]
         )
         outcome = run_experiment(cfg, results, label="bench")
         outcomes[name] = outcome
