@@ -49,6 +49,8 @@ TERM_TIMEOUT_S = 3.0
 LOG_TAIL_LINES = 25
 #: stdout lines kept per child that were not control lines (shown when it dies)
 MAX_STRAY_LINES = 50
+#: hosts on which the runner can check that its ports are free before it starts
+LOOPBACK = ("127.0.0.1", "localhost")
 #: the live throughput line averages over this many seconds of client progress reports
 PROGRESS_WINDOW_S = 3.0
 
@@ -398,6 +400,31 @@ def _audit(cfg: Any, replicas: dict[int, dict[str, Any]]) -> dict[str, Any] | No
     }
 
 
+def _with_free_ports(cfg: Any) -> Any:
+    """``cfg``, moved to a free loopback port block if its tcp ports are taken right now.
+
+    Another run (or anything else) holding transport.base_port would make every replica
+    fail to bind; the port carries no meaning for the results, so take a free block, say
+    so, and record it in the run's config.yaml.
+    """
+    from fabric.ports import free_port_block, ports_free
+    from transport.zmq_io import MAX_INPUTS
+
+    transport = cfg.transport
+    if transport.kind != "tcp" or any(h not in LOOPBACK for h in cfg.cluster.hosts):
+        return cfg
+    span = cfg.node_count * MAX_INPUTS
+    if ports_free(transport.base_port, span):
+        return cfg
+    base = free_port_block(span)
+    print(
+        f"run-cluster: ports {transport.base_port}..{transport.base_port + span - 1} are in "
+        f"use; this run takes transport.base_port={base}",
+        file=sys.stderr,
+    )
+    return cfg.with_overrides([f"transport.base_port={base}"])
+
+
 def run_experiment(
     cfg: Any, results_root: Path, label: str = "", progress: bool = False
 ) -> RunOutcome:
@@ -406,6 +433,7 @@ def run_experiment(
     from fabric.config import dump_config
 
     results_root = Path(results_root)
+    cfg = _with_free_ports(cfg)
     paths = _unique_folder(results_root, cfg, label or cfg.run.label).make()
     dump_config(cfg, paths.config)
     runner = Runner(cfg, paths, progress)

@@ -252,3 +252,25 @@ def test_view_changes_become_events_with_their_time():
     assert events[0] == "x"
     assert events[1] == "view 1 (primary 1) entered by replicas 1,2,3 from t=4.1 s"
     assert "Event: view 1 (primary 1)" in format_report(summary, tables)
+
+
+def test_a_run_whose_ports_are_taken_moves_to_a_free_block(capsys) -> None:
+    import socket
+
+    from fabric.config import load_config
+    from fabric.ports import free_port_block
+    from fabric.runner import _with_free_ports
+
+    base = free_port_block(40)
+    cfg = load_config(None, [f"transport.base_port={base}"])
+    assert _with_free_ports(cfg) is cfg  # free: untouched
+    listener = socket.socket()
+    try:
+        listener.bind(("127.0.0.1", base + 9))
+        listener.listen()
+        moved = _with_free_ports(cfg)
+    finally:
+        listener.close()
+    assert moved.transport.base_port != base
+    assert moved.with_overrides([f"transport.base_port={base}"]) == cfg  # nothing else changed
+    assert "in use" in capsys.readouterr().err
