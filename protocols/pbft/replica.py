@@ -36,14 +36,16 @@ are checked for shape only: the normal case stays Byzantine-safe (links are
 authenticated) but a Byzantine replica can forge a certificate in a view change, so
 view changes then only tolerate crashes (fabric/sim shows the difference).
 
-Must not live here: sockets, threads, clocks, randomness, message encoding (wire).
+The machinery PoE runs the same way (held messages, request waiting and proposal queue,
+checkpoint votes and stabilisation, dispatch) lives in protocols/replica_core.py; Pbft fills
+its hooks. Must not live here: sockets, threads, clocks, randomness, message encoding (wire).
 """
 
 from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from protocols import base
@@ -52,14 +54,13 @@ from protocols.base import (
     Broadcast,
     CancelTimer,
     Deliver,
-    Protocol,
     ProtocolConfig,
     Send,
     SetTimer,
     StableCheckpoint,
     Verifier,
 )
-from protocols.common import NULL_BATCH, Batch, Request, make_batch
+from protocols.common import NULL_BATCH, Batch, Request
 from protocols.common import batch_is_valid as _batch_is_valid
 from protocols.pbft.messages import (
     Checkpoint,
@@ -76,10 +77,9 @@ from protocols.pbft.messages import (
     prepare_payload,
     view_change_payload,
 )
+from protocols.replica_core import MAX_BACKOFF_EXP, ReplicaCore
 
-MAX_BACKOFF_EXP = 6  # a view-change timeout grows to at most base << 6 (64x)
-MAX_REPLAY_ROUNDS = 64
-MAX_NEW_VIEW_RESENDS = 4  # NEW-VIEW copies sent to one lagging replica per view  # bound on re-running held messages after watermarks/view move
+MAX_NEW_VIEW_RESENDS = 4  # NEW-VIEW copies sent to one lagging replica per view
 
 
 class _Slot:
@@ -128,14 +128,15 @@ class _ClientReplay:
         self.order: deque[int] = deque()  # ``recent`` in delivery order (eviction order)
 
 
-class Pbft(Protocol):
+class Pbft(ReplicaCore[_Slot]):
     """One PBFT replica (or one PBFT instance of RCC when ``instance`` > 0)."""
 
     name = "pbft"
 
     def __init__(self, config: ProtocolConfig, verifier: Verifier, *, instance: int = 0) -> None:
-        super().__init__(config, verifier)
+        super().__init__(config, verifier, _Slot)
         self.instance = instance
+        self.checkpoint_instance = instance
         f = self.f
         # Quorum sizes: every check below reads these (a test may break them on purpose).
         self.prepare_quorum = 2 * f  # matching prepares from distinct backups
@@ -146,28 +147,20 @@ class Pbft(Protocol):
         self.fetch_quorum = f + 1  # matching fetch replies that make a batch trusted
 
         params: Mapping[str, Any] = config.params
-        self.period = config.checkpoint_period
-        self.window = config.watermark_window
-        self.base_ticks = max(1, int(config.view_change_ticks))
         self.sign_votes = bool(params.get("pbft_signed_votes", True))
         self.max_queued = int(params.get("pbft_max_queued_batches", 2 * self.window))
         self.max_waiting = int(params.get("pbft_max_waiting_requests", config.max_buffered))
         self.history_len = max(self.window, int(params.get("pbft_history_seqs", 4 * self.window)))
         self.fetch_span = max(1, int(params.get("pbft_fetch_span", self.window)))
         self.fetch_ticks = max(1, int(params.get("pbft_fetch_ticks", self.base_ticks // 2 or 1)))
-        self.ckpt_per_replica = self.window // self.period + 2
-        self.max_held = max(1, config.max_buffered)
-        self.max_held_per_sender = max(1, self.max_held // self.n)
 
         self.t_request = ("pbft", instance, "request")
         self.t_progress = ("pbft", instance, "progress")
         self.t_view_change = ("pbft", instance, "view_change")
         self.t_fetch = ("pbft", instance, "fetch")
 
-        # view state
-        self.view = 0
+        # view state (view, backoff_exp: ReplicaCore)
         self.in_view_change = False
-        self.backoff_exp = 0  # consecutive failed view changes
         self._view_unproven = False  # entered a view by view change, nothing delivered since
         self.vc_latest: dict[int, ViewChange] = {}  # replica -> its highest valid view-change
         self.new_view_msg: NewView | None = None  # how we entered the current view
@@ -175,33 +168,19 @@ class Pbft(Protocol):
         self._asked_new_view: set[tuple[int, int]] = set()  # (replica, view) asked, this change
         self._reasked = False  # asked again on a view-change timeout (once per view change)
 
-        # log
-        self.low = 0  # stable checkpoint seq = low watermark
-        self.high = self.window
-        self.stable_digest = b""
-        self.stable_proof: tuple[Checkpoint, ...] = ()
+        # log (watermarks, stable proof, slots, checkpoint votes: ReplicaCore)
         self._stable_unannounced = False
-        self.slots: dict[int, _Slot] = {}
         self.certs: dict[int, PreparedCert] = {}  # seq -> highest-view prepared certificate
         self.committed: dict[int, tuple[int, Batch]] = {}  # committed, not yet delivered
         self.last_delivered = 0
         self.history: dict[int, tuple[int, Batch]] = {}  # last history_len delivered
-        self.last_assigned = 0  # primary: highest seq given out
 
-        # checkpoints: seq -> digest -> replica -> message, at most ckpt_per_replica per replica
-        self.ckpt_votes: dict[int, dict[bytes, dict[int, Checkpoint]]] = {}
-        self.ckpt_of: dict[int, dict[int, bytes]] = {}  # replica -> seq -> digest
-
-        # requests
-        self.queue: deque[Batch] = deque()  # primary: batches waiting for window room
-        self.in_flight: dict[tuple[int, int], int] = {}  # primary: (client, ts) proposed
+        # requests (queue, in-flight, waiting: ReplicaCore)
         # Replay suppression, bounded per client (a client keeps several requests in flight,
         # so timestamps are delivered out of order): the last ``replay_window`` delivered
         # timestamps, and a floor at or below which every timestamp counts as delivered.
         self.replay_window = max(1, int(params.get("pbft_replay_window", 256)))
         self.clients: dict[int, _ClientReplay] = {}
-        self.waiting: dict[tuple[int, int], Request] = {}  # requests we wait to see executed
-        self._request_timer_armed = False
         # progress: a replica holding accepted pre-prepares that stop being delivered for a
         # whole timeout suspects the primary too (the paper's "waiting for a request" covers
         # the requests inside an accepted pre-prepare; one timer, checked when it fires)
@@ -209,23 +188,13 @@ class Pbft(Protocol):
         self._progress_armed = False
         self._progress_mark = 0
 
-        # held messages (future view or beyond the high watermark), bounded per sender
-        self.held: list[tuple[int, Any]] = []
-        self._held_by_sender: dict[int, int] = {}
-        self._replaying = False
-        self._replay_again = False
-
         # catch-up
         self.fetch_votes: dict[int, dict[int, FetchReply]] = {}  # seq -> replica -> reply
         self._fetch_timer_armed = False
         self._fetch_mark = -1
         self._fetch_requested_to = 0
 
-        # counters (abnormal paths only)
-        self.ignored: dict[str, int] = {}
-        self.dropped = 0  # held messages dropped because the buffer was full
-        self.proposals_dropped = 0
-        self.view_changes_started = 0
+        # counters (abnormal paths only; the shared ones: ReplicaCore)
         self.checkpoint_mismatches = 0
 
         self._handlers = {
@@ -239,6 +208,12 @@ class Pbft(Protocol):
             Fetch: self._on_fetch,
             FetchReply: self._on_fetch_reply,
         }
+        self._timers = (
+            (self.t_request, self._on_request_timer),
+            (self.t_progress, self._on_progress_timer),
+            (self.t_view_change, self._on_view_change_timer),
+            (self.t_fetch, self._on_fetch_timer),
+        )
 
     # --- who proposes ----------------------------------------------------------------
 
@@ -265,41 +240,7 @@ class Pbft(Protocol):
             return 0
         return (self.high - self.last_assigned) + (self.max_queued - len(self.queue))
 
-    # --- calls in --------------------------------------------------------------------
-
-    def propose(self, batch: Batch) -> list[Action]:
-        out: list[Action] = []
-        if not self.is_proposer():
-            self.proposals_dropped += 1
-            self._ignore("not_proposer")
-            return out
-        batch = self._without_replays(batch)
-        if batch is not None:
-            self._propose_batch(batch, out)
-        return out
-
-    def receive(self, sender: int, msg: Any) -> list[Action]:
-        out: list[Action] = []
-        handler = self._handlers.get(type(msg))
-        if handler is None:
-            self._ignore("unknown_message")
-        else:
-            handler(sender, msg, out)
-        return out
-
-    def timeout(self, timer: Hashable) -> list[Action]:
-        out: list[Action] = []
-        if timer == self.t_request:
-            self._on_request_timer(out)
-        elif timer == self.t_progress:
-            self._on_progress_timer(out)
-        elif timer == self.t_view_change:
-            self._on_view_change_timer(out)
-        elif timer == self.t_fetch:
-            self._on_fetch_timer(out)
-        else:
-            self._ignore("unknown_timer")
-        return out
+    # --- calls in (propose, receive, timeout: ReplicaCore) ------------------------------
 
     def executed(self, seq: int, state_digest: bytes) -> list[Action]:
         out: list[Action] = []
@@ -346,56 +287,10 @@ class Pbft(Protocol):
             "ignored": dict(self.ignored),
         }
 
-    # --- small helpers ---------------------------------------------------------------
+    # --- small helpers (ignore, hold and replay, slots, _verify: ReplicaCore) ---------
 
-    def _ignore(self, reason: str) -> None:
-        self.ignored[reason] = self.ignored.get(reason, 0) + 1
-
-    def _hold(self, sender: int, msg: Any) -> None:
-        count = self._held_by_sender.get(sender, 0)
-        if count >= self.max_held_per_sender or len(self.held) >= self.max_held:
-            self.dropped += 1
-            return
-        self._held_by_sender[sender] = count + 1
-        self.held.append((sender, msg))
-
-    def _replay_held(self, out: list[Action]) -> None:
-        """Re-run held messages (after the view or the watermarks moved)."""
-        if self._replaying:
-            self._replay_again = True
-            return
-        self._replaying = True
-        try:
-            for _ in range(MAX_REPLAY_ROUNDS):
-                self._replay_again = False
-                if not self.held:
-                    break
-                held, self.held = self.held, []
-                self._held_by_sender = {}
-                for sender, msg in held:
-                    self._handlers[type(msg)](sender, msg, out)
-                if not self._replay_again:
-                    break
-        finally:
-            self._replaying = False
-
-    def _slot(self, seq: int) -> _Slot:
-        slot = self.slots.get(seq)
-        if slot is None:
-            slot = self.slots[seq] = _Slot()
-        return slot
-
-    def _timeout_ticks(self) -> int:
-        return self.base_ticks << self.backoff_exp
-
-    def _verify(self, signer: int, payload_fn: Any, *args: Any, signature: bytes) -> bool:
-        if not self.sign_votes:
-            return True
-        try:
-            payload = payload_fn(*args)
-        except (struct.error, OverflowError, TypeError):  # absurd ints cannot be signed
-            return False
-        return bool(self.verifier.verify(signer, payload, signature))
+    def _changing_view(self) -> bool:
+        return self.in_view_change
 
     def _valid_pre_prepare_signature(self, pp: PrePrepare) -> bool:
         return self._verify(
@@ -444,48 +339,23 @@ class Pbft(Protocol):
         rec = self.clients.get(client_id)
         return rec is not None and (timestamp <= rec.floor or timestamp in rec.recent)
 
+    def _request_done(self, client_id: int, timestamp: int) -> bool:
+        return self.was_delivered(client_id, timestamp)
+
     def _without_replays(self, batch: Batch) -> Batch | None:
-        """The batch minus requests already delivered or in flight (None if nothing is left)."""
+        """ReplicaCore's filter, but a batch with nothing delivered or in flight passes as
+        it is, even when it repeats a request (the execute stage answers it again)."""
         was_delivered = self.was_delivered
         in_flight = self.in_flight
-        fresh = True
         for req in batch.requests:
             if (req.client_id, req.timestamp) in in_flight or was_delivered(
                 req.client_id, req.timestamp
             ):
-                fresh = False
-                break
-        if fresh:
-            return batch
-        seen: set[tuple[int, int]] = set()
-        kept = []
-        for req in batch.requests:
-            key = (req.client_id, req.timestamp)
-            if key in in_flight or key in seen or was_delivered(req.client_id, req.timestamp):
-                self._ignore("replayed_request")
-                continue
-            seen.add(key)
-            kept.append(req)
-        if not kept:
-            return None
-        return make_batch(tuple(kept))
+                return super()._without_replays(batch)
+        return batch
 
-    def _propose_batch(self, batch: Batch, out: list[Action]) -> None:
-        if self.last_assigned < self.high and not self.queue:
-            self._send_pre_prepare(batch, out)
-        elif len(self.queue) < self.max_queued:
-            self.queue.append(batch)
-            for req in batch.requests:
-                self.in_flight[(req.client_id, req.timestamp)] = 0
-        else:
-            self.proposals_dropped += 1
-            self._ignore("proposal_queue_full")
-
-    def _drain_queue(self, out: list[Action]) -> None:
-        while self.queue and self.last_assigned < self.high and self.is_proposer():
-            self._send_pre_prepare(self.queue.popleft(), out)
-
-    def _send_pre_prepare(self, batch: Batch, out: list[Action]) -> None:
+    def _send_proposal(self, batch: Batch, out: list[Action]) -> None:
+        """Primary: assign the next seq to ``batch`` and broadcast its PRE-PREPARE (§4.2)."""
         seq = self.last_assigned + 1
         assert self.low < seq <= self.high, "primary assigns seqs within the watermarks"
         self.last_assigned = seq
@@ -509,11 +379,7 @@ class Pbft(Protocol):
             self._ignore("request_already_delivered")
             return
         key = (req.client_id, req.timestamp)
-        if key in self.in_flight:
-            self._ignore("request_in_flight")
-            return
-        if key in self.waiting:
-            self._ignore("request_already_waiting")
+        if self._request_pending(key):
             return
         try:
             signed = self.verifier.verify_request(req)
@@ -522,27 +388,7 @@ class Pbft(Protocol):
         if not signed:
             self._ignore("bad_client_signature")
             return
-        if self.is_proposer():
-            self._propose_batch(make_batch((req,)), out)
-            return
-        # A backup (or a replica in a view change): wait for it to execute, forward it.
-        if len(self.waiting) >= self.max_waiting:
-            self._purge_waiting()
-            if len(self.waiting) >= self.max_waiting:
-                self._ignore("waiting_full")
-                return
-        self.waiting[key] = req
-        if self.in_view_change:
-            return  # the view-change timer runs; the request moves on with the new view
-        if not (0 <= sender < self.n):  # from a client: pass it to the primary
-            out.append(Send(self.primary, req))
-        if not self._request_timer_armed:
-            self._request_timer_armed = True
-            out.append(SetTimer(self.t_request, self._timeout_ticks()))
-
-    def _purge_waiting(self) -> None:
-        for key in [k for k in self.waiting if self.was_delivered(k[0], k[1])]:
-            del self.waiting[key]
+        self._take_request(sender, key, req, out)  # proposed, or waited for and forwarded
 
     def _on_request_timer(self, out: list[Action]) -> None:
         self._request_timer_armed = False
@@ -784,7 +630,7 @@ class Pbft(Protocol):
                 for req in batch.requests:
                     self.in_flight.pop((req.client_id, req.timestamp), None)
             if self.waiting:
-                self._delivered_waiting(batch, out)
+                self._waiting_done(batch, out)
             if self.fetch_votes:
                 self.fetch_votes.pop(seq, None)
             if self._view_unproven:
@@ -794,61 +640,9 @@ class Pbft(Protocol):
             self._stable_unannounced = False
             out.append(StableCheckpoint(self.low, self.stable_digest))
 
-    def _delivered_waiting(self, batch: Batch, out: list[Action]) -> None:
-        hit = False
-        for req in batch.requests:
-            if self.waiting.pop((req.client_id, req.timestamp), None) is not None:
-                hit = True
-        if not hit or self.in_view_change:
-            return
-        # §4.4: stop the timer when no request waits, restart it when others still do.
-        if self.waiting:
-            self._request_timer_armed = True
-            out.append(SetTimer(self.t_request, self._timeout_ticks()))
-        elif self._request_timer_armed:
-            self._request_timer_armed = False
-            out.append(CancelTimer(self.t_request))
-
     # --- checkpoints and garbage collection (§4.3) -------------------------------------
 
-    def _on_checkpoint(self, sender: int, cp: Checkpoint, out: list[Action]) -> None:
-        if cp.instance != self.instance:
-            self._ignore("wrong_instance")
-            return
-        if sender != cp.replica or not 0 <= sender < self.n:
-            self._ignore("wrong_replica_field")
-            return
-        if cp.seq <= self.low or cp.seq % self.period:
-            self._ignore("old_checkpoint")
-            return
-        mine = self.ckpt_of.get(sender)
-        if mine is not None and cp.seq in mine:
-            self._ignore("duplicate")
-            return
-        if not self._valid_checkpoint_signature(cp):
-            self._ignore("bad_signature")
-            return
-        self._add_checkpoint(cp, out)
-
-    def _add_checkpoint(self, cp: Checkpoint, out: list[Action]) -> None:
-        mine = self.ckpt_of.setdefault(cp.replica, {})
-        if cp.seq in mine:
-            return
-        if len(mine) >= self.ckpt_per_replica:  # bounded: keep each replica's newest few
-            oldest = min(mine)
-            if cp.seq < oldest:
-                self._ignore("old_checkpoint")
-                return
-            digest = mine.pop(oldest)
-            by_digest = self.ckpt_votes.get(oldest, {}).get(digest)
-            if by_digest is not None:
-                by_digest.pop(cp.replica, None)
-        mine[cp.seq] = cp.state_digest
-        votes = self.ckpt_votes.setdefault(cp.seq, {}).setdefault(cp.state_digest, {})
-        votes[cp.replica] = cp
-        if len(votes) >= self.checkpoint_quorum and cp.seq > self.low:
-            proof = tuple(votes[r] for r in sorted(votes)[: self.checkpoint_quorum])
-            self._make_stable(cp.seq, cp.state_digest, proof, out)
+    # _on_checkpoint, _add_checkpoint, _valid_checkpoint_proof: ReplicaCore
 
     def _make_stable(
         self,
@@ -858,26 +652,10 @@ class Pbft(Protocol):
         out: list[Action],
         replay: bool = True,
     ) -> None:
-        assert seq > self.low, "stable checkpoints only move forward"
-        assert len({c.replica for c in proof}) >= self.checkpoint_quorum, "distinct signers"
         own = self.ckpt_of.get(self.id, {}).get(seq)
         if own is not None and own != digest:
             self.checkpoint_mismatches += 1  # our execution diverged from 2f+1 others
-        self.low = seq
-        self.high = seq + self.window
-        self.stable_digest = digest
-        self.stable_proof = proof
-        for s in [s for s in self.slots if s <= seq]:
-            del self.slots[s]
-        for s in [s for s in self.certs if s <= seq]:
-            del self.certs[s]
-        for s in [s for s in self.ckpt_votes if s <= seq]:
-            del self.ckpt_votes[s]
-        for mine in self.ckpt_of.values():
-            for s in [s for s in mine if s <= seq]:
-                del mine[s]
-        if self.last_assigned < seq:
-            self.last_assigned = seq
+        self._move_watermarks(seq, digest, proof, (self.slots, self.certs))
         if self.last_delivered >= seq:
             self._stable_unannounced = False
             out.append(StableCheckpoint(seq, digest))
@@ -954,14 +732,8 @@ class Pbft(Protocol):
         ):
             self._ignore("unneeded_fetch_reply")
             return
-        votes = self.fetch_votes.setdefault(seq, {})
-        if sender in votes:
-            self._ignore("duplicate")
-            return
-        votes[sender] = m
-        d = m.batch.digest
-        matching = [r for r in votes.values() if r.batch.digest == d]
-        if len(matching) < self.fetch_quorum:
+        matching = self._count_fetch_reply(self.fetch_votes.setdefault(seq, {}), sender, m)
+        if matching is None:
             return
         batch = next((r.batch for r in matching if batch_is_valid(r.batch)), None)
         if batch is None:
@@ -985,9 +757,7 @@ class Pbft(Protocol):
         self._view_unproven = False
         self._asked_new_view = set()
         self._reasked = False
-        if self._request_timer_armed:
-            self._request_timer_armed = False
-            out.append(CancelTimer(self.t_request))
+        self._cancel_request_timer(out)
         if self._progress_armed:
             self._progress_armed = False
             out.append(CancelTimer(self.t_progress))
@@ -1079,26 +849,6 @@ class Pbft(Protocol):
         if w == self.view and self.in_view_change and self.primary_of(w) == self.id:
             self._try_new_view(out)
 
-    def _valid_checkpoint_proof(self, seq: int, proof: tuple[Checkpoint, ...]) -> bool:
-        if seq == 0:
-            return not proof
-        if len(proof) < self.checkpoint_quorum:
-            return False
-        digest = proof[0].state_digest
-        seen: set[int] = set()
-        for cp in proof:
-            if (
-                cp.instance != self.instance
-                or cp.seq != seq
-                or cp.state_digest != digest
-                or not 0 <= cp.replica < self.n
-                or cp.replica in seen
-                or not self._valid_checkpoint_signature(cp)
-            ):
-                return False
-            seen.add(cp.replica)
-        return True
-
     def _valid_cert(self, cert: PreparedCert) -> bool:
         pp = cert.pre_prepare
         d = pp.batch.digest
@@ -1126,9 +876,7 @@ class Pbft(Protocol):
         if vc.instance != self.instance or not 0 <= vc.replica < self.n or vc.new_view < 1:
             return False
         stable = vc.stable_seq
-        if stable < 0 or stable % self.period:
-            return False
-        if not self._valid_checkpoint_proof(stable, vc.checkpoint_proof):
+        if not self._valid_stable_claim(stable, vc.checkpoint_proof):
             return False
         seqs: set[int] = set()
         for cert in vc.prepared:
@@ -1176,16 +924,9 @@ class Pbft(Protocol):
 
     def _try_new_view(self, out: list[Action]) -> None:
         w = self.view
-        mine = self.vc_latest.get(self.id)
-        if mine is None or mine.new_view != w:
+        chosen = self._new_view_set(self.view_change_quorum)
+        if chosen is None:
             return
-        others = sorted(
-            (vc for r, vc in self.vc_latest.items() if r != self.id and vc.new_view == w),
-            key=lambda vc: vc.replica,
-        )
-        if 1 + len(others) < self.view_change_quorum:
-            return
-        chosen = (mine, *others[: self.view_change_quorum - 1])
         stable_vc, plan = self._new_view_plan(chosen)
         pps = tuple(self._make_pre_prepare(w, s, batch) for s, batch in plan)
         nv = NewView(self.instance, w, chosen, pps)
@@ -1255,9 +996,8 @@ class Pbft(Protocol):
         out.append(CancelTimer(self.t_view_change))
         for r in [r for r, vc in self.vc_latest.items() if vc.new_view <= w]:
             del self.vc_latest[r]
-        if not was_changing and self._request_timer_armed:
-            self._request_timer_armed = False
-            out.append(CancelTimer(self.t_request))
+        if not was_changing:
+            self._cancel_request_timer(out)
         if self._progress_armed:
             self._progress_armed = False
             out.append(CancelTimer(self.t_progress))
@@ -1275,26 +1015,7 @@ class Pbft(Protocol):
             if self.low < pp.seq <= self.high:
                 self._accept_pre_prepare(pp, self._slot(pp.seq), out)
         out.append(base.NewView(w, self.primary_of(w)))
-        self._purge_waiting()
-        if is_primary:
-            waiting = list(self.waiting.values())
-            self.waiting.clear()
-            for req in waiting:
-                if (req.client_id, req.timestamp) not in self.in_flight:
-                    self._propose_batch(make_batch((req,)), out)
-            self._drain_queue(out)
-        else:
-            # Our queued batches and waiting requests go to the new primary (bounded).
-            primary = self.primary_of(w)
-            for batch in self.queue:
-                for req in batch.requests:
-                    out.append(Send(primary, req))
-            self.queue.clear()
-            for req in self.waiting.values():
-                out.append(Send(primary, req))
-            if self.waiting:
-                self._request_timer_armed = True
-                out.append(SetTimer(self.t_request, self._timeout_ticks()))
+        self._resume_requests(w, out)  # waiting requests: proposed, or sent to the primary
         self._replay_held(out)
         if self.last_delivered < self._fetch_target():
             self._fetch_now(out)

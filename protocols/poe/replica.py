@@ -42,13 +42,14 @@ How it works, in the paper's terms:
   watermark are held (bounded); f+1 replicas speaking from a later view make a replica
   join it.
 
-Must not live here: sockets, threads, clocks, randomness, message encoding (wire).
+The machinery PBFT runs the same way (held messages, request waiting and proposal queue,
+checkpoint votes and stabilisation, dispatch) lives in protocols/replica_core.py; Poe fills
+its hooks. Must not live here: sockets, threads, clocks, randomness, message encoding (wire).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +59,6 @@ from protocols.base import (
     Broadcast,
     CancelTimer,
     Deliver,
-    Protocol,
     ProtocolConfig,
     Rollback,
     Send,
@@ -66,7 +66,7 @@ from protocols.base import (
     StableCheckpoint,
     Verifier,
 )
-from protocols.common import NULL_BATCH, Batch, Request, batch_is_valid, make_batch
+from protocols.common import NULL_BATCH, Batch, Request, batch_is_valid
 from protocols.pbft.messages import Checkpoint, checkpoint_payload
 from protocols.poe.certificate import Certificate, combine
 from protocols.poe.messages import (
@@ -85,14 +85,13 @@ from protocols.poe.messages import (
     support_payload,
     vc_request_payload,
 )
+from protocols.replica_core import MAX_BACKOFF_EXP, ReplicaCore
 
 ACTIVE = "active"  # in a view, taking part in its normal case
 VIEW_CHANGE = "view_change"  # sent VC-REQUEST for ``view``, waiting for NV-PROPOSE
 NV_PENDING = "nv_pending"  # accepted NV-PROPOSE for ``view``, waiting for its plan to lock
 
 CERTIFICATE_MODES = ("signatures", "macs")
-MAX_BACKOFF_EXP = 6  # a view-change timeout grows to at most base << 6 (64x)
-MAX_REPLAY_ROUNDS = 64  # bound on re-running held messages after the view/watermarks move
 MAX_NV_RETRIES = 2  # retransmissions while the new view's plan locks, then the next view
 CHECKPOINT_INSTANCE = 0  # PoE reuses PBFT's Checkpoint message with instance 0
 
@@ -128,47 +127,42 @@ class _Slot:
         self.committed = False
 
 
-class Poe(Protocol):
+class Poe(ReplicaCore[_Slot]):
     """One PoE replica."""
 
     name = "poe"
     speculative_replies = True
+    checkpoint_revotes = True  # a replica re-executing after a rollback votes again
+    checkpoints_from_self = False  # so one in our own name could replace our vote: refused
 
     def __init__(self, config: ProtocolConfig, verifier: Verifier) -> None:
-        super().__init__(config, verifier)
+        super().__init__(config, verifier, _Slot)
         n, f = self.n, self.f
         params: Mapping[str, Any] = config.params
         mode = params.get("poe_certificate", "signatures")
         if mode not in CERTIFICATE_MODES:
             raise ValueError(f"poe_certificate {mode!r} not in {CERTIFICATE_MODES}")
         self.macs = mode == "macs"
+        self.checkpoint_instance = CHECKPOINT_INSTANCE
         # Quorum sizes: every check below reads these (a test may break them on purpose).
         self.quorum = n - f  # supports per certificate; VC-REQUESTs per NV; NV-COMMITs
         self.checkpoint_quorum = 2 * f + 1
         self.fetch_quorum = f + 1  # matching final fetch replies that make a batch trusted
         self.join_quorum = f + 1  # replicas in later views that make us join
 
-        self.period = config.checkpoint_period
-        self.window = config.watermark_window
-        self.base_ticks = max(1, int(config.view_change_ticks))
         self.max_queued = int(params.get("poe_max_queued_batches", 2 * self.window))
         self.max_waiting = max(1, int(params.get("poe_max_waiting_requests", config.max_buffered)))
         self.history_len = max(self.window, int(params.get("poe_history_seqs", 4 * self.window)))
         self.fetch_span = max(1, int(params.get("poe_fetch_span", self.window)))
         self.fetch_ticks = max(1, int(params.get("poe_fetch_ticks", self.base_ticks // 2 or 1)))
         self.replay_window = max(1, int(params.get("poe_replay_window", 256)))
-        self.ckpt_per_replica = self.window // self.period + 2
-        self.max_held = max(1, config.max_buffered)
-        self.max_held_per_sender = max(1, self.max_held // n)
 
         self.t_request = ("poe", "request")
         self.t_view_change = ("poe", "view_change")
         self.t_fetch = ("poe", "fetch")
 
-        # view state
-        self.view = 0
+        # view state (view, backoff_exp: ReplicaCore)
         self.mode = ACTIVE
-        self.backoff_exp = 0
         self._view_unproven = False  # entered by a view change, nothing executed since
         self.peer_view: dict[int, int] = {}  # replica -> highest view it spoke from
         self.vc_latest: dict[int, VcRequest] = {}  # replica -> its highest valid VC-REQUEST
@@ -183,47 +177,27 @@ class Poe(Protocol):
         self.pending_nv: NvPropose | None = None  # relayed by a non-primary, awaiting NV-CERTIFY
         self.nv_retries = 0
 
-        # log
-        self.low = 0  # stable checkpoint = low watermark
-        self.high = self.window
-        self.stable_digest = b""
-        self.stable_proof: tuple[Checkpoint, ...] = ()
+        # log (watermarks, stable proof, slots, checkpoint votes: ReplicaCore)
         self.final_mark = 0  # highest stable seq our own state was checked against
         self.verified_to = 0  # entries 1..verified_to equal the final ones
         self._diverged = False  # our state at the stable checkpoint differs from it
         self.plan_end = 0  # fresh proposals only above this (the current view's plan)
         self.pending_plan: Plan | None = None  # entered view, plan not yet reconciled
         self.reconciled = True  # executed entries agree with the current view's plan
-        self.slots: dict[int, _Slot] = {}
         self.evidence: dict[int, Committed] = {}  # seq -> highest-view certificate held
         self.ready: dict[int, tuple[int, Batch]] = {}  # view-committed, not yet delivered
         self.log: dict[int, tuple[int, Batch]] = {}  # executed: last history_len seqs
         self.last_executed = 0
-        self.last_assigned = 0  # primary: highest seq given out
         self.own_digest: dict[int, bytes] = {}  # checkpoint seq -> our state digest there
 
-        # checkpoints: seq -> digest -> replica -> message; replica -> seq -> digest
-        self.ckpt_votes: dict[int, dict[bytes, dict[int, Checkpoint]]] = {}
-        self.ckpt_of: dict[int, dict[int, bytes]] = {}
-
-        # requests
-        self.queue: deque[Batch] = deque()  # primary: batches waiting for window room
-        self.in_flight: dict[tuple[int, int], int] = {}  # primary: (client, ts) proposed
+        # requests (queue, in-flight, waiting: ReplicaCore)
         self.executed_ts: dict[int, dict[int, int]] = {}  # client -> recent executed ts -> seq
         # Executed but not final, and the client keeps re-sending it: it lacks n−f matching
         # replies (some replicas are out of step). key -> re-sends seen; bounded by max_waiting.
         self.resent: dict[tuple[int, int], int] = {}
         self.stuck: set[tuple[int, int]] = set()  # re-sent again during this request period
         self.ts_floor: dict[int, int] = {}  # client -> highest timestamp evicted
-        self.waiting: dict[tuple[int, int], Request] = {}  # requests we wait to see executed
-        self._request_timer_armed = False
         self._probed_at = -1  # last_executed when the request timer last fetched instead
-
-        # held messages (later view, or beyond the high watermark), bounded per sender
-        self.held: list[tuple[int, Any]] = []
-        self._held_by_sender: dict[int, int] = {}
-        self._replaying = False
-        self._replay_again = False
 
         # catch-up
         self.fetch_votes: dict[int, dict[int, FetchReply]] = {}  # seq -> replica -> final reply
@@ -232,11 +206,7 @@ class Poe(Protocol):
         self._fetch_mark = (-1, -1)
         self._fetch_requested_to = 0
 
-        # counters (abnormal paths and view changes)
-        self.ignored: dict[str, int] = {}
-        self.dropped = 0
-        self.proposals_dropped = 0
-        self.view_changes_started = 0
+        # counters (view changes; the shared ones: ReplicaCore)
         self.rolled_back = 0
         self.rollbacks = 0
 
@@ -254,6 +224,11 @@ class Poe(Protocol):
             Fetch: self._on_fetch,
             FetchReply: self._on_fetch_reply,
         }
+        self._timers = (
+            (self.t_request, self._on_request_timer),
+            (self.t_view_change, self._on_view_change_timer),
+            (self.t_fetch, self._on_fetch_timer),
+        )
 
     # --- who proposes ----------------------------------------------------------------
 
@@ -280,39 +255,7 @@ class Poe(Protocol):
             return 0
         return max(0, self.high - self.last_assigned) + (self.max_queued - len(self.queue))
 
-    # --- calls in --------------------------------------------------------------------
-
-    def propose(self, batch: Batch) -> list[Action]:
-        out: list[Action] = []
-        if not self.is_proposer():
-            self.proposals_dropped += 1
-            self._ignore("not_proposer")
-            return out
-        batch = self._without_replays(batch)
-        if batch is not None:
-            self._propose_batch(batch, out)
-        return out
-
-    def receive(self, sender: int, msg: Any) -> list[Action]:
-        out: list[Action] = []
-        handler = self._handlers.get(type(msg))
-        if handler is None:
-            self._ignore("unknown_message")
-        else:
-            handler(sender, msg, out)
-        return out
-
-    def timeout(self, timer: Hashable) -> list[Action]:
-        out: list[Action] = []
-        if timer == self.t_request:
-            self._on_request_timer(out)
-        elif timer == self.t_view_change:
-            self._on_view_change_timer(out)
-        elif timer == self.t_fetch:
-            self._on_fetch_timer(out)
-        else:
-            self._ignore("unknown_timer")
-        return out
+    # --- calls in (propose, receive, timeout: ReplicaCore) ------------------------------
 
     def executed(self, seq: int, state_digest: bytes) -> list[Action]:
         out: list[Action] = []
@@ -357,47 +300,10 @@ class Poe(Protocol):
             "ignored": dict(self.ignored),
         }
 
-    # --- small helpers ---------------------------------------------------------------
+    # --- small helpers (ignore, hold and replay, slots, _verify: ReplicaCore) ---------
 
-    def _ignore(self, reason: str) -> None:
-        self.ignored[reason] = self.ignored.get(reason, 0) + 1
-
-    def _hold(self, sender: int, msg: Any) -> None:
-        count = self._held_by_sender.get(sender, 0)
-        if count >= self.max_held_per_sender or len(self.held) >= self.max_held:
-            self.dropped += 1
-            return
-        self._held_by_sender[sender] = count + 1
-        self.held.append((sender, msg))
-
-    def _replay_held(self, out: list[Action]) -> None:
-        """Re-run held messages (after the view or the watermarks moved)."""
-        if self._replaying:
-            self._replay_again = True
-            return
-        self._replaying = True
-        try:
-            for _ in range(MAX_REPLAY_ROUNDS):
-                self._replay_again = False
-                if not self.held:
-                    break
-                held, self.held = self.held, []
-                self._held_by_sender = {}
-                for sender, msg in held:
-                    self._handlers[type(msg)](sender, msg, out)
-                if not self._replay_again:
-                    break
-        finally:
-            self._replaying = False
-
-    def _slot(self, seq: int) -> _Slot:
-        slot = self.slots.get(seq)
-        if slot is None:
-            slot = self.slots[seq] = _Slot()
-        return slot
-
-    def _timeout_ticks(self) -> int:
-        return self.base_ticks << self.backoff_exp
+    def _changing_view(self) -> bool:
+        return self.mode != ACTIVE
 
     def _verify_share(self, signer: int, view: int, seq: int, digest: bytes, share: bytes) -> bool:
         try:
@@ -438,37 +344,11 @@ class Poe(Protocol):
         recent = self.executed_ts.get(client_id)
         return recent is not None and timestamp in recent
 
-    def _without_replays(self, batch: Batch) -> Batch | None:
-        """The batch minus requests already executed or in flight (None if nothing is left)."""
-        kept = []
-        seen: set[tuple[int, int]] = set()
-        for req in batch.requests:
-            key = (req.client_id, req.timestamp)
-            if key in self.in_flight or key in seen or self.was_executed(*key):
-                self._ignore("replayed_request")
-                continue
-            seen.add(key)
-            kept.append(req)
-        if len(kept) == len(batch.requests):
-            return batch
-        return make_batch(tuple(kept)) if kept else None
+    def _request_done(self, client_id: int, timestamp: int) -> bool:
+        return self.was_executed(client_id, timestamp)
 
-    def _propose_batch(self, batch: Batch, out: list[Action]) -> None:
-        if self.last_assigned < self.high and not self.queue:
-            self._send_propose(batch, out)
-        elif len(self.queue) < self.max_queued:
-            self.queue.append(batch)
-            for req in batch.requests:
-                self.in_flight[(req.client_id, req.timestamp)] = 0
-        else:
-            self.proposals_dropped += 1
-            self._ignore("proposal_queue_full")
-
-    def _drain_queue(self, out: list[Action]) -> None:
-        while self.queue and self.last_assigned < self.high and self.is_proposer():
-            self._send_propose(self.queue.popleft(), out)
-
-    def _send_propose(self, batch: Batch, out: list[Action]) -> None:
+    def _send_proposal(self, batch: Batch, out: list[Action]) -> None:
+        """Primary: assign the next seq above the view's plan to ``batch``, PROPOSE it (§3)."""
         seq = max(self.last_assigned, self.plan_end, self.low) + 1
         assert self.low < seq <= self.high, "the primary assigns seqs within the watermarks"
         assert seq > self.plan_end, "fresh proposals stay above the view's plan"
@@ -493,31 +373,12 @@ class Poe(Protocol):
             if not 0 <= sender < self.n:
                 self._client_still_waits(key, out)
             return
-        if key in self.in_flight:
-            self._ignore("request_in_flight")
-            return
-        if key in self.waiting:
-            self._ignore("request_already_waiting")
+        if self._request_pending(key):
             return
         if not self.verifier.verify_request(req):
             self._ignore("bad_client_signature")
             return
-        if self.is_proposer():
-            self._propose_batch(make_batch((req,)), out)
-            return
-        if len(self.waiting) >= self.max_waiting:
-            self._purge_waiting()
-            if len(self.waiting) >= self.max_waiting:
-                self._ignore("waiting_full")
-                return
-        self.waiting[key] = req
-        if self.mode != ACTIVE:
-            return  # the view-change timer runs; the request moves on with the new view
-        if not 0 <= sender < self.n:  # from a client: pass it to the primary
-            out.append(Send(self.primary, req))
-        if not self._request_timer_armed:
-            self._request_timer_armed = True
-            out.append(SetTimer(self.t_request, self._timeout_ticks()))
+        self._take_request(sender, key, req, out)  # proposed, or waited for and forwarded
 
     def _client_still_waits(self, key: tuple[int, int], out: list[Action]) -> None:
         """The client re-sent a request we executed (our reply was re-sent to it): it still
@@ -536,8 +397,7 @@ class Poe(Protocol):
             return
         self.stuck.add(key)
         if not self._request_timer_armed:
-            self._request_timer_armed = True
-            out.append(SetTimer(self.t_request, self._timeout_ticks()))
+            self._arm_request_timer(out)
 
     def _still_stuck(self) -> bool:
         """True if a client re-sent an executed, not yet final request during this period."""
@@ -557,10 +417,6 @@ class Poe(Protocol):
         seq = recent.get(key[1]) if recent is not None else None
         return seq is not None and seq > self.final_mark
 
-    def _purge_waiting(self) -> None:
-        for key in [k for k in self.waiting if self.was_executed(*k)]:
-            del self.waiting[key]
-
     def _on_request_timer(self, out: list[Action]) -> None:
         self._request_timer_armed = False
         if self.mode != ACTIVE:
@@ -576,8 +432,7 @@ class Poe(Protocol):
             self._probed_at = self.last_executed
             first = self._trusted_to() + 1
             out.append(Broadcast(Fetch(first, first + self.fetch_span - 1, self.id)))
-            self._request_timer_armed = True
-            out.append(SetTimer(self.t_request, self._timeout_ticks()))
+            self._arm_request_timer(out)
             return
         self._start_view_change(self.view + 1, out)
 
@@ -742,7 +597,7 @@ class Poe(Protocol):
                 for req in batch.requests:
                     self.in_flight.pop((req.client_id, req.timestamp), None)
             if self.waiting:
-                self._executed_waiting(batch, out)
+                self._waiting_done(batch, out)
             if self._view_unproven and view == self.view:
                 self._view_unproven = False
                 self.backoff_exp = 0  # the view change succeeded: reset the doubling
@@ -759,20 +614,6 @@ class Poe(Protocol):
                 del recent[oldest]
                 if oldest > self.ts_floor.get(req.client_id, -1):
                     self.ts_floor[req.client_id] = oldest
-
-    def _executed_waiting(self, batch: Batch, out: list[Action]) -> None:
-        hit = False
-        for req in batch.requests:
-            if self.waiting.pop((req.client_id, req.timestamp), None) is not None:
-                hit = True
-        if not hit or self.mode != ACTIVE:
-            return
-        if self.waiting:
-            self._request_timer_armed = True
-            out.append(SetTimer(self.t_request, self._timeout_ticks()))
-        elif self._request_timer_armed:
-            self._request_timer_armed = False
-            out.append(CancelTimer(self.t_request))
 
     def _rollback_to(self, to_seq: int, out: list[Action]) -> None:
         """Undo executed entries above ``to_seq`` (never a final one)."""
@@ -796,24 +637,8 @@ class Poe(Protocol):
 
     # --- checkpoints and garbage collection (PBFT §4.3) --------------------------------
 
-    def _on_checkpoint(self, sender: int, cp: Checkpoint, out: list[Action]) -> None:
-        if cp.instance != CHECKPOINT_INSTANCE:
-            self._ignore("wrong_instance")
-            return
-        if sender != cp.replica or not 0 <= sender < self.n or sender == self.id:
-            self._ignore("wrong_replica_field")
-            return
-        if cp.seq <= self.low or cp.seq % self.period:
-            self._ignore("old_checkpoint")
-            return
-        mine = self.ckpt_of.get(sender)
-        if mine is not None and mine.get(cp.seq) == cp.state_digest:
-            self._ignore("duplicate")
-            return
-        if not self._valid_checkpoint_signature(cp):
-            self._ignore("bad_signature")
-            return
-        self._add_checkpoint(cp, out)
+    # _on_checkpoint, _add_checkpoint, _valid_checkpoint_proof: ReplicaCore (with
+    # checkpoint_revotes: a replica that re-executed after a rollback votes again)
 
     def _valid_checkpoint_signature(self, cp: Checkpoint) -> bool:
         try:
@@ -821,53 +646,6 @@ class Poe(Protocol):
         except Exception:
             return False
         return bool(self.verifier.verify(cp.replica, payload, cp.signature))
-
-    def _add_checkpoint(self, cp: Checkpoint, out: list[Action]) -> None:
-        """Count ``cp``; a replica's later checkpoint for a seq replaces its earlier one
-        (it re-executed after a rollback)."""
-        mine = self.ckpt_of.setdefault(cp.replica, {})
-        old = mine.get(cp.seq)
-        if old is not None:
-            if old == cp.state_digest:
-                return
-            by_digest = self.ckpt_votes.get(cp.seq, {}).get(old)
-            if by_digest is not None:
-                by_digest.pop(cp.replica, None)
-        elif len(mine) >= self.ckpt_per_replica:  # bounded: keep each replica's newest few
-            oldest = min(mine)
-            if cp.seq < oldest:
-                self._ignore("old_checkpoint")
-                return
-            digest = mine.pop(oldest)
-            by_digest = self.ckpt_votes.get(oldest, {}).get(digest)
-            if by_digest is not None:
-                by_digest.pop(cp.replica, None)
-        mine[cp.seq] = cp.state_digest
-        votes = self.ckpt_votes.setdefault(cp.seq, {}).setdefault(cp.state_digest, {})
-        votes[cp.replica] = cp
-        if len(votes) >= self.checkpoint_quorum and cp.seq > self.low:
-            proof = tuple(votes[r] for r in sorted(votes)[: self.checkpoint_quorum])
-            self._make_stable(cp.seq, cp.state_digest, proof, out)
-
-    def _valid_checkpoint_proof(self, seq: int, proof: tuple[Checkpoint, ...]) -> bool:
-        if seq == 0:
-            return not proof
-        if len(proof) < self.checkpoint_quorum:
-            return False
-        digest = proof[0].state_digest
-        seen: set[int] = set()
-        for cp in proof:
-            if (
-                cp.instance != CHECKPOINT_INSTANCE
-                or cp.seq != seq
-                or cp.state_digest != digest
-                or not 0 <= cp.replica < self.n
-                or cp.replica in seen
-                or not self._valid_checkpoint_signature(cp)
-            ):
-                return False
-            seen.add(cp.replica)
-        return True
 
     def _make_stable(
         self,
@@ -877,20 +655,7 @@ class Poe(Protocol):
         out: list[Action],
         replay: bool = True,
     ) -> None:
-        assert seq > self.low, "stable checkpoints only move forward"
-        assert len({c.replica for c in proof}) >= self.checkpoint_quorum, "distinct signers"
-        self.low = seq
-        self.high = seq + self.window
-        self.stable_digest = digest
-        self.stable_proof = proof
-        for table in (self.slots, self.evidence, self.ckpt_votes):
-            for s in [s for s in table if s <= seq]:
-                del table[s]
-        for mine in self.ckpt_of.values():
-            for s in [s for s in mine if s <= seq]:
-                del mine[s]
-        if self.last_assigned < seq:
-            self.last_assigned = seq
+        self._move_watermarks(seq, digest, proof, (self.slots, self.evidence))
         self._check_final(out)
         if replay:
             self._replay_held(out)
@@ -1031,14 +796,7 @@ class Poe(Protocol):
             return
         if seq in self.finals:
             return
-        votes = self.fetch_votes.setdefault(seq, {})
-        if sender in votes:
-            self._ignore("duplicate")
-            return
-        votes[sender] = m
-        d = m.batch.digest
-        matching = [r for r in votes.values() if r.batch.digest == d]
-        if len(matching) < self.fetch_quorum:
+        if self._count_fetch_reply(self.fetch_votes.setdefault(seq, {}), sender, m) is None:
             return
         del self.fetch_votes[seq]
         self.finals[seq] = (m.view, m.batch)
@@ -1091,9 +849,7 @@ class Poe(Protocol):
         """Stop taking part in the current view (common to VC-REQUEST and a jump by NV)."""
         self.view = new_view
         self._view_unproven = False
-        if self._request_timer_armed:
-            self._request_timer_armed = False
-            out.append(CancelTimer(self.t_request))
+        self._cancel_request_timer(out)
         self.slots.clear()
         self.ready.clear()  # undelivered entries of the old view; their evidence stays
         self._fetch_requested_to = 0  # what we asked for may be answered for the old view only
@@ -1194,9 +950,7 @@ class Poe(Protocol):
         if not 0 <= vc.replica < self.n or vc.new_view < 1:
             return False
         stable = vc.stable_seq
-        if stable < 0 or stable % self.period:
-            return False
-        if not self._valid_checkpoint_proof(stable, vc.checkpoint_proof):
+        if not self._valid_stable_claim(stable, vc.checkpoint_proof):
             return False
         seqs: set[int] = set()
         for e in vc.entries:
@@ -1244,16 +998,10 @@ class Poe(Protocol):
 
     def _try_new_view(self, out: list[Action]) -> None:
         w = self.view
-        mine = self.vc_latest.get(self.id)
-        if mine is None or mine.new_view != w:
+        chosen = self._new_view_set(self.quorum)
+        if chosen is None:
             return
-        others = sorted(
-            (vc for r, vc in self.vc_latest.items() if r != self.id and vc.new_view == w),
-            key=lambda vc: vc.replica,
-        )
-        if 1 + len(others) < self.quorum:
-            return
-        nv = NvPropose(w, (mine, *others[: self.quorum - 1]))
+        nv = NvPropose(w, chosen)
         out.append(Broadcast(nv))
         self._accept_nv(nv, self.make_plan(w, nv.requests), out)
 
@@ -1479,25 +1227,7 @@ class Poe(Protocol):
                     self.in_flight[(req.client_id, req.timestamp)] = plan.base + 1 + i
         self._reconcile(out)
         out.append(base.NewView(w, self.primary_of(w)))
-        self._purge_waiting()
-        if self.primary_of(w) == self.id:
-            waiting = list(self.waiting.values())
-            self.waiting.clear()
-            for req in waiting:
-                if (req.client_id, req.timestamp) not in self.in_flight:
-                    self._propose_batch(make_batch((req,)), out)
-            self._drain_queue(out)
-        else:
-            primary = self.primary_of(w)
-            for batch in self.queue:
-                for req in batch.requests:
-                    out.append(Send(primary, req))
-            self.queue.clear()
-            for req in self.waiting.values():
-                out.append(Send(primary, req))
-            if self.waiting:
-                self._request_timer_armed = True
-                out.append(SetTimer(self.t_request, self._timeout_ticks()))
+        self._resume_requests(w, out)  # waiting requests: proposed, or sent to the primary
         self._replay_held(out)
         self._check_final(out)
 
