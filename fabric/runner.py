@@ -600,6 +600,20 @@ def _delegate_sweep(
     return int(sweep.main(forwarded) or 0)
 
 
+def config_warnings(cfg: Any) -> list[str]:
+    """Valid settings that will likely not measure what the user meant (said, not refused)."""
+    out: list[str] = []
+    if cfg.protocol.name == "rcc":
+        m = cfg.protocol_config(0).params["rcc_instances"]
+        if cfg.cluster.clients < m:
+            out.append(
+                f"RCC assigns clients to its {m} instances by client id; with "
+                f"{cfg.cluster.clients} client(s), {m - cfg.cluster.clients} instance(s) only "
+                f"propose no-ops (use --clients {m} for a fair comparison)"
+            )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from fabric.config import ConfigError, load_config
 
@@ -625,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
+    for warning in config_warnings(cfg):
+        print(f"run-cluster: note: {warning}", file=sys.stderr)
     try:
         outcome = run_experiment(cfg, results_root, label=label, progress=not args.quiet)
     except KeyboardInterrupt as exc:

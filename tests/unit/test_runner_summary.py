@@ -274,3 +274,14 @@ def test_a_run_whose_ports_are_taken_moves_to_a_free_block(capsys) -> None:
     assert moved.transport.base_port != base
     assert moved.with_overrides([f"transport.base_port={base}"]) == cfg  # nothing else changed
     assert "in use" in capsys.readouterr().err
+
+
+def test_rcc_with_fewer_clients_than_instances_is_noted() -> None:
+    from fabric.config import load_config
+    from fabric.runner import config_warnings
+
+    few = load_config(None, ["protocol.name=rcc", "cluster.clients=1"])
+    [note] = config_warnings(few)
+    assert "3 instance(s) only propose no-ops" in note and "--clients 4" in note
+    assert config_warnings(few.with_overrides(["cluster.clients=4"])) == []
+    assert config_warnings(load_config(None, ["cluster.clients=1"])) == []  # pbft: nothing to say
