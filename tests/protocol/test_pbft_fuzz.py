@@ -22,7 +22,7 @@ from protocols.pbft import (
     PrePrepare,
     ViewChange,
 )
-from tests.protocol.scenario import Cluster
+from tests.protocol.scenario import Cluster, view_change_traffic
 
 WIRE_INT = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 SMALL_INT = st.integers(min_value=-3, max_value=12)
@@ -32,31 +32,8 @@ ANY_BYTES = st.binary(max_size=40)
 
 def _pool() -> list[Any]:
     """Genuine messages of a run with a checkpoint and a view change (material to mutate)."""
-    c = Cluster(4, checkpoint_period=2, watermark_window=4, view_change_ticks=10)
-    seen: list[Any] = []
-    original = c._enqueue
-
-    def spy(kind: str, src: int, dst: int, msg: Any) -> None:
-        seen.append(msg)
-        original(kind, src, dst, msg)
-
-    c._enqueue = spy  # type: ignore[method-assign]
-    for i in range(1, 4):
-        c.propose(0, c.batch(f"b{i}"))
-    c.run()
-    c.drop_rules.append((None, None, "Commit"))
-    c.propose(0, c.batch("b4"))
-    c.run()
-    c.drop_rules.clear()
-    c.crash(0)
-    for r in range(4):
-        c.client_request(r, c.batch("b5").requests[0])
-    c.run()
-    for r in (1, 2, 3):
-        c.fire(r, "request")
-    c.run()
-    seen += [Fetch(0, 1, 4, 2), FetchReply(0, 1, 0, c.batches["b1"], 2)]
-    return seen
+    c, seen = view_change_traffic()
+    return seen + [Fetch(0, 1, 4, 2), FetchReply(0, 1, 0, c.batches["b1"], 2)]
 
 
 POOL = _pool()

@@ -18,7 +18,7 @@ from protocols.pbft import (
     PrePrepare,
     ViewChange,
 )
-from tests.protocol.scenario import Cluster
+from tests.protocol.scenario import view_change_traffic
 from transport import wire
 
 CLASSES = [
@@ -44,30 +44,7 @@ def test_kinds_are_in_the_pbft_range_and_distinct() -> None:
 
 def _view_change_traffic() -> list[object]:
     """Real messages from a run with a view change (every PBFT message type appears)."""
-    c = Cluster(4, checkpoint_period=2, watermark_window=4, view_change_ticks=10)
-    sent: list[object] = []
-    original = c._enqueue
-
-    def spy(kind: str, src: int, dst: int, msg: object) -> None:
-        sent.append(msg)
-        original(kind, src, dst, msg)
-
-    c._enqueue = spy  # type: ignore[method-assign]
-    for i in range(1, 4):
-        c.propose(0, c.batch(f"b{i}"))
-    c.run()
-    c.drop_rules.append((None, None, "Commit"))
-    c.propose(0, c.batch("b4"))
-    c.run()
-    c.drop_rules.clear()
-    c.crash(0)
-    req = c.batch("b5").requests[0]
-    for r in range(4):
-        c.client_request(r, req)
-    c.run()
-    for r in (1, 2, 3):
-        c.fire(r, "request")
-    c.run()
+    c, sent = view_change_traffic()
     assert c.ledger(1)[-2:] == [(4, "b4"), (5, "b5")]
     return sent
 
