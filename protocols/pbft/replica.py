@@ -489,12 +489,19 @@ class Pbft(ReplicaCore[_Slot]):
             out.append(Broadcast(prepare))
         self._check_prepared(seq, slot, out)
 
-    def _on_prepare(self, sender: int, p: Prepare, out: list[Action]) -> None:
-        if p.instance != self.instance:
+    def _from_member(self, sender: int, msg: Any, others_only: bool = False) -> bool:
+        """A vote-like message is for this instance and its ``replica`` field is its
+        authenticated sender, a replica (not this one, with ``others_only``); else ignored."""
+        if msg.instance != self.instance:
             self._ignore("wrong_instance")
-            return
-        if sender != p.replica or not 0 <= sender < self.n:
+            return False
+        if sender != msg.replica or not 0 <= sender < self.n or (others_only and sender == self.id):
             self._ignore("wrong_replica_field")
+            return False
+        return True
+
+    def _on_prepare(self, sender: int, p: Prepare, out: list[Action]) -> None:
+        if not self._from_member(sender, p):
             return
         if sender == (self.instance + p.view) % self.n:
             self._ignore("prepare_from_primary")
@@ -547,11 +554,7 @@ class Pbft(ReplicaCore[_Slot]):
         self._check_committed(seq, slot, out)
 
     def _on_commit(self, sender: int, c: Commit, out: list[Action]) -> None:
-        if c.instance != self.instance:
-            self._ignore("wrong_instance")
-            return
-        if sender != c.replica or not 0 <= sender < self.n:
-            self._ignore("wrong_replica_field")
+        if not self._from_member(sender, c):
             return
         if not self._normal_case_gate(c.view, c.seq, sender, c, out):
             return
@@ -702,11 +705,7 @@ class Pbft(ReplicaCore[_Slot]):
             self._arm_fetch_timer(out)
 
     def _on_fetch(self, sender: int, m: Fetch, out: list[Action]) -> None:
-        if m.instance != self.instance:
-            self._ignore("wrong_instance")
-            return
-        if sender != m.replica or not 0 <= sender < self.n or sender == self.id:
-            self._ignore("wrong_replica_field")
+        if not self._from_member(sender, m, others_only=True):
             return
         first = max(m.first_seq, self.last_delivered - self.history_len + 1, 1)
         last = min(m.last_seq, first + self.fetch_span - 1, self.last_delivered)
@@ -718,11 +717,7 @@ class Pbft(ReplicaCore[_Slot]):
                 )
 
     def _on_fetch_reply(self, sender: int, m: FetchReply, out: list[Action]) -> None:
-        if m.instance != self.instance:
-            self._ignore("wrong_instance")
-            return
-        if sender != m.replica or not 0 <= sender < self.n or sender == self.id:
-            self._ignore("wrong_replica_field")
+        if not self._from_member(sender, m, others_only=True):
             return
         seq = m.seq
         if (
@@ -813,11 +808,7 @@ class Pbft(ReplicaCore[_Slot]):
             out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
 
     def _on_view_change(self, sender: int, vc: ViewChange, out: list[Action]) -> None:
-        if vc.instance != self.instance:
-            self._ignore("wrong_instance")
-            return
-        if sender != vc.replica or not 0 <= sender < self.n or sender == self.id:
-            self._ignore("wrong_replica_field")
+        if not self._from_member(sender, vc, others_only=True):
             return
         w = vc.new_view
         if w < self.view or (w == self.view and not self.in_view_change):
