@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
+
+import yaml
 
 from fabric.sim.faults import MIXES
 from fabric.sim.simulator import (
@@ -51,6 +53,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--batch-size", type=int, default=DEFAULT_OPTIONS.batch_size, help="requests per proposal"
     )
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="protocol parameter, repeatable (e.g. poe_certificate=macs); VALUE is YAML",
+    )
     p.add_argument("--verbose", action="store_true", help="trace every event of one seed")
     p.add_argument("--max-failures", type=int, default=20, help="failures kept and printed")
     args = p.parse_args(argv)
@@ -63,6 +72,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if bad or not mixes:
         p.error(f"unknown fault mix {bad}; choose from {', '.join(MIXES)} or all")
     args.mixes = mixes
+    params: dict[str, Any] = {}
+    for item in args.param:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            p.error(f"--param {item!r}: expected KEY=VALUE")
+        params[key] = yaml.safe_load(raw)
+    args.params = params
     for name in ("clients", "requests", "in_flight", "batch_size"):
         if getattr(args, name) < (0 if name == "requests" else 1):
             p.error(f"--{name.replace('_', '-')} too small")
@@ -75,6 +91,7 @@ def _options(args: argparse.Namespace, trace: bool) -> SimOptions:
         requests=args.requests,
         in_flight=args.in_flight,
         batch_size=args.batch_size,
+        params=args.params,
         trace=trace,
     )
 

@@ -10,8 +10,10 @@ keep lying (a BFT protocol must stay live with f of them once the network is syn
 ``ByzantineMutator`` rewrites a Byzantine replica's outgoing messages per recipient,
 generically over the wire dataclasses: fields of type ``Batch`` and bytes fields named
 ``digest``/``*_digest`` (or tuples ``digests``/``*_digests``), recursively through nested
-messages and tuples. It therefore works for PBFT, PoE and RCC unchanged. It never signs:
-a mutated message that carries a signature simply fails verification at the receiver.
+messages and tuples. It therefore works for PBFT, PoE and RCC unchanged. It never signs
+in another replica's name: a mutated message that carries a signature fails verification
+at the receiver, except where fabric/sim/forgery.py knows how the liar re-signs its own
+message (claims a protocol accepts without proof) and the simulator handed in its key.
 So that an equivocating proposer can still sign both versions, the simulator proposes
 the alternative batch on a copy of the Byzantine replica's state (which holds only that
 replica's own key) and sends the copy's messages to group B (simulator._propose_twice);
@@ -31,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fabric.sim.forgery import FORGERS
 from protocols.common import NULL_DIGEST, Batch, Reply, Request, make_batch
 
 MIXES = ("none", "lossy", "reorder", "partition", "crash", "byzantine", "mixed")
@@ -229,9 +232,15 @@ class ByzantineMutator:
     """
 
     def __init__(
-        self, plan: FaultPlan, rng: random.Random, max_alternatives: int = 4096, pool_size: int = 64
+        self,
+        plan: FaultPlan,
+        rng: random.Random,
+        max_alternatives: int = 4096,
+        pool_size: int = 64,
+        sign: Callable[[int, bytes], bytes] | None = None,
     ) -> None:
         self.behaviour = dict(plan.byzantine)
+        self.sign = sign  # (replica, payload) -> that replica's signature: own-key lies
         self.group_b = frozenset(plan.byz_group_b)
         self.rng = rng
         self.max_alternatives = max_alternatives
@@ -285,11 +294,11 @@ class ByzantineMutator:
             return msg
         if how == "equivocate":
             if dst not in self.group_b:
-                return msg
+                return self._forged(src, msg, msg, how)
             out = rewrite(msg, self.alternative, self._swap_digest)
         elif how == "conflicting_votes":
             if dst not in self.group_b:
-                return msg
+                return self._forged(src, msg, msg, how)
             out = rewrite(
                 msg,
                 lambda b: b,
@@ -303,6 +312,19 @@ class ByzantineMutator:
             if self.rng.random() >= 0.5:
                 return msg
             out = rewrite(msg, lambda b: Batch(b.requests, self._garbage(b.digest)), self._garbage)
+            if out is not msg:
+                self.mutated[how] += 1
+            return out
+        return self._forged(src, msg, out, how)
+
+    def _forged(self, src: int, msg: Any, out: Any, how: str) -> Any:
+        """``out`` re-signed by ``src`` as a lie where forgery.py knows one (else as is)."""
+        forge = FORGERS.get(type(out))
+        if forge is not None and self.sign is not None:
+            sign = self.sign
+            out = forge(out, lambda payload: sign(src, payload))
+            if out != msg:
+                self.mutated["forged"] += 1
         if out is not msg:
             self.mutated[how] += 1
         return out

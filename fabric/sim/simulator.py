@@ -182,11 +182,13 @@ def replay_command(
         value = getattr(options, attr)
         if value != getattr(DEFAULT_OPTIONS, attr):
             cmd += f" {flag} {value}"
+    for key, value in sorted(options.params.items()):
+        cmd += f" --param {key}={value}"
     other = [
         f"{name_}={getattr(options, name_)!r}"
         for name_ in SimOptions.__dataclass_fields__
         if name_ not in cli_flags
-        and name_ not in ("trace", "trace_limit")
+        and name_ not in ("trace", "trace_limit", "params")
         and getattr(options, name_) != getattr(DEFAULT_OPTIONS, name_)
     ]
     if other:
@@ -223,8 +225,8 @@ class Simulator:
             faults, self.rng, n, self.f, primary, options.fault_window_ticks
         )
         self.byzantine = self.plan.byzantine_ids()
-        self.mutator = ByzantineMutator(self.plan, self.rng)
         self.keys = SimKeys(seed)
+        self.mutator = ByzantineMutator(self.plan, self.rng, sign=self.keys.signature)
         self.config_args = dict(
             n=n,
             checkpoint_period=options.checkpoint_period,

@@ -40,6 +40,10 @@ KIND_NV_CERTIFY = 56
 KIND_NV_COMMIT = 57
 KIND_FETCH = 58
 KIND_FETCH_REPLY = 59
+KIND_SUPPORTED = 60
+KIND_STABLE_PROOF = 61
+
+MAX_SUPPORTED_PER_SEQ = 4  # MACs: support claims kept (and accepted) per seq, latest views
 
 
 @message(KIND_PROPOSE)
@@ -88,20 +92,33 @@ class Committed:
     view: int
     seq: int
     batch: Batch
-    cert: Certificate
+    cert: Certificate | None  # None with MACs: a claim the view change weighs, not a proof
+
+
+@message(KIND_SUPPORTED)
+@dataclass(frozen=True, slots=True)
+class Supported:
+    """With MACs: the sender supported batch ``digest`` at ``seq``, last in ``view`` (the
+    Q-set of Castro & Liskov's MAC view change; a claim, checked by counting f+1)."""
+
+    seq: int
+    view: int
+    digest: bytes
 
 
 @message(KIND_VC_REQUEST)
 @dataclass(frozen=True, slots=True)
 class VcRequest:
     """VC-REQUEST: ``replica`` leaves for ``new_view`` with its stable checkpoint and its
-    view-committed entries above it (the highest-view certificate per seq)."""
+    view-committed entries above it (the highest-view one per seq: with signatures a
+    certificate, with MACs a claim), and with MACs what it supported above it."""
 
     new_view: int
     replica: int
     stable_seq: int
     checkpoint_proof: tuple[Checkpoint, ...]  # 2f+1 matching signed checkpoints (() at 0)
     entries: tuple[Committed, ...]
+    supported: tuple[Supported, ...]  # MACs only (() with signatures)
     signature: bytes  # by ``replica`` over vc_request_payload
 
 
@@ -117,12 +134,17 @@ class NvPropose:
 @message(KIND_NV_SUPPORT)
 @dataclass(frozen=True, slots=True)
 class NvSupport:
-    """``replica`` accepts the new view's plan: one share per plan entry, in seq order."""
+    """``replica`` accepts the new view's plan: one share per plan entry, in seq order (to
+    the new primary); with MACs no shares, to every replica (n−f of them lock the plan).
+
+    ``waiting`` (MACs): the sender has not entered the view; replicas that have answer it
+    with their own (``waiting=False``), as for NV-COMMIT."""
 
     view: int
     replica: int
     plan_digest: bytes
     shares: tuple[bytes, ...]
+    waiting: bool
 
 
 @message(KIND_NV_CERTIFY)
@@ -153,11 +175,23 @@ class NvCommit:
 @message(KIND_FETCH)
 @dataclass(frozen=True, slots=True)
 class Fetch:
-    """A lagging ``replica`` asks for executed entries first_seq..last_seq."""
+    """A lagging ``replica`` asks for executed entries first_seq..last_seq; replicas whose
+    stable checkpoint is above its ``stable_seq`` send their proof too (``StableProof``)."""
 
     first_seq: int
     last_seq: int
     replica: int
+    stable_seq: int
+
+
+@message(KIND_STABLE_PROOF)
+@dataclass(frozen=True, slots=True)
+class StableProof:
+    """A stable checkpoint at ``seq``: 2f+1 matching signed ``Checkpoint``s, relayed to a
+    replica that missed the votes (anyone may relay it: the proof is transferable)."""
+
+    seq: int
+    proof: tuple[Checkpoint, ...]
 
 
 @message(KIND_FETCH_REPLY)
@@ -189,7 +223,7 @@ def support_payload(view: int, seq: int, digest: bytes) -> bytes:
 def vc_request_payload(vc: VcRequest) -> bytes:
     """The whole VC-REQUEST body with an empty signature (rare: re-encoding is fine)."""
     unsigned = VcRequest(
-        vc.new_view, vc.replica, vc.stable_seq, vc.checkpoint_proof, vc.entries, b""
+        vc.new_view, vc.replica, vc.stable_seq, vc.checkpoint_proof, vc.entries, vc.supported, b""
     )
     return b"PoE-VC" + encode_body(unsigned)
 
@@ -203,6 +237,7 @@ def plan_digest(view: int, base: int, digests: Sequence[bytes]) -> bytes:
 
 
 __all__ = [
+    "MAX_SUPPORTED_PER_SEQ",
     "Certify",
     "Committed",
     "Fetch",
@@ -212,7 +247,9 @@ __all__ = [
     "NvPropose",
     "NvSupport",
     "Propose",
+    "StableProof",
     "Support",
+    "Supported",
     "VcRequest",
     "plan_digest",
     "support_payload",

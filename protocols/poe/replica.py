@@ -70,6 +70,7 @@ from protocols.common import NULL_BATCH, Batch, Request, batch_is_valid
 from protocols.pbft.messages import Checkpoint, checkpoint_payload
 from protocols.poe.certificate import Certificate, combine
 from protocols.poe.messages import (
+    MAX_SUPPORTED_PER_SEQ,
     Certify,
     Committed,
     Fetch,
@@ -79,7 +80,9 @@ from protocols.poe.messages import (
     NvPropose,
     NvSupport,
     Propose,
+    StableProof,
     Support,
+    Supported,
     VcRequest,
     plan_digest,
     support_payload,
@@ -176,6 +179,10 @@ class Poe(ReplicaCore[_Slot]):
         self.certify_seen: dict[int, NvCertify] = {}  # verified, for a view not yet entered
         self.pending_nv: NvPropose | None = None  # relayed by a non-primary, awaiting NV-CERTIFY
         self.nv_retries = 0
+        # MACs: view -> plan digest -> replicas that sent NV-SUPPORT for it (bounded like
+        # nv_commits); n−f for our plan prepare it here, as NV-CERTIFY does with signatures.
+        self.nv_supports: dict[int, dict[bytes, set[int]]] = {}
+        self.plan_prepared = False  # we hold n−f supports (NV-CERTIFY, or MACs) for the plan
 
         # log (watermarks, stable proof, slots, checkpoint votes: ReplicaCore)
         self.final_mark = 0  # highest stable seq our own state was checked against
@@ -185,6 +192,8 @@ class Poe(ReplicaCore[_Slot]):
         self.pending_plan: Plan | None = None  # entered view, plan not yet reconciled
         self.reconciled = True  # executed entries agree with the current view's plan
         self.evidence: dict[int, Committed] = {}  # seq -> highest-view certificate held
+        # MACs: seq -> digest -> latest view we supported it in (bounded per seq)
+        self.supported: dict[int, dict[bytes, int]] = {}
         self.ready: dict[int, tuple[int, Batch]] = {}  # view-committed, not yet delivered
         self.log: dict[int, tuple[int, Batch]] = {}  # executed: last history_len seqs
         self.last_executed = 0
@@ -201,6 +210,9 @@ class Poe(ReplicaCore[_Slot]):
 
         # catch-up
         self.fetch_votes: dict[int, dict[int, FetchReply]] = {}  # seq -> replica -> final reply
+        # MACs: seq -> replica -> "view-committed in our current view" reply (f+1 matching
+        # mean an honest replica holds n−f supports for it: we view-commit it too)
+        self.commit_votes: dict[int, dict[int, FetchReply]] = {}
         self.finals: dict[int, tuple[int, Batch]] = {}  # trusted final entries, not yet applied
         self._fetch_timer_armed = False
         self._fetch_mark = (-1, -1)
@@ -223,6 +235,7 @@ class Poe(ReplicaCore[_Slot]):
             Request: self._on_request,
             Fetch: self._on_fetch,
             FetchReply: self._on_fetch_reply,
+            StableProof: self._on_stable_proof,
         }
         self._timers = (
             (self.t_request, self._on_request_timer),
@@ -320,7 +333,21 @@ class Poe(ReplicaCore[_Slot]):
         return cert.verify(self.verifier, payload, self.quorum, self.n)
 
     def _sign_share(self, view: int, seq: int, digest: bytes) -> bytes:
+        """Our share for (view, seq, digest); with MACs nothing is signed (b"") and the
+        support is remembered for the view change instead (the Q-set)."""
+        if self.macs:
+            self._note_supported(view, seq, digest)
+            return b""
         return self.verifier.sign(support_payload(view, seq, digest))
+
+    def _note_supported(self, view: int, seq: int, digest: bytes) -> None:
+        if seq <= self.low:
+            return
+        by_digest = self.supported.setdefault(seq, {})
+        if by_digest.get(digest, -1) < view:
+            by_digest[digest] = view
+        if len(by_digest) > MAX_SUPPORTED_PER_SEQ:  # bounded: forget the oldest view's
+            del by_digest[min(by_digest, key=lambda d: (by_digest[d], d))]
 
     def _note_view(self, sender: int, view: int, out: list[Action]) -> None:
         """Remember the view ``sender`` speaks from; join when f+1 replicas are ahead."""
@@ -431,7 +458,7 @@ class Poe(ReplicaCore[_Slot]):
             # n−f replies needed the client then waits for us (bounded: once per progress).
             self._probed_at = self.last_executed
             first = self._trusted_to() + 1
-            out.append(Broadcast(Fetch(first, first + self.fetch_span - 1, self.id)))
+            out.append(Broadcast(Fetch(first, first + self.fetch_span - 1, self.id, self.low)))
             self._arm_request_timer(out)
             return
         self._start_view_change(self.view + 1, out)
@@ -475,13 +502,10 @@ class Poe(ReplicaCore[_Slot]):
                 self._ignore("bad_client_signature")
                 return
         d = batch.digest
-        if self.macs:  # the proposal carries the primary's support share
-            if not self._verify_share(sender, m.view, m.seq, d, m.share):
-                self._ignore("bad_share")
-                return
-            if sender not in slot.shares:
-                slot.shares[sender] = (d, m.share)
-                slot.counts[d] = slot.counts.get(d, 0) + 1
+        if self.macs and sender not in slot.shares:
+            # The proposal is the primary's support (its MAC-authenticated sender says so).
+            slot.shares[sender] = (d, b"")
+            slot.counts[d] = slot.counts.get(d, 0) + 1
         slot.batch, slot.digest = batch, d
         share = self._sign_share(self.view, m.seq, d)
         support = Support(self.view, m.seq, d, self.id, share)
@@ -509,16 +533,23 @@ class Poe(ReplicaCore[_Slot]):
             return
         if slot.committed:
             return  # late support: the seq is already view-committed here
-        if not self._verify_share(sender, m.view, m.seq, m.digest, m.share):
+        if self.macs:
+            share = b""  # the link's MAC authenticated it; nothing transferable to keep
+        elif not self._verify_share(sender, m.view, m.seq, m.digest, m.share):
             self._ignore("bad_share")
             return
-        slot.shares[sender] = (m.digest, m.share)
+        else:
+            share = m.share
+        slot.shares[sender] = (m.digest, share)
         slot.counts[m.digest] = slot.counts.get(m.digest, 0) + 1
         self._check_slot(m.seq, slot, out)
 
     def _on_certify(self, sender: int, m: Certify, out: list[Action]) -> None:
         if not 0 <= sender < self.n or sender == self.id:
             self._ignore("non_member")
+            return
+        if self.macs:
+            self._ignore("certify_with_macs")  # nobody signs shares: it cannot be valid
             return
         self._note_view(sender, m.view, out)
         if not self._gate(m.view, m.seq, sender, m):
@@ -548,17 +579,18 @@ class Poe(ReplicaCore[_Slot]):
         if cert is None:
             if slot.counts.get(d, 0) < self.quorum:
                 return
-            shares = {r: s for r, (dd, s) in slot.shares.items() if dd == d}
-            assert len(shares) >= self.quorum, "n−f distinct verified shares"
-            cert = combine(shares, self.quorum)
-            if not self.macs and self.id == self.primary:
-                out.append(Broadcast(Certify(self.view, seq, d, cert)))
+            if not self.macs:
+                shares = {r: s for r, (dd, s) in slot.shares.items() if dd == d}
+                assert len(shares) >= self.quorum, "n−f distinct verified shares"
+                cert = combine(shares, self.quorum)
+                if self.id == self.primary:
+                    out.append(Broadcast(Certify(self.view, seq, d, cert)))
         slot.committed = True
         slot.cert, slot.cert_digest = cert, d
         self._view_commit(seq, self.view, slot.batch, cert, out)
 
     def _view_commit(
-        self, seq: int, view: int, batch: Batch, cert: Certificate, out: list[Action]
+        self, seq: int, view: int, batch: Batch, cert: Certificate | None, out: list[Action]
     ) -> None:
         """``batch`` is view-committed at ``seq``: keep the proof, execute it in order.
 
@@ -655,7 +687,9 @@ class Poe(ReplicaCore[_Slot]):
         out: list[Action],
         replay: bool = True,
     ) -> None:
-        self._move_watermarks(seq, digest, proof, (self.slots, self.evidence))
+        self._move_watermarks(
+            seq, digest, proof, (self.slots, self.evidence, self.supported, self.commit_votes)
+        )
         self._check_final(out)
         if replay:
             self._replay_held(out)
@@ -702,10 +736,50 @@ class Poe(ReplicaCore[_Slot]):
         target = self.low if self.final_mark < self.low else 0
         if self.ready:
             target = max(target, max(self.ready) - 1)
+        behind = self._checkpointed_above()
+        if behind > target:
+            target = behind
         for seq, slot in self.slots.items():
-            if slot.cert is not None and not slot.committed:
+            if slot.committed:
+                continue
+            if slot.cert is not None or (self.macs and self._quorum_elsewhere(slot)):
                 target = max(target, seq)
         return first, min(target, first + self.fetch_span - 1)
+
+    def _checkpointed_above(self) -> int:
+        """The highest checkpoint seq above our execution that f+1 replicas voted for (so
+        an honest one executed that far: we are behind and should fetch), else 0."""
+        best = 0
+        for seq, by_digest in self.ckpt_votes.items():
+            if seq > self.last_executed and seq > best:
+                if sum(len(v) for v in by_digest.values()) >= self.fetch_quorum:
+                    best = seq
+        return best
+
+    def _add_checkpoint(self, cp: Checkpoint, out: list[Action]) -> None:
+        super()._add_checkpoint(cp, out)
+        if (
+            cp.seq > self.last_executed
+            and not self._fetch_timer_armed
+            and self._checkpointed_above() > self.last_executed
+        ):
+            self._arm_fetch_timer(out)  # fetches if we make no progress before it fires
+
+    def _on_stable_proof(self, sender: int, m: StableProof, out: list[Action]) -> None:
+        if not 0 <= sender < self.n or sender == self.id:
+            self._ignore("non_member")
+            return
+        if m.seq <= self.low:
+            self._ignore("old_checkpoint")
+            return
+        if not self._valid_stable_claim(m.seq, m.proof):
+            self._ignore("invalid_stable_proof")
+            return
+        self._make_stable(m.seq, m.proof[0].state_digest, m.proof, out)
+
+    def _quorum_elsewhere(self, slot: _Slot) -> bool:
+        """MACs: n−f replicas support a batch we do not hold (missed or other PROPOSE)."""
+        return any(c >= self.quorum and d != slot.digest for d, c in slot.counts.items())
 
     def _arm_fetch_timer(self, out: list[Action]) -> None:
         self._fetch_timer_armed = True
@@ -720,7 +794,7 @@ class Poe(ReplicaCore[_Slot]):
         if not force and self._fetch_timer_armed and last <= self._fetch_requested_to:
             return
         self._fetch_requested_to = last
-        out.append(Broadcast(Fetch(first, last, self.id)))
+        out.append(Broadcast(Fetch(first, last, self.id, self.low)))
         if not self._fetch_timer_armed:
             self._arm_fetch_timer(out)
 
@@ -738,6 +812,8 @@ class Poe(ReplicaCore[_Slot]):
         if sender != m.replica or not 0 <= sender < self.n or sender == self.id:
             self._ignore("wrong_replica_field")
             return
+        if self.low > m.stable_seq and self.stable_proof:
+            out.append(Send(sender, StableProof(self.low, self.stable_proof)))
         first = max(m.first_seq, 1)
         last = min(m.last_seq, first + self.fetch_span - 1)
         for seq in range(first, last + 1):
@@ -766,7 +842,7 @@ class Poe(ReplicaCore[_Slot]):
             return
         cert = m.cert
         seq = m.seq
-        if cert is None or m.view != self.view or self.mode != ACTIVE:
+        if (cert is None) != self.macs or m.view != self.view or self.mode != ACTIVE:
             self._ignore("unneeded_fetch_reply")
             return
         if seq <= self.last_executed or seq in self.ready or seq > self.high:
@@ -776,6 +852,9 @@ class Poe(ReplicaCore[_Slot]):
         if slot is not None and slot.committed:
             return
         d = m.batch.digest
+        if cert is None:
+            self._on_commit_claim(sender, m, out)
+            return
         if not self._valid_cert(m.view, seq, d, cert):
             self._ignore("bad_certificate")
             return
@@ -785,6 +864,29 @@ class Poe(ReplicaCore[_Slot]):
         slot = self._slot(seq)
         slot.batch, slot.digest, slot.cert, slot.cert_digest = m.batch, d, cert, d
         self._check_slot(seq, slot, out)
+
+    def _on_commit_claim(self, sender: int, m: FetchReply, out: list[Action]) -> None:
+        """MACs: ``sender`` says it view-committed ``m.batch`` at ``m.seq`` in our view. With
+        f+1 matching claims one honest replica holds n−f supports for it, and no other batch
+        can gather n−f in this view: view-commit it as if we had seen those supports."""
+        seq = m.seq
+        votes = self.commit_votes.get(seq)
+        if votes is None:
+            if len(self.commit_votes) >= self.fetch_span:
+                self._ignore("commit_votes_full")  # bounded: one fetch span of seqs
+                return
+            votes = self.commit_votes[seq] = {}
+        if self._count_fetch_reply(votes, sender, m) is None:
+            return
+        del self.commit_votes[seq]
+        if seq <= self.low:  # behind the stable checkpoint: execute it, keep no slot
+            self._view_commit(seq, m.view, m.batch, None, out)
+            return
+        slot = self._slot(seq)
+        slot.batch, slot.digest = m.batch, m.batch.digest
+        slot.committed = True
+        slot.cert, slot.cert_digest = None, slot.digest
+        self._view_commit(seq, m.view, m.batch, None, out)
 
     def _on_final_reply(self, sender: int, m: FetchReply, out: list[Action]) -> None:
         seq = m.seq
@@ -864,8 +966,12 @@ class Poe(ReplicaCore[_Slot]):
         if self.pending_nv is not None and self.pending_nv.view < new_view:
             self.pending_nv = None
         self.nv_retries = 0
+        self.plan_prepared = False
+        self.commit_votes.clear()  # claims about the view we leave
         for v in [v for v in self.nv_commits if v < new_view]:
             del self.nv_commits[v]
+        for v in [v for v in self.nv_supports if v < new_view]:
+            del self.nv_supports[v]
         for v in [v for v in self.certify_seen if v < new_view]:
             del self.certify_seen[v]
         self.in_flight = {(r.client_id, r.timestamp): 0 for b in self.queue for r in b.requests}
@@ -875,15 +981,21 @@ class Poe(ReplicaCore[_Slot]):
         entries = tuple(
             self.evidence[s] for s in sorted(self.evidence) if low < s <= low + self.window
         )
-        vc = VcRequest(new_view, self.id, low, self.stable_proof, entries, b"")
+        supported = tuple(
+            Supported(s, v, d)
+            for s in sorted(self.supported)
+            if low < s <= low + self.window
+            for d, v in sorted(self.supported[s].items())
+        )
+        vc = VcRequest(new_view, self.id, low, self.stable_proof, entries, supported, b"")
         sig = self.verifier.sign(vc_request_payload(vc))
-        return VcRequest(new_view, self.id, low, self.stable_proof, entries, sig)
+        return VcRequest(new_view, self.id, low, self.stable_proof, entries, supported, sig)
 
     def _probe_finals(self, out: list[Action]) -> None:
         """While alone in a view change, keep up with what the others made final (safe to
         execute: final entries are locked); a replica in a view change executes nothing else."""
         first = self.verified_to + 1
-        out.append(Broadcast(Fetch(first, first + self.fetch_span - 1, self.id)))
+        out.append(Broadcast(Fetch(first, first + self.fetch_span - 1, self.id, self.low)))
 
     def _on_view_change_timer(self, out: list[Action]) -> None:
         if self.mode == VIEW_CHANGE:
@@ -905,6 +1017,8 @@ class Poe(ReplicaCore[_Slot]):
             self.nv_retries += 1
             if self.own_nv_commit is not None:
                 out.append(Broadcast(self.own_nv_commit))
+            elif self.own_nv_support is not None and self.macs:
+                out.append(Broadcast(self.own_nv_support))
             elif self.own_nv_support is not None and self.primary != self.id:
                 out.append(Send(self.primary, self.own_nv_support))
             out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
@@ -936,10 +1050,13 @@ class Poe(ReplicaCore[_Slot]):
         """``sender`` asks for the view we are entering or in: send what it needs (bounded)."""
         if self.view < 1:
             return
-        if self.nv is not None and (self.primary == self.id or self.nv_certify is not None):
+        if self.nv is not None and (self.primary == self.id or self.plan_prepared):
             out.append(Send(sender, self.nv))
         if self.nv_certify is not None:
             out.append(Send(sender, self.nv_certify))
+        sup = self.own_nv_support
+        if self.macs and sup is not None and self.plan_prepared:
+            out.append(Send(sender, NvSupport(sup.view, self.id, sup.plan_digest, (), False)))
         own = self.own_nv_commit
         if own is not None:
             waiting = self.mode != ACTIVE
@@ -959,33 +1076,57 @@ class Poe(ReplicaCore[_Slot]):
                 or e.seq in seqs
                 or not 0 <= e.view < vc.new_view
                 or not batch_is_valid(e.batch)
-                or not self._valid_cert(e.view, e.seq, e.batch.digest, e.cert)
+                or (e.cert is None) != self.macs
+                or (
+                    e.cert is not None
+                    and not self._valid_cert(e.view, e.seq, e.batch.digest, e.cert)
+                )
             ):
                 return False
             seqs.add(e.seq)
+        if vc.supported and not self.macs:
+            return False
+        per_seq: dict[int, set[bytes]] = {}
+        for q in vc.supported:
+            digests = per_seq.setdefault(q.seq, set())
+            if (
+                not stable < q.seq <= stable + self.window
+                or not 0 <= q.view < vc.new_view
+                or type(q.digest) is not bytes
+                or q.digest in digests
+                or len(digests) >= MAX_SUPPORTED_PER_SEQ
+            ):
+                return False
+            digests.add(q.digest)
         try:
             payload = vc_request_payload(vc)
         except Exception:  # an unencodable value cannot carry a valid signature
             return False
         return bool(self.verifier.verify(vc.replica, payload, vc.signature))
 
-    def make_plan(self, view: int, requests: tuple[VcRequest, ...]) -> Plan:
-        """The plan every replica derives from the same n−f VC-REQUESTs (deterministic)."""
+    def make_plan(self, view: int, requests: tuple[VcRequest, ...]) -> Plan | None:
+        """The plan every replica derives from the same VC-REQUESTs (deterministic); None
+        when, with MACs, some seq cannot be decided from them yet (the new primary waits
+        for more VC-REQUESTs; with all honest replicas' in hand every seq is decided)."""
         stable_vc = max(requests, key=lambda vc: (vc.stable_seq, -vc.replica))
         base_seq = stable_vc.stable_seq
-        best: dict[int, Committed] = {}
-        for vc in requests:
-            for e in vc.entries:
-                if e.seq <= base_seq:
-                    continue
-                cur = best.get(e.seq)
-                if cur is None or (e.view, e.batch.digest) > (cur.view, cur.batch.digest):
-                    best[e.seq] = e
-        assert all(s <= base_seq + self.window for s in best), "certificates stay in one window"
-        batches = tuple(
-            best[s].batch if s in best else NULL_BATCH
-            for s in range(base_seq + 1, base_seq + self.window + 1)
-        )
+        seqs = range(base_seq + 1, base_seq + self.window + 1)
+        if self.macs:
+            decided = self._decide_from_claims(requests, seqs)
+            if decided is None:
+                return None
+            batches = decided
+        else:
+            best: dict[int, Committed] = {}
+            for vc in requests:
+                for e in vc.entries:
+                    if e.seq <= base_seq:
+                        continue
+                    cur = best.get(e.seq)
+                    if cur is None or (e.view, e.batch.digest) > (cur.view, cur.batch.digest):
+                        best[e.seq] = e
+            assert all(s <= seqs[-1] for s in best), "certificates stay in one window"
+            batches = tuple(best[s].batch if s in best else NULL_BATCH for s in seqs)
         proof = stable_vc.checkpoint_proof
         return Plan(
             view=view,
@@ -996,14 +1137,69 @@ class Poe(ReplicaCore[_Slot]):
             digest=plan_digest(view, base_seq, [b.digest for b in batches]),
         )
 
+    def _decide_from_claims(
+        self, requests: tuple[VcRequest, ...], seqs: range
+    ) -> tuple[Batch, ...] | None:
+        """MACs: choose each seq's batch from unproven claims (Castro & Liskov, TOCS'02
+        §4.5 "view changes with MACs", with PoE's view-commit in the role of "prepared").
+
+        A claimed view-commit (view v, digest d) is chosen when (A1) n−f VC-REQUESTs claim
+        no view-commit at the seq, or one in a view below v, or (v, d); and (A2) f+1 claim
+        to have supported d in a view ≥ v. The null batch is chosen when n−f claim no
+        view-commit at the seq. A batch clients accepted was view-committed by f+1 honest
+        replicas, one of which is in any n−f: A1 then rules out every other batch from an
+        older or equal view, and A2 makes a Byzantine claim from a later view need an
+        honest replica that supported it there, which the plans of those views (all
+        choosing the accepted batch) never let happen. Safety rests on counting only;
+        liveness: the claims of all honest replicas decide every seq."""
+        n_req = len(requests)
+        batches: list[Batch] = []
+        for s in seqs:
+            claims: list[tuple[int, bytes, Batch] | None] = []
+            for vc in requests:
+                claim = None
+                for e in vc.entries:
+                    if e.seq == s:
+                        claim = (e.view, e.batch.digest, e.batch)
+                        break
+                claims.append(claim)
+            chosen: Batch | None = None
+            candidates = sorted(
+                {(c[0], c[1]): c[2] for c in claims if c is not None}.items(), reverse=True
+            )
+            for (v, d), batch in candidates:
+                a1 = sum(1 for c in claims if c is None or c[0] < v or (c[0] == v and c[1] == d))
+                if a1 < self.quorum:
+                    continue
+                a2 = sum(
+                    1
+                    for vc in requests
+                    if any(q.seq == s and q.digest == d and q.view >= v for q in vc.supported)
+                )
+                if a2 >= self.f + 1:
+                    chosen = batch
+                    break
+            if chosen is None:
+                if n_req - sum(1 for c in claims if c is not None) < self.quorum:
+                    return None  # undecided: wait for more VC-REQUESTs
+                chosen = NULL_BATCH
+            batches.append(chosen)
+        return tuple(batches)
+
     def _try_new_view(self, out: list[Action]) -> None:
         w = self.view
-        chosen = self._new_view_set(self.quorum)
+        size = self.quorum
+        if self.macs:  # every VC-REQUEST we hold for w: each seq must be decided (above)
+            size = max(size, sum(1 for vc in self.vc_latest.values() if vc.new_view == w))
+        chosen = self._new_view_set(size)
         if chosen is None:
             return
         nv = NvPropose(w, chosen)
+        plan = self.make_plan(w, nv.requests)
+        if plan is None:
+            return  # MACs: some seq is undecided; the next VC-REQUEST may decide it
         out.append(Broadcast(nv))
-        self._accept_nv(nv, self.make_plan(w, nv.requests), out)
+        self._accept_nv(nv, plan, out)
 
     def _validate_nv(self, nv: NvPropose) -> Plan | None:
         w = nv.view
@@ -1035,14 +1231,37 @@ class Poe(ReplicaCore[_Slot]):
             self._ignore("invalid_nv_propose")
             return
         if sender != self.primary_of(w):
-            # Relayed: take it only if it is the plan the new view certified.
-            cert = self.certify_seen.get(w)
-            if cert is None:
-                self.pending_nv = nv
-                return
-            if plan_digest(w, cert.base, cert.digests) != plan.digest:
-                self._ignore("relayed_nv_not_certified")
-                return
+            # Relayed: take it only if it is the plan the new view certified (with MACs:
+            # one that f+1 replicas supported, so an honest one took it from the primary).
+            if self.macs:
+                if self._plan_backers(w, plan.digest) < self.f + 1:
+                    self.pending_nv = nv
+                    return
+            else:
+                cert = self.certify_seen.get(w)
+                if cert is None:
+                    self.pending_nv = nv
+                    return
+                if plan_digest(w, cert.base, cert.digests) != plan.digest:
+                    self._ignore("relayed_nv_not_certified")
+                    return
+        self._take_nv(nv, plan, out)
+
+    def _plan_backers(self, view: int, digest: bytes) -> int:
+        """MACs: replicas that sent NV-SUPPORT or NV-COMMIT for plan ``digest`` of ``view``."""
+        supports = self.nv_supports.get(view, {}).get(digest, set())
+        commits = self.nv_commits.get(view, {}).get(digest, set())
+        return len(supports | commits)
+
+    def _try_relayed_nv(self, out: list[Action]) -> None:
+        """MACs: a relayed NV-PROPOSE we hold may now be backed by f+1 replicas."""
+        nv = self.pending_nv
+        if nv is None or self.mode != VIEW_CHANGE or nv.view != self.view:
+            return
+        plan = self._validate_nv(nv)
+        if plan is None or self._plan_backers(nv.view, plan.digest) < self.f + 1:
+            return
+        self.pending_nv = None
         self._take_nv(nv, plan, out)
 
     def _take_nv(self, nv: NvPropose, plan: Plan, out: list[Action]) -> None:
@@ -1065,9 +1284,15 @@ class Poe(ReplicaCore[_Slot]):
         shares = tuple(
             self._sign_share(w, plan.base + 1 + i, b.digest) for i, b in enumerate(plan.batches)
         )
-        sup = NvSupport(w, self.id, plan.digest, shares)
+        if self.macs:
+            shares = ()
+        sup = NvSupport(w, self.id, plan.digest, shares, True)
         self.own_nv_support = sup
         out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+        if self.macs:  # all-to-all: each replica prepares the plan on n−f supports
+            out.append(Broadcast(sup))
+            self._count_nv_support(self.id, sup, out)
+            return
         if self.primary_of(w) == self.id:
             self._add_nv_support(self.id, sup, out)
         else:
@@ -1079,6 +1304,9 @@ class Poe(ReplicaCore[_Slot]):
     def _on_nv_support(self, sender: int, m: NvSupport, out: list[Action]) -> None:
         if sender != m.replica or not 0 <= sender < self.n or sender == self.id:
             self._ignore("wrong_replica_field")
+            return
+        if self.macs:
+            self._on_nv_support_macs(sender, m, out)
             return
         if m.view != self.view or self.primary != self.id or self.plan is None:
             self._ignore("nv_support_not_for_us")
@@ -1099,6 +1327,54 @@ class Poe(ReplicaCore[_Slot]):
                 return
         self._add_nv_support(sender, m, out)
 
+    def _on_nv_support_macs(self, sender: int, m: NvSupport, out: list[Action]) -> None:
+        w = m.view
+        if w < self.view or w < 1 or m.shares:
+            self._ignore("old_view" if w < self.view else "bad_nv_support")
+            return
+        self._note_view(sender, w, out)
+        if w == self.view and self.mode == ACTIVE:
+            # The sender is still entering our view: answer with ours (answers are not answered).
+            own = self.own_nv_support
+            if m.waiting and own is not None and own.plan_digest == m.plan_digest:
+                out.append(Send(sender, NvSupport(w, self.id, own.plan_digest, (), False)))
+            return
+        self._count_nv_support(sender, m, out)
+
+    def _count_nv_support(self, sender: int, m: NvSupport, out: list[Action]) -> None:
+        """MACs: tally NV-SUPPORTs per plan; n−f for our plan prepare it (like NV-CERTIFY)."""
+        if not self._tally(self.nv_supports, sender, m.view, m.plan_digest, "nv_support"):
+            return
+        self._try_relayed_nv(out)
+        plan = self.plan
+        if self.mode != NV_PENDING or plan is None or plan.view != m.view or self.plan_prepared:
+            return
+        if len(self.nv_supports.get(plan.view, {}).get(plan.digest, ())) >= self.quorum:
+            self._take_certify(plan.view, None, out)
+
+    def _tally(
+        self,
+        table: dict[int, dict[bytes, set[int]]],
+        sender: int,
+        view: int,
+        digest: bytes,
+        kind: str,
+    ) -> bool:
+        """Add ``sender``'s vote for ``digest`` in ``view`` to ``table`` (NV-SUPPORTs or
+        NV-COMMITs); False if it was known or refused. Bounded: at most n plans per view,
+        and only the current view and one later view are kept."""
+        by_plan = table.setdefault(view, {})
+        if digest not in by_plan and len(by_plan) >= self.n:
+            self._ignore(f"{kind}_table_full")
+            return False
+        voters = by_plan.setdefault(digest, set())
+        if sender in voters:
+            return False  # a retransmission (replicas that entered the view answer those)
+        voters.add(sender)
+        while len(table) > 2:
+            del table[min(v for v in table if v != self.view)]
+        return True
+
     def _add_nv_support(self, sender: int, m: NvSupport, out: list[Action]) -> None:
         plan = self.plan
         assert plan is not None and m.plan_digest == plan.digest
@@ -1111,7 +1387,7 @@ class Poe(ReplicaCore[_Slot]):
         )
         certify = NvCertify(plan.view, plan.base, tuple(b.digest for b in plan.batches), certs)
         out.append(Broadcast(certify))
-        self._take_certify(certify, out)
+        self._take_certify(plan.view, certify, out)
 
     def _valid_nv_certify(self, m: NvCertify) -> bool:
         if len(m.digests) != self.window or len(m.certs) != self.window or m.base < 0:
@@ -1124,6 +1400,9 @@ class Poe(ReplicaCore[_Slot]):
     def _on_nv_certify(self, sender: int, m: NvCertify, out: list[Action]) -> None:
         if not 0 <= sender < self.n:
             self._ignore("non_member")
+            return
+        if self.macs:
+            self._ignore("certify_with_macs")  # nobody signs shares: it cannot be valid
             return
         w = m.view
         if w < self.view or (w == self.view and self.mode == ACTIVE) or w < 1:
@@ -1144,8 +1423,8 @@ class Poe(ReplicaCore[_Slot]):
             return
         plan = self.plan
         if self.mode == NV_PENDING and plan is not None:
-            if plan.digest == plan_digest(w, m.base, m.digests) and self.nv_certify is None:
-                self._take_certify(m, out)
+            if plan.digest == plan_digest(w, m.base, m.digests) and not self.plan_prepared:
+                self._take_certify(w, m, out)
             return
         nv = self.pending_nv
         if self.mode == VIEW_CHANGE and nv is not None and nv.view == w:
@@ -1154,17 +1433,21 @@ class Poe(ReplicaCore[_Slot]):
             if relayed is not None and relayed.digest == plan_digest(w, m.base, m.digests):
                 self._take_nv(nv, relayed, out)
 
-    def _take_certify(self, m: NvCertify, out: list[Action]) -> None:
-        """We hold view-w certificates for the whole plan: announce it (NV-COMMIT)."""
+    def _take_certify(self, view: int, m: NvCertify | None, out: list[Action]) -> None:
+        """We hold view-w certificates for the whole plan (NV-CERTIFY; with MACs n−f
+        NV-SUPPORTs, i.e. the plan's entries are view-committed in w): announce it
+        (NV-COMMIT)."""
         plan = self.plan
-        assert plan is not None
+        assert plan is not None and plan.view == view
+        self.plan_prepared = True
         self.nv_certify = m
-        self.certify_seen.pop(m.view, None)
-        for i, (batch, cert) in enumerate(zip(plan.batches, m.certs, strict=True)):
+        self.certify_seen.pop(view, None)
+        certs = (None,) * len(plan.batches) if m is None else m.certs
+        for i, (batch, cert) in enumerate(zip(plan.batches, certs, strict=True)):
             seq = plan.base + 1 + i
             if seq > self.low:
-                self.evidence[seq] = Committed(m.view, seq, batch, cert)
-        commit = NvCommit(m.view, self.id, plan.digest, True)
+                self.evidence[seq] = Committed(view, seq, batch, cert)
+        commit = NvCommit(view, self.id, plan.digest, True)
         self.own_nv_commit = commit
         out.append(Broadcast(commit))
         self._count_nv_commit(self.id, commit, out)
@@ -1187,21 +1470,15 @@ class Poe(ReplicaCore[_Slot]):
         self._count_nv_commit(sender, m, out)
 
     def _count_nv_commit(self, sender: int, m: NvCommit, out: list[Action]) -> None:
-        by_plan = self.nv_commits.setdefault(m.view, {})
-        if m.plan_digest not in by_plan and len(by_plan) >= self.n:
-            self._ignore("nv_commit_table_full")  # bounded: at most n plans per view
+        if not self._tally(self.nv_commits, sender, m.view, m.plan_digest, "nv_commit"):
             return
-        voters = by_plan.setdefault(m.plan_digest, set())
-        if sender in voters:
-            return  # a retransmission (replicas that entered the view answer those)
-        voters.add(sender)
-        while len(self.nv_commits) > 2:  # bounded: the current view and one later view
-            del self.nv_commits[min(v for v in self.nv_commits if v != self.view)]
+        if self.macs:
+            self._try_relayed_nv(out)
         self._check_enter(out)
 
     def _check_enter(self, out: list[Action]) -> None:
         plan = self.plan
-        if self.mode != NV_PENDING or plan is None or self.nv_certify is None:
+        if self.mode != NV_PENDING or plan is None or not self.plan_prepared:
             return
         voters = self.nv_commits.get(self.view, {}).get(plan.digest, set())
         if len(voters) < self.quorum:

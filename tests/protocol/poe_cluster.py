@@ -22,6 +22,7 @@ from protocols.poe import (
     NvSupport,
     Poe,
     Propose,
+    StableProof,
     Support,
     VcRequest,
 )
@@ -55,11 +56,19 @@ class PoeCluster(Cluster):
             entries = ",".join(
                 f"{e.seq}:v{e.view}:{self.bname(e.batch.digest)}" for e in msg.entries
             )
-            return f"VcRequest v{msg.new_view} stable={msg.stable_seq} entries=[{entries}]"
+            text = f"VcRequest v{msg.new_view} stable={msg.stable_seq} entries=[{entries}]"
+            if msg.supported:
+                sup = ",".join(
+                    f"{q.seq}:v{q.view}:{self.bname(q.digest)}" for q in msg.supported
+                )
+                text += f" supported=[{sup}]"
+            return text
         if t is NvPropose:
             senders = ",".join(f"r{vc.replica}" for vc in msg.requests)
             return f"NvPropose v{msg.view} from=[{senders}]"
         if t is NvSupport:
+            if not msg.shares:  # MACs: no shares, all-to-all
+                return f"NvSupport v{msg.view} from r{msg.replica}{' waiting' if msg.waiting else ''}"
             return f"NvSupport v{msg.view} from r{msg.replica} ({len(msg.shares)} shares)"
         if t is NvCertify:
             plan = ",".join(
@@ -71,8 +80,10 @@ class PoeCluster(Cluster):
         if t is Fetch:
             return f"Fetch s{msg.first_seq}..{msg.last_seq}"
         if t is FetchReply:
-            kind = "final" if msg.final else "certified"
+            kind = "final" if msg.final else "certified" if msg.cert else "claimed"
             return f"FetchReply s{msg.seq} {self.bname(msg.batch.digest)} {kind}"
+        if t is StableProof:
+            return f"StableProof s{msg.seq} ({len(msg.proof)} checkpoints)"
         return super().fmt(msg)
 
 

@@ -32,7 +32,9 @@ from protocols.poe import (
     NvSupport,
     Poe,
     Propose,
+    StableProof,
     Support,
+    Supported,
     VcRequest,
     combine,
     support_payload,
@@ -89,7 +91,9 @@ def test_every_message_crosses_the_wire_in_the_poe_kind_range() -> None:
     cert = Certificate((0, 1, 2), (b"a", b"b", b"c"))
     cp = Checkpoint(0, 4, b"d" * 32, 1, b"s")
     entry = Committed(0, 1, b, cert)
-    vc = VcRequest(1, 2, 4, (cp,), (entry,), b"sig")
+    vc = VcRequest(1, 2, 4, (cp,), (entry,), (), b"sig")
+    claim = Committed(0, 5, b, None)
+    mac_vc = VcRequest(1, 2, 4, (cp,), (claim,), (Supported(5, 0, b.digest),), b"sig")
     msgs = [
         Propose(0, 1, b, b"share"),
         Support(0, 1, b.digest, 1, b"share"),
@@ -98,10 +102,14 @@ def test_every_message_crosses_the_wire_in_the_poe_kind_range() -> None:
         entry,
         vc,
         NvPropose(1, (vc,)),
-        NvSupport(1, 2, b"p" * 32, (b"x", b"y")),
+        mac_vc,
+        Supported(5, 0, b.digest),
+        StableProof(4, (cp,)),
+        NvSupport(1, 2, b"p" * 32, (b"x", b"y"), False),
+        NvSupport(1, 2, b"p" * 32, (), True),
         NvCertify(1, 4, (b.digest,), (cert,)),
         NvCommit(1, 3, b"p" * 32, True),
-        Fetch(1, 5, 3),
+        Fetch(1, 5, 3, 0),
         FetchReply(1, 0, b, 2, False, cert, 1),
         FetchReply(1, 0, b, 2, True, None, 1),
     ]
@@ -185,7 +193,8 @@ def test_primary_ignores_forged_and_misattributed_supports() -> None:
 
 
 def test_mac_variant_all_to_all_supports_and_local_view_commit() -> None:
-    """§3 (MACs): SUPPORT to everyone, each replica view-commits on n−f, no CERTIFY."""
+    """§3 (MACs): SUPPORT to everyone, each replica view-commits on n−f, no CERTIFY, and
+    nothing is signed in the normal case (the links' MACs authenticate every SUPPORT)."""
     c = cluster(params={"poe_certificate": "macs"})
     c.propose(0, c.batch("b1"))
     c.run()
@@ -193,8 +202,10 @@ def test_mac_variant_all_to_all_supports_and_local_view_commit() -> None:
     for r in (1, 2, 3):
         assert sent(c, f"r{r} Broadcast Support") == [f"r{r} Broadcast Support v0 s1 b1 from r{r}"]
     assert all(ledger(c, r) == ["1:b1"] for r in range(4))
-    cert = c.poe[2].evidence[1].cert  # each replica's own n−f shares: transferable proof
-    assert cert.verify(FakeVerifier(0), support_payload(0, 1, c.batch("b1").digest), 3, 4)
+    assert [c.poe[r].verifier.signed for r in range(4)] == [0, 0, 0, 0]
+    assert c.poe[2].evidence[1].cert is None  # a claim for the view change, not a proof
+    d = c.batch("b1").digest
+    assert c.poe[2].supported == {1: {d: 0}}  # its Q-set: what it supported, last in view 0
 
 
 def test_mac_variant_needs_n_minus_f_supports() -> None:
@@ -365,9 +376,9 @@ def test_make_plan_highest_view_certificate_per_seq_else_null() -> None:
     e1_later = Committed(2, 1, b, cert)
     e3 = Committed(1, 3, a, cert)
     vcs = (
-        VcRequest(3, 1, 0, (), (e1, e3), b""),
-        VcRequest(3, 2, 0, (), (e1_later,), b""),
-        VcRequest(3, 3, 0, (), (), b""),
+        VcRequest(3, 1, 0, (), (e1, e3), (), b""),
+        VcRequest(3, 2, 0, (), (e1_later,), (), b""),
+        VcRequest(3, 3, 0, (), (), (), b""),
     )
     plan = p.make_plan(3, vcs)
     assert plan.base == 0 and plan.end == 4
@@ -403,7 +414,7 @@ def test_replicas_join_a_view_that_f_plus_1_others_are_in() -> None:
     c = cluster()
     p = c.poe[3]
     for r in (1, 2):
-        vc = VcRequest(2, r, 0, (), (), b"")
+        vc = VcRequest(2, r, 0, (), (), (), b"")
         vc = dataclasses.replace(vc, signature=FakeVerifier(r).sign(_vc_payload(vc)))
         c.deliver_to(3, r, vc)
     assert p.view == 2 and p.mode == "view_change"

@@ -22,7 +22,7 @@ import pytest
 from fabric.sim import MIXES, SimOptions, SimSummary, Simulator, run_many, run_seed
 from fabric.sim.simulator import SimResult
 from protocols.common import NULL_BATCH
-from protocols.poe import Certify, Plan, Poe, plan_digest
+from protocols.poe import Certify, Plan, Poe, Support, plan_digest
 from protocols.poe.replica import ACTIVE
 
 MACS = SimOptions(params={"poe_certificate": "macs"})
@@ -148,6 +148,42 @@ def test_forced_rollback_schedule_rolls_back_and_stays_safe() -> None:
 NETWORK_MIXES = ("none", "lossy", "reorder", "partition")  # the cut is the one faulty replica
 
 
+class CutAfterViewCommit(CutAfterCertify):
+    """MACs: every replica view-commits on its own, so the schedule differs: the SUPPORTs
+    for ``cut_seq`` reach only r0 (it alone view-commits and executes the batch, and INFORMs
+    its client), then r0 is cut off until the others have entered a later view. They
+    supported the batch but none view-committed it: the new view replaces it with null."""
+
+    def _cut(self) -> bool:
+        if self.cut_from is None and self.replicas[0].last_executed >= self.cut_seq:
+            self.cut_from = self.now
+        return super()._cut()
+
+    def _transmit(self, src: int, dst: int, msg: Any, mutate: bool = True) -> None:
+        if type(msg) is Support and msg.seq == self.cut_seq and msg.view == 0 and dst != 0:
+            self.counters["cut_dropped"] += 1
+            return
+        super()._transmit(src, dst, msg, mutate)
+
+
+def test_forced_rollback_with_macs_rolls_back_and_stays_safe() -> None:
+    """The MAC variant's rollback: the lone view-commit of r0 does not survive the view
+    change (n−f VC-REQUESTs claim no view-commit at that seq), r0 rolls it back, and every
+    client completes."""
+    results = []
+    for seed in range(60):
+        sim = CutAfterViewCommit(Poe, 4, seed, "none", SimOptions(requests=8, params=MACS.params))
+        result = sim.run()
+        if result.ok:
+            _end_state_agrees(sim)
+        results.append(result)
+    bad = [r.report() for r in results if not r.ok]
+    assert not bad, "\n".join(bad)
+    rolled = [r for r in results if r.counters.get("rolled_back", 0) > 0]
+    assert len(rolled) >= 30, Counter(r.counters.get("rolled_back", 0) for r in results)
+    assert all(r.requests_accepted == r.requests_total for r in results)
+
+
 @pytest.mark.slow
 def test_forced_rollback_under_network_faults() -> None:
     """BIG RUN: the cut schedule on top of the network-only mixes, 140 seeds: safe, live.
@@ -173,19 +209,23 @@ def test_poe_1050_seeds_n4_all_mixes() -> None:
 
 
 @pytest.mark.slow
-def test_poe_macs_350_seeds_n4_all_mixes() -> None:
-    """BIG RUN: the all-to-all MAC variant, seeds 0..349 at n=4."""
-    summary = _run_many_checked(4, range(350), MIXES, MACS)
+def test_poe_macs_1050_seeds_n4_all_mixes() -> None:
+    """BIG RUN: the all-to-all MAC variant, seeds 0..1049 at n=4 (150 per mix). Byzantine
+    replicas sign lying VC-REQUESTs here (fabric/sim/forgery.py): claims of view-commits
+    and supports of their alternative batches in the latest view they may name."""
+    summary = _run_many_checked(4, range(1050), MIXES, MACS)
     _print_figures("macs", summary)
+    assert summary.runs == 1050
     assert summary.violations == 0, _failures(summary)
     assert summary.ok, _failures(summary)
+    assert summary.counters["byzantine_forged"] > 0  # the lies were told
 
 
 @pytest.mark.slow
-def test_poe_140_seeds_n7_all_mixes() -> None:
-    """BIG RUN: seeds 0..139 at n=7 (f=2), both certificate modes alternating."""
+def test_poe_280_seeds_n7_all_mixes() -> None:
+    """BIG RUN: seeds 0..139 at n=7 (f=2) in each certificate mode."""
     for options in (SimOptions(), MACS):
-        summary = _run_many_checked(7, range(70), MIXES, options)
+        summary = _run_many_checked(7, range(140), MIXES, options)
         _print_figures(str(dict(options.params) or "signatures"), summary)
         assert summary.violations == 0, _failures(summary)
         assert summary.ok, _failures(summary)
@@ -267,3 +307,49 @@ def test_a_view_change_that_drops_accepted_batches_is_caught() -> None:
     kinds = {r.violation.kind for r in caught if r.violation is not None}
     assert kinds <= {"rollback_accepted", "rollback_committed", "accepted_result", "agreement"}
     assert "--protocol poe-amnesiac" in caught[0].replay
+
+
+class HighestClaimPoe(Poe):
+    """MACs with the signature variant's rule: each seq takes the highest-view claim.
+    Without certificates a Byzantine replica's signed lie outranks an accepted batch."""
+
+    name = "poe-highest-claim"
+
+    def _decide_from_claims(self, requests: Any, seqs: range) -> Any:
+        best: dict[int, Any] = {}
+        for vc in requests:
+            for e in vc.entries:
+                cur = best.get(e.seq)
+                if cur is None or (e.view, e.batch.digest) > (cur.view, cur.batch.digest):
+                    best[e.seq] = e
+        return tuple(best[s].batch if s in best else NULL_BATCH for s in seqs)
+
+
+class NoSupportCountPoe(Poe):
+    """MACs with A1 but without A2 (f+1 support claims): still unsafe, more rarely."""
+
+    name = "poe-no-support-count"
+
+    def _decide_from_claims(self, requests: Any, seqs: range) -> Any:
+        honest_f = self.f
+        self.f = -1  # f+1 = 0 support claims: A2 always holds
+        try:
+            return super()._decide_from_claims(requests, seqs)
+        finally:
+            self.f = honest_f
+
+
+@pytest.mark.parametrize(
+    ("cls", "n", "limit"), [(HighestClaimPoe, 4, 400), (NoSupportCountPoe, 7, 700)]
+)
+def test_weaker_mac_view_change_rules_are_caught(cls: type[Poe], n: int, limit: int) -> None:
+    """The simulator's signed Byzantine lies break a MAC view change that trusts claims
+    (highest claim wins) or skips the support count (A2); the real rule passes those seeds."""
+    for seed in range(limit):
+        mix = ("byzantine", "mixed")[seed % 2]
+        result = run_seed(cls, n, seed, mix, MACS)
+        if result.outcome == "violation":
+            assert run_seed("poe", n, seed, mix, MACS).ok
+            assert result.violation is not None
+            return
+    pytest.fail(f"{cls.name}: no violation in {limit} seeds")
