@@ -154,9 +154,30 @@ def latency_summary(values_ms: Iterable[float]) -> dict[str, float]:
     }
 
 
+def _vm_hwm_kib(status: str = "/proc/self/status") -> int | None:
+    """Peak RSS of this process image (VmHWM, KiB) from /proc, or None off Linux."""
+    try:
+        with open(status, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def process_resources() -> dict[str, float]:
-    """CPU seconds (user + system) and peak RSS in MB of this process so far."""
+    """CPU seconds (user + system) and peak RSS in MB of this process so far.
+
+    Peak RSS comes from /proc/self/status (VmHWM) where it exists: Linux's ru_maxrss
+    carries the pre-exec peak over an exec, so every replica a big parent (a sweep holding
+    pandas and matplotlib) spawned reported the parent's peak instead of its own."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    # ru_maxrss is KiB on Linux, bytes on macOS
-    rss_mb = usage.ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else usage.ru_maxrss / 1024
+    hwm = _vm_hwm_kib()
+    if hwm is not None:
+        rss_mb = hwm / 1024
+    elif sys.platform == "darwin":  # ru_maxrss: bytes on macOS, KiB elsewhere
+        rss_mb = usage.ru_maxrss / (1024 * 1024)
+    else:
+        rss_mb = usage.ru_maxrss / 1024
     return {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "peak_rss_mb": round(rss_mb, 1)}
