@@ -5,8 +5,10 @@ CERTIFY (normal case, §3), VC-REQUEST and NV-PROPOSE (view change, §4), plus t
 messages this implementation adds to make a view change safe against clients that
 count speculative replies from different views (NV-SUPPORT, NV-CERTIFY, NV-COMMIT: the
 new view's plan is certified and then committed before anyone executes it; see
-protocols/poe/replica.py) and a bounded catch-up (FETCH / FETCH-REPLY). INFORM is the
-common ``Reply`` with ``speculative=True``; checkpoints reuse PBFT's ``Checkpoint``.
+protocols/poe/replica.py) and a bounded catch-up (FETCH / FETCH-REPLY, STABLE-PROOF).
+INFORM is the common ``Reply`` with ``speculative=True``; checkpoints reuse PBFT's
+``Checkpoint``. With MACs (``poe_certificate: macs``) shares are empty, ``Committed``
+entries carry no certificate and VC-REQUESTs add ``Supported`` claims.
 
 Every share is a signature through the injected Verifier over ``support_payload(view,
 seq, digest)``: a normal-case SUPPORT and a share of the new view's plan sign the same

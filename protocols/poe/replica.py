@@ -8,9 +8,10 @@ How it works, in the paper's terms:
   A replica holding a valid certificate and the batch *view-commits* it and executes
   it speculatively, in seq order: ``Deliver(seq, view, batch, speculative=True)``; the
   execute stage INFORMs the client (a speculative ``Reply``), which accepts on n−f
-  matching ones. With ``poe_certificate: macs`` SUPPORT goes to every replica and each
-  view-commits on n−f supports itself (no CERTIFY; the shares it collected are its
-  certificate). Many seqs are in flight at once (out-of-order processing).
+  matching ones. With ``poe_certificate: macs`` nothing is signed in the normal case:
+  SUPPORT goes to every replica (the links' MACs authenticate it) and each replica
+  view-commits on n−f matching supports itself (no CERTIFY). Many seqs are in flight
+  at once (out-of-order processing).
 - Checkpoints (as PBFT §4.3, reusing its signed ``Checkpoint``): every
   ``checkpoint_period`` seqs replicas sign their state digest; 2f+1 matching make it
   stable: the log below is discarded, the watermarks move, and once this replica's own
@@ -36,11 +37,26 @@ How it works, in the paper's terms:
   older certificate can exist, so replies for one seq from different views always
   share a locked batch. Replicas roll back (``Rollback``) executed entries the plan
   does not keep, and execute the plan's entries they lack.
+- View change with MACs (``poe_certificate: macs``): nothing is transferable, so a
+  VC-REQUEST (still signed: view changes are rare) carries *claims*: per seq the
+  highest-view view-commit (with its batch) and the digests it supported, each with the
+  latest view (Castro & Liskov's P- and Q-sets, TOCS'02 §4.5, view-commit in the role of
+  "prepared"). The plan takes, per seq, a claimed (view v, batch d) when n−f requests
+  claim nothing newer or conflicting (A1) and f+1 claim to have supported d in a view
+  ≥ v (A2), else the null batch when n−f claim nothing; otherwise the new primary waits
+  for more VC-REQUESTs (NV-PROPOSE carries every one it used; those of all honest
+  replicas decide every seq). NV-SUPPORT goes to every replica without shares; n−f of
+  them prepare the plan as NV-CERTIFY does, then NV-COMMIT as above.
+  ``_decide_from_claims`` gives the safety argument.
 - A lagging replica catches up by FETCH: a batch counts when f+1 replicas report it
   final (at or below their verified stable checkpoint) or when it comes with a valid
-  certificate of the current view. Messages for later views or beyond the high
-  watermark are held (bounded); f+1 replicas speaking from a later view make a replica
-  join it.
+  certificate of the current view (MACs: when f+1 replicas claim they view-committed it
+  in the current view; one is honest, so n−f supported it). A replica answering the
+  FETCH of one with an older stable checkpoint sends its proof (2f+1 signed checkpoints,
+  transferable), and f+1 checkpoint votes above our execution make us fetch: checkpoint
+  votes are sent once, and a replica that lost them must not wait forever. Messages for
+  later views or beyond the high watermark are held (bounded); f+1 replicas speaking from
+  a later view make a replica join it.
 
 The machinery PBFT runs the same way (held messages, request waiting and proposal queue,
 checkpoint votes and stabilisation, dispatch) lives in protocols/replica_core.py; Poe fills

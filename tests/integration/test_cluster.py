@@ -324,12 +324,14 @@ def test_malformed_frames_are_counted_and_dropped_while_the_run_goes_on(
     assert outcome.summary["per_node"]["1"]["executed_seq"] > 0
 
 
+@pytest.mark.parametrize("certificate", ["signatures", "macs"])
 def test_poe_speculative_cluster_commits_and_survives_a_silent_primary(
-    base_port, tmp_path, spawned
+    base_port, tmp_path, spawned, certificate
 ):
     cfg = _config(
         base_port,
         "protocol.name=poe",
+        f"protocol.poe_certificate={certificate}",
         "run.duration_s=11",
         "client.request_timeout_ms=1000",
         "protocol.view_change_timeout_ms=1000",
@@ -345,6 +347,8 @@ def test_poe_speculative_cluster_commits_and_survives_a_silent_primary(
     assert late > 0, "no transaction accepted after PoE's view change"
     client = json.loads(RunPaths(outcome.folder).client_stats(4).read_text())
     assert client["reply_quorum"] == 3  # PoE: n - f speculative replies
+    kinds = {r["kind"] for r in _read_csv(RunPaths(outcome.folder).messages)}
+    assert ("Certify" in kinds) == (certificate == "signatures")  # MACs: no CERTIFY round
 
 
 @pytest.mark.parametrize("workers", [1, 4])

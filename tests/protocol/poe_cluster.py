@@ -58,9 +58,7 @@ class PoeCluster(Cluster):
             )
             text = f"VcRequest v{msg.new_view} stable={msg.stable_seq} entries=[{entries}]"
             if msg.supported:
-                sup = ",".join(
-                    f"{q.seq}:v{q.view}:{self.bname(q.digest)}" for q in msg.supported
-                )
+                sup = ",".join(f"{q.seq}:v{q.view}:{self.bname(q.digest)}" for q in msg.supported)
                 text += f" supported=[{sup}]"
             return text
         if t is NvPropose:
@@ -68,7 +66,9 @@ class PoeCluster(Cluster):
             return f"NvPropose v{msg.view} from=[{senders}]"
         if t is NvSupport:
             if not msg.shares:  # MACs: no shares, all-to-all
-                return f"NvSupport v{msg.view} from r{msg.replica}{' waiting' if msg.waiting else ''}"
+                return (
+                    f"NvSupport v{msg.view} from r{msg.replica}{' waiting' if msg.waiting else ''}"
+                )
             return f"NvSupport v{msg.view} from r{msg.replica} ({len(msg.shares)} shares)"
         if t is NvCertify:
             plan = ",".join(

@@ -26,6 +26,7 @@ from fabric.sim import MIXES, SimOptions, make_plan, run_many, run_seed
 from fabric.sim import cli as sim_cli
 from fabric.sim.faults import ByzantineMutator, FaultPlan, rewrite
 from fabric.sim.ledger import GENESIS, ExecuteStage, LedgerError, chain
+from fabric.sim.simulator import Simulator, replay_command
 from fabric.sim.verifier import FakeVerifier, SimKeys, signed_request
 from protocols import registry
 from protocols.base import (
@@ -504,3 +505,18 @@ def test_cli_summary_and_exit_codes(
 def test_cli_rejects_unknown_mix() -> None:
     with pytest.raises(SystemExit):
         sim_cli.main(["--protocol", "null", "--faults", "earthquake"])
+
+
+def test_cli_protocol_params_reach_the_replicas_and_the_replay_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = sim_cli.parse_args(["--protocol", "poe", "--param", "poe_certificate=macs"])
+    options = sim_cli._options(args, trace=False)
+    assert dict(options.params) == {"poe_certificate": "macs"}
+    sim = Simulator("poe", 4, 3, "none", options)
+    assert sim.run().ok and all(r.macs for r in sim.replicas)
+    cmd = replay_command("poe", 4, 3, "none", options)
+    assert cmd.endswith("--faults none --param poe_certificate=macs")
+    with pytest.raises(SystemExit):
+        sim_cli.parse_args(["--param", "no-equals-sign"])
+    assert "expected KEY=VALUE" in capsys.readouterr().err
