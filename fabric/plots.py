@@ -461,7 +461,7 @@ def messages_per_batch(per_point: pd.DataFrame) -> Figure:
 
 def throughput_by_protocol(stats: pd.DataFrame) -> Figure:
     """Throughput per protocol as bars (protocol colours), error bars min..max of repetitions."""
-    rows = stats.sort_values("protocol")
+    rows = stats.sort_values("protocol", kind="stable")
     x = np.arange(len(rows))
     fig = _new_figure(max(6.0, 0.9 * len(rows) + 2), 4.5)
     ax = fig.add_subplot()

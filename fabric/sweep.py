@@ -2,13 +2,18 @@
 
 A sweep spec (config/experiments/*.yaml) has ``name``, ``description`` (the question it
 answers), ``base`` (a partial config mapping, or a path to a config file), ``grid`` (knob ->
-list of values; knob names as in ``--set``: dotted or a unique bare name), ``repetitions``,
-optional ``quick`` (knob -> value overrides, and optionally ``repetitions``, applied with
-``--quick``) and optional ``label`` (prefixed to every run's label).
+list of values; knob names as in ``--set``: dotted or a unique bare name) and/or ``cases``
+(a list of knob -> value mappings, each one variant to compare, with an optional ``label``:
+points that are not a product, such as PBFT, PoE with signatures and PoE with MACs),
+``repetitions``, optional ``quick`` (knob -> value overrides, and optionally
+``repetitions``, applied with ``--quick``) and optional ``label`` (prefixed to every run's
+label).
 
-How it works: ``plan_sweep`` expands the grid (cartesian product) and builds and validates
-every point's Config before anything runs, so a bad knob fails up front naming the key. Grid
-values of ``protocol.name`` that protocols.registry does not offer are dropped with a note.
+How it works: ``plan_sweep`` expands the grid (cartesian product, times the cases) and builds
+and validates every point's Config before anything runs, so a bad knob fails up front naming
+the key. Grid values or cases of ``protocol.name`` that protocols.registry does not offer are
+dropped with a note. Every point carries every knob a case sets (the base's value where its
+case does not), so combined.csv has one column per swept knob.
 ``run_sweep`` calls the runner once per point and repetition (``fabric.runner.run_experiment``,
 or an injected function in tests), shows a progress bar on stderr, records a failed run (status
 and reason) and goes on, rewrites ``combined.csv`` after every run, and on resume skips runs whose
@@ -44,7 +49,9 @@ from protocols import registry
 MAX_RUNS = 1000  # runs one sweep may plan (points x repetitions)
 MAX_REPETITIONS = 100
 PROTOCOL_KNOB = "protocol.name"
-_SPEC_KEYS = ("name", "description", "base", "grid", "repetitions", "quick", "label")
+_SPEC_KEYS = ("name", "description", "base", "grid", "cases", "repetitions", "quick", "label")
+CASE_LABEL = "label"  # the one key of a case that is not a knob
+MAX_CASES = 100
 _AS_RUN_KEYS = ("notes", "points", "runs")  # sweep.yaml adds these, quick_applied and set
 _SHORT_NAMES = {  # label tokens for the knobs sweeps usually vary; others use their key name
     "batching.batch_size": "b",
@@ -89,9 +96,10 @@ class SweepSpec:
     quick: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     source: Path | None = None  # the spec file, for resolving a relative base path
+    cases: list[dict[str, Any]] = field(default_factory=list)  # knob -> value (+ label)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "description": self.description,
             "base": self.base if isinstance(self.base, str) else dict(self.base),
@@ -100,6 +108,9 @@ class SweepSpec:
             "quick": self.quick,
             "label": self.label,
         }
+        if self.cases:
+            out["cases"] = [dict(c) for c in self.cases]
+        return out
 
 
 def spec_from_mapping(data: Any, source: Path | None = None) -> SweepSpec:
@@ -126,6 +137,19 @@ def spec_from_mapping(data: Any, source: Path | None = None) -> SweepSpec:
     for knob, values in grid.items():
         if not isinstance(values, list) or not values:
             raise SweepError(f"{where}: grid.{knob} must be a non-empty list of values")
+    cases = data.get("cases") or []
+    if not isinstance(cases, list) or len(cases) > MAX_CASES:
+        raise SweepError(f"{where}: cases must be a list of at most {MAX_CASES} knob mappings")
+    for i, case in enumerate(cases, 1):
+        if not isinstance(case, Mapping) or not [k for k in case if k != CASE_LABEL]:
+            raise SweepError(
+                f"{where}: cases[{i}] must map knob names to values (and may have a label)"
+            )
+        case_label = case.get(CASE_LABEL, "")
+        if not isinstance(case_label, str) or not re.fullmatch(r"[A-Za-z0-9_.-]*", case_label):
+            raise SweepError(
+                f"{where}: cases[{i}].label must be a word of letters, digits, '_', '.', '-'"
+            )
     repetitions = data.get("repetitions", 1)
     quick = data.get("quick") or {}
     if not isinstance(quick, Mapping):
@@ -150,6 +174,7 @@ def spec_from_mapping(data: Any, source: Path | None = None) -> SweepSpec:
         quick=dict(quick),
         label=label,
         source=source,
+        cases=[{str(k): v for k, v in case.items()} for case in cases],
     )
 
 
@@ -212,10 +237,11 @@ class SweepPlan:
     points: list[SweepPoint]
     repetitions: int
     notes: list[str]
+    case_knobs: list[str] = field(default_factory=list)  # knobs the cases set, in order
 
     @property
     def knobs(self) -> list[str]:
-        return list(self.grid)
+        return list(self.grid) + [k for k in self.case_knobs if k not in self.grid]
 
     @property
     def runs(self) -> list[PlannedRun]:
@@ -350,16 +376,21 @@ def plan_sweep(spec: SweepSpec, quick: bool = False, overrides: Sequence[str] = 
             if not values:
                 raise SweepError(f"grid {name!r}: none of the protocols is available ({skipped})")
         grid[knob] = values
+    cases, case_knobs = _plan_cases(spec, data, grid, set_knobs, notes)
     combos = list(itertools.product(*(list(enumerate(v)) for v in grid.values())))
-    if len(combos) * repetitions > MAX_RUNS:
+    if len(combos) * len(cases) * repetitions > MAX_RUNS:
         raise SweepError(
-            f"{len(combos)} points x {repetitions} repetitions exceeds {MAX_RUNS} runs"
+            f"{len(combos) * len(cases)} points x {repetitions} repetitions exceeds {MAX_RUNS} runs"
         )
     points: list[SweepPoint] = []
     labels: set[str] = set()
-    for combo in combos:
+    for combo, (case_no, case_label, case) in itertools.product(combos, cases):
         knobs = {knob: value for knob, (_, value) in zip(grid, combo, strict=True)}
         tokens = [_token(knob, value, i) for knob, (i, value) in zip(grid, combo, strict=True)]
+        if case_label:
+            tokens.append(re.sub(r"[^A-Za-z0-9.-]", "", case_label))
+        else:
+            tokens += [_token(knob, value, case_no) for knob, value in case.items()]
         label = (
             "_".join(t for t in [re.sub(r"[^A-Za-z0-9.]", "", spec.label), *tokens] if t) or "base"
         )
@@ -367,15 +398,61 @@ def plan_sweep(spec: SweepSpec, quick: bool = False, overrides: Sequence[str] = 
             label = f"{label}_p{len(points) + 1}"
         labels.add(label)
         point_data = copy.deepcopy(data)
-        for knob, value in itertools.chain(fixed.items(), knobs.items()):
+        for knob, value in itertools.chain(fixed.items(), knobs.items(), case.items()):
             _set_knob(point_data, knob, value)
         try:
             cfg = config_from_mapping(point_data)
         except ConfigError as exc:
-            where = ", ".join(f"{k}={v!r}" for k, v in knobs.items()) or "the base"
+            where = ", ".join(f"{k}={v!r}" for k, v in {**knobs, **case}.items()) or "the base"
             raise SweepError(f"grid point {where}: {exc}") from None
+        resolved = config_to_dict(cfg)
+        for knob in case_knobs:  # every point names every knob a case sets
+            knobs[knob] = case[knob] if knob in case else _config_value(resolved, knob)
         points.append(SweepPoint(label, knobs, cfg))
-    return SweepPlan(spec, quick, list(overrides), grid, points, repetitions, notes)
+    return SweepPlan(spec, quick, list(overrides), grid, points, repetitions, notes, case_knobs)
+
+
+def _config_value(data: Mapping[str, Any], knob: str) -> Any:
+    section, _, key = knob.partition(".")
+    return data[section][key] if key else data[section]
+
+
+def _plan_cases(
+    spec: SweepSpec,
+    data: Mapping[str, Any],
+    grid: Mapping[str, list[Any]],
+    set_knobs: set[str],
+    notes: list[str],
+) -> tuple[list[tuple[int, str, dict[str, Any]]], list[str]]:
+    """The spec's cases as (number, label, canonical knob -> value), unavailable protocols
+    dropped with a note, and every knob they set; one empty case when there are none."""
+    if not spec.cases:
+        return [(0, "", {})], []
+    cases: list[tuple[int, str, dict[str, Any]]] = []
+    case_knobs: list[str] = []
+    for number, case in enumerate(spec.cases, 1):
+        knobs: dict[str, Any] = {}
+        for name, value in case.items():
+            if name == CASE_LABEL:
+                continue
+            knob = canonical_knob(name, data)
+            if knob in grid:
+                raise SweepError(f"cases[{number}] sets {knob!r}, which the grid sweeps")
+            if knob in set_knobs:
+                raise SweepError(f"--set {knob} conflicts with cases[{number}], which sets it")
+            if knob in knobs:
+                raise SweepError(f"cases[{number}] sets {knob!r} twice")
+            knobs[knob] = value
+        if PROTOCOL_KNOB in knobs:
+            usable, skipped = _usable_protocols([knobs[PROTOCOL_KNOB]])
+            if not usable:
+                notes += [f"cases[{number}]: {note}" for note in skipped]
+                continue
+        case_knobs += [k for k in knobs if k not in case_knobs]
+        cases.append((number, str(case.get(CASE_LABEL, "")), knobs))
+    if not cases:
+        raise SweepError(f"none of the cases can run ({'; '.join(notes)})")
+    return cases, case_knobs
 
 
 # --- progress on stderr --------------------------------------------------------------------

@@ -21,7 +21,7 @@ from protocols import registry
 from tests.fixtures.fake_runner import FakeRunner
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "config" / "experiments"
-SHIPPED = ("batching", "pipeline", "clients", "protocols", "scaling")
+SHIPPED = ("batching", "pipeline", "clients", "protocols", "poe", "rcc", "scaling")
 BASE = {"run": {"duration_s": 4, "warmup_s": 1}}
 
 
@@ -218,6 +218,66 @@ def test_unknown_protocols_are_skipped_with_a_note() -> None:
     assert len(plan.notes) == 1 and "no-such-protocol" in plan.notes[0]
     with pytest.raises(SweepError, match="none of the protocols is available"):
         plan_sweep(spec({"protocol.name": ["no-such-protocol"]}))
+
+
+CASES = [
+    {"protocol.name": "pbft"},
+    {"protocol.name": "poe", "poe_certificate": "macs", "label": "poe-macs"},
+]
+
+
+def test_cases_are_points_of_their_own_times_the_grid(tmp_path: Path) -> None:
+    """Variants that are not a product (PoE with MACs is no PBFT knob) are cases; each
+    point names every knob a case sets, the base's value where its case does not."""
+    runner = FakeRunner()
+    result = run_sweep(
+        spec({"batch_size": [10, 100]}, cases=CASES),
+        tmp_path,
+        runner=runner,
+        progress=False,
+        report=False,
+    )
+    assert runner.calls == ["b10_pbft_r1", "b10_poe-macs_r1", "b100_pbft_r1", "b100_poe-macs_r1"]
+    rows = read_combined(result.folder)
+    assert list(rows[0])[:3] == [
+        "batching.batch_size",
+        "protocol.name",
+        "protocol.poe_certificate",
+    ]
+    assert [(r["protocol.name"], r["protocol.poe_certificate"], r["protocol"]) for r in rows] == [
+        ("pbft", "signatures", "pbft"),
+        ("poe", "macs", "poe"),
+    ] * 2
+    as_run = yaml.safe_load(SweepPaths(result.folder).sweep_yaml.read_text())
+    assert as_run["cases"][1] == CASES[1]
+    again, _, _ = sweep.load_spec_as_run(result.folder)  # what --resume reads back
+    assert again.cases == CASES
+
+
+@pytest.mark.parametrize(
+    ("cases", "overrides", "message"),
+    [
+        ([{"batch_size": 5}], [], "which the grid sweeps"),
+        ([{"poe_certificate": "macs"}], ["poe_certificate=macs"], "conflicts with cases[1]"),
+        ([{"poe_certifcate": "macs"}], [], "poe_certifcate"),
+        ([{"poe_certificate": "both"}], [], "protocol.poe_certificate"),
+        ([{"protocol.name": "no-such-protocol"}], [], "none of the cases can run"),
+    ],
+)
+def test_bad_cases_fail_up_front_naming_the_key(cases: list, overrides: list, message: str) -> None:
+    with pytest.raises(SweepError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        plan_sweep(spec({"batch_size": [10]}, cases=cases), overrides=overrides)
+
+
+def test_malformed_cases_are_named() -> None:
+    with pytest.raises(SweepError, match="cases must be a list"):
+        spec_from_mapping({"name": "x", "cases": {"protocol.name": "pbft"}})
+    with pytest.raises(SweepError, match=r"cases\[2\] must map knob names"):
+        spec_from_mapping({"name": "x", "cases": [{"protocol.name": "pbft"}, {"label": "x"}]})
+    with pytest.raises(SweepError, match=r"cases\[1\].label must be a word"):
+        spec_from_mapping({"name": "x", "cases": [{"protocol.name": "pbft", "label": "a b"}]})
+    plan = plan_sweep(spec({}, cases=[{"protocol.name": "pbft"}, {"protocol.name": "nope"}]))
+    assert [p.label for p in plan.points] == ["pbft"] and "cases[2]" in plan.notes[0]
 
 
 def test_quick_overrides_durations_and_repetitions() -> None:
