@@ -236,6 +236,9 @@ class ClientCore:
 
 # --- the client process -----------------------------------------------------------------
 
+#: YCSB generators per client: up to 64 generator threads (client.threads) and the IO
+#: thread's inline one (the last); each has its own seed and insert lane
+GENERATORS_PER_CLIENT = 65
 #: ready request bodies the generator threads keep buffered ahead of the IO thread
 BODY_RING_CAPACITY = 64
 #: replies read per receive call
@@ -301,14 +304,18 @@ class ClientProcess:
             LinkAuth(mac, client_id, self.keys),
             send_hwm=cfg.transport.send_hwm,
         )
-        self.generators = [
-            YcsbGenerator.from_config(cfg.workload, (cfg.run.seed * 1_000_003 + client_id) * 64 + t)
-            for t in range(cfg.client.threads)
-        ]
+        # Each generator inserts in its own lane of keys (no two clients insert one key):
+        # GENERATORS_PER_CLIENT lanes per client, the last for the inline generator.
+        lanes = GENERATORS_PER_CLIENT * len(cfg.client_ids)
+        first_lane = GENERATORS_PER_CLIENT * list(cfg.client_ids).index(client_id)
+
+        def generator(t: int) -> YcsbGenerator:
+            seed = (cfg.run.seed * 1_000_003 + client_id) * GENERATORS_PER_CLIENT + t
+            return YcsbGenerator.from_config(cfg.workload, seed, first_lane + t, lanes)
+
+        self.generators = [generator(t) for t in range(cfg.client.threads)]
         # the IO thread's own generator, used when the generator threads fall behind
-        self.inline_generator = YcsbGenerator.from_config(
-            cfg.workload, (cfg.run.seed * 1_000_003 + client_id) * 64 + 63
-        )
+        self.inline_generator = generator(GENERATORS_PER_CLIENT - 1)
         self.io_clock = ThreadClock("io", "client-io")
         self.gen_clocks = [
             ThreadClock(f"generator-{t}", "client-generator") for t in range(len(self.generators))

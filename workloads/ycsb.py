@@ -12,9 +12,12 @@
 
 Key space: records ``0..record_count-1`` are loaded before the run (every
 replica derives the same value with ``initial_value``, nothing is shipped);
-inserts take keys ``record_count, record_count+1, ...`` in order. As in YCSB,
-uniform and zipfian choose among the loaded records; latest chooses among all
-keys, skewed to the newest insert. Workload D always uses latest (as YCSB's
+inserts take keys ``record_count, record_count+1, ...`` in order. Several
+generators (client processes and threads) would insert the same keys, so each
+takes an *insert lane* (YCSB's insertstart/insertcount per client, interleaved):
+generator ``lane`` of ``lanes`` inserts ``record_count + lane + i * lanes``. As in
+YCSB, uniform and zipfian choose among the loaded records; latest chooses among
+the loaded records and this generator's own inserts, skewed to the newest. Workload D always uses latest (as YCSB's
 workloadd does); the others use ``key_chooser``. Scan lengths are uniform in
 ``1..max_scan_length`` (YCSB's default scan length distribution).
 
@@ -203,7 +206,11 @@ class YcsbGenerator:
         mix: str = "a",
         proportions: Mapping[str, float] | None = None,
         max_scan_length: int = 100,
+        insert_lane: int = 0,
+        insert_lanes: int = 1,
     ) -> None:
+        if not 0 <= insert_lane < insert_lanes:
+            raise ValueError(f"insert_lane {insert_lane} not in 0..{insert_lanes - 1}")
         if record_count < 1:
             raise ValueError(f"record_count must be >= 1, got {record_count}")
         if value_size < 1:
@@ -235,7 +242,9 @@ class YcsbGenerator:
         self._rng = random.Random(seed)
         self._random = self._rng.random
         self._pool = self._rng.randbytes(_VALUE_POOL_BYTES + value_size)
-        self.next_insert_key = record_count  # the key the next INSERT takes
+        self.insert_lane, self.insert_lanes = insert_lane, insert_lanes
+        self.inserted = 0  # INSERTs drawn so far
+        self.next_insert_key = record_count + insert_lane  # the key the next INSERT takes
         self._zipf: ZipfianRanks | None = None
         self._choose: Callable[[], int]
         if chooser == "uniform":
@@ -248,8 +257,11 @@ class YcsbGenerator:
             self._choose = self._latest
 
     @classmethod
-    def from_config(cls, workload_cfg: Any, seed: int) -> YcsbGenerator:
-        """Build from the ``workload:`` section (an object with its attribute names, or a mapping)."""
+    def from_config(
+        cls, workload_cfg: Any, seed: int, insert_lane: int = 0, insert_lanes: int = 1
+    ) -> YcsbGenerator:
+        """Build from the ``workload:`` section (an object with its attribute names, or a
+        mapping); ``insert_lane`` of ``insert_lanes``: see the module comment."""
 
         def get(name: str) -> Any:
             if isinstance(workload_cfg, Mapping):
@@ -269,6 +281,8 @@ class YcsbGenerator:
             mix=mix,
             proportions=proportions,
             max_scan_length=int(get("max_scan_length")),
+            insert_lane=insert_lane,
+            insert_lanes=insert_lanes,
         )
 
     # key choosers ------------------------------------------------------------------
@@ -317,10 +331,14 @@ class YcsbGenerator:
     def _latest(self) -> int:
         zipf = self._zipf
         assert zipf is not None
-        items = self.next_insert_key  # every key so far: loaded records plus inserts
+        n = self.record_count
+        items = n + self.inserted  # every key we know: loaded records plus our inserts
         if items != zipf.items:
             zipf.grow(items)
-        return (items - 1) - zipf.rank(self._random())
+        index = (items - 1) - zipf.rank(self._random())
+        if index < n:
+            return index
+        return n + self.insert_lane + (index - n) * self.insert_lanes
 
     def next_key(self) -> int:
         """One key from the key chooser (no operation drawn)."""
@@ -357,7 +375,8 @@ class YcsbGenerator:
                 append((READ, choose(), None))
             elif op == INSERT:
                 key = self.next_insert_key
-                self.next_insert_key = key + 1
+                self.next_insert_key = key + self.insert_lanes
+                self.inserted += 1
                 off = int(rnd() * span)
                 append((INSERT, key, pool[off : off + vs]))
             elif op == SCAN:

@@ -228,3 +228,28 @@ def test_bad_parameters_refused():
         core(mode="sideways")
     with pytest.raises(ValueError):
         core(mode="open", rate_txn_s=0)
+
+
+def test_every_generator_of_every_client_inserts_in_its_own_lane() -> None:
+    """Two clients × 3 generator threads + their inline generators: 8 disjoint insert lanes
+    (before, every client inserted record_count, record_count+1, ...: the same keys)."""
+    from fabric.client import GENERATORS_PER_CLIENT, ClientProcess
+    from fabric.config import config_from_mapping
+    from workloads.txn import INSERT
+
+    cfg = config_from_mapping(
+        {"cluster": {"clients": 2}, "client": {"threads": 3}, "workload": {"mix": "d"}}
+    )
+    procs = [ClientProcess(cfg, c) for c in cfg.client_ids]
+    try:
+        gens = [g for p in procs for g in (*p.generators, p.inline_generator)]
+        assert {g.insert_lanes for g in gens} == {2 * GENERATORS_PER_CLIENT}
+        assert len({g.insert_lane for g in gens}) == len(gens) == 8
+        seen: set[int] = set()
+        for g in gens:
+            keys = {k for op, k, _ in g.next_txns(2000) if op == INSERT}
+            assert keys and not keys & seen
+            seen |= keys
+    finally:
+        for p in procs:
+            p.shutdown(budget_s=1.0)

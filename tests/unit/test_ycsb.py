@@ -105,6 +105,28 @@ def test_inserts_take_increasing_keys_beyond_record_count() -> None:
     assert g.next_insert_key == 1000 + len(inserted)
 
 
+def test_generators_in_different_insert_lanes_never_insert_the_same_key() -> None:
+    """YCSB gives each client its own insert range; here lanes interleave: lane l of L
+    inserts record_count + l, + l + L, ... (three clients' generators, as fabric.client)."""
+    gens = [gen(mix="d", seed=s, insert_lane=s, insert_lanes=3) for s in range(3)]
+    inserted = [[k for op, k, _ in g.next_txns(N_TXNS) if op == INSERT] for g in gens]
+    for lane, keys in enumerate(inserted):
+        assert keys == [1000 + lane + 3 * i for i in range(len(keys))]
+    assert not set(inserted[0]) & set(inserted[1]) and not set(inserted[1]) & set(inserted[2])
+    with pytest.raises(ValueError, match="insert_lane 3 not in 0..2"):
+        gen(insert_lane=3, insert_lanes=3)
+
+
+def test_latest_reads_loaded_records_and_own_inserts_only() -> None:
+    g = gen(mix="d", insert_lane=1, insert_lanes=4)
+    mine: set[int] = set()
+    for op, key, _ in g.next_txns(N_TXNS):
+        if op == INSERT:
+            mine.add(key)
+        else:
+            assert key < 1000 or key in mine, key
+
+
 def test_scan_lengths_bounded_and_spread() -> None:
     lengths = [
         arg for op, _, arg in gen(mix="e", max_scan_length=40).next_txns(N_TXNS) if op == SCAN
