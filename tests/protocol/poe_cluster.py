@@ -87,4 +87,30 @@ class PoeCluster(Cluster):
         return super().fmt(msg)
 
 
-__all__ = ["PoeCluster"]
+def small_cluster(n: int = 4, **kwargs: Any) -> PoeCluster:
+    """A cluster with a short window and timeouts, as the unit tests use it."""
+    kwargs.setdefault("checkpoint_period", 4)
+    kwargs.setdefault("watermark_window", 8)
+    kwargs.setdefault("view_change_ticks", 10)
+    return PoeCluster(n, **kwargs)
+
+
+def ledger(c: PoeCluster, r: int) -> list[str]:
+    """Replica ``r``'s delivered entries as ``seq:batch-name``."""
+    return [f"{d.seq}:{c.bname(d.batch.digest)}" for d in c.delivered[r]]
+
+
+def sent(c: PoeCluster, prefix: str) -> list[str]:
+    """Trace lines starting with ``prefix`` (e.g. ``"r1 Broadcast Support"``)."""
+    return [ln for ln in c.trace if ln.startswith(prefix)]
+
+
+def suspect_primary(c: PoeCluster, backups: list[int]) -> None:
+    """The request timers of ``backups`` expire twice: first a catch-up probe, then VC."""
+    for _ in range(2):
+        for r in backups:
+            assert c.fire(r, "request")
+        c.run()
+
+
+__all__ = ["PoeCluster", "ledger", "sent", "small_cluster", "suspect_primary"]

@@ -39,33 +39,9 @@ from protocols.poe import (
     combine,
     support_payload,
 )
-from tests.protocol.poe_cluster import PoeCluster
+from tests.protocol.poe_cluster import ledger, sent, small_cluster, suspect_primary
 from tests.protocol.scenario import FakeVerifier
 from transport import wire
-
-
-def cluster(n: int = 4, **kwargs: object) -> PoeCluster:
-    kwargs.setdefault("checkpoint_period", 4)
-    kwargs.setdefault("watermark_window", 8)
-    kwargs.setdefault("view_change_ticks", 10)
-    return PoeCluster(n, **kwargs)  # type: ignore[arg-type]
-
-
-def ledger(c: PoeCluster, r: int) -> list[str]:
-    return [f"{d.seq}:{c.bname(d.batch.digest)}" for d in c.delivered[r]]
-
-
-def sent(c: PoeCluster, prefix: str) -> list[str]:
-    return [ln for ln in c.trace if ln.startswith(prefix)]
-
-
-def suspect_primary(c: PoeCluster, backups: list[int]) -> None:
-    """The request timers of ``backups`` expire twice: first a catch-up probe, then VC."""
-    for _ in range(2):
-        for r in backups:
-            assert c.fire(r, "request")
-        c.run()
-
 
 # --- interface and configuration ------------------------------------------------------------
 
@@ -125,7 +101,7 @@ def test_every_message_crosses_the_wire_in_the_poe_kind_range() -> None:
 
 def test_normal_case_linear_support_certify_and_speculative_execution() -> None:
     """§3: PROPOSE to all, SUPPORT to the primary, CERTIFY from it, view-commit, execute."""
-    c = cluster()
+    c = small_cluster()
     c.propose(0, c.batch("b1"))
     c.run()
     assert sent(c, "r0 Broadcast Propose") == ["r0 Broadcast Propose v0 s1 b1"]
@@ -140,7 +116,7 @@ def test_normal_case_linear_support_certify_and_speculative_execution() -> None:
 
 def test_certificate_formation_and_verification() -> None:
     """§3: a certificate is n−f distinct replicas' shares over (view, seq, digest)."""
-    c = cluster()
+    c = small_cluster()
     c.propose(0, c.batch("b1"))
     c.run()
     ev = c.poe[3].evidence[1]
@@ -164,7 +140,7 @@ def test_certificate_formation_and_verification() -> None:
 
 def test_backup_ignores_a_certificate_with_too_few_shares() -> None:
     """§3: view-commit needs a valid certificate; f+1 shares are not one."""
-    c = cluster()
+    c = small_cluster()
     c.drop_rules.append((0, 3, "Certify"))
     c.propose(0, c.batch("b1"))
     c.run()
@@ -180,7 +156,7 @@ def test_backup_ignores_a_certificate_with_too_few_shares() -> None:
 
 
 def test_primary_ignores_forged_and_misattributed_supports() -> None:
-    c = cluster()
+    c = small_cluster()
     c.drop_rules.append((None, 0, "Support"))
     c.propose(0, c.batch("b1"))
     c.run()
@@ -195,7 +171,7 @@ def test_primary_ignores_forged_and_misattributed_supports() -> None:
 def test_mac_variant_all_to_all_supports_and_local_view_commit() -> None:
     """§3 (MACs): SUPPORT to everyone, each replica view-commits on n−f, no CERTIFY, and
     nothing is signed in the normal case (the links' MACs authenticate every SUPPORT)."""
-    c = cluster(params={"poe_certificate": "macs"})
+    c = small_cluster(params={"poe_certificate": "macs"})
     c.propose(0, c.batch("b1"))
     c.run()
     assert not any("Certify" in ln for ln in c.trace)
@@ -209,7 +185,7 @@ def test_mac_variant_all_to_all_supports_and_local_view_commit() -> None:
 
 
 def test_mac_variant_needs_n_minus_f_supports() -> None:
-    c = cluster(params={"poe_certificate": "macs"})
+    c = small_cluster(params={"poe_certificate": "macs"})
     c.drop_rules += [(1, 3, "Support"), (2, 3, "Support")]  # r3 sees r0's share and its own
     c.propose(0, c.batch("b1"))
     c.run()
@@ -219,7 +195,7 @@ def test_mac_variant_needs_n_minus_f_supports() -> None:
 
 def test_out_of_order_processing_and_in_order_execution() -> None:
     """§3 (out-of-order): several seqs in flight; execution strictly in seq order."""
-    c = cluster()
+    c = small_cluster()
     c.hold_rules.append((0, None, "Certify"))
     for name in ("b1", "b2", "b3"):
         c.propose(0, c.batch(name))
@@ -234,7 +210,7 @@ def test_out_of_order_processing_and_in_order_execution() -> None:
 
 def test_primary_window_queue_and_watermark_hold() -> None:
     """The primary proposes within (low, high]; more batches wait in a bounded queue."""
-    c = cluster(checkpoint_period=2, watermark_window=4)
+    c = small_cluster(checkpoint_period=2, watermark_window=4)
     p = c.poe[0]
     assert p.proposal_room() == 4 + p.max_queued
     for i in range(6):
@@ -248,7 +224,7 @@ def test_primary_window_queue_and_watermark_hold() -> None:
 
 
 def test_replayed_requests_are_not_proposed_twice() -> None:
-    c = cluster()
+    c = small_cluster()
     b1 = c.batch("b1")
     c.propose(0, b1)
     c.run()
@@ -263,7 +239,7 @@ def test_replayed_requests_are_not_proposed_twice() -> None:
 
 def test_checkpoint_makes_batches_final_and_collects_garbage() -> None:
     """A stable checkpoint (2f+1 signed, matching) makes the batches below it final."""
-    c = cluster(checkpoint_period=2, watermark_window=4)
+    c = small_cluster(checkpoint_period=2, watermark_window=4)
     for name in ("b1", "b2", "b3"):
         c.propose(0, c.batch(name))
     c.run()
@@ -277,7 +253,7 @@ def test_checkpoint_makes_batches_final_and_collects_garbage() -> None:
 
 def test_stable_checkpoint_waits_for_own_matching_state() -> None:
     """A replica behind the stable checkpoint fetches final batches before it is final."""
-    c = cluster(checkpoint_period=2, watermark_window=4)
+    c = small_cluster(checkpoint_period=2, watermark_window=4)
     c.drop_rules += [(0, 3, "Propose"), (0, 3, "Certify")]
     c.propose(0, c.batch("b1"))
     c.propose(0, c.batch("b2"))
@@ -293,7 +269,7 @@ def test_stable_checkpoint_waits_for_own_matching_state() -> None:
 
 def test_view_change_after_primary_crash_keeps_certified_batches() -> None:
     """§4: VC-REQUESTs carry certificates; the new view's plan keeps every certified batch."""
-    c = cluster()
+    c = small_cluster()
     c.drop_rules.append((0, 3, "Certify"))
     c.propose(0, c.batch("b1"))
     c.run()
@@ -323,7 +299,7 @@ def test_view_change_after_primary_crash_keeps_certified_batches() -> None:
 def test_plan_executes_only_after_n_minus_f_nv_commits() -> None:
     """The plan is locked (n−f NV-COMMIT) before anyone executes it (this implementation's
     safety rule against clients combining replies from different views)."""
-    c = cluster()
+    c = small_cluster()
     c.propose(0, c.batch("b1"))
     c.run()
     c.crash(0)
@@ -344,7 +320,7 @@ def test_plan_executes_only_after_n_minus_f_nv_commits() -> None:
 
 def test_view_change_rolls_back_a_speculative_batch_that_did_not_survive() -> None:
     """§4: a batch executed speculatively but absent from the new view is rolled back."""
-    c = cluster(checkpoint_period=2, watermark_window=4)
+    c = small_cluster(checkpoint_period=2, watermark_window=4)
     c.propose(0, c.batch("b1"))
     c.run()
     c.drop_rules.append((0, None, "Certify"))
@@ -387,7 +363,7 @@ def test_make_plan_highest_view_certificate_per_seq_else_null() -> None:
 
 
 def test_new_view_with_too_few_or_invalid_vc_requests_is_ignored() -> None:
-    c = cluster()
+    c = small_cluster()
     c.propose(0, c.batch("b1"))
     c.run()
     c.crash(0)
@@ -397,7 +373,7 @@ def test_new_view_with_too_few_or_invalid_vc_requests_is_ignored() -> None:
     suspect_primary(c, [1, 2, 3])
     nv = c.poe[1].nv  # the real NV-PROPOSE of view 1
     assert nv is not None
-    fresh = cluster()
+    fresh = small_cluster()
     p = fresh.poe[2]
     fresh.deliver_to(2, 1, NvPropose(1, nv.requests[:2]))  # n−f−1 VC-REQUESTs
     assert p.ignored["invalid_nv_propose"] == 1 and p.view == 0
@@ -411,7 +387,7 @@ def test_new_view_with_too_few_or_invalid_vc_requests_is_ignored() -> None:
 
 def test_replicas_join_a_view_that_f_plus_1_others_are_in() -> None:
     """§4 (as PBFT §4.5.2): f+1 replicas speaking from view w make a replica join w."""
-    c = cluster()
+    c = small_cluster()
     p = c.poe[3]
     for r in (1, 2):
         vc = VcRequest(2, r, 0, (), (), (), b"")
@@ -430,7 +406,7 @@ def _vc_payload(vc: VcRequest) -> bytes:
 def test_starved_replica_catches_up_before_suspecting_the_primary() -> None:
     """n−f INFORMs need every honest replica: a replica the primary starves of CERTIFY first
     fetches certified entries from the others (no view change when that works)."""
-    c = cluster()
+    c = small_cluster()
     c.drop_rules.append((0, 3, "Certify"))
     c.propose(0, c.batch("b1"))
     c.run()
@@ -446,7 +422,7 @@ def test_starved_replica_catches_up_before_suspecting_the_primary() -> None:
 def test_client_resending_an_executed_request_makes_replicas_suspect_the_primary() -> None:
     """A client that keeps re-sending a request the replica executed lacks n−f matching
     INFORMs; if the entry does not become final, the replica suspects the primary."""
-    c = cluster()
+    c = small_cluster()
     c.propose(0, c.batch("b1"))
     c.run()
     req = c.batch("b1").requests[0]
@@ -468,7 +444,7 @@ def test_client_resending_an_executed_request_makes_replicas_suspect_the_primary
 
 def test_stable_checkpoint_action_carries_the_agreed_digest() -> None:
     """StableCheckpoint(seq, digest) is emitted once, with the state digest all agreed on."""
-    c = cluster(checkpoint_period=2, watermark_window=4)
+    c = small_cluster(checkpoint_period=2, watermark_window=4)
     for name in ("b1", "b2"):
         c.propose(0, c.batch(name))
     actions = []
@@ -541,7 +517,7 @@ _messages = st.one_of(
 def test_hostile_messages_never_raise(inbox: list[tuple[int, object]]) -> None:
     """Whatever well-formed but hostile messages arrive, a replica counts and ignores them
     (it never raises) and keeps working afterwards."""
-    c = cluster(checkpoint_period=2, watermark_window=4)
+    c = small_cluster(checkpoint_period=2, watermark_window=4)
     c.propose(0, c.batch("b1"))
     c.run()
     for sender, msg in inbox:

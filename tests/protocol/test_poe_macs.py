@@ -28,34 +28,15 @@ from protocols.poe import (
     VcRequest,
     vc_request_payload,
 )
-from tests.protocol.poe_cluster import PoeCluster
+from tests.protocol.poe_cluster import PoeCluster, ledger, sent, small_cluster, suspect_primary
 from tests.protocol.scenario import FakeVerifier
 
 MACS = {"poe_certificate": "macs"}
 
 
 def cluster(n: int = 4, **kwargs: object) -> PoeCluster:
-    kwargs.setdefault("checkpoint_period", 4)
-    kwargs.setdefault("watermark_window", 8)
-    kwargs.setdefault("view_change_ticks", 10)
     kwargs.setdefault("params", MACS)
-    return PoeCluster(n, **kwargs)  # type: ignore[arg-type]
-
-
-def ledger(c: PoeCluster, r: int) -> list[str]:
-    return [f"{d.seq}:{c.bname(d.batch.digest)}" for d in c.delivered[r]]
-
-
-def sent(c: PoeCluster, prefix: str) -> list[str]:
-    return [ln for ln in c.trace if ln.startswith(prefix)]
-
-
-def suspect_primary(c: PoeCluster, backups: list[int]) -> None:
-    """The request timers of ``backups`` expire twice: first a catch-up probe, then VC."""
-    for _ in range(2):
-        for r in backups:
-            assert c.fire(r, "request")
-        c.run()
+    return small_cluster(n, **kwargs)
 
 
 # --- the decision rule, on hand-built VC-REQUESTs (n=4, f=1: n−f=3, f+1=2) ---------------------
