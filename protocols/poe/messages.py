@@ -25,6 +25,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from protocols.claims import MAX_CLAIMED_PER_SEQ
 from protocols.common import Batch
 from protocols.pbft.messages import Checkpoint
 from protocols.poe.certificate import Certificate
@@ -45,7 +46,7 @@ KIND_FETCH_REPLY = 59
 KIND_SUPPORTED = 60
 KIND_STABLE_PROOF = 61
 
-MAX_SUPPORTED_PER_SEQ = 4  # MACs: support claims kept (and accepted) per seq, latest views
+MAX_SUPPORTED_PER_SEQ = MAX_CLAIMED_PER_SEQ  # MACs: support claims per seq (protocols.claims)
 
 
 @message(KIND_PROPOSE)

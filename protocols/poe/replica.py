@@ -82,6 +82,7 @@ from protocols.base import (
     StableCheckpoint,
     Verifier,
 )
+from protocols.claims import choose, note_pre_prepared
 from protocols.common import NULL_BATCH, Batch, Request, batch_is_valid
 from protocols.pbft.messages import Checkpoint, checkpoint_payload
 from protocols.poe.certificate import Certificate, combine
@@ -357,13 +358,8 @@ class Poe(ReplicaCore[_Slot]):
         return self.verifier.sign(support_payload(view, seq, digest))
 
     def _note_supported(self, view: int, seq: int, digest: bytes) -> None:
-        if seq <= self.low:
-            return
-        by_digest = self.supported.setdefault(seq, {})
-        if by_digest.get(digest, -1) < view:
-            by_digest[digest] = view
-        if len(by_digest) > MAX_SUPPORTED_PER_SEQ:  # bounded: forget the oldest view's
-            del by_digest[min(by_digest, key=lambda d: (by_digest[d], d))]
+        if seq > self.low:
+            note_pre_prepared(self.supported, seq, digest, view)
 
     def _note_view(self, sender: int, view: int, out: list[Action]) -> None:
         """Remember the view ``sender`` speaks from; join when f+1 replicas are ahead."""
@@ -1156,50 +1152,29 @@ class Poe(ReplicaCore[_Slot]):
     def _decide_from_claims(
         self, requests: tuple[VcRequest, ...], seqs: range
     ) -> tuple[Batch, ...] | None:
-        """MACs: choose each seq's batch from unproven claims (Castro & Liskov, TOCS'02
-        §4.5 "view changes with MACs", with PoE's view-commit in the role of "prepared").
-
-        A claimed view-commit (view v, digest d) is chosen when (A1) n−f VC-REQUESTs claim
-        no view-commit at the seq, or one in a view below v, or (v, d); and (A2) f+1 claim
-        to have supported d in a view ≥ v. The null batch is chosen when n−f claim no
-        view-commit at the seq. A batch clients accepted was view-committed by f+1 honest
-        replicas, one of which is in any n−f: A1 then rules out every other batch from an
-        older or equal view, and A2 makes a Byzantine claim from a later view need an
-        honest replica that supported it there, which the plans of those views (all
-        choosing the accepted batch) never let happen. Safety rests on counting only;
-        liveness: the claims of all honest replicas decide every seq."""
-        n_req = len(requests)
+        """MACs: each seq's batch from unproven claims by protocols.claims.choose (Castro &
+        Liskov's rule: view-commits are the "prepared" claims, supports the "pre-prepared"
+        ones); None while some seq is undecided."""
+        prepared: list[dict[int, tuple[int, bytes, Batch]]] = []
+        supported: list[dict[int, dict[bytes, int]]] = []
+        for vc in requests:
+            prepared.append({e.seq: (e.view, e.batch.digest, e.batch) for e in vc.entries})
+            by_seq: dict[int, dict[bytes, int]] = {}
+            for q in vc.supported:
+                by_seq.setdefault(q.seq, {})[q.digest] = q.view
+            supported.append(by_seq)
+        nothing: dict[bytes, int] = {}
         batches: list[Batch] = []
         for s in seqs:
-            claims: list[tuple[int, bytes, Batch] | None] = []
-            for vc in requests:
-                claim = None
-                for e in vc.entries:
-                    if e.seq == s:
-                        claim = (e.view, e.batch.digest, e.batch)
-                        break
-                claims.append(claim)
-            chosen: Batch | None = None
-            candidates = sorted(
-                {(c[0], c[1]): c[2] for c in claims if c is not None}.items(), reverse=True
+            decided, batch = choose(
+                [p.get(s) for p in prepared],
+                [q.get(s, nothing) for q in supported],
+                self.quorum,
+                self.f,
             )
-            for (v, d), batch in candidates:
-                a1 = sum(1 for c in claims if c is None or c[0] < v or (c[0] == v and c[1] == d))
-                if a1 < self.quorum:
-                    continue
-                a2 = sum(
-                    1
-                    for vc in requests
-                    if any(q.seq == s and q.digest == d and q.view >= v for q in vc.supported)
-                )
-                if a2 >= self.f + 1:
-                    chosen = batch
-                    break
-            if chosen is None:
-                if n_req - sum(1 for c in claims if c is not None) < self.quorum:
-                    return None  # undecided: wait for more VC-REQUESTs
-                chosen = NULL_BATCH
-            batches.append(chosen)
+            if not decided:
+                return None  # wait for more VC-REQUESTs
+            batches.append(NULL_BATCH if batch is None else batch)
         return tuple(batches)
 
     def _try_new_view(self, out: list[Action]) -> None:
