@@ -8,11 +8,11 @@ send signed lies too, or it never tests the rule that weighs them.
 
 ``FORGERS`` maps a message class to ``forge(msg, sign) -> msg``: the message with the
 liar's claims made as damaging as the protocol lets them be, re-signed with ``sign`` (the
-liar's own key). Today: PoE's VC-REQUEST with MACs (claims of view-commits and supports
-carry no certificate, so the liar claims them in the latest view it may name; with the
-mutator's swapped batches that is "I view-committed batch B in view w−1", backed by its
-own support claim). With signatures a claim carries its certificate and a forged one
-fails, so those VC-REQUESTs are left alone.
+liar's own key). Today: PoE's VC-REQUEST with MACs and PBFT's VIEW-CHANGE with unsigned
+votes (claims of view-commits / prepares carry no certificate, so the liar claims them in
+the latest view it may name; with the mutator's swapped batches that is "I prepared batch
+B in view w−1", backed by its own support / pre-prepare claim). With signatures a claim
+carries its certificate and a forged one fails, so those messages are left alone.
 
 Must not live here: generic rewriting (faults.py), honest protocol logic.
 """
@@ -23,6 +23,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from protocols.pbft.messages import PreparedCert, PrePrepared, ViewChange, view_change_payload
 from protocols.poe.messages import (
     MAX_SUPPORTED_PER_SEQ,
     Supported,
@@ -41,21 +42,46 @@ def forge_poe_vc_request(vc: VcRequest, sign: Sign) -> VcRequest:
         return vc  # signatures: certificates cannot be forged, nothing to gain
     top = vc.new_view - 1
     entries = tuple(dataclasses.replace(e, view=top) for e in vc.entries)
-    backed: dict[tuple[int, bytes], Supported] = {}
-    for q in vc.supported:
-        backed[(q.seq, q.digest)] = Supported(q.seq, top, q.digest)
-    for e in entries:
-        backed[(e.seq, e.batch.digest)] = Supported(e.seq, top, e.batch.digest)
-    per_seq: dict[int, int] = {}
-    supported = []
-    for key in sorted(backed):  # the protocol's bound on claims per seq still applies
-        if per_seq.get(key[0], 0) < MAX_SUPPORTED_PER_SEQ:
-            per_seq[key[0]] = per_seq.get(key[0], 0) + 1
-            supported.append(backed[key])
-    lie = dataclasses.replace(vc, entries=entries, supported=tuple(supported), signature=b"")
+    backed = {(q.seq, q.digest) for q in vc.supported}
+    backed |= {(e.seq, e.batch.digest) for e in entries}
+    supported = _capped(sorted(backed), lambda seq, digest: Supported(seq, top, digest))
+    lie = dataclasses.replace(vc, entries=entries, supported=supported, signature=b"")
     return dataclasses.replace(lie, signature=sign(vc_request_payload(lie)))
 
 
-FORGERS: dict[type, Callable[[Any, Sign], Any]] = {VcRequest: forge_poe_vc_request}
+def forge_pbft_view_change(vc: ViewChange, sign: Sign) -> ViewChange:
+    """Unsigned votes: every prepared claim moved to view new_view−1 and backed by a
+    pre-prepare claim there (signed votes: left alone, certificates cannot be forged)."""
+    if not vc.prepared and not vc.pre_prepared:
+        return vc
+    if any(c.prepares for c in vc.prepared):
+        return vc
+    top = vc.new_view - 1
+    prepared = tuple(
+        PreparedCert(dataclasses.replace(c.pre_prepare, view=top), ()) for c in vc.prepared
+    )
+    backed = {(q.seq, q.digest) for q in vc.pre_prepared}
+    backed |= {(c.pre_prepare.seq, c.pre_prepare.batch.digest) for c in prepared}
+    claims = _capped(sorted(backed), lambda seq, digest: PrePrepared(seq, top, digest))
+    lie = dataclasses.replace(vc, prepared=prepared, pre_prepared=claims, signature=b"")
+    return dataclasses.replace(lie, signature=sign(view_change_payload(lie)))
 
-__all__ = ["FORGERS", "forge_poe_vc_request"]
+
+def _capped(keys: list[tuple[int, bytes]], make: Callable[[int, bytes], Any]) -> tuple[Any, ...]:
+    """Claims for sorted (seq, digest) keys, at most MAX_SUPPORTED_PER_SEQ per seq (the
+    bound the protocols enforce: more would only get the whole message refused)."""
+    per_seq: dict[int, int] = {}
+    out = []
+    for seq, digest in keys:
+        if per_seq.get(seq, 0) < MAX_SUPPORTED_PER_SEQ:
+            per_seq[seq] = per_seq.get(seq, 0) + 1
+            out.append(make(seq, digest))
+    return tuple(out)
+
+
+FORGERS: dict[type, Callable[[Any, Sign], Any]] = {
+    VcRequest: forge_poe_vc_request,
+    ViewChange: forge_pbft_view_change,
+}
+
+__all__ = ["FORGERS", "forge_pbft_view_change", "forge_poe_vc_request"]

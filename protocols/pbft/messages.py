@@ -6,8 +6,9 @@ transferable proof (a pre-prepare or prepare inside a prepared certificate, a
 checkpoint inside a stable-checkpoint proof, a view-change inside a new-view)
 carry a ``signature`` made through the injected Verifier over the payload the
 ``*_payload`` functions below build; Commit never leaves its receiver, so it is
-not signed. Signatures are b"" when the replica runs with ``pbft_signed_votes``
-off.
+not signed. With ``pbft_signed_votes`` off the votes (pre-prepare, prepare) carry b"",
+but checkpoints and view-changes are still signed: the MAC view change weighs signed
+claims (protocols/claims.py), and a stable checkpoint must stay provable.
 
 Must not live here: protocol logic (protocols/pbft/replica.py), IO of any kind.
 """
@@ -30,6 +31,7 @@ KIND_VIEW_CHANGE = 21
 KIND_NEW_VIEW = 22
 KIND_FETCH = 23
 KIND_FETCH_REPLY = 24
+KIND_PRE_PREPARED = 25
 
 
 @message(KIND_PRE_PREPARE)
@@ -94,6 +96,17 @@ class PreparedCert:
     prepares: tuple[Prepare, ...]
 
 
+@message(KIND_PRE_PREPARED)
+@dataclass(frozen=True, slots=True)
+class PrePrepared:
+    """Unsigned votes only: the sender accepted a pre-prepare of ``digest`` at ``seq``, last
+    in ``view`` (a Q-set claim of Castro & Liskov's MAC view change, protocols/claims.py)."""
+
+    seq: int
+    view: int
+    digest: bytes
+
+
 @message(KIND_VIEW_CHANGE)
 @dataclass(frozen=True, slots=True)
 class ViewChange:
@@ -105,7 +118,10 @@ class ViewChange:
     stable_seq: int
     checkpoint_proof: tuple[Checkpoint, ...]  # 2f+1 matching Checkpoint at stable_seq (() at 0)
     prepared: tuple[PreparedCert, ...]  # one per prepared seq above stable_seq, highest view
-    signature: bytes = b""  # by ``replica`` over view_change_payload
+    signature: bytes = b""  # by ``replica`` over view_change_payload (signed in either mode)
+    # Unsigned votes only: ``prepared`` holds claims (certificates without prepares, which
+    # would prove nothing) and this the pre-prepare claims above stable_seq.
+    pre_prepared: tuple[PrePrepared, ...] = ()
 
 
 @message(KIND_NEW_VIEW)
@@ -165,7 +181,14 @@ def checkpoint_payload(instance: int, seq: int, replica: int, state_digest: byte
 def view_change_payload(vc: ViewChange) -> bytes:
     """The whole view-change body with an empty signature (rare: re-encoding is fine)."""
     unsigned = ViewChange(
-        vc.instance, vc.new_view, vc.replica, vc.stable_seq, vc.checkpoint_proof, vc.prepared, b""
+        vc.instance,
+        vc.new_view,
+        vc.replica,
+        vc.stable_seq,
+        vc.checkpoint_proof,
+        vc.prepared,
+        b"",
+        vc.pre_prepared,
     )
     return b"VC" + encode_body(unsigned)
 
@@ -177,6 +200,7 @@ __all__ = [
     "FetchReply",
     "NewView",
     "PrePrepare",
+    "PrePrepared",
     "Prepare",
     "PreparedCert",
     "ViewChange",

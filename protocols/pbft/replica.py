@@ -31,10 +31,14 @@ How it works, in the paper's terms:
 
 Transferable proofs (pre-prepares and prepares in certificates, checkpoints in proofs,
 view-changes in a NEW-VIEW) are signed through the injected Verifier: params
-``pbft_signed_votes`` (default True). With it off nothing is signed and certificates
-are checked for shape only: the normal case stays Byzantine-safe (links are
-authenticated) but a Byzantine replica can forge a certificate in a view change, so
-view changes then only tolerate crashes (fabric/sim shows the difference).
+``pbft_signed_votes`` (default True). With it off the votes are not signed (the links'
+MACs authenticate them, as in Castro & Liskov's PBFT) and nothing about them is
+transferable, so the view change follows their MAC variant (TOCS'02 §4.5): a
+view-change (still signed, as are checkpoints: both are rare) *claims* what its sender
+prepared and pre-prepared, and the new primary decides each seq by counting claims
+(protocols/claims.py), waiting for more view-changes while a seq is undecided; a
+NEW-VIEW then counts only from the new primary, which every replica re-checks by
+recomputation. Byzantine replicas may sign any lie; the simulator makes them.
 
 The machinery PoE runs the same way (held messages, request waiting and proposal queue,
 checkpoint votes and stabilisation, dispatch) lives in protocols/replica_core.py; Pbft fills
@@ -43,6 +47,7 @@ its hooks. Must not live here: sockets, threads, clocks, randomness, message enc
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections import deque
 from collections.abc import Mapping
@@ -60,6 +65,7 @@ from protocols.base import (
     StableCheckpoint,
     Verifier,
 )
+from protocols.claims import MAX_CLAIMED_PER_SEQ, choose, note_pre_prepared
 from protocols.common import NULL_BATCH, Batch, Request
 from protocols.common import batch_is_valid as _batch_is_valid
 from protocols.pbft.messages import (
@@ -71,6 +77,7 @@ from protocols.pbft.messages import (
     Prepare,
     PreparedCert,
     PrePrepare,
+    PrePrepared,
     ViewChange,
     checkpoint_payload,
     pre_prepare_payload,
@@ -171,6 +178,9 @@ class Pbft(ReplicaCore[_Slot]):
         # log (watermarks, stable proof, slots, checkpoint votes: ReplicaCore)
         self._stable_unannounced = False
         self.certs: dict[int, PreparedCert] = {}  # seq -> highest-view prepared certificate
+        # unsigned votes: seq -> digest -> latest view we accepted a pre-prepare of it in
+        # (the Q-set our view-changes claim; bounded per seq, protocols/claims.py)
+        self.pre_prepared: dict[int, dict[bytes, int]] = {}
         self.committed: dict[int, tuple[int, Batch]] = {}  # committed, not yet delivered
         self.last_delivered = 0
         self.history: dict[int, tuple[int, Batch]] = {}  # last history_len delivered
@@ -246,9 +256,7 @@ class Pbft(ReplicaCore[_Slot]):
         out: list[Action] = []
         if seq % self.period or seq <= self.low or seq > self.last_delivered:
             return out
-        sig = b""
-        if self.sign_votes:
-            sig = self.verifier.sign(checkpoint_payload(self.instance, seq, self.id, state_digest))
+        sig = self.verifier.sign(checkpoint_payload(self.instance, seq, self.id, state_digest))
         cp = Checkpoint(self.instance, seq, state_digest, self.id, sig)
         out.append(Broadcast(cp))
         self._add_checkpoint(cp, out)
@@ -316,15 +324,12 @@ class Pbft(ReplicaCore[_Slot]):
         )
 
     def _valid_checkpoint_signature(self, cp: Checkpoint) -> bool:
-        return self._verify(
-            cp.replica,
-            checkpoint_payload,
-            cp.instance,
-            cp.seq,
-            cp.replica,
-            cp.state_digest,
-            signature=cp.signature,
-        )
+        """Checkpoints are signed in both modes (stable proofs must stay transferable)."""
+        try:
+            payload = checkpoint_payload(cp.instance, cp.seq, cp.replica, cp.state_digest)
+        except (struct.error, OverflowError, TypeError):
+            return False
+        return bool(self.verifier.verify(cp.replica, payload, cp.signature))
 
     def _make_pre_prepare(self, view: int, seq: int, batch: Batch) -> PrePrepare:
         sig = b""
@@ -366,6 +371,8 @@ class Pbft(ReplicaCore[_Slot]):
         assert slot.pre_prepare is None, "the primary assigns each seq once per view"
         slot.pre_prepare = pp
         slot.digest = batch.digest
+        if not self.sign_votes:
+            note_pre_prepared(self.pre_prepared, seq, batch.digest, self.view)
         out.append(Broadcast(pp))
         if seq > self._max_accepted:
             self._max_accepted = seq
@@ -476,6 +483,8 @@ class Pbft(ReplicaCore[_Slot]):
                 self._arm_progress(out)
         slot.pre_prepare = pp
         d = slot.digest = pp.batch.digest
+        if not self.sign_votes:
+            note_pre_prepared(self.pre_prepared, seq, d, pp.view)
         if self.id == self.primary:  # only from a NEW-VIEW: the primary does not prepare
             for req in pp.batch.requests:
                 self.in_flight[(req.client_id, req.timestamp)] = seq
@@ -501,7 +510,9 @@ class Pbft(ReplicaCore[_Slot]):
         return True
 
     def _on_prepare(self, sender: int, p: Prepare, out: list[Action]) -> None:
-        if not self._from_member(sender, p):
+        # our own vote is recorded where we cast it; one "from us" is forged (it would count
+        # twice: found by fuzzing)
+        if not self._from_member(sender, p, others_only=True):
             return
         if sender == (self.instance + p.view) % self.n:
             self._ignore("prepare_from_primary")
@@ -554,7 +565,7 @@ class Pbft(ReplicaCore[_Slot]):
         self._check_committed(seq, slot, out)
 
     def _on_commit(self, sender: int, c: Commit, out: list[Action]) -> None:
-        if not self._from_member(sender, c):
+        if not self._from_member(sender, c, others_only=True):
             return
         if not self._normal_case_gate(c.view, c.seq, sender, c, out):
             return
@@ -658,7 +669,7 @@ class Pbft(ReplicaCore[_Slot]):
         own = self.ckpt_of.get(self.id, {}).get(seq)
         if own is not None and own != digest:
             self.checkpoint_mismatches += 1  # our execution diverged from 2f+1 others
-        self._move_watermarks(seq, digest, proof, (self.slots, self.certs))
+        self._move_watermarks(seq, digest, proof, (self.slots, self.certs, self.pre_prepared))
         if self.last_delivered >= seq:
             self._stable_unannounced = False
             out.append(StableCheckpoint(seq, digest))
@@ -767,20 +778,25 @@ class Pbft(ReplicaCore[_Slot]):
             self._try_new_view(out)
 
     def _make_view_change(self, new_view: int) -> ViewChange:
+        """Our view-change, always signed: with signed votes it carries certificates; with
+        unsigned ones claims (a certificate's prepares would prove nothing) and what we
+        pre-prepared (protocols/claims.py weighs them)."""
         low = self.low
         prepared = tuple(self.certs[s] for s in sorted(self.certs) if s > low)
-        vc = ViewChange(self.instance, new_view, self.id, low, self.stable_proof, prepared, b"")
-        if self.sign_votes:
-            vc = ViewChange(
-                vc.instance,
-                new_view,
-                self.id,
-                low,
-                vc.checkpoint_proof,
-                prepared,
-                self.verifier.sign(view_change_payload(vc)),
+        claims: tuple[PrePrepared, ...] = ()
+        if not self.sign_votes:
+            prepared = tuple(PreparedCert(c.pre_prepare, ()) for c in prepared)
+            table = self.pre_prepared
+            claims = tuple(
+                PrePrepared(s, v, d)
+                for s in sorted(table)
+                if low < s <= low + self.window
+                for d, v in sorted(table[s].items())
             )
-        return vc
+        vc = ViewChange(
+            self.instance, new_view, self.id, low, self.stable_proof, prepared, b"", claims
+        )
+        return dataclasses.replace(vc, signature=self.verifier.sign(view_change_payload(vc)))
 
     def _on_view_change_timer(self, out: list[Action]) -> None:
         if not self.in_view_change:
@@ -879,24 +895,44 @@ class Pbft(ReplicaCore[_Slot]):
                 or not 0 <= pp.view < vc.new_view
             ):
                 return False
-            if not self._valid_cert(cert):
+            if self.sign_votes and not self._valid_cert(cert):
                 return False
+            if not self.sign_votes and (cert.prepares or not batch_is_valid(pp.batch)):
+                return False  # a claim: the batch, no (meaningless unsigned) prepares
             seqs.add(pp.seq)
-        if self.sign_votes:
-            try:
-                payload = view_change_payload(vc)
-            except Exception:  # an unencodable value cannot carry a valid signature
+        if vc.pre_prepared and (self.sign_votes or not self._valid_claims(vc)):
+            return False
+        try:
+            payload = view_change_payload(vc)
+        except Exception:  # an unencodable value cannot carry a valid signature
+            return False
+        return bool(self.verifier.verify(vc.replica, payload, vc.signature))
+
+    def _valid_claims(self, vc: ViewChange) -> bool:
+        per_seq: dict[int, set[bytes]] = {}
+        for q in vc.pre_prepared:
+            digests = per_seq.setdefault(q.seq, set())
+            if (
+                not vc.stable_seq < q.seq <= vc.stable_seq + self.window
+                or not 0 <= q.view < vc.new_view
+                or type(q.digest) is not bytes
+                or q.digest in digests
+                or len(digests) >= MAX_CLAIMED_PER_SEQ
+            ):
                 return False
-            if not self.verifier.verify(vc.replica, payload, vc.signature):
-                return False
+            digests.add(q.digest)
         return True
 
     def _new_view_plan(
         self, view_changes: tuple[ViewChange, ...]
-    ) -> tuple[ViewChange, list[tuple[int, Batch]]]:
-        """(the view-change holding min-s, [(seq, batch) for min-s < seq <= max-s]) (§4.4)."""
+    ) -> tuple[ViewChange, list[tuple[int, Batch]]] | None:
+        """(the view-change holding min-s, [(seq, batch) for min-s < seq <= max-s]) (§4.4);
+        with unsigned votes decided from claims, None while a seq is undecided."""
         stable_vc = max(view_changes, key=lambda vc: (vc.stable_seq, -vc.replica))
         min_s = stable_vc.stable_seq
+        if not self.sign_votes:
+            decided = self._plan_from_claims(view_changes, min_s)
+            return None if decided is None else (stable_vc, decided)
         best: dict[int, PrePrepare] = {}
         for vc in view_changes:
             for cert in vc.prepared:
@@ -913,12 +949,55 @@ class Pbft(ReplicaCore[_Slot]):
         ]
         return stable_vc, plan
 
+    def _plan_from_claims(
+        self, view_changes: tuple[ViewChange, ...], min_s: int
+    ) -> list[tuple[int, Batch]] | None:
+        """Unsigned votes: Castro & Liskov's MAC view change (protocols.claims.choose) for
+        each seq from min-s+1 to the highest one anybody claims prepared."""
+        prepared: list[dict[int, tuple[int, bytes, Batch]]] = []
+        pre_prepared: list[dict[int, dict[bytes, int]]] = []
+        for vc in view_changes:
+            prepared.append(
+                {
+                    c.pre_prepare.seq: (
+                        c.pre_prepare.view,
+                        c.pre_prepare.batch.digest,
+                        c.pre_prepare.batch,
+                    )
+                    for c in vc.prepared
+                }
+            )
+            by_seq: dict[int, dict[bytes, int]] = {}
+            for q in vc.pre_prepared:
+                by_seq.setdefault(q.seq, {})[q.digest] = q.view
+            pre_prepared.append(by_seq)
+        max_s = max((s for p in prepared for s in p), default=min_s)
+        nothing: dict[bytes, int] = {}
+        plan: list[tuple[int, Batch]] = []
+        for s in range(min_s + 1, max_s + 1):
+            decided, batch = choose(
+                [p.get(s) for p in prepared],
+                [q.get(s, nothing) for q in pre_prepared],
+                self.view_change_quorum,
+                self.f,
+            )
+            if not decided:
+                return None
+            plan.append((s, NULL_BATCH if batch is None else batch))
+        return plan
+
     def _try_new_view(self, out: list[Action]) -> None:
         w = self.view
-        chosen = self._new_view_set(self.view_change_quorum)
+        size = self.view_change_quorum
+        if not self.sign_votes:  # every view-change we hold for w: each seq must be decided
+            size = max(size, sum(1 for vc in self.vc_latest.values() if vc.new_view == w))
+        chosen = self._new_view_set(size)
         if chosen is None:
             return
-        stable_vc, plan = self._new_view_plan(chosen)
+        planned = self._new_view_plan(chosen)
+        if planned is None:
+            return  # unsigned votes: a seq is undecided; the next view-change may decide it
+        stable_vc, plan = planned
         pps = tuple(self._make_pre_prepare(w, s, batch) for s, batch in plan)
         nv = NewView(self.instance, w, chosen, pps)
         out.append(Broadcast(nv))
@@ -957,7 +1036,10 @@ class Pbft(ReplicaCore[_Slot]):
             seen.add(vc.replica)
         if len(seen) < self.view_change_quorum:
             return None
-        stable_vc, plan = self._new_view_plan(nv.view_changes)
+        planned = self._new_view_plan(nv.view_changes)
+        if planned is None:
+            return None
+        stable_vc, plan = planned
         if len(plan) != len(nv.pre_prepares):
             return None
         primary = self.primary_of(w)

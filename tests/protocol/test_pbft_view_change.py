@@ -463,3 +463,65 @@ def test_unsigned_new_view_is_checked_by_recomputation_alone() -> None:
         assert r2.receive(1, bad) == []
     assert r2.status()["ignored"]["invalid_new_view"] == 3
     assert base.NewView(1, 1) in r2.receive(1, nv)
+
+
+def test_unsigned_votes_view_change_carries_signed_claims() -> None:
+    """With MAC-only votes a certificate proves nothing, so a view-change claims: what the
+    replica prepared (no prepares attached) and what it pre-prepared (the Q-set), signed.
+    protocols/claims.py decides the new view from such claims by counting."""
+    from protocols.pbft.messages import PrePrepared, view_change_payload
+
+    c = Cluster(4, view_change_ticks=10, params={"pbft_signed_votes": False})
+    c.drop_rules.append((None, None, "Commit"))
+    c.propose(0, c.batch("b1"))
+    c.run()
+    r3, r1 = c.replicas[3], c.replicas[1]
+    vc = r3._make_view_change(1)
+    d = c.batch("b1").digest
+    assert [(p.pre_prepare.seq, p.prepares) for p in vc.prepared] == [(1, ())]
+    assert vc.pre_prepared == (PrePrepared(1, 0, d),)
+    assert r3.verifier.verify(3, view_change_payload(vc), vc.signature)
+    assert r1._valid_view_change(vc)
+    cert = r3.certs[1]
+    too_many = tuple(PrePrepared(1, 0, bytes([i]) * 32) for i in range(5))
+    for bad in (
+        dataclasses.replace(vc, signature=b"nope"),
+        dataclasses.replace(vc, prepared=(cert,)),  # prepares attached: not a claim
+        dataclasses.replace(vc, pre_prepared=too_many),
+        dataclasses.replace(vc, pre_prepared=(PrePrepared(1, 1, d),)),  # in the new view
+    ):
+        resigned = dataclasses.replace(bad, signature=b"")
+        resigned = dataclasses.replace(
+            resigned, signature=r3.verifier.sign(view_change_payload(resigned))
+        )
+        assert not r1._valid_view_change(bad)
+        if bad.signature != b"nope":
+            assert not r1._valid_view_change(resigned)
+
+
+def test_unsigned_votes_new_view_waits_for_a_decidable_set() -> None:
+    """r1 (primary of view 1) holds its own and r2's view-change, both claiming nothing, and
+    a liar's claim that b1 prepared in view 0: with three messages the seq is undecided (no
+    n−f without a claim, no f+1 pre-prepare claims for b1), so no NEW-VIEW yet; r3's honest
+    empty view-change decides it: null."""
+    from protocols.pbft.messages import view_change_payload
+
+    c = Cluster(4, view_change_ticks=10, params={"pbft_signed_votes": False})
+    r1 = c.replicas[1]
+    pp = PrePrepare(0, 0, 1, c.batch("b1"))
+
+    def signed(r: int, certs: tuple) -> ViewChange:
+        vc = ViewChange(0, 1, r, 0, (), certs)
+        return dataclasses.replace(
+            vc, signature=c.replicas[r].verifier.sign(view_change_payload(vc))
+        )
+
+    out = r1.suspect_primary()
+    assert not any(type(getattr(a, "msg", None)) is NewView for a in out)
+    r1.receive(0, signed(0, (PreparedCert(pp, ()),)))  # the liar (old primary)
+    out = r1.receive(2, signed(2, ()))
+    assert not any(type(getattr(a, "msg", None)) is NewView for a in out)
+    out = r1.receive(3, signed(3, ()))
+    nvs = [a.msg for a in out if type(getattr(a, "msg", None)) is NewView]
+    assert len(nvs) == 1 and [p.batch for p in nvs[0].pre_prepares] == [NULL_BATCH]
+    assert len(nvs[0].view_changes) == 4  # every view-change the decision used

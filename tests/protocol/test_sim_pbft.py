@@ -15,10 +15,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fabric.sim import MIXES, SimOptions, SimSummary, Simulator, run_many, run_seed
+from protocols.common import NULL_BATCH
 
 pbft = pytest.importorskip("protocols.pbft")
 Pbft = pbft.Pbft
@@ -185,3 +187,59 @@ def test_weak_quorum_pbft_is_caught_under_equivocation() -> None:
         assert weak.violation is not None
         assert weak.violation.kind in ("agreement", "prefix", "accepted_result"), weak.report()
         assert "--protocol pbft-weak-quorum --replicas 4" in weak.replay
+
+
+# --- unsigned votes (MACs only): the claims-based view change ---------------------------------
+
+UNSIGNED = SimOptions(params={"pbft_signed_votes": False})
+
+
+@pytest.mark.slow
+def test_pbft_unsigned_votes_1050_seeds_n4_all_mixes() -> None:
+    """BIG RUN: MAC-only votes, seeds 0..1049 at n=4 (150 per mix). Byzantine replicas sign
+    lying VIEW-CHANGEs (fabric/sim/forgery.py): prepared claims of their alternative
+    batches in the latest view they may name, backed by pre-prepare claims."""
+    summary = run_many("pbft", 4, range(1050), MIXES, UNSIGNED)
+    _print_figures(summary)
+    assert summary.violations == 0, _failures(summary)
+    assert summary.ok, _failures(summary)
+    assert summary.counters["byzantine_forged"] > 0  # the lies were told
+
+
+@pytest.mark.slow
+def test_pbft_unsigned_votes_140_seeds_n7_and_rcc() -> None:
+    for protocol, n in (("pbft", 7), ("rcc", 4)):
+        summary = run_many(protocol, n, range(140), MIXES, UNSIGNED)
+        assert summary.violations == 0, _failures(summary)
+        assert summary.ok, _failures(summary)
+
+
+class HighestClaimPbft(Pbft):
+    """Unsigned votes with the signed mode's rule (the highest-view prepared claim wins),
+    which is what PBFT did here before the claims rule: a signed lie outranks a commit."""
+
+    name = "pbft-highest-claim"
+
+    def _plan_from_claims(self, view_changes: Any, min_s: int) -> Any:
+        best: dict[int, Any] = {}
+        for vc in view_changes:
+            for cert in vc.prepared:
+                pp = cert.pre_prepare
+                cur = best.get(pp.seq)
+                if pp.seq > min_s and (
+                    cur is None or (pp.view, pp.batch.digest) > (cur.view, cur.batch.digest)
+                ):
+                    best[pp.seq] = pp
+        top = max(best, default=min_s)
+        return [(s, best[s].batch if s in best else NULL_BATCH) for s in range(min_s + 1, top + 1)]
+
+
+def test_unsigned_votes_need_the_claims_rule() -> None:
+    """The simulator's signed lies break the highest-claim rule; the real one passes there."""
+    for seed in range(300):
+        mix = ("byzantine", "mixed")[seed % 2]
+        result = run_seed(HighestClaimPbft, 4, seed, mix, UNSIGNED)
+        if result.outcome == "violation":
+            assert run_seed("pbft", 4, seed, mix, UNSIGNED).ok
+            return
+    pytest.fail("the highest-claim rule was never caught in 300 seeds")
