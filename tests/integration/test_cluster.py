@@ -184,11 +184,14 @@ def test_null_baseline_runs_through_the_same_pipeline(base_port, tmp_path, spawn
     assert outcome.summary["per_node"]["1"]["executed_seq"] == 0  # null: only replica 0 executes
 
 
+@pytest.mark.parametrize("signed_votes", [True, False])
 def test_silent_primary_triggers_a_view_change_and_the_cluster_recovers(
-    base_port, tmp_path, spawned
+    base_port, tmp_path, spawned, signed_votes
 ):
+    # unsigned: MAC-only votes, the view change decided from signed claims (protocols/claims.py)
     cfg = _config(
         base_port,
+        f"protocol.pbft_signed_votes={str(signed_votes).lower()}",
         "run.duration_s=12",
         "client.request_timeout_ms=1000",
         "protocol.view_change_timeout_ms=1000",
