@@ -27,10 +27,19 @@ Must not live here: message formats (each protocol's messages.py), IO.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class Claim(Protocol):
+    """A pre-prepare (Q-set) claim: PBFT's ``PrePrepared``, PoE's ``Supported``."""
+
+    seq: int
+    view: int
+    digest: bytes
+
 
 MAX_CLAIMED_PER_SEQ = 4  # Q-set digests kept (and accepted) per seq: the latest views win
 
@@ -61,6 +70,52 @@ def choose(
     return False, None
 
 
+def decide(
+    prepared: Sequence[Mapping[int, tuple[int, bytes, T]]],
+    pre_prepared: Sequence[Iterable[Claim]],
+    seqs: Iterable[int],
+    quorum: int,
+    f: int,
+) -> list[T | None] | None:
+    """``choose`` for every seq in ``seqs``: per view-change message i, ``prepared[i]`` maps
+    seq -> (view, digest, batch) and ``pre_prepared[i]`` are its Q-set claims. The batch
+    per seq (None: the null batch), or None while some seq is undecided."""
+    by_seq: list[dict[int, dict[bytes, int]]] = []
+    for claims in pre_prepared:
+        table: dict[int, dict[bytes, int]] = {}
+        for q in claims:
+            table.setdefault(q.seq, {})[q.digest] = q.view
+        by_seq.append(table)
+    nothing: dict[bytes, int] = {}
+    out: list[T | None] = []
+    for s in seqs:
+        decided, batch = choose(
+            [p.get(s) for p in prepared], [q.get(s, nothing) for q in by_seq], quorum, f
+        )
+        if not decided:
+            return None
+        out.append(batch)
+    return out
+
+
+def well_formed(claims: Iterable[Claim], stable_seq: int, window: int, new_view: int) -> bool:
+    """One view-change's Q-set claims: inside its window above ``stable_seq``, from views
+    before ``new_view``, distinct digests per seq and at most MAX_CLAIMED_PER_SEQ of them."""
+    per_seq: dict[int, set[bytes]] = {}
+    for q in claims:
+        digests = per_seq.setdefault(q.seq, set())
+        if (
+            not stable_seq < q.seq <= stable_seq + window
+            or not 0 <= q.view < new_view
+            or type(q.digest) is not bytes
+            or q.digest in digests
+            or len(digests) >= MAX_CLAIMED_PER_SEQ
+        ):
+            return False
+        digests.add(q.digest)
+    return True
+
+
 def note_pre_prepared(
     table: dict[int, dict[bytes, int]], seq: int, digest: bytes, view: int
 ) -> None:
@@ -73,4 +128,4 @@ def note_pre_prepared(
         del by_digest[min(by_digest, key=lambda d: (by_digest[d], d))]
 
 
-__all__ = ["MAX_CLAIMED_PER_SEQ", "choose", "note_pre_prepared"]
+__all__ = ["MAX_CLAIMED_PER_SEQ", "Claim", "choose", "decide", "note_pre_prepared", "well_formed"]

@@ -65,7 +65,7 @@ from protocols.base import (
     StableCheckpoint,
     Verifier,
 )
-from protocols.claims import MAX_CLAIMED_PER_SEQ, choose, note_pre_prepared
+from protocols.claims import decide, note_pre_prepared, well_formed
 from protocols.common import NULL_BATCH, Batch, Request
 from protocols.common import batch_is_valid as _batch_is_valid
 from protocols.pbft.messages import (
@@ -900,28 +900,15 @@ class Pbft(ReplicaCore[_Slot]):
             if not self.sign_votes and (cert.prepares or not batch_is_valid(pp.batch)):
                 return False  # a claim: the batch, no (meaningless unsigned) prepares
             seqs.add(pp.seq)
-        if vc.pre_prepared and (self.sign_votes or not self._valid_claims(vc)):
+        if vc.pre_prepared and (
+            self.sign_votes or not well_formed(vc.pre_prepared, stable, self.window, vc.new_view)
+        ):
             return False
         try:
             payload = view_change_payload(vc)
         except Exception:  # an unencodable value cannot carry a valid signature
             return False
         return bool(self.verifier.verify(vc.replica, payload, vc.signature))
-
-    def _valid_claims(self, vc: ViewChange) -> bool:
-        per_seq: dict[int, set[bytes]] = {}
-        for q in vc.pre_prepared:
-            digests = per_seq.setdefault(q.seq, set())
-            if (
-                not vc.stable_seq < q.seq <= vc.stable_seq + self.window
-                or not 0 <= q.view < vc.new_view
-                or type(q.digest) is not bytes
-                or q.digest in digests
-                or len(digests) >= MAX_CLAIMED_PER_SEQ
-            ):
-                return False
-            digests.add(q.digest)
-        return True
 
     def _new_view_plan(
         self, view_changes: tuple[ViewChange, ...]
@@ -954,37 +941,29 @@ class Pbft(ReplicaCore[_Slot]):
     ) -> list[tuple[int, Batch]] | None:
         """Unsigned votes: Castro & Liskov's MAC view change (protocols.claims.choose) for
         each seq from min-s+1 to the highest one anybody claims prepared."""
-        prepared: list[dict[int, tuple[int, bytes, Batch]]] = []
-        pre_prepared: list[dict[int, dict[bytes, int]]] = []
-        for vc in view_changes:
-            prepared.append(
-                {
-                    c.pre_prepare.seq: (
-                        c.pre_prepare.view,
-                        c.pre_prepare.batch.digest,
-                        c.pre_prepare.batch,
-                    )
-                    for c in vc.prepared
-                }
-            )
-            by_seq: dict[int, dict[bytes, int]] = {}
-            for q in vc.pre_prepared:
-                by_seq.setdefault(q.seq, {})[q.digest] = q.view
-            pre_prepared.append(by_seq)
+        prepared = [
+            {
+                c.pre_prepare.seq: (
+                    c.pre_prepare.view,
+                    c.pre_prepare.batch.digest,
+                    c.pre_prepare.batch,
+                )
+                for c in vc.prepared
+            }
+            for vc in view_changes
+        ]
         max_s = max((s for p in prepared for s in p), default=min_s)
-        nothing: dict[bytes, int] = {}
-        plan: list[tuple[int, Batch]] = []
-        for s in range(min_s + 1, max_s + 1):
-            decided, batch = choose(
-                [p.get(s) for p in prepared],
-                [q.get(s, nothing) for q in pre_prepared],
-                self.view_change_quorum,
-                self.f,
-            )
-            if not decided:
-                return None
-            plan.append((s, NULL_BATCH if batch is None else batch))
-        return plan
+        seqs = range(min_s + 1, max_s + 1)
+        decided = decide(
+            prepared,
+            [vc.pre_prepared for vc in view_changes],
+            seqs,
+            self.view_change_quorum,
+            self.f,
+        )
+        if decided is None:
+            return None
+        return [(s, NULL_BATCH if b is None else b) for s, b in zip(seqs, decided, strict=True)]
 
     def _try_new_view(self, out: list[Action]) -> None:
         w = self.view

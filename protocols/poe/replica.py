@@ -82,12 +82,11 @@ from protocols.base import (
     StableCheckpoint,
     Verifier,
 )
-from protocols.claims import choose, note_pre_prepared
+from protocols.claims import decide, note_pre_prepared, well_formed
 from protocols.common import NULL_BATCH, Batch, Request, batch_is_valid
 from protocols.pbft.messages import Checkpoint, checkpoint_payload
 from protocols.poe.certificate import Certificate, combine
 from protocols.poe.messages import (
-    MAX_SUPPORTED_PER_SEQ,
     Certify,
     Committed,
     Fetch,
@@ -1098,18 +1097,8 @@ class Poe(ReplicaCore[_Slot]):
             seqs.add(e.seq)
         if vc.supported and not self.macs:
             return False
-        per_seq: dict[int, set[bytes]] = {}
-        for q in vc.supported:
-            digests = per_seq.setdefault(q.seq, set())
-            if (
-                not stable < q.seq <= stable + self.window
-                or not 0 <= q.view < vc.new_view
-                or type(q.digest) is not bytes
-                or q.digest in digests
-                or len(digests) >= MAX_SUPPORTED_PER_SEQ
-            ):
-                return False
-            digests.add(q.digest)
+        if not well_formed(vc.supported, stable, self.window, vc.new_view):
+            return False
         try:
             payload = vc_request_payload(vc)
         except Exception:  # an unencodable value cannot carry a valid signature
@@ -1155,27 +1144,16 @@ class Poe(ReplicaCore[_Slot]):
         """MACs: each seq's batch from unproven claims by protocols.claims.choose (Castro &
         Liskov's rule: view-commits are the "prepared" claims, supports the "pre-prepared"
         ones); None while some seq is undecided."""
-        prepared: list[dict[int, tuple[int, bytes, Batch]]] = []
-        supported: list[dict[int, dict[bytes, int]]] = []
-        for vc in requests:
-            prepared.append({e.seq: (e.view, e.batch.digest, e.batch) for e in vc.entries})
-            by_seq: dict[int, dict[bytes, int]] = {}
-            for q in vc.supported:
-                by_seq.setdefault(q.seq, {})[q.digest] = q.view
-            supported.append(by_seq)
-        nothing: dict[bytes, int] = {}
-        batches: list[Batch] = []
-        for s in seqs:
-            decided, batch = choose(
-                [p.get(s) for p in prepared],
-                [q.get(s, nothing) for q in supported],
-                self.quorum,
-                self.f,
-            )
-            if not decided:
-                return None  # wait for more VC-REQUESTs
-            batches.append(NULL_BATCH if batch is None else batch)
-        return tuple(batches)
+        decided = decide(
+            [{e.seq: (e.view, e.batch.digest, e.batch) for e in vc.entries} for vc in requests],
+            [vc.supported for vc in requests],
+            seqs,
+            self.quorum,
+            self.f,
+        )
+        if decided is None:
+            return None  # wait for more VC-REQUESTs
+        return tuple(NULL_BATCH if b is None else b for b in decided)
 
     def _try_new_view(self, out: list[Action]) -> None:
         w = self.view
