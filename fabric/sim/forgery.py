@@ -23,9 +23,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from protocols.claims import MAX_CLAIMED_PER_SEQ
 from protocols.pbft.messages import PreparedCert, PrePrepared, ViewChange, view_change_payload
 from protocols.poe.messages import (
-    MAX_SUPPORTED_PER_SEQ,
     Supported,
     VcRequest,
     vc_request_payload,
@@ -68,12 +68,12 @@ def forge_pbft_view_change(vc: ViewChange, sign: Sign) -> ViewChange:
 
 
 def _capped(keys: list[tuple[int, bytes]], make: Callable[[int, bytes], Any]) -> tuple[Any, ...]:
-    """Claims for sorted (seq, digest) keys, at most MAX_SUPPORTED_PER_SEQ per seq (the
+    """Claims for sorted (seq, digest) keys, at most MAX_CLAIMED_PER_SEQ per seq (the
     bound the protocols enforce: more would only get the whole message refused)."""
     per_seq: dict[int, int] = {}
     out = []
     for seq, digest in keys:
-        if per_seq.get(seq, 0) < MAX_SUPPORTED_PER_SEQ:
+        if per_seq.get(seq, 0) < MAX_CLAIMED_PER_SEQ:
             per_seq[seq] = per_seq.get(seq, 0) + 1
             out.append(make(seq, digest))
     return tuple(out)

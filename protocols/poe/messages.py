@@ -25,7 +25,6 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from protocols.claims import MAX_CLAIMED_PER_SEQ
 from protocols.common import Batch
 from protocols.pbft.messages import Checkpoint
 from protocols.poe.certificate import Certificate
@@ -45,8 +44,6 @@ KIND_FETCH = 58
 KIND_FETCH_REPLY = 59
 KIND_SUPPORTED = 60
 KIND_STABLE_PROOF = 61
-
-MAX_SUPPORTED_PER_SEQ = MAX_CLAIMED_PER_SEQ  # MACs: support claims per seq (protocols.claims)
 
 
 @message(KIND_PROPOSE)
@@ -240,7 +237,6 @@ def plan_digest(view: int, base: int, digests: Sequence[bytes]) -> bytes:
 
 
 __all__ = [
-    "MAX_SUPPORTED_PER_SEQ",
     "Certify",
     "Committed",
     "Fetch",
