@@ -153,15 +153,19 @@ class RunSection:
     seed: int
     results_dir: str
     label: str
+    degraded_lag_seq: int
 
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """A fault injected into a real run: ``replica`` crashes or goes silent at ``at_s``."""
+    """A fault injected into a real run: ``replica`` crashes or goes silent at ``at_s``, or
+    (``stall``) the runner freezes its process (SIGSTOP) at ``at_s`` for ``duration_s`` seconds
+    (SIGCONT after): a slow, honest replica, not a faulty one."""
 
     replica: int
     at_s: float
     kind: str
+    duration_s: float = 0.0  # stall only: seconds frozen; optional in YAML (0 for crash/silent)
 
 
 _SECTIONS: dict[str, type] = {
@@ -187,6 +191,10 @@ def _field_types(cls: type) -> dict[str, Any]:
 #: section -> key -> type, in file order
 _SCHEMA: dict[str, dict[str, Any]] = {name: _field_types(cls) for name, cls in _SECTIONS.items()}
 _FAILURE_SCHEMA: dict[str, Any] = _field_types(Failure)
+#: failure keys a YAML entry may leave out (their dataclass default applies)
+_FAILURE_OPTIONAL = frozenset({"duration_s"})
+#: failure kinds the replica itself carries out; the others (stall) the runner does to it
+REPLICA_FAILURE_KINDS = ("crash", "silent")
 #: protocol keys every protocol reads; the others (poe_*, rcc_*, ...) go to ProtocolConfig.params
 _GENERIC_PROTOCOL_KEYS = frozenset(
     {"name", "tick_ms", "view_change_timeout_ms", "watermark_window", "max_buffered_msgs"}
@@ -229,6 +237,12 @@ class Config:
     def checkpoint_period(self) -> int:
         """Batches (sequence numbers) between checkpoints."""
         return max(1, self.checkpoint.txn_per_chkpt // self.batching.batch_size)
+
+    @property
+    def degraded_lag_seq(self) -> int:
+        """How far behind (sequence numbers) an honest replica may end before the run is
+        DEGRADED: run.degraded_lag_seq, 0 = one checkpoint interval."""
+        return self.run.degraded_lag_seq or self.checkpoint_period
 
     @property
     def watermark_window(self) -> int:
@@ -381,7 +395,9 @@ _RULES: dict[str, _Rule] = {
     "run.results_dir": _NON_EMPTY,
     "failures.replica": _between(0, 1023),  # and < n: checked with the cluster
     "failures.at_s": _between(0, _DAY_S),  # and < run.duration_s: checked with the run
-    "failures.kind": _one_of("crash", "silent"),
+    "failures.kind": _one_of("crash", "silent", "stall"),
+    "failures.duration_s": _between(0, _DAY_S),  # > 0 for stall, 0 otherwise: checked below
+    "run.degraded_lag_seq": _between(0, 1_000_000_000),
 }
 _PROPORTIONS = ("read", "update", "insert", "scan", "rmw")
 
@@ -475,10 +491,13 @@ def _build_failures(raw: Any) -> tuple[Failure, ...]:
     if not isinstance(raw, list | tuple):
         example = "[{replica: 1, at_s: 10, kind: crash}]"
         raise ConfigError(_FAILURES, f"{raw!r} is not a list; allowed: a list such as {example}")
-    return tuple(
-        _build_section(f"{_FAILURES}[{i}]", Failure, _FAILURE_SCHEMA, entry)
-        for i, entry in enumerate(raw)
-    )
+    out = []
+    for i, entry in enumerate(raw):
+        if isinstance(entry, Mapping):
+            defaults = {k: 0.0 for k in _FAILURE_OPTIONAL if k not in entry}
+            entry = {**entry, **defaults}
+        out.append(_build_section(f"{_FAILURES}[{i}]", Failure, _FAILURE_SCHEMA, entry))
+    return tuple(out)
 
 
 def _build(data: Any) -> Config:
@@ -591,6 +610,20 @@ def _check_failures(cfg: Config) -> None:
                 f"{_FAILURES}[{i}].at_s",
                 f"{failure.at_s} is after the run; allowed: 0 <= at_s < run.duration_s "
                 f"({cfg.run.duration_s})",
+            )
+        if failure.kind == "stall":
+            end = failure.at_s + failure.duration_s
+            if failure.duration_s <= 0 or end >= cfg.run.duration_s:
+                raise ConfigError(
+                    f"{_FAILURES}[{i}].duration_s",
+                    f"{failure.duration_s} with kind stall at {failure.at_s} s; allowed: > 0 "
+                    f"and at_s + duration_s < run.duration_s ({cfg.run.duration_s})",
+                )
+        elif failure.duration_s:
+            raise ConfigError(
+                f"{_FAILURES}[{i}].duration_s",
+                f"{failure.duration_s} with kind {failure.kind}; allowed: only kind stall "
+                f"has a duration (leave it out)",
             )
 
 

@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fabric.config import REPLICA_FAILURE_KINDS
 from fabric.control import CRASH_EXIT_CODE, ChildControl, format_progress
 from fabric.lanes import LaneCoordinator, LaneGroup, has_lanes
 from fabric.metrics import process_resources
@@ -427,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     control = ChildControl(on_stop=stop.set, ignore_stdin=args.ignore_stdin)
-    failure = next((f for f in cfg.failures if f.replica == args.id), None)
+    failure = next(  # a stall is the runner's (SIGSTOP/SIGCONT), not the replica's to act
+        (f for f in cfg.failures if f.replica == args.id and f.kind in REPLICA_FAILURE_KINDS), None
+    )
     replica.start()
     ready_at = time.time()
     control.say("ready")
