@@ -1,7 +1,7 @@
 """The client process: YCSB requests out, reply quorums in, latencies recorded.
 
 Lives here: ``ClientCore``, the sans-IO acceptance logic (reply quorum
-matching, latency accounting, the in-flight window, retransmission decisions,
+matching under the protocol's ``reply_rule``, latency accounting, the in-flight window, retransmission decisions,
 learning the view), unit-tested without sockets; and ``main``, the client
 process (``python -m fabric client --config F --id C --run-dir D``) that wraps
 the core with generator threads and one IO thread.
@@ -19,8 +19,11 @@ its sockets exist, ``progress <epoch> <accepted_txn_total>`` about once a
 second, and stops on a ``stop`` line, on stdin EOF (the runner died) or on
 SIGTERM, then writes its stats JSON into the run directory.
 
+The simulator (fabric.sim) drives the same ``ClientCore`` in virtual time, so the rule a
+run certifies is the rule a real client applies.
+
 Must not live here: protocol logic (the protocol class only names the reply
-quorum and the target replica), report formatting (fabric.runner).
+rule and the target replica), report formatting (fabric.runner).
 """
 
 from __future__ import annotations
@@ -38,9 +41,16 @@ from typing import Any
 
 from fabric.metrics import PerSecond, Reservoir, ThreadClock, process_resources
 from fabric.stages import _dump_profile, _profiler
+from protocols.base import ReplyRule
 from protocols.common import Reply, Request
 
 # --- the sans-IO core -------------------------------------------------------------------
+
+
+#: distinct reply keys (seq, result, ...) one replica may vote for per outstanding request:
+#: an honest replica needs more than one only after a rollback or a repeated ordering, and
+#: a Byzantine one cannot grow a request's state beyond n * this
+MAX_KEYS_PER_REPLICA = 4
 
 
 @dataclass(slots=True)
@@ -53,8 +63,8 @@ class Outstanding:
     first_sent: float
     deadline: float
     retries: int = 0
-    voters: set[int] = field(default_factory=set)  # replicas whose reply counted already
-    votes: dict[bytes, int] = field(default_factory=dict)  # result digest -> matching replies
+    keys_of: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)  # replica -> its keys
+    votes: dict[tuple[Any, ...], set[int]] = field(default_factory=dict)  # key -> replicas
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,8 @@ class Accepted:
     txns: int
     latency_s: float
     result: bytes
+    seq: int  # the position the quorum agreed on
+    view: int  # the view of the reply that completed the quorum
 
 
 class ClientCore:
@@ -71,10 +83,14 @@ class ClientCore:
     Closed loop: at most ``max_in_flight_txn`` transactions outstanding. Open
     loop: a send is due every ``txns_per_request / rate_txn_s`` seconds, still
     capped at ``max_in_flight_txn`` outstanding (sends skipped by the cap are
-    counted in ``open_loop_skipped``). A request is accepted when
-    ``reply_quorum`` distinct replicas reply with the same result; a request
-    unanswered for ``request_timeout_s`` is due for a re-send to all replicas,
-    at most ``max_retries`` times, then given up (counted, its window freed).
+    counted in ``open_loop_skipped``). A request is accepted when ``rule.quorum``
+    distinct replicas sent replies that agree on every field of ``rule.match``
+    (the protocol's ``reply_rule``: always seq and result, PoE also the view);
+    speculative replies count only if ``rule.speculative``. A replica may vote for
+    a few different keys (an honest one re-executes after a rollback; at most
+    ``MAX_KEYS_PER_REPLICA``), never twice for one. A request unanswered for
+    ``request_timeout_s`` is due for a re-send to all replicas, at most
+    ``max_retries`` times, then given up (counted, its window freed).
     """
 
     def __init__(
@@ -82,7 +98,7 @@ class ClientCore:
         client_id: int,
         n: int,
         f: int,
-        reply_quorum: int,
+        rule: ReplyRule,
         max_in_flight_txn: int,
         request_timeout_s: float,
         max_retries: int,
@@ -91,8 +107,8 @@ class ClientCore:
         latency_capacity: int = 200_000,
         seed: int = 0,
     ) -> None:
-        if not 1 <= reply_quorum <= n:
-            raise ValueError(f"reply_quorum {reply_quorum} not in 1..{n}")
+        if not 1 <= rule.quorum <= n:
+            raise ValueError(f"reply quorum {rule.quorum} not in 1..{n}")
         if mode not in ("closed", "open"):
             raise ValueError(f"mode {mode!r} is not closed | open")
         if mode == "open" and rate_txn_s <= 0:
@@ -100,7 +116,7 @@ class ClientCore:
         self.client_id = client_id
         self.n = n
         self.f = f
-        self.reply_quorum = reply_quorum
+        self.rule = rule
         self.max_in_flight_txn = max_in_flight_txn
         self.request_timeout_s = request_timeout_s
         self.max_retries = max_retries
@@ -116,6 +132,10 @@ class ClientCore:
         self.latencies = Reservoir(latency_capacity, seed)  # (accept time, latency_s) per request
         self.accepted_per_s = PerSecond()
         self.counters: Counter[str] = Counter()
+
+    @property
+    def reply_quorum(self) -> int:
+        return self.rule.quorum
 
     # sending --------------------------------------------------------------------
     def window_open(self, txns: int) -> bool:
@@ -168,15 +188,24 @@ class ClientCore:
         if entry is None:
             self.counters["late_replies"] += 1
             return None
-        if sender in entry.voters:
+        rule = self.rule
+        if reply.speculative and not rule.speculative:
+            self.counters["speculative_replies_ignored"] += 1
+            return None
+        key = rule.key(reply)
+        mine = entry.keys_of.setdefault(sender, [])
+        if key in mine:
             self.counters["duplicate_replies"] += 1
             return None
-        entry.voters.add(sender)
-        votes = entry.votes.get(reply.result, 0) + 1
-        entry.votes[reply.result] = votes
+        if len(mine) >= MAX_KEYS_PER_REPLICA:
+            self.counters["reply_keys_capped"] += 1
+            return None
+        mine.append(key)
+        voters = entry.votes.setdefault(key, set())
+        voters.add(sender)
         if len(entry.votes) > 1:
             self.counters["mismatched_replies"] += 1
-        if votes < self.reply_quorum:
+        if len(voters) < rule.quorum:
             return None
         del self.outstanding[reply.timestamp]
         self.in_flight_txn -= entry.txns
@@ -185,7 +214,7 @@ class ClientCore:
         self.accepted_per_s.add(now, entry.txns)
         self.counters["requests_accepted"] += 1
         self.counters["txns_accepted"] += entry.txns
-        return Accepted(entry.timestamp, entry.txns, latency, reply.result)
+        return Accepted(entry.timestamp, entry.txns, latency, reply.result, reply.seq, reply.view)
 
     def _learn_view(self, sender: int, view: int) -> None:
         """Adopt the highest view that at least f+1 replicas claim (so one honest replica does)."""
@@ -272,7 +301,7 @@ class ClientProcess:
             client_id=client_id,
             n=self.n,
             f=cfg.f,
-            reply_quorum=self.protocol_cls.reply_quorum(self.n, cfg.f),
+            rule=self.protocol_cls.reply_rule(self.n, cfg.f),
             max_in_flight_txn=cfg.client.max_txn_in_flight,
             request_timeout_s=cfg.client.request_timeout_ms / 1000.0,
             max_retries=cfg.client.max_retries,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from typing import Protocol as TypingProtocol
 
-from protocols.common import Batch, Request
+from protocols.common import Batch, Reply, Request
 
 # --- actions ---------------------------------------------------------------------------
 
@@ -118,6 +118,43 @@ class Verifier(TypingProtocol):
         ...
 
 
+# --- what a client accepts ------------------------------------------------------------
+
+#: Reply fields a rule may ask replies to agree on (client and timestamp always agree: a
+#: client counts replies per outstanding timestamp)
+REPLY_MATCH_FIELDS = ("view", "seq", "result")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRule:
+    """When a client accepts a result: ``quorum`` replies from distinct replicas that agree
+    on every field in ``match``; speculative replies count only if ``speculative``.
+
+    Every rule matches on ``seq`` and ``result``: a result digest alone does not show where
+    a request was ordered (an update-only request has the same result at any position), and
+    the accepted position is what the simulator checks against every ledger. The protocol
+    class decides the rest from its paper (``Protocol.reply_rule``); the client process and
+    the simulator both drive ``fabric.client.ClientCore`` with it.
+    """
+
+    quorum: int
+    match: tuple[str, ...] = ("seq", "result")
+    speculative: bool = False
+
+    def __post_init__(self) -> None:
+        if self.quorum < 1:
+            raise ValueError(f"reply quorum {self.quorum} < 1")
+        bad = [name for name in self.match if name not in REPLY_MATCH_FIELDS]
+        if bad or len(set(self.match)) != len(self.match):
+            raise ValueError(f"reply rule matches on {self.match}; fields are {REPLY_MATCH_FIELDS}")
+        if "seq" not in self.match or "result" not in self.match:
+            raise ValueError("a reply rule must match on seq and result (the position)")
+
+    def key(self, reply: Reply) -> tuple[Any, ...]:
+        """What two replies must share to count together."""
+        return tuple(getattr(reply, name) for name in self.match)
+
+
 # --- configuration ---------------------------------------------------------------------
 
 
@@ -157,7 +194,8 @@ class Protocol(ABC):
     """Base class of every consensus protocol. Subclasses register in protocols.registry."""
 
     name: ClassVar[str]
-    #: replies with these many matching results make a client accept (given n, f)
+    #: the protocol executes speculatively (Deliver(speculative=True), Rollback) and its
+    #: clients accept speculative replies
     speculative_replies: ClassVar[bool] = False
 
     def __init__(self, config: ProtocolConfig, verifier: Verifier) -> None:
@@ -172,6 +210,14 @@ class Protocol(ABC):
     @abstractmethod
     def reply_quorum(cls, n: int, f: int) -> int:
         """Matching replies a client needs to accept a result (PBFT: f+1; PoE: n-f)."""
+
+    @classmethod
+    def reply_rule(cls, n: int, f: int) -> ReplyRule:
+        """The client's acceptance rule: ``reply_quorum`` replies agreeing on seq and result.
+
+        A protocol whose paper asks more (PoE: the view too) overrides this.
+        """
+        return ReplyRule(cls.reply_quorum(n, f), ("seq", "result"), cls.speculative_replies)
 
     @classmethod
     @abstractmethod

@@ -53,9 +53,10 @@ class Reply:
     replica: int
     client_id: int
     timestamp: int  # the request's timestamp this reply answers
-    result: (
-        bytes  # digest of the request's results; replies match when (seq, client, ts, result) match
-    )
+    # digest of the request's results (fabric.execute); a client counts replies per
+    # (client, timestamp) and matches them on the fields its protocol's ReplyRule names:
+    # seq and result always (PBFT, RCC), and the view too for PoE
+    result: bytes
     speculative: bool  # True for PoE INFORM replies (executed before commit)
 
 

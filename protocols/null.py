@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-from protocols.base import Action, Deliver, Protocol
+from protocols.base import Action, Deliver, Protocol, ReplyRule
 from protocols.common import Batch, Request
 from protocols.registry import register
 
@@ -26,6 +26,11 @@ class NullProtocol(Protocol):
     @classmethod
     def reply_quorum(cls, n: int, f: int) -> int:
         return 1
+
+    @classmethod
+    def reply_rule(cls, n: int, f: int) -> ReplyRule:
+        """One reply from replica 0, the only one that executes (no fault tolerance)."""
+        return ReplyRule(1, ("seq", "result"), speculative=False)
 
     @classmethod
     def client_target(cls, view: int, client_id: int, n: int, params: Mapping[str, Any]) -> int:

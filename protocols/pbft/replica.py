@@ -60,6 +60,7 @@ from protocols.base import (
     CancelTimer,
     Deliver,
     ProtocolConfig,
+    ReplyRule,
     Send,
     SetTimer,
     StableCheckpoint,
@@ -230,6 +231,17 @@ class Pbft(ReplicaCore[_Slot]):
     @classmethod
     def reply_quorum(cls, n: int, f: int) -> int:
         return f + 1
+
+    @classmethod
+    def reply_rule(cls, n: int, f: int) -> ReplyRule:
+        """Castro & Liskov 4.1: f+1 replies from different replicas "with the same t and r".
+
+        The client counts replies per timestamp t; beyond the paper it also asks them to
+        agree on the sequence number, which honest replicas always do (they commit a request
+        at one position) and which makes the accepted position certain. Not on the view:
+        replicas may commit the same batch at the same seq in different views.
+        """
+        return ReplyRule(f + 1, ("seq", "result"), speculative=False)
 
     @classmethod
     def client_target(cls, view: int, client_id: int, n: int, params: Mapping[str, Any]) -> int:

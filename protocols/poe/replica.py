@@ -76,6 +76,7 @@ from protocols.base import (
     CancelTimer,
     Deliver,
     ProtocolConfig,
+    ReplyRule,
     Rollback,
     Send,
     SetTimer,
@@ -264,6 +265,16 @@ class Poe(ReplicaCore[_Slot]):
     @classmethod
     def reply_quorum(cls, n: int, f: int) -> int:
         return n - f
+
+    @classmethod
+    def reply_rule(cls, n: int, f: int) -> ReplyRule:
+        """PoE (Gupta et al., EDBT 2021), the client: n-f identical INFORM(v, k, r) replies.
+
+        Identical means the same view v, sequence number k and result r: n-f replicas that
+        speculatively executed the request at k in view v are what makes it survive any
+        view change. Speculative replies count (that is the point of PoE).
+        """
+        return ReplyRule(n - f, ("view", "seq", "result"), speculative=True)
 
     @classmethod
     def client_target(cls, view: int, client_id: int, n: int, params: Mapping[str, Any]) -> int:

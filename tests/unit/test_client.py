@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fabric.client import ClientCore
+from fabric.client import MAX_KEYS_PER_REPLICA, ClientCore
+from protocols import registry
+from protocols.base import ReplyRule
 from protocols.common import Reply
 
 N, F = 4, 1
@@ -16,7 +18,7 @@ def core(**kw) -> ClientCore:
         client_id=CID,
         n=N,
         f=F,
-        reply_quorum=F + 1,
+        rule=ReplyRule(F + 1),
         max_in_flight_txn=300,
         request_timeout_s=2.0,
         max_retries=2,
@@ -25,15 +27,23 @@ def core(**kw) -> ClientCore:
     return ClientCore(**args)
 
 
-def reply(replica: int, ts: int, result: bytes = b"r", view: int = 0, client: int = CID) -> Reply:
+def reply(
+    replica: int,
+    ts: int,
+    result: bytes = b"r",
+    view: int = 0,
+    client: int = CID,
+    seq: int | None = None,
+    speculative: bool = False,
+) -> Reply:
     return Reply(
         view=view,
-        seq=ts,
+        seq=ts if seq is None else seq,
         replica=replica,
         client_id=client,
         timestamp=ts,
         result=result,
-        speculative=False,
+        speculative=speculative,
     )
 
 
@@ -68,11 +78,65 @@ def test_mismatched_results_do_not_form_a_quorum():
 
 
 def test_speculative_quorum_n_minus_f():
-    c = core(reply_quorum=N - F)
+    c = core(rule=registry.get("poe").reply_rule(N, F))
     ts = send(c, 0.0)
-    assert c.on_reply(0, reply(0, ts), 0.1) is None
-    assert c.on_reply(1, reply(1, ts), 0.1) is None
-    assert c.on_reply(2, reply(2, ts), 0.1) is not None
+    assert c.on_reply(0, reply(0, ts, speculative=True), 0.1) is None
+    assert c.on_reply(1, reply(1, ts, speculative=True), 0.1) is None
+    assert c.on_reply(2, reply(2, ts, speculative=True), 0.1) is not None
+
+
+def test_pbft_ignores_speculative_replies():
+    c = core(rule=registry.get("pbft").reply_rule(N, F))
+    ts = send(c, 0.0)
+    assert c.on_reply(0, reply(0, ts, speculative=True), 0.1) is None
+    assert c.on_reply(1, reply(1, ts, speculative=True), 0.1) is None
+    assert c.counters["speculative_replies_ignored"] == 2
+    assert ts in c.outstanding
+
+
+@pytest.mark.parametrize("protocol", ["pbft", "poe", "rcc"])
+def test_never_accepts_replies_that_disagree_on_the_position(protocol):
+    """Issue 13: an update-only request has the same result digest at any log position, so
+    equal results alone do not show the replicas agree where it was ordered. Replies that
+    differ in seq never count together, whatever the protocol's rule."""
+    rule = registry.get(protocol).reply_rule(N, F)
+    c = core(rule=rule)
+    ts = send(c, 0.0)
+    for r in range(N):  # every replica answers the same result, each at another position
+        assert c.on_reply(r, reply(r, ts, seq=10 + r, speculative=rule.speculative), 0.1) is None
+    assert ts in c.outstanding and c.counters["requests_accepted"] == 0
+
+
+def test_pbft_accepts_replies_from_different_views_at_one_position():
+    """Castro & Liskov 4.1: same t and r (and here the same seq); the view may differ."""
+    c = core(rule=registry.get("pbft").reply_rule(N, F))
+    ts = send(c, 0.0)
+    assert c.on_reply(0, reply(0, ts, view=0, seq=7), 0.1) is None
+    acc = c.on_reply(1, reply(1, ts, view=1, seq=7), 0.1)
+    assert acc is not None and acc.seq == 7
+
+
+def test_poe_needs_the_same_view_sequence_and_result():
+    """PoE: n-f identical INFORM(v, k, r); replies from another view do not count together."""
+    c = core(rule=registry.get("poe").reply_rule(N, F))
+    ts = send(c, 0.0)
+    assert c.on_reply(0, reply(0, ts, view=0, seq=3, speculative=True), 0.1) is None
+    assert c.on_reply(1, reply(1, ts, view=0, seq=3, speculative=True), 0.1) is None
+    assert c.on_reply(2, reply(2, ts, view=1, seq=3, speculative=True), 0.1) is None
+    assert ts in c.outstanding
+    # replica 0 rolled back and re-executed in view 1: its new reply counts for (1, 3, r)
+    assert c.on_reply(0, reply(0, ts, view=1, seq=3, speculative=True), 0.2) is None
+    acc = c.on_reply(3, reply(3, ts, view=1, seq=3, speculative=True), 0.3)
+    assert acc is not None and (acc.view, acc.seq) == (1, 3)
+
+
+def test_a_replica_votes_for_a_bounded_number_of_keys():
+    c = core()
+    ts = send(c, 0.0)
+    for i in range(MAX_KEYS_PER_REPLICA + 3):
+        c.on_reply(3, reply(3, ts, result=b"lie%d" % i), 0.1)  # a Byzantine replica
+    assert c.counters["reply_keys_capped"] == 3
+    assert len(c.outstanding[ts].votes) == MAX_KEYS_PER_REPLICA
 
 
 def test_one_vote_per_replica_duplicates_ignored():
@@ -91,7 +155,7 @@ def test_forged_or_foreign_replies_rejected():
     assert c.on_reply(7, reply(7, ts), 0.1) is None  # not a replica
     assert c.on_reply(0, reply(0, ts, client=CID + 1), 0.1) is None  # another client's reply
     assert c.counters["bad_replies"] == 3
-    assert c.outstanding[ts].voters == set()
+    assert c.outstanding[ts].votes == {}
 
 
 def test_closed_loop_window_bounds_in_flight():
@@ -223,7 +287,11 @@ def test_duplicate_timestamp_refused():
 
 def test_bad_parameters_refused():
     with pytest.raises(ValueError):
-        core(reply_quorum=0)
+        core(rule=ReplyRule(N + 1))
+    with pytest.raises(ValueError):
+        ReplyRule(0)
+    with pytest.raises(ValueError):
+        ReplyRule(2, ("result",))  # a rule must fix the position
     with pytest.raises(ValueError):
         core(mode="sideways")
     with pytest.raises(ValueError):
