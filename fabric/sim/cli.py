@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from fabric.sim.faults import MIXES
+from fabric.sim.faults import ALL_MIXES, MIXES
 from fabric.sim.simulator import (
     DEFAULT_OPTIONS,
     SimOptions,
@@ -45,7 +45,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--faults",
         default="all",
-        help=f"fault mix or comma list, or 'all' ({','.join(MIXES)}); seed s runs mix s %% count",
+        help=(
+            f"fault mix or comma list, or 'all' ({','.join(MIXES)}); targeted schedules, "
+            f"not in 'all': {','.join(ALL_MIXES[len(MIXES) :])}; seed s runs mix s %% count"
+        ),
     )
     p.add_argument("--clients", type=int, default=DEFAULT_OPTIONS.clients)
     p.add_argument("--requests", type=int, default=DEFAULT_OPTIONS.requests, help="per client")
@@ -68,9 +71,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.seeds is not None and args.seeds < 1:
         p.error("--seeds must be >= 1")
     mixes = list(MIXES) if args.faults == "all" else [m for m in args.faults.split(",") if m]
-    bad = [m for m in mixes if m not in MIXES]
+    bad = [m for m in mixes if m not in ALL_MIXES]
     if bad or not mixes:
-        p.error(f"unknown fault mix {bad}; choose from {', '.join(MIXES)} or all")
+        p.error(f"unknown fault mix {bad}; choose from {', '.join(ALL_MIXES)} or all")
     args.mixes = mixes
     params: dict[str, Any] = {}
     for item in args.param:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from fabric.sim.client import Accepted, SimClient
-from fabric.sim.faults import MIXES, ByzantineMutator, FaultPlan, make_plan
+from fabric.sim.faults import ALL_MIXES, MIXES, ByzantineMutator, FaultPlan, make_plan
 from fabric.sim.ledger import Entry, ExecuteStage, LedgerError
 from fabric.sim.verifier import FakeVerifier, SimKeys, signed_request
 from protocols import registry
@@ -331,6 +331,10 @@ class Simulator:
             for p in plan.partitions:
                 if p.splits(src, dst, self.now):
                     self.counters["partition_dropped"] += 1
+                    return
+            for cut in plan.lane_cuts:
+                if cut.cuts(dst, msg, self.now):
+                    self.counters["lane_cut_dropped"] += 1
                     return
         rng = self.rng
         if faulty_now and plan.drop_p and rng.random() < plan.drop_p:
@@ -984,8 +988,8 @@ def run_many(
     """Run every seed (seed s under mix ``faults[s % len(faults)]``) and sum up."""
     mixes = [faults] if isinstance(faults, str) else list(faults)
     for mix in mixes:
-        if mix not in MIXES:
-            raise ValueError(f"unknown fault mix {mix!r}; choose from {', '.join(MIXES)}")
+        if mix not in ALL_MIXES:
+            raise ValueError(f"unknown fault mix {mix!r}; choose from {', '.join(ALL_MIXES)}")
     cls = protocol_class(protocol)
     summary = SimSummary(protocol=cls.name, n=n)
     started = time.perf_counter()
