@@ -13,6 +13,7 @@ text report and the CSVs).
 from __future__ import annotations
 
 import math
+import os
 import random
 import resource
 import sys
@@ -164,6 +165,23 @@ def _vm_hwm_kib(status: str = "/proc/self/status") -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def process_resources_of(pid: int) -> dict[str, float] | None:
+    """CPU seconds and peak RSS (MB) of another live process, read from /proc; None if gone
+    or off Linux. The runner samples its children with it, so a crashed one keeps figures."""
+    hwm = _vm_hwm_kib(f"/proc/{pid}/status")
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # the name may hold spaces: after ')'
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    except (OSError, ValueError, IndexError):
+        return None
+    cpu_s = ticks / os.sysconf("SC_CLK_TCK")
+    return {
+        "cpu_s": round(cpu_s, 3),
+        "peak_rss_mb": round(hwm / 1024, 1) if hwm is not None else float("nan"),
+    }
 
 
 def process_resources() -> dict[str, float]:

@@ -76,6 +76,10 @@ class RunPaths:
         return self.root / "memory.csv"
 
     @property
+    def nodes(self) -> Path:
+        return self.root / "nodes.csv"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

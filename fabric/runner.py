@@ -7,8 +7,17 @@ group, stderr to logs/), wait until all print ``ready`` (bounded), send them
 ``start <t0>``, show progress while the run lasts, then stop clients, then
 replicas (a ``stop`` line, then SIGTERM, then SIGKILL, each bounded; by
 process group id, never by name), read their stats, audit the ledgers, and
-write summary.json, res.out and the CSV tables (fabric.summary).
+write summary.json, res.out and the CSV tables (fabric.summary), then draw the run's
+figures and report.html (fabric.report; ``python -m fabric report`` redraws them).
 
+While the run lasts the runner keeps each child's progress lines (executed seq, view,
+transactions) and samples its CPU and peak RSS from /proc about once a second, so a replica
+killed by a configured ``crash`` keeps its figures up to the crash (``stats_source: runner``).
+A ``stall`` failure is the runner's own: it SIGSTOPs the replica's process group at ``at_s``
+and SIGCONTs it ``duration_s`` later (and before any stop or kill).
+
+A run is DEGRADED (status degraded, exit 3) when nothing failed but an honest replica ends
+more than ``run.degraded_lag_seq`` sequence numbers behind (fabric.summary names it).
 A run fails loudly (status failed, exit 1, the dead process's log tail shown)
 when a process dies unexpectedly, a process does not start or stop in time or
 writes no stats, nothing commits, or the audit finds honest ledgers that
@@ -36,8 +45,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from fabric.control import CRASH_EXIT_CODE, Progress, parse_child_line
+from fabric.metrics import process_resources_of
 from fabric.paths import RunPaths, run_folder_name
-from fabric.summary import RunInfo, build_summary, format_report, write_tables
+from fabric.summary import RunInfo, build_summary, faulty_replicas, format_report, write_tables
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: seconds every process gets to print "ready" (imports and socket binds on a loaded machine)
@@ -53,6 +63,10 @@ MAX_STRAY_LINES = 50
 LOOPBACK = ("127.0.0.1", "localhost")
 #: the live throughput line averages over this many seconds of client progress reports
 PROGRESS_WINDOW_S = 3.0
+#: progress samples kept per child (about one a second: a day of run)
+MAX_PROGRESS_SAMPLES = 86_400
+#: exit code of a run that finished but is DEGRADED (an honest replica ended behind)
+DEGRADED_EXIT_CODE = 3
 
 
 class RunInterrupted(Exception):
@@ -61,10 +75,11 @@ class RunInterrupted(Exception):
 
 @dataclass
 class RunOutcome:
-    ok: bool
+    ok: bool  # status ok: nothing failed and no honest replica ended behind
     folder: Path
     summary: dict[str, Any]
-    reason: str
+    reason: str  # why not ok (the problems, or what made it degraded)
+    status: str = "ok"  # ok | degraded | failed (summary.json's run.status)
 
 
 @dataclass
@@ -80,7 +95,14 @@ class Child:
     stray: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_STRAY_LINES))
     expected_exit: bool = False  # a configured crash
     exit_noted: bool = False
+    exited_at: float | None = None  # epoch s the runner noticed the exit
     stop_requested: bool = False  # the runner said "stop": exit code 0 is expected
+    stopped: bool = False  # SIGSTOPped by a stall failure, not yet continued
+    # (epoch_s, txns, seq, view) of every progress line, and the last /proc sample
+    samples: deque[tuple[float, int, int, int]] = field(
+        default_factory=lambda: deque(maxlen=MAX_PROGRESS_SAMPLES)
+    )
+    resources: dict[str, float] | None = None
 
     @property
     def label(self) -> str:
@@ -97,8 +119,10 @@ class Child:
                 kind, prog = parse_child_line(line)
                 if kind == "ready":
                     self.ready.set()
-                elif kind == "progress":
+                elif kind == "progress" and prog is not None:
                     self.progress = prog
+                    self.samples.append((prog.epoch_s, prog.txns, prog.seq, prog.view))
+                    self.resources = process_resources_of(self.proc.pid) or self.resources
                 else:
                     self.stray.append(line.rstrip()[:300])
         except (OSError, ValueError):
@@ -130,6 +154,27 @@ class Child:
             os.killpg(self.proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def sampled_stats(self, t0: float) -> dict[str, Any]:
+        """Stats rebuilt from what the runner sampled while this replica ran (it wrote none)."""
+        per_s: dict[int, int] = {}
+        before = 0
+        for epoch_s, txns, _, _ in self.samples:
+            per_s[int(epoch_s)] = per_s.get(int(epoch_s), 0) + max(0, txns - before)
+            before = txns
+        last = self.samples[-1] if self.samples else (t0, 0, 0, 0)
+        at = self.exited_at if self.exited_at is not None else last[0]
+        return {
+            "role": self.role,
+            "node": self.node,
+            "executed_per_s": [[sec, count] for sec, count in sorted(per_s.items())],
+            "executed_seq": last[2],
+            "executed_txns": last[1],
+            "view": last[3],
+            "resources": dict(self.resources or {}),
+            "failure": {"kind": "crash", "at": at, "at_s": round(at - t0, 3)},
+            "stats_source": "runner",
+        }
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
@@ -175,6 +220,8 @@ class Runner:
         self.dead_tails: list[str] = []
         self.t0 = 0.0
         self.crash_plan = {f.replica for f in cfg.failures if f.kind == "crash"}
+        self.stall_plan = {f.replica: f for f in cfg.failures if f.kind == "stall"}
+        self.stalls_done: dict[int, dict[str, Any]] = {}  # replica -> failure record
         self._log_files: list[IO[bytes]] = []
         self._tty = sys.stderr.isatty()
         self._last_line = 0.0
@@ -233,6 +280,7 @@ class Runner:
             if rc is None or child.exit_noted:
                 continue
             child.exit_noted = True
+            child.exited_at = time.time()
             at = f"t={time.time() - self.t0:.1f} s" if self.t0 else "before the start"
             if child.stop_requested:
                 if rc != 0:
@@ -273,8 +321,38 @@ class Runner:
                 return
             if self.check_deaths():
                 return
+            self._apply_stalls(now)
             self._show_progress(now)
             time.sleep(min(0.2, max(0.0, until - now)))
+
+    def _apply_stalls(self, now: float) -> None:
+        """SIGSTOP a replica whose stall begins, SIGCONT one whose stall is over."""
+        for child in self.children:
+            plan = self.stall_plan.get(child.node) if child.role == "replica" else None
+            if plan is None or child.proc.poll() is not None:
+                continue
+            begin, end = self.t0 + plan.at_s, self.t0 + plan.at_s + plan.duration_s
+            if not child.stopped and child.node not in self.stalls_done and now >= begin:
+                child.signal_group(signal.SIGSTOP)
+                child.stopped = True
+                self.stalls_done[child.node] = {
+                    "kind": "stall",
+                    "at": now,
+                    "at_s": round(now - self.t0, 3),
+                    "duration_s": plan.duration_s,
+                }
+            elif child.stopped and now >= end:
+                self._continue(child)
+                self.events.append(
+                    f"replica {child.node} stalled (SIGSTOP) from t={plan.at_s:g} s, "
+                    f"continued (SIGCONT) at t={now - self.t0:.1f} s"
+                )
+
+    @staticmethod
+    def _continue(child: Child) -> None:
+        if child.stopped:
+            child.signal_group(signal.SIGCONT)
+            child.stopped = False
 
     def _show_progress(self, now: float) -> None:
         if not self.progress or now - self._last_line < 1.0 or now - self.t0 < 1.0:
@@ -307,6 +385,7 @@ class Runner:
         """Ask every live ``role`` process to stop; escalate to SIGTERM, then SIGKILL."""
         group = [c for c in self.children if c.role == role and c.proc.poll() is None]
         for child in group:
+            self._continue(child)  # a stalled replica cannot hear "stop"
             child.stop_requested = True
             child.say("stop")
             child.close_stdin()
@@ -335,6 +414,7 @@ class Runner:
     def kill_all(self) -> None:
         """Last resort (interrupts, errors): no process the runner started survives it."""
         for child in self.children:
+            self._continue(child)
             child.close_stdin()
             child.signal_group(signal.SIGTERM)
         self._wait(self.children, TERM_TIMEOUT_S)
@@ -359,13 +439,16 @@ class Runner:
                 if child.role == "replica"
                 else self.paths.client_stats(child.node)
             )
-            if child.expected_exit:
-                continue  # a configured crash writes nothing
+            if child.expected_exit:  # a configured crash writes nothing: what the runner sampled
+                replicas[child.node] = child.sampled_stats(self.t0)
+                continue
             try:
                 data = json.loads(path.read_text())
             except (OSError, ValueError) as exc:
                 self.problems.append(f"{child.label} wrote no stats ({type(exc).__name__})")
                 continue
+            if child.role == "replica" and child.node in self.stalls_done:
+                data["failure"] = self.stalls_done[child.node]
             for what in data.get("fatal", []) or []:
                 self.problems.append(f"{child.label} stage failed: {what}")
             for what in data.get("errors", []) or []:
@@ -377,8 +460,12 @@ class Runner:
 def _audit(cfg: Any, replicas: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
     from fabric.audit import audit_ledgers
 
-    failed = {f.replica for f in cfg.failures}
-    chains = {node: [(seq, h) for seq, h in st.get("ledger", [])] for node, st in replicas.items()}
+    failed = faulty_replicas({"replica": f.replica, "kind": f.kind} for f in cfg.failures)
+    chains = {
+        node: [(seq, h) for seq, h in st.get("ledger", [])]
+        for node, st in replicas.items()
+        if st.get("stats_source", "process") == "process"
+    }
     honest = [node for node in chains if node not in failed]
     if not honest:
         return None
@@ -426,18 +513,21 @@ def _with_free_ports(cfg: Any) -> Any:
 
 
 def run_experiment(
-    cfg: Any, results_root: Path, label: str = "", progress: bool = False
+    cfg: Any, results_root: Path, label: str = "", progress: bool = False, report: bool = True
 ) -> RunOutcome:
     """Run one experiment with ``cfg``; write its folder under ``results_root``; never raise
-    for a failed run (the outcome says why), only for a folder that cannot be written."""
+    for a failed run (the outcome says why), only for a folder that cannot be written.
+    ``report`` draws the run's figures and report.html at the end (also after a failure)."""
     from fabric.config import dump_config
 
+    draw = report  # the name is taken below by the report's text
     results_root = Path(results_root)
     cfg = _with_free_ports(cfg)
     paths = _unique_folder(results_root, cfg, label or cfg.run.label).make()
     dump_config(cfg, paths.config)
     runner = Runner(cfg, paths, progress)
     interrupted = False
+    stopped_at: float | None = None
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
 
@@ -459,6 +549,7 @@ def run_experiment(
         runner.check_deaths()
     except (KeyboardInterrupt, RunInterrupted) as exc:
         interrupted = True
+        stopped_at = time.time()
         runner.problems.append(f"interrupted ({type(exc).__name__} {exc})".strip())
     finally:
         runner.kill_all()
@@ -482,10 +573,14 @@ def run_experiment(
         warmup_s=cfg.run.warmup_s,
         started_at=runner.t0,
         failures=tuple(
-            {"replica": f.replica, "at_s": f.at_s, "kind": f.kind} for f in cfg.failures
+            {"replica": f.replica, "at_s": f.at_s, "kind": f.kind}
+            | ({"duration_s": f.duration_s} if f.kind == "stall" else {})
+            for f in cfg.failures
         ),
         crypto=_crypto_label(cfg),
         f=cfg.f,
+        degraded_lag_seq=cfg.degraded_lag_seq,
+        stopped_at=stopped_at if runner.t0 and stopped_at else None,
     )
     summary, tables = build_summary(info, replicas, clients, audit, runner.problems, runner.events)
     if not runner.problems and (
@@ -505,10 +600,29 @@ def run_experiment(
     write_tables(tables, paths)
     paths.summary.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
     paths.res_out.write_text(report)
-    reason = "; ".join(runner.problems)
+    if draw:
+        _draw_report(paths)
+    status = summary["run"]["status"]
+    reason = "; ".join(runner.problems) or (summary["run"].get("degraded") or "")
     if interrupted:
         raise KeyboardInterrupt(reason)
-    return RunOutcome(ok=not runner.problems, folder=paths.root, summary=summary, reason=reason)
+    return RunOutcome(
+        ok=status == "ok", folder=paths.root, summary=summary, reason=reason, status=status
+    )
+
+
+def _draw_report(paths: RunPaths) -> None:
+    """The run's figures and report.html; a figure that cannot be drawn never fails the run."""
+    try:
+        from fabric.report import report_run
+
+        report_run(paths.root)
+    except Exception as exc:  # the run's files are written: say so, keep the outcome
+        print(
+            f"run-cluster: figures not drawn ({type(exc).__name__}: {exc}); "
+            f"redraw with python -m fabric report {paths.root}",
+            file=sys.stderr,
+        )
 
 
 def _read_quietly(runner: Runner) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
@@ -647,7 +761,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nrun-cluster: interrupted; every process stopped. {exc}", file=sys.stderr)
         return 130
     print(RunPaths(outcome.folder).res_out.read_text(), end="")
-    print(f"results: {outcome.folder}", file=sys.stderr)
+    print(f"results: {outcome.folder} (report.html, figures)", file=sys.stderr)
+    if outcome.status == "degraded":
+        print(f"run-cluster: RUN DEGRADED: {outcome.reason}", file=sys.stderr)
+        return DEGRADED_EXIT_CODE
     if not outcome.ok:
         print(f"run-cluster: RUN FAILED: {outcome.reason}", file=sys.stderr)
         return 1

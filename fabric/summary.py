@@ -6,9 +6,16 @@ what it observed (problems, events, the audit); out come the summary dict,
 the rows of each CSV table and the classic ResilientDB-style text report.
 Unit tests drive these with fake stats.
 
-The measured window is [t0 + warmup_s, t0 + duration_s). Per-second counts
+The measured window is [t0 + warmup_s, t0 + duration_s), cut short at ``stopped_at`` when
+the run was interrupted (res.out then says what was measured). Per-second counts
 are bucketed by whole epoch second; a bucket that straddles a window edge
 counts with the fraction of the second inside the window.
+
+A run's status is ``ok``, ``degraded`` (no problem, but an honest replica ended more than
+``degraded_lag_seq`` sequence numbers behind the most advanced honest one: it is named) or
+``failed``. Honest = not configured to crash or go silent; a stalled replica is honest. A
+replica that crashed as configured has no stats of its own: the runner hands in what it
+sampled while the replica ran (``stats_source: runner``), shown as crashed at t everywhere.
 
 Must not live here: starting or stopping processes (fabric.runner), plots
 (fabric.report), anything that needs the run to be live.
@@ -43,6 +50,17 @@ class RunInfo:
     failures: tuple[Mapping[str, Any], ...] = ()  # configured: {replica, at_s, kind}
     crypto: str = ""  # e.g. "ed25519 + cmac-aes" or "off"
     f: int = 1
+    degraded_lag_seq: int = 0  # > 0: an honest replica further behind makes the run degraded
+    stopped_at: float | None = None  # epoch s the run was cut short (interrupted), else None
+
+
+#: failure kinds that make a replica not honest (a stalled replica is slow, not faulty)
+FAULTY_KINDS = ("crash", "silent")
+
+
+def faulty_replicas(failures: Iterable[Mapping[str, Any]]) -> set[int]:
+    """Replicas a configured failure makes faulty (crash, silent); stalls stay honest."""
+    return {int(f["replica"]) for f in failures if f.get("kind", "crash") in FAULTY_KINDS}
 
 
 @dataclass
@@ -56,6 +74,7 @@ class Tables:
     messages: list[tuple[Any, ...]] = field(default_factory=list)
     drops: list[tuple[Any, ...]] = field(default_factory=list)
     memory: list[tuple[Any, ...]] = field(default_factory=list)
+    nodes: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 HEADERS: dict[str, tuple[str, ...]] = {
@@ -66,6 +85,16 @@ HEADERS: dict[str, tuple[str, ...]] = {
     "messages": ("node", "kind", "direction", "count"),
     "drops": ("node", "reason", "count"),
     "memory": ("node", "role", "peak_rss_mb", "cpu_s"),
+    "nodes": (
+        "node",
+        "role",
+        "state",
+        "failure_at_s",
+        "executed_seq",
+        "view",
+        "behind_seq",
+        "stats_source",
+    ),
 }
 
 
@@ -94,6 +123,8 @@ def build_summary(
     """The summary dict (summary.json) and the table rows, from the stats the processes wrote."""
     t0 = info.started_at
     lo, hi = t0 + info.warmup_s, t0 + info.duration_s
+    if info.stopped_at is not None:
+        hi = max(lo, min(hi, info.stopped_at))
     measured_s = max(hi - lo, 1e-9)
     tables = Tables()
 
@@ -112,6 +143,7 @@ def build_summary(
             "executed_txns": st.get("executed_txns", 0),
             "view": st.get("view", 0),
             "failure": st.get("failure"),
+            "stats_source": st.get("stats_source", "process"),
         }
     per_client: dict[str, dict[str, Any]] = {}
     accepted_total = 0.0
@@ -169,11 +201,37 @@ def build_summary(
             tables.memory.append((node, role, res.get("peak_rss_mb"), res.get("cpu_s")))
 
     # messages per committed batch (every replica's sends, whole run) --------------------
-    failed = {int(f["replica"]) for f in info.failures}
-    honest_seqs = [
-        st.get("executed_seq", 0) for node, st in replica_stats.items() if node not in failed
-    ]
-    committed = max(honest_seqs or [0])
+    failed = faulty_replicas(info.failures)
+    honest_seq = {
+        node: int(st.get("executed_seq", 0) or 0)
+        for node, st in sorted(replica_stats.items())
+        if node not in failed
+    }
+    committed = max(honest_seq.values(), default=0)
+    behind = {
+        node: committed - seq
+        for node, seq in honest_seq.items()
+        if info.degraded_lag_seq > 0 and committed - seq > info.degraded_lag_seq
+    }
+    for node, st in sorted(replica_stats.items()):
+        fail = st.get("failure") or {}
+        state = str(fail.get("kind", "")) or ("no_stats" if not st else "ok")
+        state = {"crash": "crashed", "silent": "silent", "stall": "stalled"}.get(state, state)
+        at_s = fail.get("at_s")
+        tables.nodes.append(
+            (
+                node,
+                "replica",
+                state,
+                "" if at_s is None else round(float(at_s), 3),
+                st.get("executed_seq", 0),
+                st.get("view", 0),
+                committed - honest_seq[node] if node in honest_seq else "",
+                st.get("stats_source", "process"),
+            )
+        )
+    for node in sorted(client_stats):
+        tables.nodes.append((node, "client", "ok", "", "", "", "", "process"))
     sent_by_kind: dict[str, int] = {}
     for st in replica_stats.values():
         for kind, count in st.get("messages", {}).get("sent", {}).items():
@@ -183,7 +241,15 @@ def build_summary(
     )
 
     events = [*events, *_view_change_events(replica_stats, t0)]
-    status = "ok" if not problems else "failed"
+    degraded = ""
+    if behind:
+        lead = max(honest_seq, key=lambda n: (honest_seq[n], -n))
+        degraded = "; ".join(
+            f"replica {node} ended at seq {honest_seq[node]}, {gap} behind replica {lead} "
+            f"({committed})"
+            for node, gap in behind.items()
+        ) + f" (allowed: {info.degraded_lag_seq}, run.degraded_lag_seq)"
+    status = "failed" if problems else ("degraded" if degraded else "ok")
     summary = {
         "version": SUMMARY_VERSION,
         "run": {
@@ -200,9 +266,18 @@ def build_summary(
             "failures_injected": [dict(f) for f in info.failures],
             "status": status,
             "failure": "; ".join(problems) if problems else None,
+            "degraded": degraded or None,
+            "interrupted_at_s": (
+                None if info.stopped_at is None else round(info.stopped_at - t0, 3)
+            ),
             "events": list(events),
         },
         "throughput_txn_s": round(accepted_total / measured_s, 1),
+        "throughput_txn_s_per_client": (
+            round(accepted_total / measured_s / len(client_stats), 1) if client_stats else None
+        ),
+        "final_seq": {str(node): seq for node, seq in honest_seq.items()},
+        "degraded_lag_seq": info.degraded_lag_seq,
         "latency_ms": latency,
         "per_node": per_node,
         "per_client": per_client,
@@ -260,19 +335,42 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
     lines: list[str] = []
     add = lines.append
     add(f"== {run['name']} ==")
+    interrupted = run.get("interrupted_at_s")
+    if interrupted is None:
+        window = f"measured {run['measured_s']:.1f} s after {run['warmup_s']:g} s warm-up"
+    elif interrupted <= run["warmup_s"]:
+        window = (
+            f"interrupted at t={interrupted:.1f} s, inside the {run['warmup_s']:g} s warm-up: "
+            f"nothing measured"
+        )
+    else:
+        planned = run["duration_s"] - run["warmup_s"]
+        window = (
+            f"interrupted at t={interrupted:.1f} s: measured {run['measured_s']:.1f} s of the "
+            f"planned {planned:g} s, after {run['warmup_s']:g} s warm-up"
+        )
     add(
         f"protocol {run['protocol']}, {run['replicas']} replicas, {run['clients']} client(s), "
-        f"batch {run['batch_size']}, crypto {run['crypto'] or '-'}; "
-        f"measured {run['measured_s']:.1f} s after {run['warmup_s']:g} s warm-up"
+        f"batch {run['batch_size']}, crypto {run['crypto'] or '-'}; {window}"
     )
     add("")
     add("Throughput (txn/s in the measured window; replicas: executed, clients: accepted)")
+    final_seq = summary.get("final_seq") or {}
+    lead = max(final_seq.values(), default=0)
     for node, row in summary["per_node"].items():
-        note = (
-            f"   [{row['failure']['kind']} at {row['failure']['at_s']:.1f} s]"
-            if row.get("failure")
-            else ""
-        )
+        note = ""
+        fail = row.get("failure")
+        if fail:
+            kind = {"crash": "crashed", "stall": "stalled"}.get(fail["kind"], fail["kind"])
+            note = f"   [{kind} at {fail['at_s']:.1f} s"
+            if fail.get("duration_s"):
+                note += f" for {fail['duration_s']:g} s"
+            if row.get("stats_source") == "runner":
+                note += "; figures until then sampled by the runner"
+            note += "]"
+        if node in final_seq and lead - final_seq[node] > (summary.get("degraded_lag_seq") or 0):
+            if summary.get("degraded_lag_seq"):
+                note += f"   BEHIND by {lead - final_seq[node]}"
         add(
             f"  replica {node:>3}: {_fmt(row['throughput_txn_s']):>12}   seq {row['executed_seq']}{note}"
         )
@@ -321,15 +419,37 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
         add(f"Audit: {'ok' if audit['ok'] else 'FAILED'}: {audit['message']}")
     for event in run["events"]:
         add(f"Event: {event}")
+    if final_seq:
+        add(
+            "Final seq (honest replicas): "
+            + ", ".join(f"replica {node} {seq}" for node, seq in final_seq.items())
+            + (
+                f" (a replica more than {summary['degraded_lag_seq']} behind makes the run "
+                f"DEGRADED)"
+                if summary.get("degraded_lag_seq")
+                else ""
+            )
+        )
     add("")
     lat = summary["latency_ms"]
-    add(f"Average throughput: {_fmt(summary['throughput_txn_s'])} txn/s")
+    clients = len(summary["per_client"])
+    per_client = summary.get("throughput_txn_s_per_client")
+    add(
+        f"Total throughput:   {_fmt(summary['throughput_txn_s'])} txn/s accepted"
+        + (
+            f" ({clients} clients, {_fmt(per_client)} txn/s per client)"
+            if clients > 1 and per_client is not None
+            else ""
+        )
+    )
     add(
         f"Average latency:    {_fmt(lat['avg'])} ms (p50 {_fmt(lat['p50'])}, "
         f"p90 {_fmt(lat['p90'])}, p99 {_fmt(lat['p99'])})"
     )
     if run["status"] == "ok":
         add("Status: OK")
+    elif run["status"] == "degraded":
+        add(f"Status: DEGRADED: {run.get('degraded')}")
     else:
         add(f"Status: FAILED: {run['failure']}")
     return "\n".join(lines) + "\n"

@@ -163,7 +163,7 @@ def test_report_has_the_classic_sections():
         "Audit: ok",
         "[silent at 5.0 s]",
         "Event: replica 3 crashed as configured",
-        "Average throughput: 2,000.0 txn/s",
+        "Total throughput:   2,000.0 txn/s accepted",
         "Status: OK",
     ):
         assert needle in text, needle
@@ -285,3 +285,128 @@ def test_rcc_with_fewer_clients_than_instances_is_noted() -> None:
     assert "3 instance(s) only propose no-ops" in note and "--clients 4" in note
     assert config_warnings(few.with_overrides(["cluster.clients=4"])) == []
     assert config_warnings(load_config(None, ["cluster.clients=1"])) == []  # pbft: nothing to say
+
+
+# --- degraded: an honest replica that ends behind (issue 19, finding 6) ------------------------
+
+
+def test_an_honest_replica_far_behind_makes_the_run_degraded_and_is_named():
+    reps = {i: replica_stats(i, seq=14949) for i in range(3)}
+    reps[3] = replica_stats(3, seq=4713)
+    summary, tables = build_summary(
+        info(degraded_lag_seq=100), reps, {4: client_stats()}, None, [], []
+    )
+    assert summary["run"]["status"] == "degraded"
+    assert "replica 3 ended at seq 4713, 10236 behind" in summary["run"]["degraded"]
+    assert summary["final_seq"] == {"0": 14949, "1": 14949, "2": 14949, "3": 4713}
+    text = format_report(summary, tables)
+    assert "Status: DEGRADED: replica 3 ended at seq 4713" in text
+    assert "Final seq (honest replicas): replica 0 14949" in text and "replica 3 4713" in text
+    assert "BEHIND by 10236" in text and "Status: OK" not in text
+    nodes = {row[0]: row for row in tables.nodes if row[1] == "replica"}
+    assert nodes[3][6] == 10236 and nodes[0][6] == 0
+
+
+def test_a_lag_within_the_bound_is_ok_and_a_faulty_replica_never_degrades():
+    reps = {i: replica_stats(i, seq=1000) for i in range(3)}
+    reps[3] = replica_stats(3, seq=901)  # 99 behind, bound 100
+    summary, _ = build_summary(info(degraded_lag_seq=100), reps, {4: client_stats()}, None, [], [])
+    assert summary["run"]["status"] == "ok"
+    reps[3] = replica_stats(3, seq=10)  # far behind, but configured silent: not honest
+    inf = info(degraded_lag_seq=100, failures=({"replica": 3, "at_s": 4.0, "kind": "silent"},))
+    summary, _ = build_summary(inf, reps, {4: client_stats()}, None, [], [])
+    assert summary["run"]["status"] == "ok" and "3" not in summary["final_seq"]
+    # a stalled replica is honest: far behind, the run is degraded
+    inf = info(
+        degraded_lag_seq=100,
+        failures=({"replica": 3, "at_s": 2.0, "kind": "stall", "duration_s": 4.0},),
+    )
+    summary, _ = build_summary(inf, reps, {4: client_stats()}, None, [], [])
+    assert summary["run"]["status"] == "degraded"
+
+
+def test_a_problem_outranks_degraded():
+    reps = {i: replica_stats(i, seq=1000) for i in range(3)}
+    reps[3] = replica_stats(3, seq=1)
+    summary, _ = build_summary(
+        info(degraded_lag_seq=100), reps, {4: client_stats()}, None, ["client 4 died"], []
+    )
+    assert summary["run"]["status"] == "failed"
+
+
+def test_stall_failures_are_validated_like_crash_and_silent():
+    from fabric.config import ConfigError, load_config
+
+    cfg = load_config(None, ["failures=[{replica: 3, at_s: 2, kind: stall, duration_s: 4}]"])
+    assert cfg.failures[0].duration_s == 4.0 and cfg.degraded_lag_seq == cfg.checkpoint_period
+    for bad, key in (
+        ("[{replica: 3, at_s: 2, kind: stall}]", "failures[0].duration_s"),
+        ("[{replica: 3, at_s: 2, kind: stall, duration_s: 40}]", "failures[0].duration_s"),
+        ("[{replica: 3, at_s: 2, kind: crash, duration_s: 3}]", "failures[0].duration_s"),
+        ("[{replica: 3, at_s: 2, kind: freeze}]", "failures[0].kind"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            load_config(None, [f"failures={bad}"])
+        assert key in str(err.value) and "allowed" in str(err.value)
+    assert load_config(None, ["run.degraded_lag_seq=7"]).degraded_lag_seq == 7
+
+
+# --- a crashed replica keeps the figures the runner sampled (issue 15, item 6) -----------------
+
+
+class _FakeProc:
+    pid = 0
+
+    def poll(self):
+        return CRASH
+
+
+CRASH = 86
+
+
+def test_a_crashed_replica_keeps_its_sampled_figures_in_every_table(tmp_path: Path):
+    child = runner.Child("replica", 0, _FakeProc(), tmp_path / "r0.log")  # type: ignore[arg-type]
+    base = int(T0)
+    for s in range(1, 6):  # five progress lines: 1000 txns and 10 seqs a second, view 0
+        child.samples.append((base + s + 0.5, 1000 * s, 10 * s, 0))
+    child.resources = {"cpu_s": 2.5, "peak_rss_mb": 61.0}
+    child.exited_at = T0 + 5.6
+    crashed = child.sampled_stats(T0)
+    assert crashed["executed_per_s"] == [[base + s, 1000] for s in range(1, 6)]
+    assert crashed["executed_seq"] == 50 and crashed["stats_source"] == "runner"
+    assert crashed["failure"]["kind"] == "crash" and crashed["failure"]["at_s"] == 5.6
+    reps = {0: crashed, **{i: replica_stats(i) for i in range(1, 4)}}
+    inf = info(failures=({"replica": 0, "at_s": 5.0, "kind": "crash"},), degraded_lag_seq=100)
+    summary, tables = build_summary(inf, reps, {4: client_stats()}, None, [], [])
+    assert summary["run"]["status"] == "ok"  # a crashed replica is faulty: not behind
+    row = summary["per_node"]["0"]
+    assert row["executed_seq"] == 50 and row["peak_rss_mb"] == 61.0
+    assert row["throughput_txn_s"] > 0
+    assert any(r[1] == 0 and r[2] == "replica" for r in tables.throughput)
+    assert (0, "replica", 61.0, 2.5) in tables.memory
+    assert (0, "replica", "crashed", 5.6, 50, 0, "", "runner") in tables.nodes
+    text = format_report(summary, tables)
+    assert "replica   0:" in text and "[crashed at 5.6 s; figures until then sampled" in text
+
+
+def test_an_interrupted_run_says_what_was_measured():
+    reps = {i: replica_stats(i) for i in range(4)}
+    summary, tables = build_summary(
+        info(stopped_at=T0 + 6.0), reps, {4: client_stats()}, None, ["interrupted"], []
+    )
+    assert summary["run"]["measured_s"] == pytest.approx(4.0)
+    assert summary["throughput_txn_s"] == pytest.approx(2000.0)
+    text = format_report(summary, tables)
+    assert "interrupted at t=6.0 s: measured 4.0 s of the planned 8 s" in text
+    summary, tables = build_summary(
+        info(stopped_at=T0 + 1.0), reps, {4: client_stats()}, None, ["interrupted"], []
+    )
+    assert "inside the 2 s warm-up: nothing measured" in format_report(summary, tables)
+
+
+def test_total_throughput_is_named_total_with_a_per_client_figure():
+    clients = {4: client_stats(4), 5: client_stats(5)}
+    summary, tables = build_summary(info(clients=2), {}, clients, None, [], [])
+    text = format_report(summary, tables)
+    assert "Total throughput:   4,000.0 txn/s accepted (2 clients, 2,000.0 txn/s per client)" in text
+    assert "Average throughput" not in text
