@@ -17,7 +17,13 @@ case does not), so combined.csv has one column per swept knob.
 ``run_sweep`` calls the runner once per point and repetition (``fabric.runner.run_experiment``,
 or an injected function in tests), shows a progress bar on stderr, records a failed run (status
 and reason) and goes on, rewrites ``combined.csv`` after every run, and on resume skips runs whose
-folder holds a complete summary.json with status ok. Then it draws the sweep report.
+folder holds a complete summary.json with status ok. Then it prints one line per run and draws
+the sweep report.
+
+Resume (``--resume FOLDER|latest``) continues the sweep *as it was planned*: the spec, ``--quick``
+and ``--set`` stored in the folder's sweep.yaml. Options given again must agree with them (a spec
+file whose points differ, ``--quick`` on a sweep run without it, other ``--set`` values): anything
+else is refused with the difference named, never silently mixed into one combined.csv.
 Must not live here: starting processes (fabric/runner.py), drawing (fabric/report.py, plots.py),
 folder names (fabric/paths.py).
 """
@@ -623,8 +629,9 @@ def default_runner() -> Runner:
     return run_experiment
 
 
-def latest_sweep(results_root: Path, name: str) -> Path:
-    """The newest sweep folder under ``results_root`` whose sweep.yaml is named ``name``."""
+def latest_sweep(results_root: Path, name: str | None) -> Path:
+    """The newest sweep folder under ``results_root`` whose sweep.yaml is named ``name``
+    (any name when ``name`` is None)."""
     if results_root.is_dir():
         for folder in sorted(
             (p for p in results_root.iterdir() if p.name.startswith("sweep-")), reverse=True
@@ -633,9 +640,53 @@ def latest_sweep(results_root: Path, name: str) -> Path:
                 data = yaml.safe_load(SweepPaths(folder).sweep_yaml.read_text())
             except (OSError, yaml.YAMLError):
                 continue
-            if isinstance(data, dict) and data.get("name") == name:
+            if isinstance(data, dict) and (name is None or data.get("name") == name):
                 return folder
+    if name is None:
+        raise SweepError(f"no earlier sweep (sweep-*/sweep.yaml) under {results_root} to resume")
     raise SweepError(f"no earlier sweep named {name!r} under {results_root} to resume")
+
+
+def _plan_signature(plan: SweepPlan) -> list[tuple[str, Config]]:
+    return [(run.label, run.point.config) for run in plan.runs]
+
+
+def resume_options(
+    folder: Path, spec_path: Path | None, quick: bool, overrides: Sequence[str]
+) -> tuple[SweepSpec, bool, list[str]]:
+    """The spec, quick flag and --set of the sweep stored in ``folder``, checked against what
+    the command line gives again; SweepError naming the difference when they disagree."""
+    stored, stored_quick, stored_sets = load_spec_as_run(folder)
+    where = SweepPaths(folder).sweep_yaml
+    if quick and not stored_quick:
+        raise SweepError(
+            f"--quick differs from the sweep being resumed ({where}: run without --quick); "
+            f"resume without --quick to continue it as planned, or start a new sweep"
+        )
+    if overrides and list(overrides) != stored_sets:
+        raise SweepError(
+            f"--set {' '.join(overrides)} differs from the sweep being resumed ({where}: --set "
+            f"{' '.join(stored_sets) or '(none)'}); resume without --set to continue it as "
+            f"planned, or start a new sweep"
+        )
+    if spec_path is not None:
+        given = load_spec(spec_path)
+        if given.name != stored.name:
+            raise SweepError(
+                f"{spec_path} is sweep {given.name!r}, but {folder} holds sweep {stored.name!r}"
+            )
+        mine = plan_sweep(given, quick=stored_quick, overrides=stored_sets)
+        theirs = plan_sweep(stored, quick=stored_quick, overrides=stored_sets)
+        if _plan_signature(mine) != _plan_signature(theirs):
+            ours = {label: cfg for label, cfg in _plan_signature(mine)}
+            kept = {label: cfg for label, cfg in _plan_signature(theirs)}
+            diff = sorted(set(ours) ^ set(kept)) or [k for k in ours if ours[k] != kept.get(k)]
+            raise SweepError(
+                f"{spec_path} no longer plans the runs stored in {where} (they differ at "
+                f"{', '.join(diff[:5])}); resume without the spec file to continue the stored "
+                f"plan, or start a new sweep"
+            )
+    return stored, stored_quick, stored_sets
 
 
 def run_sweep(
@@ -677,7 +728,8 @@ def run_sweep(
         "points": len(plan.points),
         "runs": len(plan.runs),
     }
-    paths.sweep_yaml.write_text(yaml.safe_dump(as_run, sort_keys=False))
+    if resume is None or not paths.sweep_yaml.is_file():  # a resumed sweep keeps its plan
+        paths.sweep_yaml.write_text(yaml.safe_dump(as_run, sort_keys=False))
     known = _previous_folders(paths) if resume is not None else {}
 
     runs = plan.runs
@@ -725,9 +777,31 @@ def _run_point(run_one: Runner, run: PlannedRun, root: Path) -> dict[str, Any]:
         name = folder.name if folder.parent.resolve() == root.resolve() else str(folder)
     if outcome.ok:
         return combined_row(run, "ok", "", summary, name)
+    status = getattr(outcome, "status", "failed")  # degraded: finished, a replica behind
     return combined_row(
-        run, "failed", outcome.reason or "the runner reported failure", summary, name
+        run,
+        status if status == "degraded" else "failed",
+        outcome.reason or "the runner reported failure",
+        summary,
+        name,
     )
+
+
+def result_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per run for the terminal: point, repetition, status, throughput, p50/p99."""
+    def num(value: Any, spec: str) -> str:
+        return format(value, spec) if isinstance(value, int | float) and value != "" else "-"
+
+    width = max([len(str(row[POINT_COLUMN])) for row in rows] + [5])
+    lines = [f"{'point':<{width}}  rep  status    txn/s       p50 ms   p99 ms  folder"]
+    for row in rows:
+        lines.append(
+            f"{row[POINT_COLUMN]:<{width}}  {row['repetition']:>3}  {row['status']:<8} "
+            f"{num(row.get('throughput_txn_s'), ',.0f'):>9}  "
+            f"{num(row.get('latency_ms_p50'), '.1f'):>8} {num(row.get('latency_ms_p99'), '.1f'):>8}"
+            f"  {row.get(FOLDER_COLUMN) or row.get('reason', '')}"
+        )
+    return lines
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -774,31 +848,52 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.spec is None and not args.resume:
+        parser.error("a spec file is needed (or --resume FOLDER|latest)")
     try:
         resume: Path | None = None
         quick, overrides = args.quick, list(args.set)
-        if args.spec is None:
-            if not args.resume or args.resume == "latest":
-                parser.error("a spec file is needed (or --resume FOLDER holding a sweep.yaml)")
-            resume = Path(args.resume)
-            spec, applied, earlier = load_spec_as_run(resume)
-            quick, overrides = quick or applied, overrides or earlier
+        if args.resume:
+            if args.resume == "latest":
+                given = load_spec(args.spec) if args.spec is not None else None
+                if args.results_dir is not None:
+                    root = args.results_dir
+                elif given is not None:
+                    root = Path(_base_config(given).run.results_dir)
+                else:
+                    root = Path(load_config().run.results_dir)
+                resume = latest_sweep(root, given.name if given is not None else None)
+            else:
+                resume = Path(args.resume)
+                if not SweepPaths(resume).sweep_yaml.is_file():
+                    raise SweepError(f"cannot resume {resume}: it holds no sweep.yaml")
+            spec, quick, overrides = resume_options(resume, args.spec, args.quick, args.set)
         else:
             spec = load_spec(args.spec)
         plan = plan_sweep(spec, quick=quick, overrides=overrides)
         results_root = args.results_dir or Path(plan.points[0].config.run.results_dir)
-        if args.resume == "latest":
-            resume = latest_sweep(results_root, spec.name)
-        elif args.resume:
-            resume = Path(args.resume)
         if args.dry_run:
             for note in plan.notes:
                 print(f"note: {note}")
+            if resume is not None:
+                print(
+                    f"resume {resume} as planned ({'--quick' if quick else 'without --quick'}"
+                    + (f", --set {' '.join(overrides)}" if overrides else "")
+                    + ")"
+                )
+            known = _previous_folders(SweepPaths(resume)) if resume is not None else {}
+            skip = 0
             for run in plan.runs:
                 knobs = ", ".join(f"{k}={v!r}" for k, v in run.point.knobs.items())
-                print(f"{run.label}: {knobs}")
+                found = _finished_folder(resume, run.label, known) if resume is not None else None
+                if found is not None:
+                    skip += 1
+                    print(f"{run.label}: skip, finished ok in {found[0].name}")
+                else:
+                    print(f"{run.label}: {'run, ' if resume is not None else ''}{knobs}")
             print(
                 f"{len(plan.runs)} runs ({len(plan.points)} points x {plan.repetitions} repetitions)"
+                + (f": {skip} would be skipped, {len(plan.runs) - skip} run" if resume else "")
             )
             return 0
         result = run_sweep(
@@ -820,6 +915,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     ok = len(result.rows) - result.failed
+    for line in result_table(result.rows):
+        print(line)
     print(
         f"sweep {spec.name}: {ok}/{len(result.rows)} runs ok ({result.ran} run, {result.skipped} resumed)"
     )

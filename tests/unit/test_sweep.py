@@ -381,3 +381,80 @@ def test_a_protocol_whose_module_does_not_register_is_skipped_up_front(
     assert plan.notes == [
         "skipped protocol null: it does not load (KeyError: \"unknown protocol 'null'\")"
     ]
+
+
+# --- resume continues the sweep as planned (issue 15, item 1) ------------------------------------
+
+
+def _spec_file(tmp_path: Path, grid: dict | None = None) -> Path:
+    path = tmp_path / "tiny.yaml"
+    data = {
+        "name": "tiny",
+        "description": "a test sweep",
+        "base": BASE,
+        "grid": grid or {"batch_size": [10, 20]},
+        "repetitions": 2,
+        "quick": {"run.duration_s": 3, "repetitions": 1},
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def fake_default_runner(monkeypatch: pytest.MonkeyPatch) -> FakeRunner:
+    runner = FakeRunner()
+    monkeypatch.setattr(sweep, "default_runner", lambda: runner)
+    return runner
+
+
+def test_resume_latest_keeps_the_quick_plan_it_was_started_with(
+    tmp_path: Path, fake_default_runner: FakeRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec_path, results = _spec_file(tmp_path), tmp_path / "results"
+    common = ["--results-dir", str(results), "--no-report", "--no-progress"]
+    assert sweep.main([str(spec_path), "--quick", *common]) == 0
+    assert fake_default_runner.calls == ["b10_r1", "b20_r1"]
+    folder = sweep.latest_sweep(results, "tiny")
+    (folder / read_combined(folder)[1][FOLDER_COLUMN] / "summary.json").unlink()  # b20 lost
+    capsys.readouterr()
+    # the README's command: no --quick given again; the stored quick plan goes on
+    assert sweep.main(["--resume", "latest", str(spec_path), *common]) == 0
+    assert fake_default_runner.calls == ["b10_r1", "b20_r1", "b20_r1"]
+    rows = read_combined(folder)
+    assert [(r["point"], r["repetition"]) for r in rows] == [("b10", "1"), ("b20", "1")]
+    assert yaml.safe_load(SweepPaths(folder).sweep_yaml.read_text())["quick_applied"] is True
+    out = capsys.readouterr().out
+    assert "b20  " in out and "ok" in out  # the one-line-per-run table at the end
+    # without a spec, --resume latest takes the stored one; --dry-run says what it would skip
+    assert sweep.main(["--resume", "latest", "--dry-run", *common[:2]]) == 0
+    out = capsys.readouterr().out
+    assert "b10_r1: skip, finished ok in" in out and "b20_r1: skip" in out
+    assert "2 would be skipped, 0 run" in out and "as planned (--quick)" in out
+
+
+def test_resume_refuses_options_that_differ_from_the_stored_plan(
+    tmp_path: Path, fake_default_runner: FakeRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec_path, results = _spec_file(tmp_path), tmp_path / "results"
+    common = ["--results-dir", str(results), "--no-report", "--no-progress"]
+    assert sweep.main([str(spec_path), *common]) == 0  # the full plan: 2 points x 2 reps
+    calls = list(fake_default_runner.calls)
+    capsys.readouterr()
+    assert sweep.main(["--resume", "latest", str(spec_path), "--quick", *common]) == 2
+    assert "--quick differs from the sweep being resumed" in capsys.readouterr().err
+    assert sweep.main(["--resume", "latest", "--set", "batch_timeout_ms=5", *common]) == 2
+    assert "--set batch_timeout_ms=5 differs" in capsys.readouterr().err
+    _spec_file(tmp_path, {"batch_size": [10, 30]})  # the spec file changed since
+    assert sweep.main(["--resume", "latest", str(spec_path), *common]) == 2
+    err = capsys.readouterr().err
+    assert "no longer plans the runs stored in" in err and "b30_r1" in err
+    assert fake_default_runner.calls == calls  # nothing ran
+
+
+def test_a_degraded_run_is_recorded_as_degraded() -> None:
+    class Degraded:
+        ok, folder, summary, reason, status = False, None, {}, "replica 3 behind", "degraded"
+
+    plan = plan_sweep(spec({"batch_size": [10]}))
+    row = sweep._run_point(lambda *a, **k: Degraded(), plan.runs[0], Path("."))
+    assert (row["status"], row["reason"]) == ("degraded", "replica 3 behind")
