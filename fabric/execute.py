@@ -1,9 +1,15 @@
 """The execute stage's logic: apply ordered batches to the store, chain them into the ledger.
 
-Single-threaded and deterministic: the runtime's execute thread owns one
-``Executor`` and calls ``apply(seq, batch)`` strictly in sequence order (1, 2, ...).
-Every replica that applies the same batches in the same order ends with the same
-store, the same per-request results and the same ledger head (``state_digest``).
+Deterministic: the runtime's execute thread owns one ``Executor`` and calls
+``apply(seq, batch)`` strictly in sequence order (1, 2, ...). Every replica that applies
+the same batches in the same order ends with the same store, the same per-request results
+and the same ledger head (``state_digest``), whatever its engine.
+
+- Engines (fabric.engines): ``apply`` first runs the replay cache over the batch's
+  requests in order (below), then hands every admitted request's transactions to the
+  engine as one block (serial, block-stm or conflict-dag, with ``threads`` workers and
+  ``txn_cost_us`` of GIL-releasing work per transaction), then patches the results in.
+  Every engine must give exactly serial's store, results and so ledger.
 
 - Store: ``dict`` key -> value, loaded lazily: a loaded record (key < record_count)
   never written reads ``workloads.ycsb.initial_value(key)``; inserted keys exist
@@ -31,7 +37,8 @@ store, the same per-request results and the same ledger head (``state_digest``).
   ``rollback(to_seq)`` undoes such batches. A non-speculative batch, or one at or
   below the commit mark, is final and so is everything before it.
 
-Must not live here: threads, rings, clocks, sockets, replies to clients (the runtime).
+Must not live here: threads (the engines own theirs), rings, clocks, sockets, replies to
+clients (the runtime).
 ``main()`` (``python -m fabric.execute``) prints the cost per transaction; it is a
 benchmark, imported by nothing on the hot path.
 """
@@ -45,42 +52,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fabric.engines import TxnEnv, make_engine
+from fabric.engines.cost import make_burn
+from fabric.engines.serial import MISSING
 from protocols.common import Batch, Request
 from workloads.txn import (
     DEFAULT_MAX_SCAN_LENGTH,
     DEFAULT_MAX_TXNS,
     DEFAULT_MAX_VALUE_BYTES,
-    INSERT,
     OP_NAMES,
-    READ,
-    RMW,
-    UPDATE,
+    Txn,
     TxnDecodeError,
     decode_txns,
 )
 from workloads.ycsb import initial_value_fn
 
+DEFAULT_SMALLBANK_ACCOUNTS = 10_000  # accounts an Executor knows when nobody says (tests, sim)
+
 _sha256 = hashlib.sha256
 _SEQ = struct.Struct("!Q")
-_LEN = struct.Struct("!I")
 
 GENESIS_HASH = _sha256(b"bft-fabric/ledger/genesis").digest()
 INVALID_RESULT = _sha256(b"bft-fabric/result/invalid-request").digest()
 STALE_RESULT = _sha256(b"bft-fabric/result/stale-timestamp").digest()
 HASH_BYTES = 32
 
-# Per-op result tags (one byte each, so results of different shapes never collide).
-# A loaded record never written holds initial_value(key), a function of its key: results
-# name it by its key (_T_LOADED + 8-byte key) instead of building its bytes (saves ~0.5 us).
-_T_VALUE = b"V"  # followed by a 4-byte length and the value
-_T_LOADED = b"L"  # followed by the 8-byte key
-_T_MISS = b"-"  # no such record (nothing read, nothing written)
-_T_UPDATED = b"U"
-_T_RMW = b"M"  # followed by the old value as _T_VALUE or _T_LOADED
-_T_NEW = b"I"  # INSERT of a new key
-_T_OVERWRITE = b"O"  # INSERT of an existing key
-_T_SCAN = b"S"  # followed by the scan's 32-byte digest
-_MISSING: Any = object()  # undo-log marker: the key was absent before the write
+# Per-op result tags live in fabric.engines.txns (T_*): one byte each, so results of
+# different shapes never collide; a loaded record never written is named by its key.
+_MISSING: Any = MISSING  # undo-log marker: the key was absent before the write
 
 
 class ExecutionError(Exception):
@@ -214,6 +213,18 @@ class _ClientState:
         self.floor = -1  # highest timestamp evicted from ``results``
 
 
+class _Pending:
+    """A request admitted to this block: its transactions; ``result`` once the engine ran."""
+
+    __slots__ = ("txns", "state", "ts", "result")
+
+    def __init__(self, txns: list[Txn], state: _ClientState, ts: int) -> None:
+        self.txns = txns
+        self.state = state
+        self.ts = ts
+        self.result = b""
+
+
 @dataclass(slots=True)
 class _Undo:
     """What one speculative batch changed, to undo it in reverse order."""
@@ -239,6 +250,10 @@ class Executor:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         max_scan_length: int = DEFAULT_MAX_SCAN_LENGTH,
         max_recent_blocks: int = 1024,
+        engine: str = "serial",
+        threads: int = 1,
+        txn_cost_us: float = 0.0,
+        smallbank_accounts: int = DEFAULT_SMALLBANK_ACCOUNTS,
     ) -> None:
         if record_count < 0 or value_size < 0:
             raise ValueError("record_count and value_size must be >= 0")
@@ -253,6 +268,9 @@ class Executor:
         self.max_value_bytes = max_value_bytes
         self.max_scan_length = max_scan_length
         self._initial = initial_value_fn(value_size)
+        self.env = TxnEnv(record_count, smallbank_accounts, make_burn(txn_cost_us))
+        self.engine = make_engine(engine, self.env, threads)
+        self.txn_cost_us = txn_cost_us
         self.ledger = Ledger(max_recent_blocks)
         self._store: dict[int, bytes] = {}
         self._clients: dict[int, _ClientState] = {}
@@ -261,7 +279,7 @@ class Executor:
         self._commit_mark = 0  # highest seq commit_upto was told about (may exceed last_seq)
         self._last_seq = 0
         # counters (cheap; read by stats())
-        self._op_counts = [0, 0, 0, 0, 0]
+        self._op_counts = [0] * len(OP_NAMES)
         self._batches = 0
         self._requests = 0
         self._invalid = 0
@@ -314,7 +332,16 @@ class Executor:
             "speculative_batches": len(self._undo),
             "store_keys_written": len(self._store),
             "clients_tracked": len(self._clients),
+            "engine": {**self.engine.stats(), "txn_cost_us": self.txn_cost_us},
         }
+
+    def thread_clocks(self) -> list[Any]:
+        """The engine's own worker threads' clocks (none for serial), for the idleness report."""
+        return self.engine.thread_clocks()
+
+    def close(self) -> None:
+        """Stop the engine's worker threads (an Executor is unusable afterwards)."""
+        self.engine.close()
 
     # --- applying --------------------------------------------------------------------
     def apply(
@@ -334,9 +361,16 @@ class Executor:
                     f"{len(self._undo)} speculative batches uncommitted (max {self.max_undo_batches})"
                 )
             undo = _Undo(seq, [], [])
-        out: list[tuple[Request, bytes]] = []
+        admitted: list[tuple[Request, bytes | _Pending]] = []
+        pending: list[_Pending] = []
         for req in batch.requests:
-            out.append((req, self._apply_request(req, undo)))
+            admitted.append((req, self._admit(req, undo, pending)))
+        if pending:
+            self._execute_pending(pending, undo)
+        out: list[tuple[Request, bytes]] = [
+            (req, r.result if type(r) is _Pending else r)  # type: ignore[misc]
+            for req, r in admitted
+        ]
         results_digest = _sha256(b"".join(r for _, r in out)).digest()
         self.ledger.append(seq, view, batch.digest, results_digest)
         self._last_seq = seq
@@ -348,7 +382,9 @@ class Executor:
             self._undo.append(undo)
         return out
 
-    def _apply_request(self, req: Request, undo: _Undo | None) -> bytes:
+    def _admit(self, req: Request, undo: _Undo | None, pending: list[_Pending]) -> bytes | _Pending:
+        """The replay-cache half of one request: its known result, or a ``_Pending`` slot
+        whose transactions the engine runs with the rest of the block."""
         self._requests += 1
         cid, ts = req.client_id, req.timestamp
         state = self._clients.get(cid)
@@ -366,6 +402,7 @@ class Executor:
             if ts <= state.floor:
                 self._stale += 1
                 return STALE_RESULT
+        result: bytes | _Pending
         try:
             txns = decode_txns(
                 req.txns,
@@ -377,12 +414,13 @@ class Executor:
             self._invalid += 1
             result = INVALID_RESULT
         else:
-            result = self._run(txns, undo.store if undo is not None else None)
+            result = _Pending(txns, state, ts)
+            pending.append(result)
         # remember the result for replays (bounded window per client)
         if new_client:
             self._clients[cid] = state
         results = state.results
-        results[ts] = result
+        results[ts] = result  # type: ignore[assignment]  # a _Pending is patched after the block
         evicted: tuple[int, bytes] | None = None
         old_floor = state.floor
         if len(results) > self.replay_window:
@@ -394,76 +432,26 @@ class Executor:
             undo.clients.append((cid, ts, evicted, old_floor, new_client))
         return result
 
-    def _run(self, txns: list[tuple[int, int, Any]], undo: list[tuple[int, Any]] | None) -> bytes:
-        """Execute one request's transactions; return the sha256 of their results."""
-        store = self._store
-        get = store.get
-        rc = self.record_count
+    def _execute_pending(self, pending: list[_Pending], undo: _Undo | None) -> None:
+        """Run every admitted request's transactions as one block on the engine, in order."""
+        block: list[Txn] = []
+        ends: list[int] = []
         counts = self._op_counts
-        pack_len = _LEN.pack
-        pack_key = _SEQ.pack
-        parts: list[bytes] = []
-        add = parts.append
-        for op, key, arg in txns:
-            counts[op] += 1
-            if op == READ:
-                value = get(key)
-                if value is not None:
-                    add(_T_VALUE)
-                    add(pack_len(len(value)))
-                    add(value)
-                elif key < rc:
-                    add(_T_LOADED)
-                    add(pack_key(key))
-                else:
-                    add(_T_MISS)
-            elif op == UPDATE or op == RMW:
-                old = get(key)
-                if old is None and key >= rc:
-                    add(_T_MISS)  # no such record: nothing written
-                    continue
-                if undo is not None:
-                    undo.append((key, _MISSING if old is None else old))
-                store[key] = arg
-                if op == UPDATE:
-                    add(_T_UPDATED)
-                elif old is not None:
-                    add(_T_RMW + _T_VALUE)
-                    add(pack_len(len(old)))
-                    add(old)
-                else:
-                    add(_T_RMW + _T_LOADED)
-                    add(pack_key(key))
-            elif op == INSERT:
-                old = get(key)
-                exists = old is not None or key < rc
-                if undo is not None:
-                    undo.append((key, _MISSING if old is None else old))
-                store[key] = arg
-                add(_T_OVERWRITE if exists else _T_NEW)
-            else:  # SCAN (decode_txns admits no other op)
-                add(_T_SCAN)
-                add(self._scan(key, arg))
-        return _sha256(b"".join(parts)).digest()
-
-    def _scan(self, start: int, length: int) -> bytes:
-        """Digest of the records among keys [start, start + length).
-
-        A record never written holds ``initial_value(key)`` if key < record_count
-        and does not exist otherwise: a function of the key alone. So the digest
-        covers the range and the written records in it (key, length, value), which
-        determines every record the scan returns without building the untouched
-        ones (~1 us each in Python; a 100-record scan would cost 100 us).
-        """
-        get = self._store.get
-        keys = range(start, start + length)
-        values = [get(k) for k in keys]
-        written = [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
-        m = len(written)
-        head = struct.pack(
-            f"!QI{m}Q{m}I", start, length, *(k for k, _ in written), *(len(v) for _, v in written)
-        )
-        return _sha256(head + b"".join(v for _, v in written)).digest()
+        for p in pending:
+            for txn in p.txns:
+                counts[txn[0]] += 1
+            block.extend(p.txns)
+            ends.append(len(block))
+        digests = self.engine.run(block, ends, self._store, undo.store if undo else None)
+        for p, digest in zip(pending, digests, strict=True):
+            p.result = digest
+            if p.state.results.get(p.ts) is p:
+                p.state.results[p.ts] = digest
+        if undo is not None:  # a pending result evicted within this block
+            clients = undo.clients
+            for i, (cid, ts, evicted, floor, new) in enumerate(clients):
+                if evicted is not None and type(evicted[1]) is _Pending:
+                    clients[i] = (cid, ts, (evicted[0], evicted[1].result), floor, new)
 
     # --- speculation -----------------------------------------------------------------
     def commit_upto(self, seq: int) -> int:

@@ -8,6 +8,18 @@ A transaction is a tuple ``(op, key, arg)``:
     SCAN   (3, key, length: int)      reads keys [key, key + length)
     RMW    (4, key, value: bytes)     read the record, then write ``value``
 
+SmallBank (workloads.smallbank; ``key`` is the account, amounts are integers):
+
+    BALANCE           (5, account, None)            checking + savings
+    DEPOSIT_CHECKING  (6, account, amount >= 0)
+    TRANSACT_SAVINGS  (7, account, amount)          may be negative; fails below zero
+    AMALGAMATE        (8, account, dest account)    moves all of account into dest's checking
+    WRITE_CHECK       (9, account, amount >= 0)     overdraft costs a penalty of 1
+    SEND_PAYMENT      (10, account, (dest, amount)) fails on insufficient checking
+
+``declared_keys`` names the store keys a transaction may read and write (the conflict-DAG
+engine schedules on them; Block-STM discovers its sets and never calls it).
+
 A request's transactions are one msgpack array of 3-element arrays (bin type for
 values), packed once by the client and signed once per batch. ``decode_txns``
 runs at every replica on bytes a Byzantine client may have chosen, so it checks
@@ -15,7 +27,8 @@ every bound (number of transactions, value size, scan length, key range) and
 raises ``TxnDecodeError`` on anything malformed; no other exception escapes it.
 Nothing is ever unpickled.
 
-Must not live here: workload generation (workloads.ycsb) or execution (fabric.execute).
+Must not live here: workload generation (workloads.ycsb, workloads.smallbank) or execution
+(fabric.execute, fabric.engines).
 """
 
 from __future__ import annotations
@@ -30,6 +43,14 @@ UPDATE = 1
 INSERT = 2
 SCAN = 3
 RMW = 4
+BALANCE = 5
+DEPOSIT_CHECKING = 6
+TRANSACT_SAVINGS = 7
+AMALGAMATE = 8
+WRITE_CHECK = 9
+SEND_PAYMENT = 10
+YCSB_OPS = (READ, UPDATE, INSERT, SCAN, RMW)
+SMALLBANK_OPS = (BALANCE, DEPOSIT_CHECKING, TRANSACT_SAVINGS, AMALGAMATE, WRITE_CHECK, SEND_PAYMENT)
 
 OP_NAMES: dict[int, str] = {
     READ: "read",
@@ -37,12 +58,25 @@ OP_NAMES: dict[int, str] = {
     INSERT: "insert",
     SCAN: "scan",
     RMW: "rmw",
+    BALANCE: "balance",
+    DEPOSIT_CHECKING: "deposit_checking",
+    TRANSACT_SAVINGS: "transact_savings",
+    AMALGAMATE: "amalgamate",
+    WRITE_CHECK: "write_check",
+    SEND_PAYMENT: "send_payment",
 }
 
 MAX_KEY = (1 << 63) - 1  # keys are non-negative signed 64-bit integers
 DEFAULT_MAX_TXNS = 100_000  # transactions per request
 DEFAULT_MAX_VALUE_BYTES = 1 << 16  # bytes per value
 DEFAULT_MAX_SCAN_LENGTH = 10_000  # records per scan (bounds the work one txn can ask for)
+MAX_AMOUNT = 1 << 40  # largest |amount| of one SmallBank transaction (balances stay far from 2**127)
+
+# SmallBank balances live in the same store as YCSB records, far above any YCSB key a config
+# allows (record_count <= 1e9 plus inserts): account a's checking is SMALLBANK_BASE + 2a, its
+# savings SMALLBANK_BASE + 2a + 1.
+SMALLBANK_BASE = 1 << 62
+MAX_ACCOUNT = (1 << 61) - 1
 
 Txn = tuple[int, int, Any]
 
@@ -53,6 +87,12 @@ _ARG_TYPE: dict[int, type] = {
     INSERT: bytes,
     SCAN: int,
     RMW: bytes,
+    BALANCE: type(None),
+    DEPOSIT_CHECKING: int,
+    TRANSACT_SAVINGS: int,
+    AMALGAMATE: int,
+    WRITE_CHECK: int,
+    SEND_PAYMENT: tuple,
 }
 
 
@@ -117,4 +157,65 @@ def decode_txns(
             )
         if op == SCAN and not 1 <= arg <= max_scan_length:
             raise TxnDecodeError(f"txn {i}: scan length {arg} not in 1..{max_scan_length}")
+        if op >= BALANCE:
+            _check_smallbank(i, op, key, arg)
     return list(obj)
+
+
+def _check_smallbank(i: int, op: int, account: int, arg: Any) -> None:
+    if account > MAX_ACCOUNT:
+        raise TxnDecodeError(f"txn {i}: account must be in 0..{MAX_ACCOUNT}")
+    if op == DEPOSIT_CHECKING or op == WRITE_CHECK:
+        if not 0 <= arg <= MAX_AMOUNT:
+            raise TxnDecodeError(f"txn {i}: amount {arg} not in 0..{MAX_AMOUNT}")
+    elif op == TRANSACT_SAVINGS:
+        if not -MAX_AMOUNT <= arg <= MAX_AMOUNT:
+            raise TxnDecodeError(f"txn {i}: amount {arg} not in -{MAX_AMOUNT}..{MAX_AMOUNT}")
+    elif op == AMALGAMATE:
+        if not 0 <= arg <= MAX_ACCOUNT:
+            raise TxnDecodeError(f"txn {i}: destination account not in 0..{MAX_ACCOUNT}")
+    elif op == SEND_PAYMENT:
+        if len(arg) != 2 or any(type(x) is not int for x in arg):
+            raise TxnDecodeError(f"txn {i}: send_payment takes [dest, amount]")
+        dest, amount = arg
+        if not 0 <= dest <= MAX_ACCOUNT or not 0 <= amount <= MAX_AMOUNT:
+            raise TxnDecodeError(
+                f"txn {i}: send_payment dest in 0..{MAX_ACCOUNT}, amount in 0..{MAX_AMOUNT}"
+            )
+
+
+def checking_key(account: int) -> int:
+    """The store key of ``account``'s checking balance."""
+    return SMALLBANK_BASE + 2 * account
+
+
+def savings_key(account: int) -> int:
+    """The store key of ``account``'s savings balance."""
+    return SMALLBANK_BASE + 2 * account + 1
+
+
+def declared_keys(txn: Txn) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(keys read, keys written) that ``txn`` may touch: a superset of what it does.
+
+    A write counts as a read too where the transaction reads the old value first; for
+    conflicts only the union matters beside which side writes.
+    """
+    op, key, arg = txn
+    if op == READ:
+        return (key,), ()
+    if op == SCAN:
+        return tuple(range(key, key + arg)), ()
+    if op <= RMW:  # UPDATE, INSERT, RMW: read the old record, write the new one
+        return (), (key,)
+    c, s = SMALLBANK_BASE + 2 * key, SMALLBANK_BASE + 2 * key + 1
+    if op == BALANCE:
+        return (c, s), ()
+    if op == DEPOSIT_CHECKING:
+        return (), (c,)
+    if op == TRANSACT_SAVINGS:
+        return (), (s,)
+    if op == AMALGAMATE:
+        return (), (c, s, SMALLBANK_BASE + 2 * arg)
+    if op == WRITE_CHECK:
+        return (s,), (c,)
+    return (), (c, SMALLBANK_BASE + 2 * arg[0])  # SEND_PAYMENT

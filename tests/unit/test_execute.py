@@ -21,7 +21,7 @@ from fabric.execute import (
     verify_blocks,
 )
 from protocols.common import Batch, Request, make_batch
-from workloads.txn import INSERT, READ, RMW, SCAN, UPDATE, encode_txns
+from workloads.txn import INSERT, OP_NAMES, READ, RMW, SCAN, UPDATE, encode_txns
 from workloads.ycsb import YcsbGenerator, initial_value
 
 RC, VS = 100, 16  # records, value size
@@ -174,7 +174,8 @@ def test_stats_count_txns_by_op() -> None:
     txns += [(SCAN, 0, 3), (RMW, 2, b"r")]
     ex.apply(1, batch(req(9, 1, *txns)))
     s = ex.stats()
-    assert s["txns"] == {"read": 2, "update": 1, "insert": 1, "scan": 1, "rmw": 1}
+    ycsb = {"read": 2, "update": 1, "insert": 1, "scan": 1, "rmw": 1}
+    assert s["txns"] == {**{name: 0 for name in OP_NAMES.values()}, **ycsb}
     assert s["txns_total"] == 6 and s["requests"] == 1 and s["batches"] == 1
 
 
