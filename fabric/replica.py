@@ -41,6 +41,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,10 @@ from fabric.stages import (
     VerifiedCache,
     WorkerStage,
 )
+from protocols import limits
+from protocols.common import Request
+from transport import wire
+from transport.auth import TAG_BYTES
 
 #: seconds the whole stop sequence may take before the process gives up waiting
 STOP_BUDGET_S = 5.0
@@ -150,6 +155,14 @@ class Replica:
 
         # stages (sockets are created here, on the main thread, and closed by their owners)
         shared = self.shared
+        # clients may send requests only, each in a bounded frame (checked on the header)
+        frame_policy = wire.FramePolicy(
+            replicas=n,
+            client_kinds=frozenset({Request.KIND}),
+            max_client_frame_bytes=min(
+                cfg.transport.max_frame_bytes, limits.MAX_CLIENT_FRAME_BYTES
+            ) + TAG_BYTES[mac],
+        )
         self.inputs = [
             InputStage(
                 f"input-{k}",
@@ -160,6 +173,7 @@ class Replica:
                     LinkAuth(mac, replica_id, keys),
                     recv_hwm=cfg.transport.recv_hwm,
                     max_frame_bytes=cfg.transport.max_frame_bytes,
+                    policy=frame_policy,
                 ),
                 self.worker_rings,
                 self.batch_rings,
@@ -361,7 +375,10 @@ class Replica:
             "view_changes": self.view_changes,
             "stable_seq": self.checkpoint.stable_seq,
             "stable_checkpoints": self.checkpoint.stable_count,
-            "verify": self.cache.stats(),
+            "verify": {
+                **self.cache.stats(),
+                "preverify": dict(sum((i.preverify for i in self.inputs), Counter())),
+            },
             "executor": self.executor.stats(),
             "protocol_status": _jsonable(status),
             "resources": process_resources(),

@@ -6,8 +6,12 @@ input and output stages, which take a Receiver/Sender-like object):
 
     InputStage     Receiver -> route: client Request at a proposer -> batch ring
                    (by client id, keeping each client's order); everything else
-                   -> worker ring; requests inside batch-carrying messages are
-                   pre-verified here (see VerifiedCache)
+                   -> worker ring; requests inside a proposal are pre-verified here
+                   (see VerifiedCache), cheapest checks first: the sender is the
+                   proposal's proposer, the batch digest holds, the sender's
+                   verification budget (a token bucket) has room; verification stops
+                   at the first bad signature, and failures are remembered. Fetch
+                   requests are rate-limited per sender (token bucket, counted).
     BatchStage     batch ring -> verify client signatures (Ed25519 releases the
                    GIL: batch threads run in parallel) -> cut batches, hash once
                    (make_batch) -> worker ring
@@ -53,6 +57,7 @@ from typing import Any
 
 from fabric.metrics import PerSecond, ThreadClock
 from fabric.ring import Ring, RingClosed
+from protocols import limits
 from protocols.base import (
     Broadcast,
     CancelTimer,
@@ -63,7 +68,7 @@ from protocols.base import (
     SetTimer,
     StableCheckpoint,
 )
-from protocols.common import Batch, Reply, Request, make_batch
+from protocols.common import Batch, Reply, Request, batch_is_valid, make_batch
 from transport import wire
 
 # worker ring items
@@ -90,7 +95,7 @@ PARK_S = 0.1
 MAX_BACKLOG = 65_536
 #: environment variable: a directory to write one cProfile file per thread into
 PROFILE_ENV = "FABRIC_PROFILE"
-#: protocol errors logged with a traceback per worker (all are counted)
+#: (message type, exception type) pairs logged with a traceback per worker (all are counted)
 MAX_LOGGED_ERRORS = 5
 #: bound on the worker's queue of ready batches waiting for proposal room
 MAX_PENDING_BATCHES = 4096
@@ -156,45 +161,70 @@ class ReplyCache:
 
 
 class VerifiedCache:
-    """A bounded cache of client requests whose Ed25519 signature already verified.
+    """A bounded cache of client requests whose Ed25519 signature already verified, and a
+    bounded one of those that failed.
 
     Key (client, timestamp, signature) -> sha256 of the txns, so a request altered
     after verification never hits, and an entry costs ~200 bytes, not the request
     (a cache holding the txns themselves would keep every recent 10 KB request
-    alive). Insertion-order eviction (FIFO) under a lock; lookups are plain dict
+    alive). Failures are remembered under (client, timestamp, signature, txns digest)
+    (``limits.MAX_FAILED_SIGNATURES``), so a replayed junk request costs a lookup, not a
+    verification. Insertion-order eviction (FIFO) under a lock; lookups are plain dict
     reads (atomic under the GIL).
     """
 
-    def __init__(self, inner: Any, capacity: int = 16_384) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        capacity: int = 16_384,
+        failed_capacity: int = limits.MAX_FAILED_SIGNATURES,
+    ) -> None:
         self.inner = inner
         self.capacity = capacity
+        self.failed_capacity = failed_capacity
         self._entries: dict[tuple[int, int, bytes], bytes] = {}
+        self._failed: dict[tuple[int, int, bytes, bytes], None] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
         self.failures = 0
+        self.failures_remembered = 0  # misses answered by the failure cache (no verify)
+        self.refused_by_budget = 0  # misses not verified: the caller's budget was spent
         self.verify_s = 0.0
 
     def known(self, req: Request) -> bool:
         digest = self._entries.get((req.client_id, req.timestamp, req.signature))
         return digest is not None and digest == _sha256(req.txns).digest()
 
-    def check(self, req: Request) -> bool:
-        """True if ``req`` is validly signed, verifying (and caching) it on a miss."""
+    def check(self, req: Request, allow: Callable[[], bool] | None = None) -> bool:
+        """True if ``req`` is validly signed, verifying (and caching) it on a miss. With
+        ``allow``, a miss is verified only if ``allow()`` says so (a budget); else False
+        (not remembered as a failure)."""
         key = (req.client_id, req.timestamp, req.signature)
         cached = self._entries.get(key)
         digest = _sha256(req.txns).digest()
         if cached == digest:
             self.hits += 1
             return True
+        failed_key = (*key, digest)
+        if failed_key in self._failed:
+            self.failures_remembered += 1
+            return False
+        if allow is not None and not allow():
+            self.refused_by_budget += 1
+            return False
         self.misses += 1
         t0 = time.perf_counter()
         ok = self.inner.verify_request(req)
         self.verify_s += time.perf_counter() - t0
-        if not ok:
-            self.failures += 1
-            return False
         with self._lock:
+            if not ok:
+                self.failures += 1
+                failed = self._failed
+                failed[failed_key] = None
+                while len(failed) > self.failed_capacity:
+                    del failed[next(iter(failed))]
+                return False
             entries = self._entries
             entries[key] = digest
             while len(entries) > self.capacity:
@@ -206,9 +236,55 @@ class VerifiedCache:
             "hits": self.hits,
             "misses": self.misses,
             "failures": self.failures,
+            "failures_remembered": self.failures_remembered,
+            "refused_by_budget": self.refused_by_budget,
             "verify_s": round(self.verify_s, 4),
             "size": len(self._entries),
         }
+
+
+class TokenBucket:
+    """``rate`` tokens per second up to ``burst``; ``take()`` spends one if there is one.
+    The clock is injected (``now``) so tests need no sleeps."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp", "clock")
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.clock = clock
+        self.stamp = clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+
+class SenderBudgets:
+    """One TokenBucket per sender (replica ids only: a bounded table)."""
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self._buckets: dict[int, TokenBucket] = {}
+
+    def take(self, sender: int) -> bool:
+        bucket = self._buckets.get(sender)
+        if bucket is None:
+            bucket = self._buckets[sender] = TokenBucket(self.rate, self.burst, self.clock)
+        return bucket.take()
 
 
 class CachedVerifier:
@@ -322,6 +398,7 @@ class InputStage(Stage):
         cache: VerifiedCache | None,
         worker_of: Callable[[Any], int] | None = None,
         output_ring: Ring | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name, shared)
         self.receiver = receiver
@@ -332,6 +409,49 @@ class InputStage(Stage):
         self.output_ring = output_ring  # for replies re-sent from the reply cache
         self.routed = 0
         self.replies_resent = 0
+        # pre-verification outcomes (the proposal still goes to the protocol, which decides)
+        self.preverify: Counter[str] = Counter()
+        self.verify_budgets = SenderBudgets(
+            limits.PREVERIFY_PER_SENDER_S, limits.PREVERIFY_BURST, clock
+        )
+        self.fetch_budgets = SenderBudgets(limits.FETCH_PER_SENDER_S, limits.FETCH_BURST, clock)
+
+    def pre_verify(self, sender: int, msg: Any, batch: Batch) -> None:
+        """Verify the client signatures of a proposal off the worker, cheapest checks first:
+        only a proposal from its proposer with a matching digest, within the sender's
+        budget, stopping at the first bad signature (the protocol refuses the whole
+        proposal on it, so the rest would be wasted work). Messages that carry a batch
+        but are not proposals (fetch answers, view-change entries) are left to the protocol,
+        which verifies only what it uses."""
+        cache = self.cache
+        if cache is None or not batch.requests:
+            return
+        proposer = getattr(msg, "proposer", None)
+        counts = self.preverify
+        if proposer is None:
+            counts["not_a_proposal"] += 1
+            return
+        try:
+            expected = proposer(self.shared.n)
+        except Exception:  # absurd fields: the protocol refuses it
+            counts["bad_fields"] += 1
+            return
+        if sender != expected:
+            counts["not_from_proposer"] += 1
+            return
+        if not batch_is_valid(batch):
+            counts["bad_digest"] += 1
+            return
+        budgets = self.verify_budgets
+
+        def allow() -> bool:
+            return budgets.take(sender)
+
+        for req in batch.requests:
+            if not cache.check(req, allow):
+                counts["stopped_at_bad_or_over_budget"] += 1
+                return
+        counts["verified"] += 1
 
     def loop(self) -> None:
         shared = self.shared
@@ -348,6 +468,8 @@ class InputStage(Stage):
         timeout_ms = int(PARK_S * 1000)
         output_ring = self.output_ring
         cached_reply = shared.replies.get
+        pre_verify = self.pre_verify
+        fetch_take = self.fetch_budgets.take
         while not stop.is_set():
             got = recv(CHUNK, 0)
             if not got:
@@ -378,13 +500,14 @@ class InputStage(Stage):
                         if not batch_rings[msg.client_id % nbatch].push(msg, 0):
                             drops["batch_ring_full"] += 1
                         continue
-                elif cache is not None:
-                    # pre-verify the requests a proposal carries, off the worker; a failure
-                    # is not cached, so the protocol re-checks and refuses it
-                    batch = getattr(msg, "batch", None)
-                    if type(batch) is Batch:
-                        for req in batch.requests:
-                            cache.check(req)
+                else:
+                    if getattr(msg, "IS_FETCH", False) and not fetch_take(sender):
+                        drops["fetch_rate"] += 1  # catch-up requests: a bounded rate per peer
+                        continue
+                    if cache is not None:
+                        batch = getattr(msg, "batch", None)
+                        if type(batch) is Batch:
+                            pre_verify(sender, msg, batch)
                 if single_worker:
                     to_workers[0].append((W_MSG, sender, msg))
                     continue
@@ -563,6 +686,10 @@ class WorkerStage(Stage):
         self.messages = 0
         self.forwarded = 0  # requests of ready batches handed to receive() (not the proposer)
         self.errors = 0
+        self.errors_logged: set[tuple[str, str]] = set()  # (message type, exception type)
+        # fetch answers are shed (counted) once the output ring holds this many items, so
+        # catch-up traffic never makes protocol messages wait behind it
+        self.shed_catch_up_at = max(1, int(output_ring.capacity * limits.FETCH_ANSWER_RING_SHARE))
         self._publish_proposer()
 
     def _publish_proposer(self) -> None:
@@ -658,10 +785,21 @@ class WorkerStage(Stage):
                 out = []
 
     def _protocol_error(self, sender: int, msg: Any, exc: Exception) -> None:
-        """A message made the protocol raise: count it by type, log the first few, go on."""
+        """A message made the protocol raise: count it by exception type and drop it; the
+        traceback is logged once per (message type, exception type), at most
+        MAX_LOGGED_ERRORS kinds, so a flood of one hostile message costs one log entry.
+
+        The decision (issue 19): ``receive`` of one message raising is that message's
+        failure, not the replica's (the protocol checked nothing it had not got yet); the
+        replica goes on and the count shows in the run's drops. An AssertionError (a
+        protocol invariant broke), or any exception from ``timeout``/``executed``/
+        ``propose`` (the replica's own state, not a peer's input), stops the replica loudly
+        instead (Stage.run: shared.fail), and the runner reports it failed."""
         self.drops[f"protocol_error:{type(exc).__name__}"] += 1
         self.errors += 1
-        if self.errors <= MAX_LOGGED_ERRORS:
+        key = (type(msg).__name__, type(exc).__name__)
+        if key not in self.errors_logged and len(self.errors_logged) < MAX_LOGGED_ERRORS:
+            self.errors_logged.add(key)
             text = "".join(traceback.format_exception(exc)).rstrip()
             print(
                 f"replica {self.shared.id}: {type(msg).__name__} from {sender} raised "
@@ -676,6 +814,11 @@ class WorkerStage(Stage):
             if tp is Send:
                 if a.to == self.shared.id:
                     self.drops["send_to_self"] += 1
+                elif (
+                    getattr(a.msg, "CATCH_UP", False)
+                    and len(out) + len(self.output_ring) >= self.shed_catch_up_at
+                ):
+                    self.drops["fetch_answer_shed"] += 1
                 else:
                     out.append((a.to, a.msg))
             elif tp is Broadcast:

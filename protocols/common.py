@@ -7,6 +7,11 @@ signature covers ``request_signing_payload(req)``. A ``Batch`` is what a
 proposer orders: one or more requests plus their digest, computed once by the
 batch stage (``batch_digest``) and re-checked by receivers.
 
+Field bounds (``Digest``, ``Signature``, ``Txns``, ``Requests``): every bytes field and
+every variable-length array of a wire message declares its bound with these aliases (or
+``Annotated[..., Max(n)]`` with a constant of protocols.limits); transport.wire enforces
+them at decode.
+
 Must not live here: protocol-specific messages (they live in their package).
 """
 
@@ -15,8 +20,17 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+from typing import Annotated
 
-from transport.wire import message
+from protocols import limits
+from transport.wire import Max, message
+
+#: a SHA-256 digest (b"" where a field may be empty)
+Digest = Annotated[bytes, Max(limits.DIGEST_BYTES)]
+#: an Ed25519 signature or share (b"" when signatures are off)
+Signature = Annotated[bytes, Max(limits.SIGNATURE_BYTES)]
+#: a client request's encoded transactions
+Txns = Annotated[bytes, Max(limits.MAX_TXNS_BYTES)]
 
 _REQ_HEAD = struct.Struct("!iQ")
 
@@ -26,8 +40,8 @@ _REQ_HEAD = struct.Struct("!iQ")
 class Request:
     client_id: int
     timestamp: int  # per-client, strictly increasing: replays are suppressed by it
-    txns: bytes  # encoded transactions (workloads.txn), opaque to protocols
-    signature: bytes  # over request_signing_payload(); b"" when signatures are off
+    txns: Txns  # encoded transactions (workloads.txn), opaque to protocols
+    signature: Signature  # over request_signing_payload(); b"" when signatures are off
 
     def __post_init__(self) -> None:
         # The signed header packs client_id as i32 and timestamp as u64: refuse what does not
@@ -41,8 +55,8 @@ class Request:
 @message(kind=2)
 @dataclass(frozen=True, slots=True)
 class Batch:
-    requests: tuple[Request, ...]
-    digest: bytes  # batch_digest(requests); b"" never appears on the wire except for null batches
+    requests: Annotated[tuple[Request, ...], Max(limits.MAX_BATCH_REQUESTS)]
+    digest: Digest  # batch_digest(requests); b"" never appears on the wire except for null batches
 
 
 @message(kind=3)
@@ -56,7 +70,7 @@ class Reply:
     # digest of the request's results (fabric.execute); a client counts replies per
     # (client, timestamp) and matches them on the fields its protocol's ReplyRule names:
     # seq and result always (PBFT, RCC), and the view too for PoE
-    result: bytes
+    result: Digest
     speculative: bool  # True for PoE INFORM replies (executed before commit)
 
 

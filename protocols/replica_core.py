@@ -4,7 +4,7 @@ Lives here, shared by protocols/pbft/replica.py and protocols/poe/replica.py:
 - dispatch: ``receive`` through the subclass's handler table, ``timeout`` through its
   table of timers, counters of ignored input per reason;
 - held messages (a later view, or beyond the high watermark): a buffer bounded in total
-  and per sender, re-run (bounded rounds) once the view or the watermarks move;
+  and per sender, in count and in encoded bytes (protocols.limits.MAX_HELD_BYTES), re-run (bounded rounds) once the view or the watermarks move;
 - client requests: filtering replays out of a proposal, the primary's proposal queue
   and in-flight set, a backup's waiting requests and its request timer (PBFT §4.4), and
   handing both over when a new view starts;
@@ -44,6 +44,8 @@ from protocols.base import (
     Verifier,
 )
 from protocols.common import Batch, Request, make_batch
+from protocols.limits import MAX_HELD_BYTES
+from transport.wire import encode_body
 
 if TYPE_CHECKING:  # PoE reuses PBFT's Checkpoint; a runtime import would be circular
     from protocols.pbft.messages import Checkpoint
@@ -89,6 +91,8 @@ class ReplicaCore(Protocol, Generic[SlotT]):
         self.ckpt_per_replica = self.window // self.period + 2
         self.max_held = max(1, config.max_buffered)
         self.max_held_per_sender = max(1, self.max_held // self.n)
+        self.max_held_bytes = MAX_HELD_BYTES
+        self.max_held_bytes_per_sender = max(1, MAX_HELD_BYTES // self.n)
 
         self.view = 0
         self.backoff_exp = 0  # consecutive failed view changes
@@ -114,6 +118,8 @@ class ReplicaCore(Protocol, Generic[SlotT]):
         # held messages (later view, or beyond the high watermark), bounded per sender
         self.held: list[tuple[int, Any]] = []
         self._held_by_sender: dict[int, int] = {}
+        self.held_bytes = 0
+        self._held_bytes_by_sender: dict[int, int] = {}
         self._replaying = False
         self._replay_again = False
 
@@ -202,7 +208,20 @@ class ReplicaCore(Protocol, Generic[SlotT]):
         if count >= self.max_held_per_sender or len(self.held) >= self.max_held:
             self.dropped += 1
             return
+        # its encoded size (held messages are rare: re-encoding one is cheap next to the
+        # memory a hostile peer could otherwise pin with large fields)
+        size = len(encode_body(msg))
+        mine = self._held_bytes_by_sender.get(sender, 0)
+        if (
+            mine + size > self.max_held_bytes_per_sender
+            or self.held_bytes + size > self.max_held_bytes
+        ):
+            self.dropped += 1
+            self._ignore("held_bytes_full")
+            return
         self._held_by_sender[sender] = count + 1
+        self._held_bytes_by_sender[sender] = mine + size
+        self.held_bytes += size
         self.held.append((sender, msg))
 
     def _replay_held(self, out: list[Action]) -> None:
@@ -218,6 +237,8 @@ class ReplicaCore(Protocol, Generic[SlotT]):
                     break
                 held, self.held = self.held, []
                 self._held_by_sender = {}
+                self._held_bytes_by_sender = {}
+                self.held_bytes = 0
                 for sender, msg in held:
                     self._handlers[type(msg)](sender, msg, out)
                 if not self._replay_again:

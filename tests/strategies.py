@@ -26,8 +26,16 @@ SMALL_OR_WIRE_INTS = st.one_of(st.integers(-2, 12), st.integers(-2, 12), WIRE_IN
 def strategy_for(
     tp: Any, depth: int = 0, ints: st.SearchStrategy[int] = WIRE_INTS
 ) -> st.SearchStrategy[Any]:
-    """A strategy for values of a wire field type (the types wire._build accepts)."""
+    """A strategy for values of a wire field type (the types wire._build accepts); values
+    stay within a field's ``wire.Max`` bound (a longer one is a decode case, not a round trip)."""
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base, *meta = typing.get_args(tp)
+        bound = next((m.n for m in meta if isinstance(m, wire.Max)), None)
+        if bound is not None and base is bytes:
+            return st.binary(max_size=min(48, bound))
+        inner = strategy_for(base, depth, ints)
+        return inner if bound is None else inner.filter(lambda v: len(v) <= bound)
     if origin in (typing.Union, types.UnionType):
         (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
         return st.none() | strategy_for(inner, depth, ints)
@@ -56,7 +64,7 @@ def message_strategy(
 ) -> st.SearchStrategy[Any]:
     """Instances of the registered message class ``cls`` (values its __post_init__ refuses
     are not wire cases: the decoder refuses them too)."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: strategy_for(hints[f.name], depth, ints) for f in dataclasses.fields(cls)}
 
     @st.composite

@@ -12,6 +12,16 @@ shape against the class's field types, and raises ``DecodeError`` (carrying a
 short reason token for drop counters) on anything malformed; no other
 exception escapes ``decode``. Nothing is ever unpickled.
 
+Bounds, cheapest first. A field may declare its bound with ``Annotated[bytes, Max(32)]``
+(bytes, str: length; ``tuple[X, ...]``: items). From the bounds of its fields each kind
+gets, once at registration, the largest body it can encode to (``max_body``: None if some
+field is unbounded) and the largest array any part of it holds; ``decode_header`` refuses
+a body longer than its kind's ``max_body`` (``too_long_for_kind``) before a byte of it is
+parsed, and the msgpack Unpacker is run with that kind's ``max_array_len`` / ``max_bin_len``
+/ ``max_str_len`` and no maps or extensions, so one array header claiming millions of items
+fails in C before any object is built. ``FramePolicy`` says which kinds a client may send
+and how large (checked on the header, before the MAC and the body).
+
 Kind ranges: 1-15 client/common, 16-47 PBFT, 48-79 PoE, 80-111 RCC,
 112-199 other protocols, 200-255 runtime control.
 
@@ -24,8 +34,8 @@ import dataclasses
 import struct
 import types
 import typing
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any, TypeVar
 
 import msgpack
 
@@ -45,6 +55,90 @@ class DecodeError(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Max:
+    """A field's bound at decode: ``Annotated[bytes, Max(32)]`` (bytes or str length) or
+    ``Annotated[tuple[X, ...], Max(n)]`` (items)."""
+
+    n: int
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            raise ValueError(f"bound {self.n} < 0")
+
+
+#: unbounded, in the size arithmetic below
+_UNBOUNDED = None
+_INT_BYTES = 9  # msgpack int64/uint64: marker + 8
+_HEAD_BYTES = 5  # msgpack array/bin/str header: marker + u32 length
+
+
+@dataclasses.dataclass(slots=True)
+class _Shape:
+    """What a field type can encode to at most: body bytes (None: unbounded), the longest
+    array, bin and str anywhere inside it (0: none; None: unbounded)."""
+
+    size: int | None
+    array: int | None = 0
+    bin: int | None = 0
+    str: int | None = 0
+
+
+def _mx(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else max(a, b)
+
+
+def _merge(shapes: Iterable[_Shape], size: int | None, array: int | None) -> _Shape:
+    out = _Shape(size, array)
+    for s in shapes:
+        out.array = _mx(out.array, s.array)
+        out.bin = _mx(out.bin, s.bin)
+        out.str = _mx(out.str, s.str)
+    return out
+
+
+def _shape(tp: Any) -> _Shape:
+    """The encoded bounds of a field type (mirrors _build)."""
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *meta = typing.get_args(tp)
+        bound = next((m.n for m in meta if isinstance(m, Max)), None)
+        inner = _shape(base)
+        if bound is None:
+            return inner
+        if base is bytes:
+            return _Shape(bound + _HEAD_BYTES, 0, bound, 0)
+        if base is str:
+            return _Shape(4 * bound + _HEAD_BYTES, 0, 0, 4 * bound)
+        (item,) = typing.get_args(base)[:1]
+        s = _shape(item)
+        size = None if s.size is None else _HEAD_BYTES + bound * s.size
+        return _merge([s], size, bound)
+    if origin in (typing.Union, types.UnionType):
+        (arg,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _shape(arg)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return _merge([_shape(args[0])], None, None)  # unbounded items
+        shapes = [_shape(a) for a in args]
+        sizes = [s.size for s in shapes]
+        size = None if None in sizes else _HEAD_BYTES + sum(sizes)  # type: ignore[arg-type]
+        return _merge(shapes, size, len(args))
+    if isinstance(tp, type) and tp in _SPECS:
+        spec = _SPECS[tp]
+        return _Shape(spec.max_body, spec.max_array, spec.max_bin, spec.max_str)
+    if tp in (int, float):
+        return _Shape(_INT_BYTES)
+    if tp is bool:
+        return _Shape(1)
+    if tp is bytes:
+        return _Shape(None, 0, None, 0)
+    if tp is str:
+        return _Shape(None, 0, 0, None)
+    return _Shape(None, None, None, None)
 
 
 # --- field specs: a converter pair per field, built once per class -------------------
@@ -105,9 +199,30 @@ def _scalar_check(tp: type) -> _Check:
 _SCALARS = (int, bool, float, bytes, str)
 
 
+def _bounded(check: _Check, bound: int, reason: str) -> _Check:
+    def check_len(v: Any) -> Any:
+        out = check(v)
+        if len(out) > bound:
+            raise DecodeError(reason, f"{len(out)} > bound {bound}")
+        return out
+
+    return check_len
+
+
 def _build(tp: Any) -> tuple[Callable[[Any], Any] | None, _Check]:
     """Return (to_plain, check) for a field type. to_plain None means identity."""
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *meta = typing.get_args(tp)
+        plain, check = _build(base)
+        bounds = [m.n for m in meta if isinstance(m, Max)]
+        if not bounds:
+            return plain, check
+        if base in (bytes, str):
+            return plain, _bounded(check, bounds[0], "field_too_long")
+        if typing.get_origin(base) is tuple and typing.get_args(base)[1:] == (Ellipsis,):
+            return plain, _bounded(check, bounds[0], "too_many_items")
+        raise TypeError(f"Max bounds bytes, str or tuple[X, ...] fields, not {base!r}")
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) != 1:
@@ -162,6 +277,11 @@ class _Spec:
     kind: int
     to_plain: Callable[[Any], list]
     from_plain: Callable[[Any], Any]
+    max_body: int | None = None  # the longest body this kind encodes to (None: unbounded)
+    max_array: int | None = None  # the longest array anywhere in it (None: unbounded)
+    max_bin: int | None = None
+    max_str: int | None = None
+    unpack_limits: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 _SPECS: dict[type, _Spec] = {}
@@ -189,7 +309,7 @@ def message(kind: int) -> Callable[[type[T]], type[T]]:
             raise ValueError(f"{cls.__name__} is already registered as kind {_SPECS[cls].kind}")
         if any(not f.init for f in dataclasses.fields(cls)):
             raise TypeError(f"{cls.__name__}: every field must be an __init__ field (init=True)")
-        hints = typing.get_type_hints(cls)
+        hints = typing.get_type_hints(cls, include_extras=True)
         fields = [f.name for f in dataclasses.fields(cls)]
         builds = [_build(hints[name]) for name in fields]
         plains = [b[0] for b in builds]
@@ -210,23 +330,54 @@ def message(kind: int) -> Callable[[type[T]], type[T]]:
 
         # Fast path for the common all-scalar message (e.g. Request): when every value
         # already has its field's exact type, the per-field checks would pass unchanged.
-        hinted = tuple(hints[name] for name in fields)
+        hinted = tuple(_scalar_base(hints[name]) for name in fields)
         exact = hinted if all(t in _SCALARS for t in hinted) else None
+        lengths = tuple(
+            (i, b) for i, name in enumerate(fields) if (b := _length_bound(hints[name])) is not None
+        )
 
         def from_plain(v: Any) -> Any:
             if type(v) is not tuple or len(v) != nfields:
                 raise DecodeError("shape", f"{cls.__name__} needs an array of {nfields} fields")
-            if exact is not None and tuple(map(type, v)) == exact:
+            if (
+                exact is not None
+                and tuple(map(type, v)) == exact
+                and all(len(v[i]) <= b for i, b in lengths)
+            ):
                 return cls(*v)
             return cls(*[c(x) for c, x in zip(checks, v, strict=True)])
 
-        spec = _Spec(cls, kind, to_plain, from_plain)
+        shape = _merge([_shape(hints[name]) for name in fields], None, nfields)
+        sizes = [_shape(hints[name]).size for name in fields]
+        max_body = None if None in sizes else _HEAD_BYTES + sum(sizes)  # type: ignore[arg-type]
+        limits = {"max_map_len": 0, "max_ext_len": 0}
+        for key, value in (
+            ("max_array_len", shape.array),
+            ("max_bin_len", shape.bin),
+            ("max_str_len", shape.str),
+        ):
+            if value is not None:
+                limits[key] = value
+        spec = _Spec(
+            cls, kind, to_plain, from_plain, max_body, shape.array, shape.bin, shape.str, limits
+        )
         _SPECS[cls] = spec
         _BY_KIND[kind] = spec
         cls.KIND = kind  # type: ignore[attr-defined]
         return cls
 
     return register
+
+
+def _scalar_base(tp: Any) -> Any:
+    """``bytes`` for ``Annotated[bytes, Max(n)]``; any other type as it is."""
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp
+
+
+def _length_bound(tp: Any) -> int | None:
+    if typing.get_origin(tp) is not Annotated:
+        return None
+    return next((m.n for m in typing.get_args(tp)[1:] if isinstance(m, Max)), None)
 
 
 def _class_id(cls: type) -> tuple[str, str]:
@@ -247,6 +398,56 @@ def registered_kinds() -> dict[int, type]:
 
 def kind_of(msg: Any) -> int:
     return _SPECS[type(msg)].kind
+
+
+def max_body_of(kind: int) -> int | None:
+    """The longest body ``kind`` can encode to (None if a field of it is unbounded)."""
+    return _BY_KIND[kind].max_body
+
+
+def unbounded_fields(cls: type) -> list[str]:
+    """Fields of a registered class (not nested ones) whose bytes, str or tuple[X, ...] has
+    no ``Max`` bound (tests hold every protocol message to none)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) is Annotated:
+            continue
+        if tp in (bytes, str) or (
+            typing.get_origin(tp) is tuple and typing.get_args(tp)[1:] == (Ellipsis,)
+        ):
+            out.append(f.name)
+    return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FramePolicy:
+    """Who may send which kinds, checked on a frame's header before its MAC and body.
+
+    Senders ``0..replicas-1`` are replicas and may send any kind; every other sender is a
+    client, which may send only ``client_kinds`` in frames of at most ``max_client_frame_bytes``.
+    The sender id is the header's claim (the MAC check that follows binds it): a frame
+    refused here is either a hostile client's or a forgery, dropped either way.
+    """
+
+    replicas: int
+    client_kinds: frozenset[int]
+    max_client_frame_bytes: int
+
+    def refuse(self, kind: int, sender: int, size: int) -> str | None:
+        """The drop reason for a frame of ``kind`` from ``sender``, ``size`` bytes; None: ok."""
+        if sender < 0:
+            return "bad_sender"
+        if sender < self.replicas:
+            return None
+        if kind not in self.client_kinds:
+            return "client_kind"
+        if size > self.max_client_frame_bytes:
+            return "client_too_long"
+        return None
 
 
 # --- frames -----------------------------------------------------------------------------
@@ -280,8 +481,11 @@ def decode_header(
         raise DecodeError("version", str(version))
     if length != size - HEADER_SIZE:
         raise DecodeError("length", f"header says {length}, frame has {size - HEADER_SIZE}")
-    if kind not in _BY_KIND:
+    spec = _BY_KIND.get(kind)
+    if spec is None:
         raise DecodeError("unknown_kind", str(kind))
+    if spec.max_body is not None and length > spec.max_body:
+        raise DecodeError("too_long_for_kind", f"{length} > {spec.max_body} for kind {kind}")
     return kind, sender, length
 
 
@@ -305,6 +509,7 @@ def decode_body(
             raw=False,
             use_list=False,
             strict_map_key=True,
+            **spec.unpack_limits,
         )
     except DecodeError:
         raise

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Annotated, ClassVar
 
-from protocols.common import Batch
-from transport.wire import encode_body, message
+from protocols.common import Batch, Digest, Signature
+from protocols.limits import MAX_REPLICAS, MAX_SEQS_PER_MESSAGE
+from transport.wire import Max, encode_body, message
 
 # Kinds: 16..47 belong to PBFT (transport/wire.py).
 KIND_PRE_PREPARE = 16
@@ -43,11 +45,16 @@ class PrePrepare:
     view: int
     seq: int
     batch: Batch
-    signature: bytes = b""  # by the primary of ``view`` over pre_prepare_payload
+    signature: Signature = b""  # by the primary of ``view`` over pre_prepare_payload
 
     @property
     def digest(self) -> bytes:
         return self.batch.digest
+
+    def proposer(self, n: int) -> int:
+        """The only replica that may send this (the primary of ``view`` in ``instance``):
+        the runtime checks it before it pre-verifies any client signature inside."""
+        return (self.instance + self.view) % n
 
 
 @message(KIND_PREPARE)
@@ -58,9 +65,9 @@ class Prepare:
     instance: int
     view: int
     seq: int
-    digest: bytes
+    digest: Digest
     replica: int
-    signature: bytes = b""  # by ``replica`` over prepare_payload
+    signature: Signature = b""  # by ``replica`` over prepare_payload
 
 
 @message(KIND_COMMIT)
@@ -71,7 +78,7 @@ class Commit:
     instance: int
     view: int
     seq: int
-    digest: bytes
+    digest: Digest
     replica: int
 
 
@@ -82,9 +89,9 @@ class Checkpoint:
 
     instance: int
     seq: int
-    state_digest: bytes
+    state_digest: Digest
     replica: int
-    signature: bytes = b""  # by ``replica`` over checkpoint_payload
+    signature: Signature = b""  # by ``replica`` over checkpoint_payload
 
 
 @message(KIND_PREPARED_CERT)
@@ -93,7 +100,7 @@ class PreparedCert:
     """Proof that ``pre_prepare`` was prepared: 2f matching prepares from distinct backups."""
 
     pre_prepare: PrePrepare
-    prepares: tuple[Prepare, ...]
+    prepares: Annotated[tuple[Prepare, ...], Max(MAX_REPLICAS)]
 
 
 @message(KIND_PRE_PREPARED)
@@ -104,7 +111,7 @@ class PrePrepared:
 
     seq: int
     view: int
-    digest: bytes
+    digest: Digest
 
 
 @message(KIND_VIEW_CHANGE)
@@ -116,12 +123,14 @@ class ViewChange:
     new_view: int
     replica: int
     stable_seq: int
-    checkpoint_proof: tuple[Checkpoint, ...]  # 2f+1 matching Checkpoint at stable_seq (() at 0)
-    prepared: tuple[PreparedCert, ...]  # one per prepared seq above stable_seq, highest view
-    signature: bytes = b""  # by ``replica`` over view_change_payload (signed in either mode)
+    # 2f+1 matching Checkpoint at stable_seq (() at 0)
+    checkpoint_proof: Annotated[tuple[Checkpoint, ...], Max(MAX_REPLICAS)]
+    # one per prepared seq above stable_seq, highest view
+    prepared: Annotated[tuple[PreparedCert, ...], Max(MAX_SEQS_PER_MESSAGE)]
+    signature: Signature = b""  # by ``replica`` over view_change_payload (signed in either mode)
     # Unsigned votes only: ``prepared`` holds claims (certificates without prepares, which
     # would prove nothing) and this the pre-prepare claims above stable_seq.
-    pre_prepared: tuple[PrePrepared, ...] = ()
+    pre_prepared: Annotated[tuple[PrePrepared, ...], Max(MAX_SEQS_PER_MESSAGE)] = ()
 
 
 @message(KIND_NEW_VIEW)
@@ -131,14 +140,17 @@ class NewView:
 
     instance: int
     view: int
-    view_changes: tuple[ViewChange, ...]
-    pre_prepares: tuple[PrePrepare, ...]  # seqs min_s+1..max_s: re-proposals and null fills
+    view_changes: Annotated[tuple[ViewChange, ...], Max(MAX_REPLICAS)]
+    # seqs min_s+1..max_s: re-proposals and null fills
+    pre_prepares: Annotated[tuple[PrePrepare, ...], Max(MAX_SEQS_PER_MESSAGE)]
 
 
 @message(KIND_FETCH)
 @dataclass(frozen=True, slots=True)
 class Fetch:
     """A lagging ``replica`` asks for committed batches first_seq..last_seq (catch-up)."""
+
+    IS_FETCH: ClassVar[bool] = True  # the runtime rate-limits these per sender
 
     instance: int
     first_seq: int
@@ -150,6 +162,8 @@ class Fetch:
 @dataclass(frozen=True, slots=True)
 class FetchReply:
     """``replica`` delivered ``batch`` at ``seq`` (f+1 matching replies make it trusted)."""
+
+    CATCH_UP: ClassVar[bool] = True  # a fetch answer: the runtime sheds these first
 
     instance: int
     seq: int

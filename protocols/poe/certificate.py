@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Annotated
 
 from protocols.base import Verifier
-from transport.wire import message
+from protocols.common import Signature
+from protocols.limits import MAX_REPLICAS
+from transport.wire import Max, message
 
 KIND_CERTIFICATE = 50
 
@@ -29,8 +32,8 @@ KIND_CERTIFICATE = 50
 class Certificate:
     """``quorum`` distinct replicas' signature shares over one payload."""
 
-    signers: tuple[int, ...]
-    shares: tuple[bytes, ...]
+    signers: Annotated[tuple[int, ...], Max(MAX_REPLICAS)]
+    shares: Annotated[tuple[Signature, ...], Max(MAX_REPLICAS)]
 
     def verify(self, verifier: Verifier, payload: bytes, quorum: int, n: int) -> bool:
         """True if at least ``quorum`` distinct replicas of 0..n-1 signed ``payload``."""

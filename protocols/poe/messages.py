@@ -24,11 +24,13 @@ import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated, ClassVar
 
-from protocols.common import Batch
+from protocols.common import Batch, Digest, Signature
+from protocols.limits import MAX_REPLICAS, MAX_SEQS_PER_MESSAGE
 from protocols.pbft.messages import Checkpoint
 from protocols.poe.certificate import Certificate
-from transport.wire import encode_body, message
+from transport.wire import Max, encode_body, message
 
 # Kinds: 48..79 belong to PoE (transport/wire.py); 50 is the Certificate.
 KIND_PROPOSE = 48
@@ -54,11 +56,16 @@ class Propose:
     view: int
     seq: int
     batch: Batch
-    share: bytes  # the primary's signature over support_payload(view, seq, batch.digest)
+    share: Signature  # the primary's signature over support_payload(view, seq, batch.digest)
 
     @property
     def digest(self) -> bytes:
         return self.batch.digest
+
+    def proposer(self, n: int) -> int:
+        """The only replica that may send this (the primary of ``view``): the runtime checks
+        it before it pre-verifies any client signature inside."""
+        return self.view % n
 
 
 @message(KIND_SUPPORT)
@@ -68,9 +75,9 @@ class Support:
 
     view: int
     seq: int
-    digest: bytes
+    digest: Digest
     replica: int
-    share: bytes
+    share: Signature
 
 
 @message(KIND_CERTIFY)
@@ -80,7 +87,7 @@ class Certify:
 
     view: int
     seq: int
-    digest: bytes
+    digest: Digest
     cert: Certificate
 
 
@@ -103,7 +110,7 @@ class Supported:
 
     seq: int
     view: int
-    digest: bytes
+    digest: Digest
 
 
 @message(KIND_VC_REQUEST)
@@ -116,10 +123,11 @@ class VcRequest:
     new_view: int
     replica: int
     stable_seq: int
-    checkpoint_proof: tuple[Checkpoint, ...]  # 2f+1 matching signed checkpoints (() at 0)
-    entries: tuple[Committed, ...]
-    supported: tuple[Supported, ...]  # MACs only (() with signatures)
-    signature: bytes  # by ``replica`` over vc_request_payload
+    checkpoint_proof: Annotated[tuple[Checkpoint, ...], Max(MAX_REPLICAS)]  # 2f+1 matching signed checkpoints (() at 0)
+    entries: Annotated[tuple[Committed, ...], Max(MAX_SEQS_PER_MESSAGE)]
+    # MACs only (() with signatures)
+    supported: Annotated[tuple[Supported, ...], Max(MAX_SEQS_PER_MESSAGE)]
+    signature: Signature  # by ``replica`` over vc_request_payload
 
 
 @message(KIND_NV_PROPOSE)
@@ -128,7 +136,7 @@ class NvPropose:
     """NV-PROPOSE: the primary of ``view`` starts it with n−f VC-REQUESTs for it."""
 
     view: int
-    requests: tuple[VcRequest, ...]
+    requests: Annotated[tuple[VcRequest, ...], Max(MAX_REPLICAS)]
 
 
 @message(KIND_NV_SUPPORT)
@@ -142,8 +150,8 @@ class NvSupport:
 
     view: int
     replica: int
-    plan_digest: bytes
-    shares: tuple[bytes, ...]
+    plan_digest: Digest
+    shares: Annotated[tuple[Signature, ...], Max(MAX_SEQS_PER_MESSAGE)]
     waiting: bool
 
 
@@ -154,8 +162,8 @@ class NvCertify:
 
     view: int
     base: int
-    digests: tuple[bytes, ...]
-    certs: tuple[Certificate, ...]
+    digests: Annotated[tuple[Digest, ...], Max(MAX_SEQS_PER_MESSAGE)]
+    certs: Annotated[tuple[Certificate, ...], Max(MAX_SEQS_PER_MESSAGE)]
 
 
 @message(KIND_NV_COMMIT)
@@ -168,7 +176,7 @@ class NvCommit:
 
     view: int
     replica: int
-    plan_digest: bytes
+    plan_digest: Digest
     waiting: bool
 
 
@@ -183,6 +191,8 @@ class Fetch:
     replica: int
     stable_seq: int
 
+    IS_FETCH: ClassVar[bool] = True  # the runtime rate-limits these per sender
+
 
 @message(KIND_STABLE_PROOF)
 @dataclass(frozen=True, slots=True)
@@ -190,8 +200,10 @@ class StableProof:
     """A stable checkpoint at ``seq``: 2f+1 matching signed ``Checkpoint``s, relayed to a
     replica that missed the votes (anyone may relay it: the proof is transferable)."""
 
+    CATCH_UP: ClassVar[bool] = True  # a fetch answer: the runtime sheds these first
+
     seq: int
-    proof: tuple[Checkpoint, ...]
+    proof: Annotated[tuple[Checkpoint, ...], Max(MAX_REPLICAS)]
 
 
 @message(KIND_FETCH_REPLY)
@@ -199,6 +211,8 @@ class StableProof:
 class FetchReply:
     """``replica`` executed ``batch`` at ``seq``: final (at or below its verified stable
     checkpoint; f+1 matching make it trusted) or carrying its certificate."""
+
+    CATCH_UP: ClassVar[bool] = True  # a fetch answer: the runtime sheds these first
 
     seq: int
     view: int  # the view the entry was view-committed (or executed) in

@@ -44,6 +44,7 @@ from protocols.base import (
 )
 from protocols.common import Batch, Reply, Request, make_batch
 from protocols.null import NullProtocol
+from protocols.pbft.messages import PrePrepare
 from transport import wire
 from workloads.txn import READ, UPDATE, encode_txns
 
@@ -134,8 +135,9 @@ def test_verified_cache_hits_only_identical_requests():
     tampered = Request(r.client_id, r.timestamp, r.txns + b"x", r.signature)
     assert cache.check(tampered)  # the fake accepts it, but it had to be verified again
     assert inner.calls == 2
-    assert not cache.check(req(9)) and not cache.check(req(9))  # failures are never cached
-    assert inner.calls == 4 and cache.failures == 2
+    # a failure is remembered (issue 19: a replayed junk request costs no verification)
+    assert not cache.check(req(9)) and not cache.check(req(9))
+    assert inner.calls == 3 and cache.failures == 1 and cache.failures_remembered == 1
     for ts in range(10, 20):
         cache.check(req(ts))
     assert cache.stats()["size"] == 4  # bounded, oldest first out
@@ -334,18 +336,16 @@ def test_input_routes_client_requests_and_protocol_messages_and_pre_verifies():
     inner = FakeVerifier()
     cache = VerifiedCache(inner)
     inside = req(7, client=N + 1)
-    pp_like = Batch(requests=(inside,), digest=b"x")
-
-    class CarriesBatch:  # any protocol message with a ``batch`` field is pre-verified
-        def __init__(self, batch: Batch) -> None:
-            self.batch = batch
-
-    msg = CarriesBatch(pp_like)
+    # a proposal from its proposer (replica 2 is the primary of view 2) is pre-verified;
+    # one from another replica is not (cheap checks first: issue 19)
+    msg = PrePrepare(0, 2, 1, make_batch((inside,)))
+    stranger = PrePrepare(0, 1, 1, make_batch((req(8, client=N + 1),)))
     script = [
         [
             (N, req(1, client=N)),
             (N + 1, req(2, client=N + 1)),
             (2, msg),
+            (2, stranger),
             (N, Reply(0, 1, 0, N, 1, b"", False)),
         ],
     ]
@@ -354,10 +354,11 @@ def test_input_routes_client_requests_and_protocol_messages_and_pre_verifies():
     with Running(stage, worker, b0, b1):
         to_b0 = drain(b0, 1)
         to_b1 = drain(b1, 1)
-        to_worker = drain(worker, 1)
+        to_worker = drain(worker, 2)
     assert to_b0 == [req(1, client=N)] and to_b1 == [req(2, client=N + 1)]  # by client id
-    assert to_worker == [(W_MSG, 2, msg)]
+    assert to_worker == [(W_MSG, 2, msg), (W_MSG, 2, stranger)]  # the protocol decides
     assert cache.known(inside) and inner.calls == 1
+    assert stage.preverify == {"verified": 1, "not_from_proposer": 1}
     assert stage.drops["client_sent_non_request"] == 1
     assert receiver.closed
 

@@ -277,9 +277,11 @@ def test_too_long_frames_are_rejected_before_anything_else() -> None:
     ("body", "reason"),
     [
         (msgpack.packb([1, 2, 3], use_bin_type=True), "shape"),  # 3 fields, Request has 4
-        (msgpack.packb({"client_id": 1}, use_bin_type=True), "shape"),  # a map, not an array
+        # a map, not an array: no wire message has maps, the unpacker refuses any (max_map_len 0)
+        (msgpack.packb({"client_id": 1}, use_bin_type=True), "body"),
         (msgpack.packb([True, 1, b"", b""], use_bin_type=True), "shape"),  # bool for int
-        (msgpack.packb([1, 1, "text", b""], use_bin_type=True), "shape"),  # str for bytes
+        # str for bytes: Request has no str field, so the unpacker refuses any (max_str_len 0)
+        (msgpack.packb([1, 1, "text", b""], use_bin_type=True), "body"),
         (msgpack.packb([1, 1, b"", b""], use_bin_type=True) + b"\xc0", "body"),  # trailing
         (b"\xa2\xff\xfe", "body"),  # a str that is not UTF-8
         (b"\xdc\xff\xff", "body"),  # an array claiming 65535 items that are not there

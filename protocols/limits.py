@@ -1,0 +1,64 @@
+"""Bounds on what one peer may send or make a replica do: every size, count and rate cap
+that protects a replica from hostile input, each with its unit and its reason.
+
+This module imports nothing, so protocols/, transport/ and fabric/ may all read it. The
+wire field bounds are declared on the message classes with these constants
+(``protocols.common.Digest`` etc.); transport.wire enforces them at decode.
+
+Must not live here: any code that enforces a bound (it stays with the thing bounded), or
+tuning knobs of the benchmark (config/default.yaml).
+"""
+
+from __future__ import annotations
+
+# --- wire fields (enforced by transport.wire at decode, before any message is built) ----
+
+#: bytes of a digest field (SHA-256); b"" is allowed where a field may be empty
+DIGEST_BYTES = 32
+#: bytes of a signature or signature share (Ed25519: 64; b"" when signatures are off)
+SIGNATURE_BYTES = 64
+#: bytes of one client request's encoded transactions: batch_size x (value + overhead)
+#: of any sane run (100 x 100 B is 10 KB); a client frame bound follows from it
+MAX_TXNS_BYTES = 4 * 1024 * 1024
+#: bytes of a whole frame a client may send (one Request: its txns plus header, ids, sig)
+MAX_CLIENT_FRAME_BYTES = MAX_TXNS_BYTES + 1024
+#: requests in one proposal batch (a proposal carries one client Request here; RCC rounds
+#: and the simulator a few): 2.4 million minimal requests decoded in ~6 s (issue 19)
+MAX_BATCH_REQUESTS = 4096
+#: entries one array of per-replica items may hold (votes, proofs, shares): the config's
+#: largest cluster (cluster.replicas <= 1024)
+MAX_REPLICAS = 1024
+#: entries one array of per-sequence items may hold (certificates in a view change, a new
+#: view's re-proposals, plan digests): a watermark window's worth of any run that fits a frame
+MAX_SEQS_PER_MESSAGE = 1 << 16
+
+# --- pre-verification of client signatures inside proposals (fabric.stages) -------------
+
+#: client-signature verifications one replica peer may cause in the input stage per
+#: second (token bucket, refilled continuously); ~0.75 CPU-s/s at 150 us each. An honest
+#: primary at batch 100 and 30k txn/s needs ~300/s. Past it, the proposal is still handed
+#: to the protocol, which checks sender, view, window and digest before it verifies.
+PREVERIFY_PER_SENDER_S = 5000
+#: the bucket's depth (a burst), verifications
+PREVERIFY_BURST = 10_000
+#: (client, timestamp, signature, txns digest) keys remembered as failed verifications,
+#: FIFO: a replayed junk request costs one dict lookup, not a verification
+MAX_FAILED_SIGNATURES = 16_384
+
+# --- held messages (protocols.replica_core) ---------------------------------------------
+
+#: bytes of held messages (for a later view, beyond the high watermark) in total per
+#: replica, besides the count bound protocol.max_buffered_msgs; each sender gets 1/n of it
+MAX_HELD_BYTES = 64 * 1024 * 1024
+
+# --- fetch (catch-up) answers -----------------------------------------------------------
+
+#: fetch requests one peer may have answered per second (token bucket in the input stage;
+#: an honest lagging replica asks once per fetch period, a few per second at most)
+FETCH_PER_SENDER_S = 20
+#: the bucket's depth, requests
+FETCH_BURST = 40
+#: frames the output ring may hold before fetch answers are dropped first (counted): they
+#: are a catch-up courtesy, protocol messages must never queue behind them. A fraction of
+#: the ring's capacity (fabric.replica applies it).
+FETCH_ANSWER_RING_SHARE = 0.25
