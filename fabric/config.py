@@ -123,7 +123,19 @@ class ProtocolSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ExecutionSection:
+    engine: tuple[str, ...]  # one name (applies to every replica) or one per replica
+    threads: int
+    txn_cost_us: float
+
+    def engine_for(self, replica_id: int) -> str:
+        """The engine replica ``replica_id`` runs."""
+        return self.engine[0] if len(self.engine) == 1 else self.engine[replica_id]
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadSection:
+    kind: str
     record_count: int
     value_size: int
     key_chooser: str
@@ -135,6 +147,15 @@ class WorkloadSection:
     scan_proportion: float
     rmw_proportion: float
     max_scan_length: int
+    smallbank_accounts: int
+    smallbank_hot_accounts: int
+    smallbank_hotspot: float
+    smallbank_balance: float
+    smallbank_deposit_checking: float
+    smallbank_transact_savings: float
+    smallbank_amalgamate: float
+    smallbank_write_check: float
+    smallbank_send_payment: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +197,7 @@ _SECTIONS: dict[str, type] = {
     "checkpoint": CheckpointSection,
     "crypto": CryptoSection,
     "protocol": ProtocolSection,
+    "execution": ExecutionSection,
     "workload": WorkloadSection,
     "transport": TransportSection,
     "run": RunSection,
@@ -218,6 +240,7 @@ class Config:
     checkpoint: CheckpointSection
     crypto: CryptoSection
     protocol: ProtocolSection
+    execution: ExecutionSection
     workload: WorkloadSection
     transport: TransportSection
     run: RunSection
@@ -336,6 +359,19 @@ def _power_of_two(low: int, high: int) -> _Rule:
     )
 
 
+#: fabric.engines.ENGINES (not imported: the config must not pull in the runtime)
+_ENGINE_NAMES = ("serial", "block-stm", "conflict-dag")
+#: workloads.smallbank.MIX_NAMES
+_SMALLBANK_MIX = (
+    "balance",
+    "deposit_checking",
+    "transact_savings",
+    "amalgamate",
+    "write_check",
+    "send_payment",
+)
+#: keys that take one string or a list of strings (one string means a list of one)
+_ONE_OR_LIST = frozenset({"execution.engine"})
 _NON_EMPTY = _Rule(lambda v: len(v) > 0 and all(v), lambda: "non-empty")
 _THREADS = _between(1, 64)
 _HOUR_MS = 3_600_000
@@ -373,6 +409,13 @@ _RULES: dict[str, _Rule] = {
     "protocol.rcc_instances": _between(0, 1024),  # and <= n: checked with the cluster
     "protocol.rcc_noop_timeout_ms": _positive(_HOUR_MS),
     "protocol.rcc_max_lag_rounds": _between(0, 1_000_000),
+    "execution.engine": _Rule(
+        lambda v: len(v) > 0 and all(name in _ENGINE_NAMES for name in v),
+        lambda: f"{' | '.join(_ENGINE_NAMES)}, or a list of them with one per replica",
+    ),
+    "execution.threads": _THREADS,
+    "execution.txn_cost_us": _between(0, 100_000),
+    "workload.kind": _one_of("ycsb", "smallbank"),
     "workload.record_count": _between(1, 1_000_000_000),
     "workload.value_size": _between(1, 1 << 20),
     "workload.key_chooser": _one_of("uniform", "zipfian", "latest"),
@@ -384,6 +427,10 @@ _RULES: dict[str, _Rule] = {
     "workload.scan_proportion": _between(0, 1),
     "workload.rmw_proportion": _between(0, 1),
     "workload.max_scan_length": _between(1, 100_000),
+    "workload.smallbank_accounts": _between(2, 2**61),
+    "workload.smallbank_hot_accounts": _between(1, 2**61),  # and <= accounts: checked below
+    "workload.smallbank_hotspot": _between(0, 1),
+    **{f"workload.smallbank_{name}": _between(0, 1) for name in _SMALLBANK_MIX},
     "transport.kind": _one_of("tcp", "ipc"),
     "transport.base_port": _between(1024, 65535),
     "transport.send_hwm": _between(1, 10_000_000),
@@ -421,6 +468,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         return float(value)
     if typ is str and isinstance(value, str):
         return value
+    if typ == tuple[str, ...] and isinstance(value, str) and key in _ONE_OR_LIST:
+        return (value,)
     if typ == tuple[str, ...] and isinstance(value, list | tuple):
         if all(isinstance(item, str) for item in value):
             return tuple(value)
@@ -570,6 +619,7 @@ def _check_relations(cfg: Config) -> None:
             f">= batching.batch_size * workload.value_size ({payload}) plus headroom",
         )
     _check_mix(cfg.workload)
+    _check_execution(cfg)
     _check_failures(cfg)
 
 
@@ -582,6 +632,30 @@ def _check_mix(workload: WorkloadSection) -> None:
         raise ConfigError(
             "workload.read_proportion",
             f"the custom mix proportions sum to {total!r}; allowed: workload.{keys} = 1",
+        )
+
+
+def _check_execution(cfg: Config) -> None:
+    engines = cfg.execution.engine
+    if len(engines) not in (1, cfg.cluster.replicas):
+        raise ConfigError(
+            "execution.engine",
+            f"{len(engines)} engines for {cfg.cluster.replicas} replicas; allowed: one engine, "
+            f"or a list of exactly cluster.replicas ({cfg.cluster.replicas}) engines",
+        )
+    wl = cfg.workload
+    if wl.smallbank_hot_accounts > wl.smallbank_accounts:
+        raise ConfigError(
+            "workload.smallbank_hot_accounts",
+            f"{wl.smallbank_hot_accounts} exceeds the accounts; allowed: "
+            f"1..workload.smallbank_accounts ({wl.smallbank_accounts})",
+        )
+    total = sum(getattr(wl, f"smallbank_{name}") for name in _SMALLBANK_MIX)
+    if wl.kind == "smallbank" and abs(total - 1.0) > 1e-9:
+        keys = " + ".join(f"smallbank_{name}" for name in _SMALLBANK_MIX)
+        raise ConfigError(
+            "workload.smallbank_balance",
+            f"the SmallBank mix shares sum to {total!r}; allowed: workload.{keys} = 1",
         )
 
 
@@ -760,6 +834,10 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     for name in _SECTIONS:
         section = getattr(cfg, name)
         out[name] = {key: _plain(getattr(section, key)) for key in _SCHEMA[name]}
+        for key in _SCHEMA[name]:
+            value = getattr(section, key)
+            if f"{name}.{key}" in _ONE_OR_LIST and len(value) == 1:
+                out[name][key] = value[0]  # written as the one name it was given
     out[_FAILURES] = [
         {key: getattr(failure, key) for key in _FAILURE_SCHEMA} for failure in cfg.failures
     ]

@@ -1,24 +1,26 @@
-"""Multi-instance protocols (RCC) with one worker thread per instance group.
+"""Multi-instance protocols (RCC) with one worker thread per instance group: moving items only.
 
 A protocol that exposes lanes (protocols/rcc: ``lanes``, ``instance_of(msg)``,
-``timer_instance(timer)``, ``instance_of_client(client_id)``, an ``assembler``
-(RoundAssembler) and a ``stable`` merger (StableMerger), see its threading
-contract) can run its instances on ``replica.worker_threads`` workers:
+``timer_instance(timer)``, ``instance_of_client(client_id)`` and a ``coordinator``, the
+sans-IO ``RoundCoordinator`` of protocols/rcc/coordinator.py; see its threading contract)
+can run its instances on ``replica.worker_threads`` workers:
 
 - ``LaneGroup`` is what one worker owns: the lanes ``i`` with ``i % workers ==
   k``, presented to ``fabric.stages.WorkerStage`` as a protocol. A lane's
   ``Deliver`` (its round), ``StableCheckpoint`` and ``NewView`` do not go to the
   execute ring: they are wrapped in ``ToCoordinator`` for the coordinator.
-- ``LaneCoordinator`` is the checkpoint thread of such a replica: it owns the
-  assembler and the merger. Lane decisions become global Delivers (execute ring);
-  a higher decided round is told to every other lane (``W_FRONTIER`` through
-  the lanes' worker rings); after the execute stage ran the last seq of a
-  checkpoint round it posts ``W_CHECKPOINT`` to every lane; lane stable
-  checkpoints merge into the global one (``E_COMMIT``). Like the plain
-  checkpoint stage it never blocks on a push (bounded backlogs per ring).
+- ``LaneCoordinator`` is the checkpoint thread of such a replica: it hands each lane item
+  and each executed seq to the protocol's ``RoundCoordinator`` (``coordinate``) and moves
+  the answers: global Delivers to the execute ring, the merged stable checkpoint as
+  ``E_COMMIT``, ``LaneRounds`` as ``(W_FRONTIER, frontier, released)`` and
+  ``LaneCheckpoint`` as ``(W_CHECKPOINT, round, digest)`` to every worker ring. Like the
+  plain checkpoint stage it never blocks on a push (bounded backlogs per ring).
 
-Nothing else is shared between workers: each lane is touched by its worker
-only, the assembler and merger by the coordinator only.
+Every decision about rounds (assembly, permutation, frontier, released round, checkpoints
+in rounds, views) is the coordinator's; nothing here decides. The simulator runs the same
+``LaneGroup``s and ``coordinate`` with lanes split over workers (fabric/sim/lanes.py).
+Nothing else is shared between workers: each lane is touched by its worker only, the
+coordinator by the checkpoint thread only.
 
 Must not live here: the protocol's logic (protocols/rcc), generic stages (fabric.stages).
 """
@@ -47,6 +49,12 @@ from fabric.stages import (
 )
 from protocols.base import Action, Deliver, NewView, StableCheckpoint
 from protocols.common import Batch
+from protocols.rcc.coordinator import (
+    CoordinatorOutput,
+    LaneCheckpoint,
+    LaneRounds,
+    RoundCoordinator,
+)
 
 # what a lane hands the coordinator (inside ToCoordinator, on the checkpoint ring):
 L_DELIVER = 0  # (C_LANE, L_DELIVER, instance, round, view, batch)
@@ -58,8 +66,27 @@ def has_lanes(protocol: Any) -> bool:
     """True if ``protocol`` follows the lanes threading contract (protocols/rcc)."""
     return all(
         hasattr(protocol, name)
-        for name in ("lanes", "instance_of", "timer_instance", "assembler", "stable")
+        for name in ("lanes", "instance_of", "timer_instance", "coordinator")
     )
+
+
+def coordinate(coordinator: RoundCoordinator, item: tuple[Any, ...]) -> list[CoordinatorOutput]:
+    """A lane's item ``(C_LANE, kind, instance, ...)`` handed to the coordinator; its answer."""
+    kind, i = item[1], item[2]
+    if kind == L_DELIVER:
+        return coordinator.decided(i, item[3], item[4], item[5])
+    if kind == L_STABLE:
+        return coordinator.stable_at(i, item[3], item[4])
+    if kind == L_VIEW:
+        return coordinator.view_changed(i, item[3], item[4])
+    return []
+
+
+def worker_item(note: LaneRounds | LaneCheckpoint) -> tuple[Any, ...]:
+    """The worker-ring item that carries a coordinator's note to every LaneGroup."""
+    if type(note) is LaneRounds:
+        return (W_FRONTIER, note.frontier, note.released)
+    return (W_CHECKPOINT, note.round, note.state_digest)
 
 
 class LaneGroup:
@@ -111,14 +138,21 @@ class LaneGroup:
     def executed(self, seq: int, state_digest: bytes) -> list[Any]:
         return []  # lanes learn executed checkpoint rounds through checkpoint()
 
-    def observe_frontier(self, round_: int, decider: int) -> list[Any]:
+    def observe_frontier(self, frontier: int, released: int) -> list[Any]:
+        """``(W_FRONTIER, frontier, released)``: the coordinator's LaneRounds."""
         out: list[Any] = []
         for i, lane in self.lanes.items():
-            if i != decider:
-                out += self._wrap(i, lane.observe_frontier(round_))
+            out += self._wrap(i, lane.observe_rounds(frontier, released))
         return out
 
+    def take(self, item: tuple[Any, ...]) -> list[Any]:
+        """A coordinator's worker item (``worker_item``), as WorkerStage dispatches it."""
+        if item[0] == W_FRONTIER:
+            return self.observe_frontier(item[1], item[2])
+        return self.checkpoint(item[1], item[2])
+
     def checkpoint(self, round_: int, state_digest: bytes) -> list[Any]:
+        """``(W_CHECKPOINT, round, digest)``: the coordinator's LaneCheckpoint."""
         out: list[Any] = []
         for i, lane in self.lanes.items():
             out += self._wrap(i, lane.checkpoint(round_, state_digest))
@@ -141,7 +175,8 @@ class LaneGroup:
 
 
 class LaneCoordinator(Stage):
-    """The checkpoint thread of a lanes replica: rounds, frontier, checkpoints (see module)."""
+    """The checkpoint thread of a lanes replica: moves items to and from the protocol's
+    RoundCoordinator (see module)."""
 
     role = "checkpoint"
 
@@ -153,26 +188,32 @@ class LaneCoordinator(Stage):
         checkpoint_ring: Ring,
         worker_rings: Sequence[Ring],
         execute_ring: Ring,
-        checkpoint_period: int,
+        checkpoint_period: int | None = None,
     ) -> None:
         super().__init__(name, shared)
-        self.assembler = protocol.assembler
-        self.merger = protocol.stable
-        self.m = len(protocol.lanes)
-        self.period = checkpoint_period
+        self.coordinator: RoundCoordinator = protocol.coordinator
+        # the coordinator counts checkpoint rounds itself; a caller's period must agree
+        if checkpoint_period is not None and checkpoint_period != self.coordinator.period:
+            raise ValueError(
+                f"checkpoint_period={checkpoint_period}, but the protocol's coordinator "
+                f"checkpoints every {self.coordinator.period} rounds"
+            )
         self.checkpoint_ring = checkpoint_ring
         self.worker_rings = list(worker_rings)
         self.execute_ring = execute_ring
         self.backlogs: dict[int, deque[Any]] = {id(r): deque() for r in self.worker_rings}
         self.to_execute: deque[Any] = deque()
-        self.frontier = 0
-        self.views = [0] * self.m
+        self._rounds_due: LaneRounds | None = None  # the latest, posted once per pass
         self.view = 0
         self.view_changes: list[tuple[float, int, int]] = []  # (epoch, total view, primary)
         self.stable_seq = 0
         self.stable_count = 0
         self.executed_seq = 0
-        self.rounds = 0
+        self.rounds = 0  # global Delivers handed to the execute ring
+
+    @property
+    def frontier(self) -> int:
+        return self.coordinator.frontier
 
     def loop(self) -> None:
         stop = self.shared.stop
@@ -181,49 +222,47 @@ class LaneCoordinator(Stage):
             backlog = bool(self.to_execute) or any(self.backlogs.values())
             for item in self.pop(ring, 0.002 if backlog else PARK_S):
                 if item[0] == C_EXECUTED:
-                    self._executed(item[1], item[2])
+                    self.executed_seq = item[1]
+                    self._route(self.coordinator.executed(item[1], item[2]))
                 elif item[0] == C_LANE:
-                    self._lane(item)
+                    self._route(coordinate(self.coordinator, item))
                 else:
                     self.drops["unexpected_checkpoint_item"] += 1
+            if self._rounds_due is not None:
+                self._to_workers(worker_item(self._rounds_due))
+                self._rounds_due = None
             for r in self.worker_rings:
                 if self.backlogs[id(r)]:
                     _flush(r, self.backlogs[id(r)])
             if self.to_execute:
                 _flush(self.execute_ring, self.to_execute)
 
-    def _lane(self, item: tuple[Any, ...]) -> None:
-        kind, i = item[1], item[2]
-        if kind == L_DELIVER:
-            round_, view, batch = item[3], item[4], item[5]
-            for d in self.assembler.add(i, round_, view, batch):
-                self._queue(self.to_execute, (E_DELIVER, d.seq, d.view, d.batch, d.speculative))
+    def _route(self, notes: list[CoordinatorOutput]) -> None:
+        for note in notes:
+            t = type(note)
+            if t is Deliver:
+                self._queue(
+                    self.to_execute,
+                    (E_DELIVER, note.seq, note.view, note.batch, note.speculative),
+                )
                 self.rounds += 1
-            if round_ > self.frontier:
-                self.frontier = round_
-                for r in self.worker_rings:
-                    self._queue(self.backlogs[id(r)], (W_FRONTIER, round_, i))
-        elif kind == L_STABLE:
-            merged = self.merger.add(i, item[3], item[4])
-            if merged is not None and merged.seq > self.stable_seq:
-                self.stable_seq = merged.seq
-                self.stable_count += 1
-                self._queue(self.to_execute, (E_COMMIT, merged.seq))
-        elif kind == L_VIEW:
-            self.views[i] = item[3]
-            self.view = sum(self.views)
-            if len(self.view_changes) < 1000:
-                self.view_changes.append((time.time(), self.view, item[4]))
+            elif t is LaneRounds:
+                self._rounds_due = note
+            elif t is LaneCheckpoint:
+                self._to_workers(worker_item(note))
+            elif t is StableCheckpoint:
+                if note.seq > self.stable_seq:
+                    self.stable_seq = note.seq
+                    self.stable_count += 1
+                    self._queue(self.to_execute, (E_COMMIT, note.seq))
+            elif t is NewView:
+                self.view = note.view
+                if len(self.view_changes) < 1000:
+                    self.view_changes.append((time.time(), note.view, note.primary))
 
-    def _executed(self, seq: int, digest: bytes) -> None:
-        self.executed_seq = seq
-        if seq < 1 or seq % self.m:
-            return
-        round_ = seq // self.m
-        if round_ % self.period:
-            return
+    def _to_workers(self, item: tuple[Any, ...]) -> None:
         for r in self.worker_rings:
-            self._queue(self.backlogs[id(r)], (W_CHECKPOINT, round_, digest))
+            self._queue(self.backlogs[id(r)], item)
 
     def _queue(self, backlog: deque[Any], item: Any) -> None:
         if len(backlog) >= MAX_BACKLOG:

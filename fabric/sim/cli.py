@@ -57,6 +57,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--batch-size", type=int, default=DEFAULT_OPTIONS.batch_size, help="requests per proposal"
     )
     p.add_argument(
+        "--worker-threads",
+        type=int,
+        default=DEFAULT_OPTIONS.worker_threads,
+        help="a protocol with lanes (rcc) runs its instances on this many workers, as the "
+        "runtime does with replica.worker_threads (default 1)",
+    )
+    p.add_argument(
         "--param",
         action="append",
         default=[],
@@ -82,7 +89,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error(f"--param {item!r}: expected KEY=VALUE")
         params[key] = yaml.safe_load(raw)
     args.params = params
-    for name in ("clients", "requests", "in_flight", "batch_size"):
+    for name in ("clients", "requests", "in_flight", "batch_size", "worker_threads"):
         if getattr(args, name) < (0 if name == "requests" else 1):
             p.error(f"--{name.replace('_', '-')} too small")
     return args
@@ -94,6 +101,7 @@ def _options(args: argparse.Namespace, trace: bool) -> SimOptions:
         requests=args.requests,
         in_flight=args.in_flight,
         batch_size=args.batch_size,
+        worker_threads=args.worker_threads,
         params=args.params,
         trace=trace,
     )

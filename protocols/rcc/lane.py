@@ -3,7 +3,7 @@
 A lane wraps (composes, never copies) one ``Pbft`` built with ``instance=i``: its primary
 of view v is ``(i + v) % n`` and every message it sends carries ``instance``. The lane
 passes calls through and, after each, re-checks two duties against the *frontier* (the
-highest round any instance of this replica has decided, told by ``observe_frontier``):
+highest round any instance of this replica has decided, told by ``observe_rounds``):
 
 - No-op duty (RCC §III: an instance with nothing to propose must not hold the others
   back): when this replica is the instance's primary and the frontier is ahead of the
@@ -25,12 +25,27 @@ highest round any instance of this replica has decided, told by ``observe_fronti
   primary fills the remaining rounds with no-ops through the no-op duty, and the instance
   resumes. Strikes restart whenever the instance's view changes.
 
+Far-round gate (push-back instead of an unbounded wait, issue 19): the round coordinator
+also tells the lane the *released* round (rounds this replica delivered globally). A lane
+drops a Checkpoint, or a NEW-VIEW whose stable checkpoint, lies more than
+``max_ahead_rounds`` beyond it (counted in ``far_rounds_refused``): adopting it would move
+the instance's watermarks, and so its decisions, ahead of an instance that lags here, and
+the round assembler would have to hold every round in between. Dropping is legal network
+behaviour for PBFT (safety never depends on delivery); the instance keeps deciding within
+its watermarks, and once the lagging instance catches up (fetch, then the watch duty's view
+change) the released round moves and later checkpoints pass again. ``max_ahead_rounds``
+defaults to PBFT's history (``history_len``): a replica further behind than that cannot be
+caught up by fetching anyway (peers keep only that many decided batches). So the rounds an
+instance can decide lie within ``released + max_ahead_rounds + window`` (own checkpoints
+come from executed rounds, which are released): the assembler's bound holds by
+construction, whatever the network does.
+
 Inner PBFT actions are returned unchanged: ``Deliver(seq=round)``, ``StableCheckpoint
 (seq=round)`` and ``NewView(instance view)`` are per-instance and must go to the round
 coordinator (``Rcc`` or the runtime's), everything else goes out as usual.
 
-Threading: a lane is owned by one thread (the worker of instance i); ``observe_frontier``
-is the only input that originates from other instances, and it is a plain integer.
+Threading: a lane is owned by one thread (the worker of instance i); ``observe_rounds``
+and ``checkpoint`` are the only inputs that originate from other instances (plain values).
 
 Must not live here: cross-instance state (protocols/rcc/rounds.py), IO, clocks, randomness.
 """
@@ -42,7 +57,8 @@ from typing import Any
 
 from protocols.base import Action, Broadcast, CancelTimer, SetTimer
 from protocols.common import NULL_BATCH, Batch
-from protocols.pbft import Fetch, Pbft
+from protocols.pbft import Checkpoint, Fetch, Pbft
+from protocols.pbft import NewView as PbftNewView
 
 SUSPECT_AFTER_STRIKES = 2  # watch expiries without progress before a view change
 
@@ -50,17 +66,29 @@ SUSPECT_AFTER_STRIKES = 2  # watch expiries without progress before a view chang
 class RccLane:
     """Instance ``pbft.instance`` of one RCC replica."""
 
-    def __init__(self, pbft: Pbft, *, noop_ticks: int, max_lag_rounds: int) -> None:
+    def __init__(
+        self,
+        pbft: Pbft,
+        *,
+        noop_ticks: int,
+        max_lag_rounds: int,
+        max_ahead_rounds: int | None = None,
+    ) -> None:
         if noop_ticks < 1 or max_lag_rounds < 1:
             raise ValueError("noop_ticks and max_lag_rounds must be >= 1")
+        ahead = pbft.history_len if max_ahead_rounds is None else max_ahead_rounds
+        if ahead < 1:
+            raise ValueError("max_ahead_rounds must be >= 1")
         self.pbft = pbft
         self.instance = pbft.instance
         self.id = pbft.id
         self.noop_ticks = noop_ticks
         self.max_lag_rounds = max_lag_rounds
+        self.max_ahead_rounds = ahead
         self.t_noop = ("rcc", self.instance, "noop")
         self.t_watch = ("rcc", self.instance, "watch")
         self.frontier = 0  # highest round any instance of this replica decided
+        self.released = 0  # rounds this replica delivered globally (the coordinator's)
         self._noop_armed = False
         self._watch_armed = False
         self._watch_short = False  # armed with the short (lag bound) grace
@@ -72,6 +100,7 @@ class RccLane:
         self.fetches_sent = 0
         self.suspicions = 0  # view changes this lane started
         self.lag_max_seen = 0  # largest lag (rounds) seen
+        self.far_rounds_refused = 0  # checkpoints / new-views beyond the far-round gate
 
     # --- calls in (each returns the inner actions plus the lane's own) ---------------
 
@@ -80,7 +109,24 @@ class RccLane:
         self._reassess(out)
         return out
 
+    @property
+    def round_cap(self) -> int:
+        """The highest round a stable checkpoint this lane adopts may have (see module)."""
+        return self.released + self.max_ahead_rounds
+
+    def _far(self, msg: Any) -> bool:
+        t = type(msg)
+        if t is Checkpoint:
+            return msg.seq > self.round_cap
+        if t is PbftNewView:
+            cap = self.round_cap
+            return any(vc.stable_seq > cap for vc in msg.view_changes)
+        return False
+
     def receive(self, sender: int, msg: Any) -> list[Action]:
+        if self._far(msg):
+            self.far_rounds_refused += 1
+            return []
         out = self.pbft.receive(sender, msg)
         self._reassess(out)
         return out
@@ -103,11 +149,14 @@ class RccLane:
         self._reassess(out)
         return out
 
-    def observe_frontier(self, round_: int) -> list[Action]:
-        """Another instance of this replica decided ``round_``."""
+    def observe_rounds(self, frontier: int, released: int) -> list[Action]:
+        """The coordinator's news: an instance of this replica decided round ``frontier``;
+        rounds up to ``released`` were delivered globally (both only grow)."""
         out: list[Action] = []
-        if round_ > self.frontier:
-            self.frontier = round_
+        if released > self.released:
+            self.released = released
+        if frontier > self.frontier:
+            self.frontier = frontier
             self._reassess(out)
         return out
 
@@ -119,6 +168,8 @@ class RccLane:
             fetches_sent=self.fetches_sent,
             suspicions=self.suspicions,
             lag_max_seen=self.lag_max_seen,
+            released=self.released,
+            far_rounds_refused=self.far_rounds_refused,
         )
         return st
 

@@ -7,8 +7,8 @@ How it works:
   ``receive`` routes by ``msg.instance`` (client Requests by ``client_id % m``), timers by
   their second element; every instance's actions are collected.
 - Rounds: instance i's inner Deliver of seq r is its decision for round r. The
-  ``RoundAssembler`` holds it until every instance decided round r, then emits round r as
-  m global Delivers, global seq ``(r-1)*m + position + 1``, in a per-round deterministic
+  ``RoundCoordinator``'s assembler holds it until every instance decided round r, then
+  emits round r as m global Delivers, global seq ``(r-1)*m + position + 1``, in a per-round deterministic
   order (permuted when ``rcc_permute_rounds``). A Deliver's ``view`` is the view of the
   instance that decided the batch, so a client (whose requests all go through one
   instance) learns its instance's view from the replies it accepts.
@@ -38,11 +38,13 @@ Threading contract (the runtime's seam; this class itself is single-threaded):
   (-1: no instance, drop and count it), each timer with ``timer_instance(timer)``, and
   each client batch with ``instance_of_client(client_id)``; a worker calls only its
   lane's methods.
-- A lane's ``Deliver``/``StableCheckpoint``/``NewView`` go to one coordinator (e.g. the
-  execute side) that owns a ``RoundAssembler`` and a ``StableMerger``; the coordinator
-  tells every lane the new frontier (``lane.observe_frontier(round)``, through the lane's
-  worker ring) when an instance decides a higher round, and after executing the last
-  seq of a checkpoint round r it posts ``lane.checkpoint(r, digest)`` to every lane.
+- A lane's ``Deliver``/``StableCheckpoint``/``NewView`` go to one ``RoundCoordinator``
+  (protocols/rcc/coordinator.py: round assembly, permutation, frontier, released round,
+  checkpoints in rounds, views), here ``self.coordinator``; whoever owns it (this class in
+  one thread, or the runtime's checkpoint thread, fabric.lanes.LaneCoordinator) only routes
+  its answers: global Delivers and StableCheckpoints to the execute side,
+  ``LaneRounds(frontier, released)`` as ``lane.observe_rounds`` and ``LaneCheckpoint(r,
+  digest)`` as ``lane.checkpoint`` to every lane (through the lanes' worker rings).
   Nothing else is shared between lanes (the verifier must be thread-safe).
 
 Must not live here: the PBFT logic itself (protocols/pbft), IO, clocks, randomness.
@@ -65,8 +67,13 @@ from protocols.base import (
 )
 from protocols.common import Batch, Request, make_batch
 from protocols.pbft import Pbft
+from protocols.rcc.coordinator import (
+    CoordinatorOutput,
+    LaneCheckpoint,
+    LaneRounds,
+    RoundCoordinator,
+)
 from protocols.rcc.lane import RccLane
-from protocols.rcc.rounds import RoundAssembler, StableMerger
 
 
 def instance_count(n: int, params: Mapping[str, Any]) -> int:
@@ -102,13 +109,19 @@ class Rcc(Protocol):
             RccLane(p, noop_ticks=self.noop_ticks, max_lag_rounds=self.max_lag_rounds)
             for p in self.instances
         ]
-        self.assembler = RoundAssembler(
+        # The far-round gate keeps every decided round within released + max_ahead + window
+        # (protocols/rcc/lane.py), so this bound is an invariant of the code, never reached
+        # by network behaviour; the slack of a window covers fetched rounds up to a high mark.
+        max_ahead = max(lane.max_ahead_rounds for lane in self.lanes)
+        self.coordinator = RoundCoordinator(
             m,
+            self.period,
             permute=bool(params.get("rcc_permute_rounds", True)),
-            max_pending_rounds=max(64, 8 * window),
+            max_pending_rounds=max_ahead + 2 * window + self.period,
+            max_digests=max(64, 8 * window),
         )
-        self.stable = StableMerger(m, max_digests=max(64, 8 * window))
-        self.frontier = 0  # highest round any instance decided
+        self.assembler = self.coordinator.assembler  # introspection (status, tests)
+        self.stable = self.coordinator.stable
         self.ignored: dict[str, int] = {}
 
     # --- who proposes ----------------------------------------------------------------
@@ -201,46 +214,55 @@ class Rcc(Protocol):
 
     def executed(self, seq: int, state_digest: bytes) -> list[Action]:
         out: list[Action] = []
-        m = self.m
-        if seq < 1 or seq % m:
-            return out
-        round_ = seq // m
-        if round_ % self.period:
-            return out
-        for i, lane in enumerate(self.lanes):
-            self._collect(i, lane.checkpoint(round_, state_digest), out)
+        self._apply(self.coordinator.executed(seq, state_digest), out)
         return out
 
-    # --- merging the instances' actions ------------------------------------------------
+    # --- merging the instances' actions (the coordinator decides, this only routes) -----
 
     def _collect(self, i: int, actions: list[Action], out: list[Action]) -> None:
-        decided = False
+        coord = self.coordinator
+        rounds: LaneRounds | None = None
         for a in actions:
             t = type(a)
             if t is Deliver:
-                out.extend(self.assembler.add(i, a.seq, a.view, a.batch))
-                decided = True
+                notes = coord.decided(i, a.seq, a.view, a.batch)
             elif t is StableCheckpoint:
-                merged = self.stable.add(i, a.seq, a.digest)
-                if merged is not None:
-                    out.append(merged)
+                notes = coord.stable_at(i, a.seq, a.digest)
             elif t is base.NewView:
-                out.append(base.NewView(self.total_view(), a.primary))
+                notes = coord.view_changed(i, a.view, a.primary)
             elif t is Rollback:
                 raise AssertionError("a PBFT instance never rolls back")
             else:
                 out.append(a)
-        if decided:
-            round_ = self.instances[i].last_delivered
-            if round_ > self.frontier:
-                self.frontier = round_
+                continue
+            for note in notes:
+                if type(note) is LaneRounds:
+                    rounds = note  # told once, after this lane's actions (the latest wins)
+                else:
+                    self._apply([note], out)
+        if rounds is not None:
+            self._apply([rounds], out)
+
+    def _apply(self, notes: list[CoordinatorOutput], out: list[Action]) -> None:
+        for note in notes:
+            t = type(note)
+            if t is LaneRounds:
                 for j, lane in enumerate(self.lanes):
-                    if j != i:
-                        self._collect(j, lane.observe_frontier(round_), out)
+                    self._collect(j, lane.observe_rounds(note.frontier, note.released), out)
+            elif t is LaneCheckpoint:
+                for j, lane in enumerate(self.lanes):
+                    self._collect(j, lane.checkpoint(note.round, note.state_digest), out)
+            else:
+                out.append(note)  # type: ignore[arg-type]  # Deliver, StableCheckpoint, NewView
 
     def total_view(self) -> int:
         """Sum of the instances' views: grows by one with every instance's view change."""
-        return sum(p.view for p in self.instances)
+        return self.coordinator.total_view
+
+    @property
+    def frontier(self) -> int:
+        """The highest round any instance decided."""
+        return self.coordinator.frontier
 
     def _ignore(self, reason: str) -> None:
         self.ignored[reason] = self.ignored.get(reason, 0) + 1
@@ -258,11 +280,13 @@ class Rcc(Protocol):
             "rounds_delivered": asm.rounds_delivered,
             "frontier": self.frontier,
             "pending_rounds": asm.pending_rounds,
+            "pending_rounds_max_seen": asm.pending_max_seen,
             "stable_seq": self.stable.announced * self.m,
             "null_batches": asm.null_batches,
             "foreign_requests": asm.foreign_requests,
             "noops_proposed": sum(lane.noops_proposed for lane in self.lanes),
             "suspicions": sum(lane.suspicions for lane in self.lanes),
+            "far_rounds_refused": sum(lane.far_rounds_refused for lane in self.lanes),
             "ignored": dict(self.ignored),
             "per_instance": [lane.status() for lane in self.lanes],
         }

@@ -18,12 +18,14 @@ How it works (Gupta, Hellings, Sadoghi, ICDE 2021, §III "concurrent consensus")
   global one: round r is globally stable once every instance is stable at >= r, and it is
   announced as ``StableCheckpoint(r*m, digest)`` (the digest is the state after round r).
 
-Bounds: the assembler holds at most ``max_pending_rounds`` undelivered rounds (the inner
-PBFT watermarks keep instances within about a window of each other; exceeding the bound
-is a broken invariant and raises ``RoundOverflow``, an AssertionError).
+Bounds: the assembler holds at most ``max_pending_rounds`` undelivered rounds. Network
+behaviour cannot reach it: the lanes' far-round gate (protocols/rcc/lane.py) keeps every
+instance's decisions within ``released + max_ahead_rounds + window`` rounds, and ``Rcc``
+sizes the bound above that. Exceeding it is therefore a broken invariant of this code and
+raises ``RoundOverflow``, an AssertionError (the runtime stops the replica loudly).
 
-Threading: neither class is thread-safe; one owner (the composite ``Rcc`` in one thread,
-or the runtime's execute-side coordinator) calls them.
+Threading: neither class is thread-safe; their one owner is the ``RoundCoordinator``
+(protocols/rcc/coordinator.py).
 
 Must not live here: PBFT, timers, IO, randomness (the permutation is a pure hash).
 """
@@ -42,7 +44,7 @@ _ORDER_TAG = b"rcc-order"
 
 
 class RoundOverflow(AssertionError):
-    """More undelivered rounds than the bound: the instances drifted apart (a bug)."""
+    """More undelivered rounds than the bound: the far-round gate failed (a bug)."""
 
 
 class RoundOrderError(AssertionError):
@@ -90,6 +92,7 @@ class RoundAssembler:
         self.rounds_delivered = 0
         self.null_batches = 0  # delivered null batches (no-ops and emptied batches)
         self.foreign_requests = 0  # requests dropped: their client belongs to another instance
+        self.pending_max_seen = 0  # most rounds waiting at once
 
     @property
     def frontier(self) -> int:
@@ -120,6 +123,8 @@ class RoundAssembler:
                 )
             slots = self._pending[round_] = [None] * m
             self._filled[round_] = 0
+            if len(self._pending) > self.pending_max_seen:
+                self.pending_max_seen = len(self._pending)
         slots[instance] = (view, batch)
         self._filled[round_] += 1
         if round_ != self.next_round or self._filled[round_] < m:

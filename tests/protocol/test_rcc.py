@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from fabric.sim.lanes import SplitLanes
 from protocols import base, registry
 from protocols.base import (
     Broadcast,
@@ -27,76 +28,11 @@ from protocols.base import (
 )
 from protocols.common import NULL_BATCH, Batch, Request, make_batch
 from protocols.pbft import Checkpoint, PrePrepare
-from protocols.rcc import Rcc, RccLane, RoundAssembler, StableMerger, instance_count
+from protocols.rcc import Rcc, RccLane, instance_count
 from tests.protocol.scenario import FakeVerifier, signed_request
 
 GENESIS = hashlib.sha256(b"rcc-test-genesis").digest()
 MAX_EVENTS = 200_000
-
-
-class SeamReplica:
-    """The runtime's threading contract (protocols/rcc/replica.py), played in one thread:
-    ``_worker(i, ...)`` stands for lane i's worker, ``_coordinator`` for the execute side
-    that owns a RoundAssembler and a StableMerger and posts the frontier to every lane."""
-
-    def __init__(self, rcc: Rcc) -> None:
-        self.rcc = rcc  # only for its lanes and its routing functions
-        self.lanes = rcc.lanes
-        self.m = rcc.m
-        self.period = rcc.period
-        self.assembler = RoundAssembler(rcc.m, permute=rcc.assembler.permute)
-        self.merger = StableMerger(rcc.m)
-        self.frontier = 0
-
-    def _worker(self, i: int, actions: list[Any]) -> list[Any]:
-        out = [a for a in actions if type(a) not in (Deliver, StableCheckpoint, base.NewView)]
-        to_coordinator = [a for a in actions if type(a) in (Deliver, StableCheckpoint)]
-        return out + self._coordinator(i, to_coordinator)
-
-    def _coordinator(self, i: int, items: list[Any]) -> list[Any]:
-        out: list[Any] = []
-        for a in items:
-            if type(a) is Deliver:
-                out += self.assembler.add(i, a.seq, a.view, a.batch)
-            else:
-                merged = self.merger.add(i, a.seq, a.digest)
-                if merged is not None:
-                    out.append(merged)
-        if self.assembler.frontier > self.frontier:
-            self.frontier = self.assembler.frontier
-            for j, lane in enumerate(self.lanes):  # posted to every worker
-                out += self._worker(j, lane.observe_frontier(self.frontier))
-        return out
-
-    def propose(self, batch: Batch) -> list[Any]:
-        out: list[Any] = []
-        for req in batch.requests:  # the batch stage cuts per instance; one request each here
-            i = self.rcc.instance_of_client(req.client_id)
-            lane = self.lanes[i]
-            if lane.pbft.is_proposer():
-                out += self._worker(i, lane.propose(make_batch((req,))))
-            else:
-                out += self._worker(i, lane.receive(req.client_id, req))
-        return out
-
-    def receive(self, sender: int, msg: Any) -> list[Any]:
-        i = self.rcc.instance_of(msg)
-        return [] if i < 0 else self._worker(i, self.lanes[i].receive(sender, msg))
-
-    def timeout(self, timer: Hashable) -> list[Any]:
-        i = self.rcc.timer_instance(timer)
-        return [] if i < 0 else self._worker(i, self.lanes[i].timeout(timer))
-
-    def executed(self, seq: int, digest: bytes) -> list[Any]:
-        if seq % self.m or (seq // self.m) % self.period:
-            return []
-        out: list[Any] = []
-        for j, lane in enumerate(self.lanes):
-            out += self._worker(j, lane.checkpoint(seq // self.m, digest))
-        return out
-
-    def status(self) -> dict[str, Any]:
-        return self.rcc.status()
 
 
 class RccCluster:
@@ -113,7 +49,7 @@ class RccCluster:
         noop_ticks: int = 3,
         permute: bool = True,
         feed_executed: bool = True,
-        seam: bool = False,
+        workers: int = 1,
     ) -> None:
         self.n = n
         self.feed_executed = feed_executed
@@ -133,8 +69,8 @@ class RccCluster:
             for i in range(n)
         ]
         self.m = self.replicas[0].m
-        if seam:  # drive the lanes through the threaded contract instead of Rcc itself
-            self.replicas = [SeamReplica(r) for r in self.replicas]  # type: ignore[misc]
+        if workers > 1:  # the lanes split over worker threads, as fabric.replica runs them
+            self.replicas = [SplitLanes(r, workers) for r in self.replicas]  # type: ignore[misc]
         self.now = 0
         self.queue: deque[tuple[str, int, int, Any]] = deque()
         self.timers: list[dict[Hashable, int]] = [{} for _ in range(n)]
@@ -549,22 +485,24 @@ def test_checkpoint_messages_carry_rounds_and_the_same_digest_in_every_instance(
 # --- the threading seam -----------------------------------------------------------------------
 
 
-def _crash_and_checkpoint_scenario(seam: bool) -> RccCluster:
-    c = RccCluster(4, checkpoint_period=2, watermark_window=4, seam=seam)
+def _crash_and_checkpoint_scenario(workers: int) -> RccCluster:
+    c = RccCluster(4, checkpoint_period=2, watermark_window=4, workers=workers)
     c.crash(1)
     _busy_rounds(c, 6, skip=1)
     c.settle(lambda: all(len(c.delivered[r]) == 24 for r in (0, 2, 3)))
     return c
 
 
-def test_lanes_driven_through_the_threading_contract_give_the_same_ledgers() -> None:
-    """Lanes fed only through their own calls plus a coordinator that owns the assembler,
-    the stable merger and the frontier (the documented seam) agree exactly with the
-    composite Rcc, through a primary crash, a view change, no-ops and checkpoints."""
-    composite = _crash_and_checkpoint_scenario(seam=False)
-    seam = _crash_and_checkpoint_scenario(seam=True)
+@pytest.mark.parametrize("workers", [2, 4])
+def test_lanes_split_over_workers_give_the_same_ledgers(workers: int) -> None:
+    """The lanes on 2 (or 4) worker groups with the runtime's glue (fabric.lanes LaneGroup and
+    coordinate, on the one RoundCoordinator) agree exactly with the composite Rcc in one
+    thread, through a primary crash, a view change, no-ops and checkpoints."""
+    composite = _crash_and_checkpoint_scenario(workers=1)
+    split = _crash_and_checkpoint_scenario(workers=workers)
     for r in (0, 2, 3):
-        assert seam.ledger(r) == composite.ledger(r)
-        assert [s.seq for s in seam.stable[r]] == [s.seq for s in composite.stable[r]]
-        assert seam.replicas[r].status()["views"] == [0, 1, 0, 0]
-    assert seam.sent == composite.sent
+        assert split.ledger(r) == composite.ledger(r)
+        assert [s.seq for s in split.stable[r]] == [s.seq for s in composite.stable[r]]
+        assert split.replicas[r].status()["views"] == [0, 1, 0, 0]
+        assert split.replicas[r].status()["workers"] == workers
+    assert split.sent == composite.sent

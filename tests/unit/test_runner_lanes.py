@@ -1,6 +1,7 @@
 """Lanes glue (fabric.lanes): one worker per instance group, a coordinator for rounds.
 
-Fake lanes, assembler and merger stand in for protocols/rcc so these tests pin the
+Fake lanes stand in for protocols/rcc's RccLane (the round coordinator is the real
+sans-IO one: fabric.lanes must only move items to and from it), so these tests pin the
 runtime's side of the threading contract on their own.
 """
 
@@ -27,6 +28,7 @@ from fabric.stages import (
 )
 from protocols.base import Broadcast, Deliver, NewView, StableCheckpoint
 from protocols.common import NULL_BATCH, Request, make_batch
+from protocols.rcc.coordinator import RoundCoordinator
 
 pytestmark = pytest.mark.timeout(30)
 N, M = 4, 2
@@ -65,8 +67,8 @@ class FakeLane:
         self.calls.append(("timeout", timer))
         return []
 
-    def observe_frontier(self, round_):
-        self.calls.append(("frontier", round_))
+    def observe_rounds(self, frontier, released):
+        self.calls.append(("rounds", frontier, released))
         return []
 
     def checkpoint(self, round_, digest):
@@ -77,8 +79,8 @@ class FakeLane:
 class FakeRcc:
     def __init__(self, proposers=(True, False)) -> None:
         self.lanes = [FakeLane(i, p) for i, p in enumerate(proposers)]
-        self.assembler = FakeAssembler(len(self.lanes))
-        self.stable = FakeMerger(len(self.lanes))
+        # the real, sans-IO coordinator: the runtime only moves items to and from it
+        self.coordinator = RoundCoordinator(len(self.lanes), 1, permute=False)
 
     def instance_of(self, msg: Any) -> int:
         if type(msg) is Request:
@@ -90,32 +92,6 @@ class FakeRcc:
 
     def timer_instance(self, timer: Any) -> int:
         return timer[1] if type(timer) is tuple else -1
-
-
-class FakeAssembler:
-    """Releases round r as m Delivers once every instance decided it."""
-
-    def __init__(self, m: int) -> None:
-        self.m = m
-        self.rounds: dict[int, dict[int, Any]] = {}
-
-    def add(self, i, round_, view, batch):
-        got = self.rounds.setdefault(round_, {})
-        got[i] = batch
-        if len(got) < self.m:
-            return []
-        return [Deliver((round_ - 1) * self.m + k + 1, view, got[k]) for k in range(self.m)]
-
-
-class FakeMerger:
-    def __init__(self, m: int) -> None:
-        self.m = m
-        self.stable = [0] * m
-
-    def add(self, i, round_, digest):
-        self.stable[i] = round_
-        low = min(self.stable)
-        return StableCheckpoint(low * self.m, digest) if low else None
 
 
 def drain(ring: Ring, want: int, timeout: float = 5.0) -> list[Any]:
@@ -145,8 +121,8 @@ def test_lane_group_routes_by_instance_and_wraps_decisions_for_the_coordinator()
     group.propose(make_batch((req(7, ts=3),)))
     assert rcc.lanes[1].calls[-1] == ("receive", 7, req(7, ts=3))
     assert group.timeout(("rcc", 0, "noop")) == [] and rcc.lanes[0].calls[-1][0] == "timeout"
-    group.observe_frontier(9, decider=0)
-    assert ("frontier", 9) in rcc.lanes[1].calls and ("frontier", 9) not in rcc.lanes[0].calls
+    group.observe_frontier(9, 3)  # (W_FRONTIER, frontier, released): to every lane it owns
+    assert all(lane.calls[-1] == ("rounds", 9, 3) for lane in rcc.lanes)
     group.checkpoint(10, b"h")
     assert all(lane.calls[-1] == ("checkpoint", 10, b"h") for lane in rcc.lanes)
     assert group.is_proposer() and group.proposal_room() == 3
@@ -178,7 +154,7 @@ def test_worker_with_lanes_sends_decisions_to_the_checkpoint_ring_and_takes_fron
         worker.join(5)
     assert chk == [(C_LANE, L_STABLE, 1, 4, b"d"), (C_LANE, L_VIEW, 1, 2, 3)]
     assert out == [((1, 2, 3), req(5))]
-    assert rcc.lanes[1].calls[1:] == [("frontier", 7), ("checkpoint", 8, b"x")]
+    assert rcc.lanes[1].calls[1:] == [("rounds", 7, 0), ("checkpoint", 8, b"x")]
     assert drain(rings["e"], 1, timeout=0.2) == []  # lane decisions never go to execute
 
 
@@ -196,6 +172,8 @@ def test_coordinator_assembles_rounds_tells_frontiers_and_checkpoints():
         chk.push((C_LANE, L_DELIVER, 1, 1, 0, b1))
         delivered = drain(exe, 2)
         assert delivered == [(E_DELIVER, 1, 0, b0, False), (E_DELIVER, 2, 0, b1, False)]
+        # round 1 released: every lane hears it (its far-round gate moves)
+        assert drain(w0, 1) == [(W_FRONTIER, 1, 1)] and drain(w1, 1) == [(W_FRONTIER, 1, 1)]
         chk.push((C_EXECUTED, 1, b"s1"))  # mid-round: no checkpoint
         chk.push((C_EXECUTED, 2, b"s2"))  # last seq of round 1 (period 1)
         assert drain(w0, 1) == [(W_CHECKPOINT, 1, b"s2")] and drain(w1, 1) == [
@@ -212,3 +190,10 @@ def test_coordinator_assembles_rounds_tells_frontiers_and_checkpoints():
         coord.join(5)
     assert coord.view == 1 and coord.view_changes[0][1:] == (1, 2)
     assert coord.stable_seq == 2 and coord.frontier == 1
+
+
+def test_coordinator_refuses_a_checkpoint_period_that_disagrees_with_the_protocols():
+    shared = ReplicaShared(0, N, workers=2)
+    rings = [Ring(8, k) for k in ("c", "w", "e")]
+    with pytest.raises(ValueError, match="checkpoint_period"):
+        LaneCoordinator("checkpoint", shared, FakeRcc(), rings[0], [rings[1]], rings[2], 5)
