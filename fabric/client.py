@@ -287,7 +287,7 @@ class ClientProcess:
         from protocols import registry
         from transport.auth import LinkAuth, derive_keys
         from transport.zmq_io import Addressing, Receiver, Sender, new_context
-        from workloads.ycsb import YcsbGenerator
+        from workloads.factory import make_generator
 
         if client_id not in cfg.client_ids:
             raise ValueError(f"client id {client_id} not in {list(cfg.client_ids)}")
@@ -338,9 +338,9 @@ class ClientProcess:
         lanes = GENERATORS_PER_CLIENT * len(cfg.client_ids)
         first_lane = GENERATORS_PER_CLIENT * list(cfg.client_ids).index(client_id)
 
-        def generator(t: int) -> YcsbGenerator:
+        def generator(t: int) -> Any:
             seed = (cfg.run.seed * 1_000_003 + client_id) * GENERATORS_PER_CLIENT + t
-            return YcsbGenerator.from_config(cfg.workload, seed, first_lane + t, lanes)
+            return make_generator(cfg.workload, seed, first_lane + t, lanes)  # workload.kind
 
         self.generators = [generator(t) for t in range(cfg.client.threads)]
         # the IO thread's own generator, used when the generator threads fall behind
