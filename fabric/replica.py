@@ -151,6 +151,11 @@ class Replica:
             max_txns_per_request=max(DEFAULT_MAX_TXNS, cfg.batching.batch_size),
             max_value_bytes=max(DEFAULT_MAX_VALUE_BYTES, wl.value_size),
             max_scan_length=max(DEFAULT_MAX_SCAN_LENGTH, wl.max_scan_length),
+            # the execution engine of this replica (a mixed cluster names one per replica)
+            engine=cfg.execution.engine_for(replica_id),
+            threads=cfg.execution.threads,
+            txn_cost_us=cfg.execution.txn_cost_us,
+            smallbank_accounts=wl.smallbank_accounts,
         )
 
         # stages (sockets are created here, on the main thread, and closed by their owners)
@@ -310,6 +315,7 @@ class Replica:
             if stage.is_alive():
                 stage.join(max(0.0, deadline - time.monotonic()))
         self.stuck_threads = [s.name for s in self.stages if s.is_alive()]
+        self.executor.close()  # the engine's worker threads (none for serial)
         self.stopped_at = time.time()
         self.context_closed = close_context(self.ctx, timeout_s=1.0)
 
@@ -355,7 +361,8 @@ class Replica:
             "started_at": self.started_at,
             "stopped_at": self.stopped_at,
             "t0": self.t0,
-            "threads": [s.clock.snapshot() for s in self.stages],
+            "threads": [s.clock.snapshot() for s in self.stages]
+            + [c.snapshot() for c in self.executor.thread_clocks()],  # engine workers
             "unused_worker_threads": self.unused_worker_threads,
             "rings": [ring.stats() for ring in self.rings],
             "messages": {"sent": sent, "received": received},
