@@ -445,6 +445,24 @@ def test_a_replica_that_missed_an_instance_catches_up_by_fetch_without_a_view_ch
     assert c.replicas[3].status()["suspicions"] == 0
 
 
+def test_a_lane_refuses_stable_checkpoints_far_beyond_the_released_round() -> None:
+    """Issue 19 push-back: a lane does not adopt a checkpoint more than max_ahead_rounds
+    (PBFT's history) beyond the rounds this replica released, so the other instances cannot
+    run ahead of a lagging one without bound; once the released round moves it passes."""
+    c = RccCluster(4, watermark_window=8)
+    lane = c.replicas[0].lanes[1]
+    assert lane.max_ahead_rounds == lane.pbft.history_len == 32
+    far = Checkpoint(1, 40, b"s" * 32, 2)
+    assert lane.receive(2, far) == [] and lane.far_rounds_refused == 1
+    assert c.replicas[0].status()["far_rounds_refused"] == 1
+    near = Checkpoint(1, 32, b"s" * 32, 2)
+    lane.receive(2, near)  # within the gate: PBFT sees it (and holds the vote)
+    assert lane.far_rounds_refused == 1
+    lane.observe_rounds(10, 8)  # rounds up to 8 released here: the cap is now 40
+    lane.receive(2, far)
+    assert lane.far_rounds_refused == 1 and lane.released == 8 and lane.frontier == 10
+
+
 # --- checkpoints and garbage collection -----------------------------------------------------
 
 
