@@ -316,14 +316,35 @@ def _series_style(index: int) -> dict[str, str]:
     return {"ls": _LINESTYLES[index % len(_LINESTYLES)], "marker": _MARKERS[index % len(_MARKERS)]}
 
 
-def _errors(stats: pd.DataFrame, measure: str) -> np.ndarray:
-    """Asymmetric error bars (mean - min, max - mean) of ``measure`` over repetitions."""
+def _errors(stats: pd.DataFrame, measure: str, shown: bool = True) -> np.ndarray | None:
+    """Asymmetric error bars (mean - min, max - mean) of ``measure`` over repetitions; None
+    (no bars drawn) when ``shown`` is false (one repetition per point)."""
+    if not shown:
+        return None
     mean, low, high = stats[f"{measure}_mean"], stats[f"{measure}_min"], stats[f"{measure}_max"]
     return np.vstack([(mean - low).to_numpy(dtype=float), (high - mean).to_numpy(dtype=float)])
 
 
+def _bars_note(error_bars: bool) -> str:
+    return "error bars: min..max of repetitions" if error_bars else "one run per point: no error bars"
+
+
+def _series_name(series: Sequence[str], key: tuple, protocol: str) -> str:
+    """A legend entry: the case label if the series has one, else the protocol, then the other
+    series knobs by their short name (``pbft-macs``, ``pbft (worker_threads=2)``)."""
+    named = dict(zip(series, key, strict=True))
+    head = str(named.pop("case")) if named.get("case") else protocol
+    named.pop("protocol", None)
+    extra = ", ".join(f"{str(k).rsplit('.', 1)[-1]}={v}" for k, v in named.items())
+    return head + (f" ({extra})" if extra else "")
+
+
 def measure_vs_knob(
-    stats: pd.DataFrame, knob: str, knob_label: str, series: Sequence[str]
+    stats: pd.DataFrame,
+    knob: str,
+    knob_label: str,
+    series: Sequence[str],
+    error_bars: bool = True,
 ) -> Figure:
     """Throughput (top) and latency p50/p99 (bottom) against a numeric swept ``knob``.
 
@@ -337,16 +358,14 @@ def measure_vs_knob(
     for index, (key, rows) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
         rows = rows.sort_values(knob)
-        named = dict(zip(series, key, strict=True))
         protocol = str(rows["protocol"].iloc[0])
         colour = protocol_colour(protocol)
-        extra = ", ".join(f"{k}={v}" for k, v in named.items() if k != "protocol")
-        name = protocol + (f" ({extra})" if extra else "")
+        name = _series_name(series, key, protocol)
         style = _series_style(index)
         ax_tp.errorbar(
             rows[knob],
             rows["throughput_txn_s_mean"],
-            yerr=_errors(rows, "throughput_txn_s"),
+            yerr=_errors(rows, "throughput_txn_s", error_bars),
             color=colour,
             capsize=3,
             label=name,
@@ -355,7 +374,7 @@ def measure_vs_knob(
         ax_lat.errorbar(
             rows[knob],
             rows["latency_ms_p50_mean"],
-            yerr=_errors(rows, "latency_ms_p50"),
+            yerr=_errors(rows, "latency_ms_p50", error_bars),
             color=colour,
             capsize=3,
             label=f"{name} p50",
@@ -364,7 +383,7 @@ def measure_vs_knob(
         ax_lat.errorbar(
             rows[knob],
             rows["latency_ms_p99_mean"],
-            yerr=_errors(rows, "latency_ms_p99"),
+            yerr=_errors(rows, "latency_ms_p99", error_bars),
             color=colour,
             capsize=3,
             alpha=0.55,
@@ -382,9 +401,7 @@ def measure_vs_knob(
             ax_tp.minorticks_off()
     ax_tp.set_ylabel("throughput (txn/s)")
     ax_tp.set_ylim(bottom=0)
-    ax_tp.set_title(
-        f"Throughput and latency vs {knob_label}\n(error bars: min..max of repetitions)"
-    )
+    ax_tp.set_title(f"Throughput and latency vs {knob_label}\n({_bars_note(error_bars)})")
     ax_lat.set_ylabel("latency (ms)")
     ax_lat.set_ylim(bottom=0)
     ax_lat.set_xlabel(knob_label)
@@ -394,24 +411,34 @@ def measure_vs_knob(
     return fig
 
 
-def load_curve(stats: pd.DataFrame, series: Sequence[str]) -> Figure:
-    """Latency (p50 solid, p99 faint) against throughput, one line per protocol and series."""
+def load_curve(
+    stats: pd.DataFrame,
+    series: Sequence[str],
+    order_by: str | None = None,
+    error_bars: bool = True,
+) -> Figure:
+    """Latency (p50 solid, p99 faint) against throughput, one series per protocol or case.
+
+    Lines join the points of one series in order of the numeric knob ``order_by``; without one
+    (a sweep of categories) every point is a marker of its own and nothing is joined."""
     fig = _new_figure(8.0, 5.0)
     ax = fig.add_subplot()
     groups = list(stats.groupby(list(series), sort=True)) if series else [((), stats)]
     for index, (key, rows) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
-        rows = rows.sort_values("throughput_txn_s_mean")
+        if order_by is not None:
+            rows = rows.assign(_order=pd.to_numeric(rows[order_by])).sort_values("_order")
         protocol = str(rows["protocol"].iloc[0])
         colour = protocol_colour(protocol)
-        extra = ", ".join(f"{k}={v}" for k, v in zip(series, key, strict=True) if k != "protocol")
-        name = protocol + (f" ({extra})" if extra else "")
+        name = _series_name(series, key, protocol)
         style = _series_style(index)
+        if order_by is None:
+            style["ls"] = "none"
         ax.errorbar(
             rows["throughput_txn_s_mean"],
             rows["latency_ms_p50_mean"],
-            xerr=_errors(rows, "throughput_txn_s"),
-            yerr=_errors(rows, "latency_ms_p50"),
+            xerr=_errors(rows, "throughput_txn_s", error_bars),
+            yerr=_errors(rows, "latency_ms_p50", error_bars),
             color=colour,
             capsize=3,
             label=f"{name} p50",
@@ -426,11 +453,20 @@ def load_curve(stats: pd.DataFrame, series: Sequence[str]) -> Figure:
             marker="x",
             label=f"{name} p99",
         )
+    if order_by is not None:
+        ax.annotate(
+            f"lines: in order of {order_by.rsplit('.', 1)[-1]}",
+            (0.01, 0.99),
+            xycoords="axes fraction",
+            va="top",
+            fontsize=7,
+            color="#555",
+        )
     ax.set_xlabel("throughput (txn/s)")
     ax.set_ylabel("latency (ms)")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
-    ax.set_title("Load curve: latency vs throughput\n(error bars: min..max of repetitions)")
+    ax.set_title(f"Load curve: latency vs throughput\n({_bars_note(error_bars)})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
@@ -452,10 +488,68 @@ def messages_per_batch(per_point: pd.DataFrame) -> Figure:
         ax.bar(x, values, bottom=bottom, color=palette(i % 20), label=str(kind))
         bottom += values
     ax.set_xticks(x, [str(p) for p in per_point.index], rotation=45, ha="right", fontsize=8)
+    for xi, total in zip(x, bottom, strict=True):
+        ax.annotate(f"{total:.3g}", (xi, total), ha="center", va="bottom", fontsize=7)
+    ax.set_ylim(0, max(float(bottom.max()) if len(bottom) else 1.0, 1e-9) * 1.18)  # headroom
     ax.set_ylabel("messages per committed batch")
     ax.set_title("Messages per committed batch by kind (mean of repetitions)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def by_category(
+    stats: pd.DataFrame, label_column: str, title: str, error_bars: bool = True
+) -> Figure:
+    """Throughput (top) and latency p50/p99 (bottom) as bars, one per category (a case or a
+    grid point named by ``label_column``), in the protocol's colour; nothing is joined by a
+    line, since categories have no order."""
+    rows = stats.reset_index(drop=True)
+    x = np.arange(len(rows))
+    colours = [protocol_colour(p) for p in rows["protocol"]]
+    fig = _new_figure(max(7.0, 1.0 * len(rows) + 3), 7.0)
+    ax_tp, ax_lat = fig.subplots(2, 1, sharex=True)
+    ax_tp.bar(
+        x,
+        rows["throughput_txn_s_mean"],
+        yerr=_errors(rows, "throughput_txn_s", error_bars),
+        capsize=4,
+        color=colours,
+    )
+    top = float(rows["throughput_txn_s_max" if error_bars else "throughput_txn_s_mean"].max())
+    for xi, value in zip(x, rows["throughput_txn_s_mean"], strict=True):
+        ax_tp.annotate(f"{value:,.0f}", (xi, value), ha="center", va="bottom", fontsize=7,
+                       xytext=(0, 2), textcoords="offset points")
+    ax_tp.set_ylim(0, max(top, 1e-9) * 1.15)
+    ax_tp.set_ylabel("throughput (txn/s)")
+    ax_tp.set_title(f"{title}\n({_bars_note(error_bars)})")
+    ax_tp.grid(axis="y", alpha=0.3)
+    width = 0.38
+    ax_lat.bar(
+        x - width / 2,
+        rows["latency_ms_p50_mean"],
+        width=width,
+        yerr=_errors(rows, "latency_ms_p50", error_bars),
+        capsize=3,
+        color=colours,
+        label="p50",
+    )
+    ax_lat.bar(
+        x + width / 2,
+        rows["latency_ms_p99_mean"],
+        width=width,
+        yerr=_errors(rows, "latency_ms_p99", error_bars),
+        capsize=3,
+        color=colours,
+        alpha=0.45,
+        hatch="//",
+        label="p99",
+    )
+    ax_lat.set_ylim(0, max(float(rows["latency_ms_p99_mean"].max()), 1e-9) * 1.2)
+    ax_lat.set_ylabel("latency (ms)")
+    ax_lat.grid(axis="y", alpha=0.3)
+    ax_lat.legend(fontsize=8, loc="upper left")
+    ax_lat.set_xticks(x, [str(v) for v in rows[label_column]], rotation=30, ha="right", fontsize=8)
     return fig
 
 

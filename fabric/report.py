@@ -31,8 +31,10 @@ from fabric.paths import RunPaths, SweepPaths
 
 # combined.csv (written by fabric/sweep.py): swept knobs first (canonical dotted names), then these.
 POINT_COLUMN = "point"
+CASE_COLUMN = "case"  # the case's label in a sweep of cases, empty otherwise
 COMBINED_COLUMNS = (
     POINT_COLUMN,
+    CASE_COLUMN,
     "repetition",
     "status",
     "reason",
@@ -53,6 +55,7 @@ FOLDER_COLUMN = "folder"  # last: the run folder, relative to the sweep folder
 _MEASURES = ("throughput_txn_s", "latency_ms_avg", "latency_ms_p50", "latency_ms_p99")
 
 # Figure file names (without .png); a figure that is not drawn this time has its stale file removed.
+CATEGORY_FIGURES = ("throughput_by_case", "throughput_by_protocol", "throughput_by_point")
 RUN_FIGURES = ("throughput", "latency_cdf", "idleness", "messages", "drops", "memory")
 
 _KNOB_LABELS = {  # axis labels with units for the knobs sweeps usually vary
@@ -529,7 +532,7 @@ def _knob_columns(combined: pd.DataFrame) -> list[str]:
 
 def point_stats(ok: pd.DataFrame, knobs: Sequence[str]) -> pd.DataFrame:
     """One row per grid point: knob values, identity columns and mean/std/min/max of each measure."""
-    keys = [POINT_COLUMN, *knobs, "protocol", "replicas", "clients", "batch_size"]
+    keys = [POINT_COLUMN, CASE_COLUMN, *knobs, "protocol", "replicas", "clients", "batch_size"]
     keys = list(dict.fromkeys(k for k in keys if k in ok.columns))
     grouped = ok.groupby(keys, sort=False, dropna=False)
     stats = grouped.size().rename("runs_ok").to_frame()
@@ -550,6 +553,9 @@ def report_sweep(folder: Path, runs: bool = False) -> Report:
     if combined is None:
         raise NotAResultsFolder(f"{folder}: {why}")
     knobs = _knob_columns(combined)
+    if CASE_COLUMN not in combined.columns:  # a combined.csv from before cases had labels
+        combined[CASE_COLUMN] = ""
+    combined[CASE_COLUMN] = combined[CASE_COLUMN].astype(object).fillna("").astype(str)
     for column in (*_MEASURES, "replicas", "clients", "batch_size"):
         if column in combined.columns:
             combined[column] = pd.to_numeric(combined[column], errors="coerce")
@@ -596,6 +602,61 @@ def _figure_name(knob: str) -> str:
     return "throughput_vs_" + knob.rsplit(".", 1)[-1]
 
 
+def _has_cases(stats: pd.DataFrame) -> bool:
+    return CASE_COLUMN in stats.columns and stats[CASE_COLUMN].astype(str).str.len().gt(0).any()
+
+
+def is_numeric_knob(values: pd.Series) -> bool:
+    """A knob that can sit on a numeric axis: numbers, not booleans or words."""
+    present = values.dropna()
+    if present.empty or pd.api.types.is_bool_dtype(present):
+        return False
+    if present.astype(str).str.lower().isin(["true", "false"]).any():
+        return False
+    return bool(pd.to_numeric(present, errors="coerce").notna().all())
+
+
+def _axis_knobs(stats: pd.DataFrame, varying: Sequence[str]) -> list[str]:
+    """Varying numeric knobs that can be an x axis: with cases, only knobs that vary inside a
+    case (a knob only the cases set is a category, even when its values are numbers)."""
+    out = []
+    for knob in varying:
+        if not is_numeric_knob(stats[knob]):
+            continue
+        if _has_cases(stats):
+            inside = stats.groupby(CASE_COLUMN, sort=False)[knob].nunique(dropna=True)
+            if not (inside > 1).any():
+                continue
+        out.append(knob)
+    return out
+
+
+def _category_labels(stats: pd.DataFrame, varying: Sequence[str]) -> pd.Series:
+    """What names each point as a category: its case label (plus the grid's other knobs), or
+    the values of the varying knobs (``poe_certificate=macs``), or the point label."""
+    if _has_cases(stats):
+        grid = [k for k in varying if _axis_knobs(stats, [k])]
+        if not grid:
+            return stats[CASE_COLUMN].astype(str)
+        return stats.apply(
+            lambda r: f"{r[CASE_COLUMN]} "
+            + " ".join(f"{k.rsplit('.', 1)[-1]}={r[k]}" for k in grid),
+            axis=1,
+        )
+    named = [k for k in varying if not k.endswith("protocol.name")]
+    if named:
+        return stats.apply(
+            lambda r: ", ".join(
+                ([str(r["protocol"])] if stats["protocol"].nunique() > 1 else [])
+                + [f"{k.rsplit('.', 1)[-1]}={r[k]}" for k in named]
+            ),
+            axis=1,
+        )
+    return stats["protocol"].astype(str) if stats["protocol"].nunique() == len(stats) else stats[
+        POINT_COLUMN
+    ].astype(str)
+
+
 def _sweep_figures(
     paths: SweepPaths,
     combined: pd.DataFrame,
@@ -608,11 +669,19 @@ def _sweep_figures(
         why = "no run finished ok, nothing to compare"
         return [_skip(FigureOutcome("load_curve", "Load curve"), paths.figure("load_curve"), why)]
     varying = [k for k in knobs if stats[k].nunique(dropna=True) > 1]
-    numeric = [k for k in varying if pd.to_numeric(stats[k], errors="coerce").notna().all()]
-    series_base = ["protocol"] if stats["protocol"].nunique() > 1 else []
+    numeric = _axis_knobs(stats, varying)
+    cases = _has_cases(stats)
+    reps = _reps_note(stats)
+    bars = int(stats["runs_ok"].max()) > 1
+    stats = stats.assign(category=_category_labels(stats, varying))
     for knob in numeric:
-        others = [k for k in varying if k != knob and not k.endswith("protocol.name")]
-        series = series_base + others or ["protocol"]
+        if cases:
+            others = [k for k in numeric if k != knob]
+            series = [CASE_COLUMN, *others]
+        else:
+            others = [k for k in varying if k != knob and not k.endswith("protocol.name")]
+            series = (["protocol"] if stats["protocol"].nunique() > 1 else []) + others
+            series = series or ["protocol"]
         fig = FigureOutcome(_figure_name(knob), f"Throughput and latency vs {_knob_label(knob)}")
         table = stats.copy()
         table[knob] = pd.to_numeric(table[knob])
@@ -620,13 +689,20 @@ def _sweep_figures(
             _draw(
                 fig,
                 paths.figure(fig.name),
-                lambda t=table, k=knob, s=series: plots.measure_vs_knob(t, k, _knob_label(k), s),
-                f"One line per protocol (colour) and per value of the other swept knobs "
-                f"(line style); {_reps_note(stats)}.",
+                lambda t=table, k=knob, s=series: plots.measure_vs_knob(
+                    t, k, _knob_label(k), s, error_bars=bars
+                ),
+                "One line per "
+                + ("case" if cases else "protocol (colour) and per value of the other swept knobs")
+                + f" (line style), joining its points along {_knob_label(knob)}; {reps}.",
             )
         )
     if not numeric:
-        why = "no numeric knob varies in this sweep"
+        why = (
+            "no numeric knob varies in this sweep"
+            if not varying or not cases
+            else "the knobs vary only between cases: compared as categories"
+        )
         out.append(
             _skip(
                 FigureOutcome("throughput_vs_knob", "Throughput vs a swept knob"),
@@ -635,14 +711,25 @@ def _sweep_figures(
             )
         )
 
-    fig = FigureOutcome("throughput_by_protocol", "Throughput by protocol")
-    if stats["protocol"].nunique() > 1:
+    several = stats["protocol"].nunique() > 1
+    if cases:
+        name, title, unit = "throughput_by_case", "Throughput and latency by case", "case"
+    elif several or not (varying and not numeric):  # drawn with 2+ protocols, else skipped
+        name, title, unit = "throughput_by_protocol", "Throughput by protocol", "grid point"
+    else:
+        name, title, unit = "throughput_by_point", "Throughput and latency by point", "grid point"
+    for other in CATEGORY_FIGURES:
+        if other != name:
+            paths.figure(other).unlink(missing_ok=True)
+    fig = FigureOutcome(name, title)
+    if cases or several or (varying and not numeric):
         out.append(
             _draw(
                 fig,
                 paths.figure(fig.name),
-                lambda: plots.throughput_by_protocol(stats),
-                f"One bar per grid point in its protocol's colour; {_reps_note(stats)}.",
+                lambda: plots.by_category(stats, "category", title, error_bars=bars),
+                f"One bar per {unit}, in its protocol's colour; latency p50 (solid) and p99 "
+                f"(hatched) below; {reps}.",
             )
         )
     else:
@@ -651,14 +738,23 @@ def _sweep_figures(
     fig = FigureOutcome("load_curve", "Load curve (latency vs throughput)")
     if len(stats) > 1:
         load_axis = max(numeric, key=lambda k: stats[k].nunique()) if numeric else None
-        others = [k for k in varying if k != load_axis and not k.endswith("protocol.name")]
-        series = series_base + others or ["protocol"]
+        if cases:
+            series = [CASE_COLUMN, *[k for k in numeric if k != load_axis]]
+        else:
+            others = [k for k in varying if k != load_axis and not k.endswith("protocol.name")]
+            series = (["protocol"] if stats["protocol"].nunique() > 1 else []) + others
+            series = series or ["protocol"]
+        note = (
+            f"lines join the points of one series in order of {_knob_label(load_axis)}"
+            if load_axis
+            else "no numeric knob varies, so each marker stands alone (no lines)"
+        )
         out.append(
             _draw(
                 fig,
                 paths.figure(fig.name),
-                lambda: plots.load_curve(stats, series),
-                f"Each marker is one grid point; {_reps_note(stats)}.",
+                lambda: plots.load_curve(stats, series, order_by=load_axis, error_bars=bars),
+                f"Each marker is one grid point; {note}; {reps}.",
             )
         )
     else:
@@ -673,6 +769,8 @@ def _sweep_figures(
     per_point = per_point.dropna(axis=1, how="all")
     if not per_point.empty and len(per_point.columns):
         per_point.columns = [c[len(MESSAGES_PREFIX) :] for c in per_point.columns]
+        names = dict(zip(stats[POINT_COLUMN], stats["category"], strict=True))
+        per_point.index = [names.get(p, p) for p in per_point.index]
         out.append(
             _draw(
                 fig,
@@ -695,9 +793,18 @@ def _reps_note(stats: pd.DataFrame) -> str:
     return f"error bars span min..max of up to {most} repetitions"
 
 
+def _shown_knobs(combined: pd.DataFrame, knobs: Sequence[str]) -> list[str]:
+    """The knobs some point varied (a knob every point shares tells the reader nothing)."""
+    return [k for k in knobs if combined[k].astype(str).nunique(dropna=False) > 1]
+
+
 def _sweep_summary_html(combined: pd.DataFrame, stats: pd.DataFrame, knobs: Sequence[str]) -> str:
     totals = combined.groupby(POINT_COLUMN, sort=False).size()
+    cases = _has_cases(combined)
+    knobs = _shown_knobs(combined, knobs)
+    lead = [CASE_COLUMN] if cases else []
     header = [
+        *lead,
         *knobs,
         "protocol",
         "runs ok",
@@ -713,7 +820,7 @@ def _sweep_summary_html(combined: pd.DataFrame, stats: pd.DataFrame, knobs: Sequ
     for point, total in totals.items():
         row = by_point.get(point)
         first = combined[combined[POINT_COLUMN] == point].iloc[0]
-        cells = [_esc(first[k]) for k in knobs] + [_esc(first["protocol"])]
+        cells = [_esc(first[k]) for k in [*lead, *knobs]] + [_esc(first["protocol"])]
         if row is None:
             cells += [f'<span class="failed">0 / {total}</span>', "–", "–", "–", "–"]
         else:
@@ -728,12 +835,14 @@ def _sweep_summary_html(combined: pd.DataFrame, stats: pd.DataFrame, knobs: Sequ
                 _esc(_fmt(row["latency_ms_p99_mean"])),
             ]
         rows.append(cells)
-    return _table(header, rows, len(knobs) + 1)
+    return _table(header, rows, len(lead) + len(knobs) + 1)
 
 
 def _runs_html(
     combined: pd.DataFrame, knobs: Sequence[str], folder: Path, run_reports: dict[str, str]
 ) -> str:
+    lead = [CASE_COLUMN] if _has_cases(combined) else []
+    knobs = [*lead, *_shown_knobs(combined, knobs)]
     header = [*knobs, "rep", "status", "throughput (txn/s)", "p50 (ms)", "p99 (ms)", "folder"]
     rows = []
     for row in combined.to_dict("records"):

@@ -49,7 +49,13 @@ import yaml
 
 from fabric.config import Config, ConfigError, config_from_mapping, config_to_dict, load_config
 from fabric.paths import SweepPaths, sweep_folder_name
-from fabric.report import COMBINED_COLUMNS, FOLDER_COLUMN, MESSAGES_PREFIX, POINT_COLUMN
+from fabric.report import (
+    CASE_COLUMN,
+    COMBINED_COLUMNS,
+    FOLDER_COLUMN,
+    MESSAGES_PREFIX,
+    POINT_COLUMN,
+)
 from protocols import registry
 
 MAX_RUNS = 1000  # runs one sweep may plan (points x repetitions)
@@ -219,6 +225,7 @@ class SweepPoint:
     label: str  # e.g. "b100_w2": names the point in combined.csv and in run labels
     knobs: dict[str, Any]  # canonical dotted knob -> value
     config: Config
+    case: str = ""  # the case's label (or its value tokens), "" in a sweep without cases
 
 
 @dataclass(frozen=True)
@@ -394,9 +401,12 @@ def plan_sweep(spec: SweepSpec, quick: bool = False, overrides: Sequence[str] = 
         knobs = {knob: value for knob, (_, value) in zip(grid, combo, strict=True)}
         tokens = [_token(knob, value, i) for knob, (i, value) in zip(grid, combo, strict=True)]
         if case_label:
-            tokens.append(re.sub(r"[^A-Za-z0-9.-]", "", case_label))
+            case_name = re.sub(r"[^A-Za-z0-9.-]", "", case_label)
+            tokens.append(case_name)
         else:
-            tokens += [_token(knob, value, case_no) for knob, value in case.items()]
+            case_tokens = [_token(knob, value, case_no) for knob, value in case.items()]
+            case_name = "_".join(t for t in case_tokens if t)
+            tokens += case_tokens
         label = (
             "_".join(t for t in [re.sub(r"[^A-Za-z0-9.]", "", spec.label), *tokens] if t) or "base"
         )
@@ -414,7 +424,7 @@ def plan_sweep(spec: SweepSpec, quick: bool = False, overrides: Sequence[str] = 
         resolved = config_to_dict(cfg)
         for knob in case_knobs:  # every point names every knob a case sets
             knobs[knob] = case[knob] if knob in case else _config_value(resolved, knob)
-        points.append(SweepPoint(label, knobs, cfg))
+        points.append(SweepPoint(label, knobs, cfg, case_name if spec.cases else ""))
     return SweepPlan(spec, quick, list(overrides), grid, points, repetitions, notes, case_knobs)
 
 
@@ -552,6 +562,7 @@ def combined_row(
     row.update(
         {
             POINT_COLUMN: run.point.label,
+            CASE_COLUMN: run.point.case,
             "repetition": run.repetition,
             "status": status,
             "reason": reason,

@@ -9,6 +9,7 @@ the fake runner (no cluster starts).
 from __future__ import annotations
 
 import base64
+import csv
 import re
 import shutil
 from pathlib import Path
@@ -228,3 +229,52 @@ def test_throughput_timeline_shows_the_view_change_as_a_dip_and_recovery() -> No
         zero = ys.index(0)
         assert max(ys[:zero]) > 0 and max(ys[zero:]) > 0, f"no dip and recovery in {ys}"
     assert any(list(ln.get_xdata()) == [3.0, 3.0] for ln in fig.axes[0].lines), "fault not marked"
+
+
+def test_a_sweep_of_cases_is_compared_as_categories(tmp_path: Path, monkeypatch) -> None:
+    """Issue 15, item 2: cases are bars named by their labels; a boolean knob the cases set is
+    never an axis; the load curve joins nothing; the table names cases, not unvaried knobs."""
+    drawn: dict[str, object] = {}
+    save = plots.save
+
+    def keep(fig, path):
+        drawn[Path(path).stem] = fig
+        save(fig, path)
+
+    monkeypatch.setattr(plots, "save", keep)
+    spec = spec_from_mapping(
+        {
+            "name": "protocols",
+            "base": {"run": {"duration_s": 4, "warmup_s": 1}},
+            "cases": [
+                {"protocol.name": "pbft", "batch_size": 100, "label": "pbft"},
+                {"protocol.name": "pbft", "pbft_signed_votes": False, "label": "pbft-macs"},
+                {"protocol.name": "poe", "poe_certificate": "macs", "label": "poe-macs"},
+                {"protocol.name": "null"},
+            ],
+        }
+    )
+    folder = run_sweep(spec, tmp_path, runner=FakeRunner(), progress=False).folder
+    result = report.report_sweep(folder)
+    names = {f.name for f in result.drawn}
+    assert names == {"throughput_by_case", "load_curve", "messages_per_batch"}
+    assert not any(n.startswith("throughput_vs_") for n in names)
+    skipped = {f.name: f.skipped for f in result.skipped}
+    assert skipped == {"throughput_vs_knob": "the knobs vary only between cases: compared as categories"}
+    bars = drawn["throughput_by_case"]
+    ticks = [t.get_text() for t in bars.axes[1].get_xticklabels()]
+    assert ticks == ["pbft", "pbft-macs", "poe-macs", "null"]
+    assert "no error bars" in bars.axes[0].get_title()
+    curve = drawn["load_curve"].axes[0]
+    labels = [t.get_text() for t in curve.get_legend().get_texts()]
+    assert labels[:2] == ["null p50", "null p99"] or "pbft-macs p50" in labels
+    assert not any("=" in label for label in labels), labels  # no knob=value legends
+    assert all(line.get_linestyle() in ("None", "none", "") for line in curve.get_lines()
+               if len(line.get_xdata()) > 1)
+    html = result.html_path.read_text()
+    summary = html.split("<h2>Summary (per grid point)</h2>")[1].split("</table>")[0]
+    assert '<th class="text">case</th>' in summary
+    assert "protocol.pbft_signed_votes" in summary  # varied by the cases
+    assert "batching.batch_size" not in summary  # a case sets it, but nobody varied it
+    rows = list(csv.DictReader(SweepPaths(folder).combined.open()))
+    assert [r["case"] for r in rows] == ["pbft", "pbft-macs", "poe-macs", "null"]
