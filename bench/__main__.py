@@ -17,6 +17,7 @@ BENCHMARKS = {
     "ycsb": "workloads.ycsb",  # YCSB generation, µs per transaction
     "execute": "fabric.execute",  # execute stage, µs per transaction
     "cluster": "bench.cluster",  # default PBFT cluster vs the null-protocol baseline
+    "attacks": "bench.attacks",  # issue 19 attack recipes vs an undisturbed PBFT run
 }
 
 
