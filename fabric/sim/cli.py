@@ -19,8 +19,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-import yaml
-
+from fabric.config import ConfigError, config_to_dict, load_config
 from fabric.sim.faults import ALL_MIXES, MIXES
 from fabric.sim.simulator import (
     DEFAULT_OPTIONS,
@@ -31,6 +30,7 @@ from fabric.sim.simulator import (
     run_many,
     run_seed,
 )
+from protocols import registry
 
 PROGRESS_EVERY_S = 2.0
 
@@ -82,17 +82,44 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if bad or not mixes:
         p.error(f"unknown fault mix {bad}; choose from {', '.join(ALL_MIXES)} or all")
     args.mixes = mixes
-    params: dict[str, Any] = {}
-    for item in args.param:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            p.error(f"--param {item!r}: expected KEY=VALUE")
-        params[key] = yaml.safe_load(raw)
-    args.params = params
+    offered = registry.available()
+    if args.protocol not in offered:
+        _refuse(f"--protocol {args.protocol}: unknown protocol; allowed: {', '.join(offered)}")
+    args.params = _params(args.param)
     for name in ("clients", "requests", "in_flight", "batch_size", "worker_threads"):
         if getattr(args, name) < (0 if name == "requests" else 1):
             p.error(f"--{name.replace('_', '-')} too small")
     return args
+
+
+def _refuse(message: str) -> None:
+    """One line on stderr naming what is allowed (as config errors do), exit 2; no usage dump."""
+    print(f"python -m fabric sim: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _params(items: list[str]) -> dict[str, Any]:
+    """``--param KEY=VALUE`` items, each checked as config/default.yaml's protocol.KEY would be
+    (the same keys and allowed values as the runtime); a bad one is refused in one line."""
+    defaults = load_config()
+    section = config_to_dict(defaults)["protocol"]
+    allowed = sorted(k for k in defaults.protocol_config(0).params if k in section)
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if key.startswith("protocol."):
+            key = key[len("protocol.") :]
+        if not sep or not key:
+            _refuse(f"--param {item!r}: expected KEY=VALUE; allowed keys: {', '.join(allowed)}")
+        if key not in allowed:
+            _refuse(f"--param {key}: unknown protocol parameter; allowed: {', '.join(allowed)}")
+        try:
+            cfg = load_config(None, [f"protocol.{key}={raw}"])
+        except ConfigError as exc:
+            _refuse(f"--param {key}: {exc}")
+        params[key] = cfg.protocol_config(0).params[key]
+    return params
 
 
 def _options(args: argparse.Namespace, trace: bool) -> SimOptions:
