@@ -21,8 +21,18 @@ BENCHMARKS = {
 }
 
 
+def _usage() -> str:
+    lines = ["usage: python -m bench [name ...]   (make bench runs them all)", "", "benchmarks:"]
+    lines += [f"  {name:<10} {BENCHMARKS[name]}" for name in BENCHMARKS]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     names = (sys.argv[1:] if argv is None else argv) or list(BENCHMARKS)
+    if any(n in ("-h", "--help", "help") for n in names):
+        print(__doc__.strip().splitlines()[0])
+        print(_usage())
+        return 0
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}", file=sys.stderr)
