@@ -15,7 +15,7 @@ BENCHMARKS = {
     "codec": "bench.codec",  # encode+decode of a 100-transaction batch
     "mac": "bench.mac",  # MAC and signature costs per frame
     "ycsb": "workloads.ycsb",  # YCSB generation, µs per transaction
-    "execute": "fabric.execute",  # execute stage, µs per transaction
+    "execute": "bench.execute",  # execute stage: serial µs/txn, engines x threads x contention x cost
     "cluster": "bench.cluster",  # default PBFT cluster vs the null-protocol baseline
     "attacks": "bench.attacks",  # issue 19 attack recipes vs an undisturbed PBFT run
 }
