@@ -265,9 +265,13 @@ def messages_by_kind(messages: pd.DataFrame, protocol: str) -> Figure:
 
 
 def drops_by_reason(drops: pd.DataFrame) -> Figure:
-    """Frames dropped on input per node, stacked by reason (``node,reason,count``)."""
+    """Drops per node, stacked by where and reason (``node,where,reason,count``; ``where`` is
+    input, pipeline or send, see fabric.summary.drop_where; older tables without it: input)."""
+    drops = drops.copy()
+    where = drops["where"] if "where" in drops.columns else pd.Series("input", index=drops.index)
+    drops["label"] = where.astype(str) + ": " + drops["reason"].astype(str)
     table = drops.pivot_table(
-        index="node", columns="reason", values="count", aggfunc="sum", fill_value=0
+        index="node", columns="label", values="count", aggfunc="sum", fill_value=0
     ).head(_MAX_BARS)
     x = np.arange(len(table))
     fig = _new_figure(max(6.0, 0.5 * len(table) + 2), 4.0)
@@ -280,8 +284,8 @@ def drops_by_reason(drops: pd.DataFrame) -> Figure:
         bottom += values
     ax.set_xticks(x, [str(n) for n in table.index], fontsize=8)
     ax.set_xlabel("node")
-    ax.set_ylabel("frames dropped (count)")
-    ax.set_title("Dropped input frames by reason")
+    ax.set_ylabel("frames or messages dropped (count)")
+    ax.set_title("Drops by where they happen (input, pipeline, send) and reason")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -292,6 +296,7 @@ def memory_cpu(memory: pd.DataFrame, protocol: str) -> Figure:
     rows = _replicas_first(memory, ["node"]).head(_MAX_BARS)
     x = np.arange(len(rows))
     colours = ["black" if _is_client(role) else protocol_colour(protocol) for role in rows["role"]]
+    states = rows["state"] if "state" in rows.columns else pd.Series("", index=rows.index)
     fig = _new_figure(max(7.0, 0.5 * len(rows) + 3), 4.0)
     ax_mem, ax_cpu = fig.subplots(1, 2)
     ax_mem.bar(x, rows["peak_rss_mb"], color=colours)
@@ -299,7 +304,10 @@ def memory_cpu(memory: pd.DataFrame, protocol: str) -> Figure:
     ax_cpu.bar(x, rows["cpu_s"], color=colours)
     ax_cpu.set_ylabel("CPU time (s)")
     for ax in (ax_mem, ax_cpu):
-        names = [node_name(n, r) for n, r in zip(rows["node"], rows["role"], strict=True)]
+        names = [
+            node_name(n, r) + (f"\n({s})" if isinstance(s, str) and s else "")
+            for n, r, s in zip(rows["node"], rows["role"], states, strict=True)
+        ]
         ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Memory and CPU per process ({protocol}; clients in black)")

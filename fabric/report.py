@@ -263,7 +263,7 @@ def _run_figures(
     else:
         out.append(_skip(fig, paths.figure(fig.name), why))
 
-    fig = FigureOutcome("drops", "Dropped input frames")
+    fig = FigureOutcome("drops", "Drops by where and reason")
     table, why = read_table(paths.drops, ["node", "reason", "count"])
     if table is not None and (table := _numeric(table, ["count"]))["count"].sum() > 0:
         out.append(
@@ -271,7 +271,8 @@ def _run_figures(
                 fig,
                 paths.figure(fig.name),
                 lambda: plots.drops_by_reason(table),
-                "Frames dropped by the input threads, by reason.",
+                "Dropped frames and messages per node: input (a received frame refused), "
+                "pipeline (a full ring or backlog between stages), send (on the way out).",
             )
         )
     else:
@@ -287,6 +288,7 @@ def _run_figures(
     table, why = read_table(paths.memory, ["node", "role", "peak_rss_mb", "cpu_s"])
     if table is not None:
         table = _numeric(table, ["peak_rss_mb", "cpu_s"])
+        table["state"] = _node_states(paths, table)
         out.append(
             _draw(
                 fig,
@@ -298,6 +300,18 @@ def _run_figures(
     else:
         out.append(_skip(fig, paths.figure(fig.name), why))
     return out
+
+
+def _node_states(paths: RunPaths, table: pd.DataFrame) -> list[str]:
+    """``crashed at 10.0 s`` (etc.) per row of ``table`` from nodes.csv, "" where all is well."""
+    nodes, _ = read_table(paths.nodes, ["node", "role", "state", "failure_at_s"])
+    states: dict[tuple[str, str], str] = {}
+    for row in nodes.to_dict("records") if nodes is not None else []:
+        if str(row["state"]) not in ("ok", "nan"):
+            at = row["failure_at_s"]
+            when = f" at {float(at):.1f} s" if isinstance(at, int | float) and at == at else ""
+            states[(str(row["node"]), str(row["role"]))] = f"{row['state']}{when}"
+    return [states.get((str(n), str(r)), "") for n, r in zip(table["node"], table["role"], strict=True)]
 
 
 def _fault_events(config: dict[str, Any]) -> list[tuple[float, str]]:
@@ -407,7 +421,11 @@ def report_run(folder: Path) -> Report:
 
     notes = [p for p in (summary_problem, config_problem) if p]
     body = [
-        f"<p>Status: {_status_html(str(run.get('status', '')), str(run.get('failure', '') or ''))}</p>"
+        "<p>Status: "
+        + _status_html(
+            str(run.get("status", "")), str(run.get("failure") or run.get("degraded") or "")
+        )
+        + "</p>"
     ]
     body += [f'<p class="note">{_esc(n)}</p>' for n in notes]
     body.append("<h2>Summary</h2>" + _run_summary_html(summary, run, protocol))
@@ -465,6 +483,14 @@ def _run_summary_html(summary: dict[str, Any], run: Mapping[str, Any], protocol:
     rows += [(f"latency {k} (ms)", _fmt(latency[k])) for k in LATENCY_KEYS if k in latency]
     if "committed_batches" in summary:
         rows.append(("committed batches", summary["committed_batches"]))
+    final_seq = _mapping(summary, "final_seq")
+    if final_seq:
+        rows.append(
+            (
+                "final seq (honest replicas)",
+                ", ".join(f"replica {node}: {seq}" for node, seq in final_seq.items()),
+            )
+        )
     audit = _mapping(summary, "audit")
     if audit:
         rows.append(("safety audit", "ok" if audit.get("ok") else "FAILED"))
@@ -498,6 +524,9 @@ _PER_NODE_COLUMNS = (
     ("throughput_txn_s", "throughput (txn/s)"),
     ("executed_seq", "executed seq"),
     ("view", "view"),
+    ("failure.kind", "failure"),
+    ("failure.at_s", "failed at (s)"),
+    ("stats_source", "stats from"),
     ("cpu_s", "CPU (s)"),
     ("peak_rss_mb", "peak RSS (MB)"),
 )

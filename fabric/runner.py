@@ -67,6 +67,9 @@ PROGRESS_WINDOW_S = 3.0
 MAX_PROGRESS_SAMPLES = 86_400
 #: exit code of a run that finished but is DEGRADED (an honest replica ended behind)
 DEGRADED_EXIT_CODE = 3
+#: after the clients stop, replicas whose last progress lines differ by more than the
+#: degraded bound get up to this long to drain (a transient lag is not an end state)
+DRAIN_MAX_S = 3.0
 
 
 class RunInterrupted(Exception):
@@ -381,6 +384,21 @@ class Runner:
             sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
+    def drain(self, lag_seq: int, max_s: float = DRAIN_MAX_S) -> None:
+        """Wait (bounded) until the honest replicas' reported seqs are within ``lag_seq``."""
+        faulty = {f.replica for f in self.cfg.failures if f.kind in ("crash", "silent")}
+        group = [
+            c
+            for c in self.children
+            if c.role == "replica" and c.node not in faulty and c.proc.poll() is None
+        ]
+        deadline = time.monotonic() + max_s
+        while lag_seq > 0 and group and time.monotonic() < deadline:
+            seqs = [c.progress.seq if c.progress else 0 for c in group]
+            if max(seqs) - min(seqs) <= lag_seq:
+                return
+            time.sleep(0.2)
+
     def stop_group(self, role: str, timeout_s: float) -> None:
         """Ask every live ``role`` process to stop; escalate to SIGTERM, then SIGKILL."""
         group = [c for c in self.children if c.role == role and c.proc.poll() is None]
@@ -526,6 +544,7 @@ def run_experiment(
     paths = _unique_folder(results_root, cfg, label or cfg.run.label).make()
     dump_config(cfg, paths.config)
     runner = Runner(cfg, paths, progress)
+    lag_seq = _degraded_lag_seq(cfg)
     interrupted = False
     stopped_at: float | None = None
     previous: dict[int, Any] = {}
@@ -545,6 +564,7 @@ def run_experiment(
         if runner.progress and runner._tty:
             sys.stderr.write("\n")
         runner.stop_group("client", STOP_TIMEOUT_S)
+        runner.drain(lag_seq)
         runner.stop_group("replica", STOP_TIMEOUT_S)
         runner.check_deaths()
     except (KeyboardInterrupt, RunInterrupted) as exc:
@@ -579,7 +599,7 @@ def run_experiment(
         ),
         crypto=_crypto_label(cfg),
         f=cfg.f,
-        degraded_lag_seq=cfg.degraded_lag_seq,
+        degraded_lag_seq=lag_seq,
         stopped_at=stopped_at if runner.t0 and stopped_at else None,
     )
     summary, tables = build_summary(info, replicas, clients, audit, runner.problems, runner.events)
@@ -609,6 +629,18 @@ def run_experiment(
     return RunOutcome(
         ok=status == "ok", folder=paths.root, summary=summary, reason=reason, status=status
     )
+
+
+def _degraded_lag_seq(cfg: Any) -> int:
+    """The DEGRADED bound, or 0 (no check) for a protocol that does not replicate: one whose
+    clients accept a single reply (null: only replica 0 executes)."""
+    from protocols import registry
+
+    try:
+        replicated = registry.get(cfg.protocol.name).reply_quorum(cfg.n, cfg.f) > 1
+    except Exception:  # an unloadable protocol fails the run elsewhere; do not guess here
+        replicated = True
+    return cfg.degraded_lag_seq if replicated else 0
 
 
 def _draw_report(paths: RunPaths) -> None:

@@ -83,7 +83,7 @@ HEADERS: dict[str, tuple[str, ...]] = {
     "threads": ("node", "thread", "role", "busy_s", "idle_s"),
     "rings": ("node", "ring", "capacity", "pushes", "pops", "max_depth", "full_waits"),
     "messages": ("node", "kind", "direction", "count"),
-    "drops": ("node", "reason", "count"),
+    "drops": ("node", "where", "reason", "count"),
     "memory": ("node", "role", "peak_rss_mb", "cpu_s"),
     "nodes": (
         "node",
@@ -96,6 +96,35 @@ HEADERS: dict[str, tuple[str, ...]] = {
         "stats_source",
     ),
 }
+
+
+#: drop reasons counted on the send side (a full ZeroMQ send queue, a silent replica's sends,
+#: catch-up answers shed to keep protocol messages flowing); see results/README.md
+SEND_DROPS = frozenset(
+    {"send_full", "send_full_to_client", "silent_send", "send_to_self", "fetch_answer_shed"}
+)
+#: drop reasons inside the replica's pipeline (a full ring or backlog between its stages, a
+#: protocol that raised or returned what the runtime cannot do)
+PIPELINE_DROPS = frozenset(
+    {
+        "batch_ring_full",
+        "output_ring_full",
+        "checkpoint_backlog_full",
+        "proposal_overflow",
+        "no_instance",
+    }
+)
+PIPELINE_DROP_PREFIXES = ("protocol_error:", "unknown_action:")
+
+
+def drop_where(reason: str) -> str:
+    """Where a drop happened: ``send`` (on the way out), ``pipeline`` (between the replica's
+    stages) or ``input`` (a received frame refused: decode, MAC, role, rate, signature...)."""
+    if reason in SEND_DROPS:
+        return "send"
+    if reason in PIPELINE_DROPS or reason.startswith(PIPELINE_DROP_PREFIXES):
+        return "pipeline"
+    return "input"
 
 
 def window_count(per_s: Iterable[Sequence[float]], lo: float, hi: float) -> float:
@@ -196,7 +225,7 @@ def build_summary(
                 for kind, count in sorted(msgs.get(direction, {}).items()):
                     tables.messages.append((node, kind, direction, count))
             for reason, count in sorted(st.get("drops", {}).items()):
-                tables.drops.append((node, reason, count))
+                tables.drops.append((node, drop_where(reason), reason, count))
             res = st.get("resources", {})
             tables.memory.append((node, role, res.get("peak_rss_mb"), res.get("cpu_s")))
 
@@ -408,10 +437,15 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
             f"Messages sent per committed batch (all replicas, {summary['committed_batches']} batches): "
             + ", ".join(f"{k} {v:.3g}" for k, v in mpb.items())
         )
-    drops: dict[str, int] = {}
-    for _, reason, count in tables.drops:
-        drops[reason] = drops.get(reason, 0) + count
-    add("Drops: " + (", ".join(f"{r} {c}" for r, c in sorted(drops.items())) if drops else "none"))
+    drops: dict[str, dict[str, int]] = {}
+    for _, where, reason, count in tables.drops:
+        drops.setdefault(where, {})[reason] = drops.setdefault(where, {}).get(reason, 0) + count
+    parts = [
+        f"{where} " + ", ".join(f"{r} {c}" for r, c in sorted(drops[where].items()))
+        for where in ("input", "pipeline", "send")
+        if drops.get(where)
+    ]
+    add("Drops: " + ("; ".join(parts) if parts else "none"))
     audit = summary.get("audit")
     if audit is None:
         add("Audit: not run")

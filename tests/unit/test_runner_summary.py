@@ -114,7 +114,7 @@ def test_summary_figures_from_fake_stats():
     assert summary["committed_batches"] == 100
     assert len(tables.latency) == len(inside)
     assert len(tables.threads) == 4 * 2 + 1
-    assert ("1", "mac", 2) not in tables.drops and (1, "mac", 2) in tables.drops
+    assert ("1", "input", "mac", 2) not in tables.drops and (1, "input", "mac", 2) in tables.drops
     json.dumps(summary)  # serialisable as is
 
 
@@ -159,7 +159,7 @@ def test_report_has_the_classic_sections():
         "Memory (peak RSS)",
         "83.0 MB",
         "Messages sent per committed batch",
-        "Drops: mac 2",
+        "Drops: input mac 2",
         "Audit: ok",
         "[silent at 5.0 s]",
         "Event: replica 3 crashed as configured",
@@ -410,3 +410,23 @@ def test_total_throughput_is_named_total_with_a_per_client_figure():
     text = format_report(summary, tables)
     assert "Total throughput:   4,000.0 txn/s accepted (2 clients, 2,000.0 txn/s per client)" in text
     assert "Average throughput" not in text
+
+
+def test_drops_are_labelled_by_where_they_happen():
+    from fabric.summary import drop_where
+
+    reps = {i: replica_stats(i) for i in range(4)}
+    reps[0]["drops"] = {"send_full": 5, "mac": 1, "batch_ring_full": 2, "protocol_error:X": 1}
+    summary, tables = build_summary(info(), reps, {4: client_stats()}, None, [], [])
+    assert (0, "send", "send_full", 5) in tables.drops and (0, "input", "mac", 1) in tables.drops
+    assert drop_where("batch_ring_full") == drop_where("protocol_error:KeyError") == "pipeline"
+    text = format_report(summary, tables)
+    assert "Drops: input mac 3; pipeline batch_ring_full 2, protocol_error:X 1; send send_full 5" in text
+
+
+def test_the_null_baseline_is_never_degraded_since_only_replica_0_executes():
+    from fabric.config import load_config
+
+    assert runner._degraded_lag_seq(load_config(None, ["protocol.name=null"])) == 0
+    pbft = load_config(None, ["run.degraded_lag_seq=7"])
+    assert runner._degraded_lag_seq(pbft) == 7
