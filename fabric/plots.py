@@ -425,7 +425,7 @@ def load_curve(
     order_by: str | None = None,
     error_bars: bool = True,
 ) -> Figure:
-    """Latency (p50 solid, p99 faint) against throughput, one series per protocol or case.
+    """Latency (p50 filled, p99 hollow) against throughput, one series per protocol or case.
 
     Lines join the points of one series in order of the numeric knob ``order_by``; without one
     (a sweep of categories) every point is a marker of its own and nothing is joined."""
@@ -456,9 +456,10 @@ def load_curve(
             rows["throughput_txn_s_mean"],
             rows["latency_ms_p99_mean"],
             color=colour,
-            alpha=0.5,
+            alpha=0.6,
             ls=style["ls"],
-            marker="x",
+            marker=style["marker"],
+            mfc="none",  # p99: the series' marker, hollow
             label=f"{name} p99",
         )
     if order_by is not None:

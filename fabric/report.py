@@ -590,7 +590,9 @@ def report_sweep(folder: Path, runs: bool = False) -> Report:
             combined[column] = pd.to_numeric(combined[column], errors="coerce")
         else:
             combined[column] = float("nan")
-    ok = combined[(combined["status"] == "ok") & combined["throughput_txn_s"].notna()]
+    # a degraded run finished and measured (a replica ended behind): it counts, and is marked
+    finished = combined["status"].isin(["ok", "degraded"])
+    ok = combined[finished & combined["throughput_txn_s"].notna()]
     stats = point_stats(ok, knobs) if not ok.empty else pd.DataFrame()
     figures = _sweep_figures(paths, combined, ok, stats, knobs)
 
@@ -609,9 +611,16 @@ def report_sweep(folder: Path, runs: bool = False) -> Report:
     if spec.get("description"):
         body.append(f"<p>{_esc(spec['description'])}</p>")
     failed = combined[combined["status"] != "ok"]
+    degraded = int((combined["status"] == "degraded").sum())
     body.append(
         f"<p>{len(combined) - len(failed)} of {len(combined)} runs ok"
         + (f', <span class="failed">{len(failed)} not ok</span>' if len(failed) else "")
+        + (
+            f" ({degraded} degraded: finished, an honest replica ended behind; they count in "
+            f"the figures)"
+            if degraded
+            else ""
+        )
         + ".</p>"
     )
     body.append("<h2>Summary (per grid point)</h2>" + _sweep_summary_html(combined, stats, knobs))
