@@ -80,6 +80,10 @@ class RunPaths:
         return self.root / "nodes.csv"
 
     @property
+    def execution(self) -> Path:
+        return self.root / "execution.csv"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

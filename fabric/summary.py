@@ -33,6 +33,18 @@ from typing import Any
 from fabric.metrics import latency_summary
 
 SUMMARY_VERSION = 1
+#: the execution engine's counters (fabric.engines: every engine reports each of them)
+ENGINE_COUNTERS = (
+    "blocks",
+    "txns",
+    "executions",
+    "re_executions",
+    "validations",
+    "validation_failures",
+    "dependency_waits",
+    "dag_width_max",
+    "dag_levels_max",
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class Tables:
     drops: list[tuple[Any, ...]] = field(default_factory=list)
     memory: list[tuple[Any, ...]] = field(default_factory=list)
     nodes: list[tuple[Any, ...]] = field(default_factory=list)
+    execution: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 HEADERS: dict[str, tuple[str, ...]] = {
@@ -94,6 +107,13 @@ HEADERS: dict[str, tuple[str, ...]] = {
         "view",
         "behind_seq",
         "stats_source",
+    ),
+    "execution": (
+        "node",
+        "engine",
+        "threads",
+        "txn_cost_us",
+        *ENGINE_COUNTERS,
     ),
 }
 
@@ -163,6 +183,17 @@ def build_summary(
         per_s = st.get("executed_per_s", [])
         for sec, count in per_s:
             tables.throughput.append((int(sec - math.floor(t0)), node, "replica", count))
+        eng = _engine_counters(st)
+        if eng:
+            tables.execution.append(
+                (
+                    node,
+                    eng["engine"],
+                    eng["threads"],
+                    eng["txn_cost_us"],
+                    *(eng[name] for name in ENGINE_COUNTERS),
+                )
+            )
         res = st.get("resources", {})
         per_node[str(node)] = {
             "throughput_txn_s": round(window_count(per_s, lo, hi) / measured_s, 1),
@@ -173,6 +204,7 @@ def build_summary(
             "view": st.get("view", 0),
             "failure": st.get("failure"),
             "stats_source": st.get("stats_source", "process"),
+            "execution": _engine_counters(st),
         }
     per_client: dict[str, dict[str, Any]] = {}
     accepted_total = 0.0
@@ -317,6 +349,21 @@ def build_summary(
     return summary, tables
 
 
+def _engine_counters(st: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The engine block of a replica's executor stats (None from an older or failed replica)."""
+    eng = (st.get("executor") or {}).get("engine")
+    if not isinstance(eng, Mapping):
+        return None
+    out = {
+        "engine": eng.get("engine", ""),
+        "threads": eng.get("threads", 1),
+        "txn_cost_us": eng.get("txn_cost_us", 0),
+    }
+    for name in ENGINE_COUNTERS:
+        out[name] = eng.get(name, 0)
+    return out
+
+
 def _view_change_events(replica_stats: Mapping[int, Mapping[str, Any]], t0: float) -> list[str]:
     """One line per view the replicas entered: when the first did, and who followed."""
     entered: dict[tuple[int, int], list[tuple[float, int]]] = {}
@@ -416,6 +463,19 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
             f"{row['requests_given_up']} given up)"
         )
     add("")
+    if tables.execution:
+        add("Execution (engine, threads, txn cost; counters over the whole run)")
+        for row in tables.execution:
+            c = dict(zip(HEADERS["execution"], row, strict=True))
+            txns = c["txns"] or 0
+            per_txn = c["re_executions"] / txns if txns else 0.0
+            add(
+                f"  replica {c['node']:>3}: {c['engine']} x{c['threads']}, cost "
+                f"{c['txn_cost_us']:g} us: {txns} txns, {c['re_executions']} re-executions "
+                f"({per_txn:.3f}/txn), {c['validation_failures']} validation failures, "
+                f"{c['dependency_waits']} dependency waits, DAG width max {c['dag_width_max']}"
+            )
+        add("")
     add("Idleness (share of each thread's lifetime parked waiting for input)")
     by_node: dict[Any, list[tuple[Any, ...]]] = {}
     for row in tables.threads:
