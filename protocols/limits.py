@@ -35,12 +35,12 @@ MAX_SEQS_PER_MESSAGE = 1 << 16
 # --- pre-verification of client signatures inside proposals (fabric.stages) -------------
 
 #: client-signature verifications one replica peer may cause in the input stage per
-#: second (token bucket, refilled continuously); ~0.75 CPU-s/s at 150 us each. An honest
+#: second (token bucket, refilled continuously); ~0.15 CPU-s/s at 150 us each. An honest
 #: primary at batch 100 and 30k txn/s needs ~300/s. Past it, the proposal is still handed
 #: to the protocol, which checks sender, view, window and digest before it verifies.
-PREVERIFY_PER_SENDER_S = 5000
+PREVERIFY_PER_SENDER_S = 1000
 #: the bucket's depth (a burst), verifications
-PREVERIFY_BURST = 10_000
+PREVERIFY_BURST = 2000
 #: (client, timestamp, signature, txns digest) keys remembered as failed verifications,
 #: FIFO: a replayed junk request costs one dict lookup, not a verification
 MAX_FAILED_SIGNATURES = 16_384
