@@ -419,6 +419,41 @@ def measure_vs_knob(
     return fig
 
 
+def measure_vs_knob_one(
+    stats: pd.DataFrame,
+    knob: str,
+    knob_label: str,
+    series: Sequence[str],
+    measure: str,
+    measure_label: str,
+    error_bars: bool = True,
+) -> Figure:
+    """One ``measure`` (``<measure>_mean/_min/_max`` columns) against a numeric ``knob``, one
+    line per combination of the ``series`` columns (e.g. re-executions vs contention per engine)."""
+    fig = _new_figure(8.0, 4.5)
+    ax = fig.add_subplot()
+    groups = list(stats.groupby(list(series), sort=True)) if series else [((), stats)]
+    for index, (key, rows) in enumerate(groups):
+        key = key if isinstance(key, tuple) else (key,)
+        rows = rows.sort_values(knob)
+        protocol = str(rows["protocol"].iloc[0])
+        ax.errorbar(
+            rows[knob],
+            rows[f"{measure}_mean"],
+            yerr=_errors(rows, measure, error_bars),
+            capsize=3,
+            label=_series_name(series, key, protocol),
+            **_series_style(index),
+        )
+    ax.set_ylabel(measure_label)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(knob_label)
+    ax.set_title(f"{measure_label} vs {knob_label}\n({_bars_note(error_bars)})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def load_curve(
     stats: pd.DataFrame,
     series: Sequence[str],

@@ -49,10 +49,17 @@ COMBINED_COLUMNS = (
     "latency_ms_p99",
     "latency_ms_max",
     "audit_ok",
+    "re_executions_per_txn",  # execution engines: incarnations > 0 per transaction, all replicas
 )
 MESSAGES_PREFIX = "messages_per_batch."  # then one column per message kind
 FOLDER_COLUMN = "folder"  # last: the run folder, relative to the sweep folder
-_MEASURES = ("throughput_txn_s", "latency_ms_avg", "latency_ms_p50", "latency_ms_p99")
+_MEASURES = (
+    "throughput_txn_s",
+    "latency_ms_avg",
+    "latency_ms_p50",
+    "latency_ms_p99",
+    "re_executions_per_txn",
+)
 
 # Figure file names (without .png); a figure that is not drawn this time has its stale file removed.
 CATEGORY_FIGURES = ("throughput_by_case", "throughput_by_protocol", "throughput_by_point")
@@ -735,6 +742,27 @@ def _sweep_figures(
                 + f" (line style), joining its points along {_knob_label(knob)}; {reps}.",
             )
         )
+    for knob in numeric:  # execution engines: re-executions against contention (issue 11)
+        if stats["re_executions_per_txn_mean"].notna().any():
+            series = [CASE_COLUMN] if cases else [k for k in varying if k != knob] or ["protocol"]
+            fig = FigureOutcome(
+                "re_executions_vs_" + knob.rsplit(".", 1)[-1],
+                f"Re-executions per transaction vs {_knob_label(knob)}",
+            )
+            table = stats.copy()
+            table[knob] = pd.to_numeric(table[knob])
+            out.append(
+                _draw(
+                    fig,
+                    paths.figure(fig.name),
+                    lambda t=table, k=knob, s=series: plots.measure_vs_knob_one(
+                        t, k, _knob_label(k), s, "re_executions_per_txn",
+                        "re-executions per transaction", error_bars=bars,
+                    ),  # fmt: skip
+                    "Block-STM incarnations after the first, per transaction executed, over all "
+                    f"replicas (0 for serial and conflict-DAG); one line per series; {reps}.",
+                )
+            )
     if not numeric:
         why = (
             "no numeric knob varies in this sweep"

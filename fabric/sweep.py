@@ -578,11 +578,25 @@ def combined_row(
             "audit_ok": audit.get("ok", "") if isinstance(audit.get("ok", ""), bool) else "",
         }
     )
+    row["re_executions_per_txn"] = _re_executions_per_txn(summary)
     per_batch = summary.get("messages_per_batch")
     if isinstance(per_batch, Mapping):
         row.update({f"{MESSAGES_PREFIX}{kind}": _number(v) for kind, v in per_batch.items()})
     row[FOLDER_COLUMN] = folder
     return row
+
+
+def _re_executions_per_txn(summary: Mapping[str, Any]) -> float | str:
+    """Engine re-executions per transaction executed, over every replica ("" if none report)."""
+    per_node = summary.get("per_node")
+    if not isinstance(per_node, Mapping):
+        return ""
+    engines = [n.get("execution") for n in per_node.values() if isinstance(n, Mapping)]
+    engines = [e for e in engines if isinstance(e, Mapping)]
+    txns = sum(int(e.get("txns", 0) or 0) for e in engines)
+    if not txns:
+        return ""
+    return round(sum(int(e.get("re_executions", 0) or 0) for e in engines) / txns, 5)
 
 
 def _cell(value: Any) -> Any:
