@@ -5,7 +5,8 @@ the grid: engine x threads (1, 2, 4) x contention (YCSB workload A, zipf theta 0
 0.5, 0.9, 0.99 over 1,000 records; SmallBank hotspot 0, 0.5, 0.9: share of draws on 10 hot
 accounts of 1,000) x ``txn_cost_us`` (0 and 100). Every cell executes the same blocks of 100
 transactions through ``fabric.execute.Executor`` (the execute stage's own code) and reports
-txn/s (median of 3 passes), speedup over serial in the same contention and cost,
+txn/s (median of 3 passes; each pass runs every cell once, so a shared machine's load falls
+on all alike), speedup over serial (median over passes of the per-pass ratio),
 re-executions per transaction (Block-STM incarnations > 0) and the parallelism the engine's
 schedule exposes in virtual time (``fabric.engines.virtual``) with T threads and with 16.
 Every cell's ledger head is checked against serial's: a mismatch is printed as a failure.
@@ -15,7 +16,7 @@ conflict-DAG with 2 threads >= 1.6x serial; at theta 0.99 neither below 0.8x. Fi
 printed, never asserted. A CSV of every cell goes to results/bench-execute.csv.
 
 Environment: BENCH_EXECUTE_BLOCKS (default 30 blocks of 100 per cell at cost 0, a third of
-that at cost 100), BENCH_EXECUTE_QUICK=1 (one pass, threads 1 and 2, fewer cells).
+that at cost 100), BENCH_EXECUTE_PASSES (default 3), BENCH_EXECUTE_QUICK=1 (one pass, threads 1 and 2, fewer cells).
 
 Must not live here: engine code; anything a unit test asserts.
 """
@@ -61,28 +62,46 @@ def _blocks(kind: str, contention: float, count: int) -> list[Any]:
     ]
 
 
-def _measure(engine: str, threads: int, cost: float, blocks: list[Any], passes: int) -> dict:
+def _measure_once(engine: str, threads: int, cost: float, blocks: list[Any]) -> tuple[float, Any]:
     from fabric.execute import Executor
 
-    times = []
-    head = b""
-    stats: dict[str, Any] = {}
+    ex = Executor(
+        RECORDS, VALUE_SIZE, engine=engine, threads=threads, txn_cost_us=cost,
+        smallbank_accounts=ACCOUNTS,
+    )  # fmt: skip
+    try:
+        started = time.perf_counter()
+        for seq, b in enumerate(blocks, 1):
+            ex.apply(seq, b)
+        return time.perf_counter() - started, (ex.state_digest(), ex.stats()["engine"])
+    finally:
+        ex.close()
+
+
+def _measure_interleaved(
+    cells: list[tuple[str, int]], cost: float, blocks: list[Any], passes: int
+) -> dict[tuple[str, int], dict]:
+    """Each pass runs every cell once, serial first: on a shared machine the load then falls
+    on all cells alike, and a cell's speedup is the median over passes of serial's time in
+    that pass over the cell's."""
+    times: dict[tuple[str, int], list[float]] = {c: [] for c in cells}
+    outcome: dict[tuple[str, int], Any] = {}
     for _ in range(passes):
-        ex = Executor(
-            RECORDS, VALUE_SIZE, engine=engine, threads=threads, txn_cost_us=cost,
-            smallbank_accounts=ACCOUNTS,
-        )  # fmt: skip
-        try:
-            started = time.perf_counter()
-            for seq, b in enumerate(blocks, 1):
-                ex.apply(seq, b)
-            times.append(time.perf_counter() - started)
-            head = ex.state_digest()
-            stats = ex.stats()["engine"]
-        finally:
-            ex.close()
+        for cell in cells:
+            elapsed, outcome[cell] = _measure_once(cell[0], cell[1], cost, blocks)
+            times[cell].append(elapsed)
     txns = len(blocks) * BLOCK
-    return {"txn_s": txns / statistics.median(times), "head": head, "stats": stats, "txns": txns}
+    serial = times[cells[0]]
+    return {
+        cell: {
+            "txn_s": txns / statistics.median(times[cell]),
+            "speedup": statistics.median(s / t for s, t in zip(serial, times[cell], strict=True)),
+            "head": outcome[cell][0],
+            "stats": outcome[cell][1],
+            "txns": txns,
+        }
+        for cell in cells
+    }
 
 
 def _exposed(engine: str, threads: int, cost: float, blocks: list[Any]) -> float:
@@ -115,7 +134,7 @@ def main() -> None:
     execute.main()
     quick = os.environ.get("BENCH_EXECUTE_QUICK") == "1"
     count = int(os.environ.get("BENCH_EXECUTE_BLOCKS", "10" if quick else "30"))
-    passes = 1 if quick else 3
+    passes = int(os.environ.get("BENCH_EXECUTE_PASSES", "1" if quick else "3"))
     threads_grid = (1, 2) if quick else THREADS
     cases = [("ycsb", t) for t in YCSB_THETAS] + [("smallbank", h) for h in SMALLBANK_HOTSPOTS]
     if quick:
@@ -133,44 +152,45 @@ def main() -> None:
         for kind, contention in cases:
             blocks = _blocks(kind, contention, n_blocks)
             knob = "theta" if kind == "ycsb" else "hotspot"
-            serial = None
-            for engine in ENGINE_ORDER:
-                for threads in (1,) if engine == "serial" else threads_grid:
-                    m = _measure(engine, threads, cost, blocks, passes)
-                    if serial is None:
-                        serial = m
-                    st = m["stats"]
-                    speedup = m["txn_s"] / serial["txn_s"]
-                    re_exec = st["re_executions"] / m["txns"]
-                    exposed = _exposed(engine, threads, cost, blocks)
-                    wide = _exposed(engine, VIRTUAL_WIDE, cost, blocks)
-                    same = m["head"] == serial["head"]
-                    rows.append(
-                        {
-                            "workload": kind,
-                            "knob": knob,
-                            "contention": contention,
-                            "txn_cost_us": cost,
-                            "engine": engine,
-                            "threads": threads,
-                            "txn_s": round(m["txn_s"], 1),
-                            "speedup": round(speedup, 3),
-                            "re_executions_per_txn": round(re_exec, 4),
-                            "validation_failures": st["validation_failures"],
-                            "dependency_waits": st["dependency_waits"],
-                            "dag_width_max": st["dag_width_max"],
-                            "exposed_parallelism": round(exposed, 3),
-                            f"exposed_parallelism_{VIRTUAL_WIDE}": round(wide, 3),
-                            "same_ledger_as_serial": same,
-                        }
-                    )
-                    print(
-                        f"   {kind:<9} {knob} {contention:<4g} {engine:<12} T={threads} "
-                        f"{m['txn_s']:>9,.0f} txn/s  {speedup:5.2f}x  re-exec/txn {re_exec:5.3f}  "
-                        f"exposed {exposed:4.2f} (T={VIRTUAL_WIDE}: {wide:5.2f})"
-                        f"{'' if same else '  LEDGER DIFFERS FROM SERIAL'}",
-                        flush=True,
-                    )
+            cells = [("serial", 1)] + [
+                (engine, threads) for engine in ENGINE_ORDER[1:] for threads in threads_grid
+            ]
+            measured = _measure_interleaved(cells, cost, blocks, passes)
+            serial = measured[cells[0]]
+            for engine, threads in cells:
+                m = measured[(engine, threads)]
+                st = m["stats"]
+                speedup = m["speedup"]
+                re_exec = st["re_executions"] / m["txns"]
+                exposed = _exposed(engine, threads, cost, blocks)
+                wide = _exposed(engine, VIRTUAL_WIDE, cost, blocks)
+                same = m["head"] == serial["head"]
+                rows.append(
+                    {
+                        "workload": kind,
+                        "knob": knob,
+                        "contention": contention,
+                        "txn_cost_us": cost,
+                        "engine": engine,
+                        "threads": threads,
+                        "txn_s": round(m["txn_s"], 1),
+                        "speedup": round(speedup, 3),
+                        "re_executions_per_txn": round(re_exec, 4),
+                        "validation_failures": st["validation_failures"],
+                        "dependency_waits": st["dependency_waits"],
+                        "dag_width_max": st["dag_width_max"],
+                        "exposed_parallelism": round(exposed, 3),
+                        f"exposed_parallelism_{VIRTUAL_WIDE}": round(wide, 3),
+                        "same_ledger_as_serial": same,
+                    }
+                )
+                print(
+                    f"   {kind:<9} {knob} {contention:<4g} {engine:<12} T={threads} "
+                    f"{m['txn_s']:>9,.0f} txn/s  {speedup:5.2f}x  re-exec/txn {re_exec:5.3f}  "
+                    f"exposed {exposed:4.2f} (T={VIRTUAL_WIDE}: {wide:5.2f})"
+                    f"{'' if same else '  LEDGER DIFFERS FROM SERIAL'}",
+                    flush=True,
+                )
     out = Path("results") / "bench-execute.csv"
     out.parent.mkdir(exist_ok=True)
     with out.open("w", newline="") as fh:
