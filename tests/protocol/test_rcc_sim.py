@@ -309,3 +309,16 @@ def test_simulator_catches_rcc_over_weak_quorum_pbft() -> None:
     assert failing.violation is not None
     assert failing.violation.kind in ("agreement", "prefix", "accepted_result")
     assert run_seed("rcc", 4, failing.seed, "byzantine").ok
+
+
+def test_worker_split_and_lane_cut_replay_from_the_command_line() -> None:
+    """The replay command names the worker split and the targeted schedule, and the CLI
+    takes both (``lane_cut`` is not part of ``all``: old seed -> mix mappings stay)."""
+    from fabric.sim.cli import _options, parse_args
+    from fabric.sim.simulator import replay_command
+
+    cmd = replay_command("rcc", 4, 3, "lane_cut", SimOptions(worker_threads=2))
+    assert "--worker-threads 2" in cmd and "--faults lane_cut" in cmd
+    args = parse_args(cmd.split("python -m fabric sim ")[1].split())
+    assert _options(args, trace=False).worker_threads == 2 and args.mixes == ["lane_cut"]
+    assert "lane_cut" not in MIXES
