@@ -334,7 +334,9 @@ def _errors(stats: pd.DataFrame, measure: str, shown: bool = True) -> np.ndarray
 
 
 def _bars_note(error_bars: bool) -> str:
-    return "error bars: min..max of repetitions" if error_bars else "one run per point: no error bars"
+    return (
+        "error bars: min..max of repetitions" if error_bars else "one run per point: no error bars"
+    )
 
 
 def _series_name(series: Sequence[str], key: tuple, protocol: str) -> str:
@@ -562,8 +564,15 @@ def by_category(
     )
     top = float(rows["throughput_txn_s_max" if error_bars else "throughput_txn_s_mean"].max())
     for xi, value in zip(x, rows["throughput_txn_s_mean"], strict=True):
-        ax_tp.annotate(f"{value:,.0f}", (xi, value), ha="center", va="bottom", fontsize=7,
-                       xytext=(0, 2), textcoords="offset points")
+        ax_tp.annotate(
+            f"{value:,.0f}",
+            (xi, value),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
     ax_tp.set_ylim(0, max(top, 1e-9) * 1.15)
     ax_tp.set_ylabel("throughput (txn/s)")
     ax_tp.set_title(f"{title}\n({_bars_note(error_bars)})")

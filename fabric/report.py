@@ -318,7 +318,9 @@ def _node_states(paths: RunPaths, table: pd.DataFrame) -> list[str]:
             at = row["failure_at_s"]
             when = f" at {float(at):.1f} s" if isinstance(at, int | float) and at == at else ""
             states[(str(row["node"]), str(row["role"]))] = f"{row['state']}{when}"
-    return [states.get((str(n), str(r)), "") for n, r in zip(table["node"], table["role"], strict=True)]
+    return [
+        states.get((str(n), str(r)), "") for n, r in zip(table["node"], table["role"], strict=True)
+    ]
 
 
 def _fault_events(config: dict[str, Any]) -> list[tuple[float, str]]:
@@ -346,6 +348,7 @@ figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee
 figcaption { font-size: 0.85em; color: #555; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 .failed { color: #b00; font-weight: bold; } .ok { color: #070; font-weight: bold; }
+.degraded { color: #b60; font-weight: bold; }
 .note { color: #666; }
 """
 
@@ -407,7 +410,7 @@ def _page(title: str, body: str) -> str:
 
 
 def _status_html(status: str, failure: str) -> str:
-    css = "ok" if status == "ok" else "failed"
+    css = status if status in ("ok", "degraded") else "failed"
     text = f'<span class="{css}">{_esc(status or "unknown")}</span>'
     return text + (f" — {_esc(failure)}" if failure else "")
 
@@ -684,8 +687,9 @@ def _category_labels(stats: pd.DataFrame, varying: Sequence[str]) -> pd.Series:
         if not grid:
             return stats[CASE_COLUMN].astype(str)
         return stats.apply(
-            lambda r: f"{r[CASE_COLUMN]} "
-            + " ".join(f"{k.rsplit('.', 1)[-1]}={r[k]}" for k in grid),
+            lambda r: (
+                f"{r[CASE_COLUMN]} " + " ".join(f"{k.rsplit('.', 1)[-1]}={r[k]}" for k in grid)
+            ),
             axis=1,
         )
     named = [k for k in varying if not k.endswith("protocol.name")]
@@ -697,9 +701,11 @@ def _category_labels(stats: pd.DataFrame, varying: Sequence[str]) -> pd.Series:
             ),
             axis=1,
         )
-    return stats["protocol"].astype(str) if stats["protocol"].nunique() == len(stats) else stats[
-        POINT_COLUMN
-    ].astype(str)
+    return (
+        stats["protocol"].astype(str)
+        if stats["protocol"].nunique() == len(stats)
+        else stats[POINT_COLUMN].astype(str)
+    )
 
 
 def _sweep_figures(
@@ -756,8 +762,13 @@ def _sweep_figures(
                     fig,
                     paths.figure(fig.name),
                     lambda t=table, k=knob, s=series: plots.measure_vs_knob_one(
-                        t, k, _knob_label(k), s, "re_executions_per_txn",
-                        "re-executions per transaction", error_bars=bars,
+                        t,
+                        k,
+                        _knob_label(k),
+                        s,
+                        "re_executions_per_txn",
+                        "re-executions per transaction",
+                        error_bars=bars,
                     ),  # fmt: skip
                     "Block-STM incarnations after the first, per transaction executed, over all "
                     f"replicas (0 for serial and conflict-DAG); one line per series; {reps}.",

@@ -305,11 +305,14 @@ def build_summary(
     degraded = ""
     if behind:
         lead = max(honest_seq, key=lambda n: (honest_seq[n], -n))
-        degraded = "; ".join(
-            f"replica {node} ended at seq {honest_seq[node]}, {gap} behind replica {lead} "
-            f"({committed})"
-            for node, gap in behind.items()
-        ) + f" (allowed: {info.degraded_lag_seq}, run.degraded_lag_seq)"
+        degraded = (
+            "; ".join(
+                f"replica {node} ended at seq {honest_seq[node]}, {gap} behind replica {lead} "
+                f"({committed})"
+                for node, gap in behind.items()
+            )
+            + f" (allowed: {info.degraded_lag_seq}, run.degraded_lag_seq)"
+        )
     status = "failed" if problems else ("degraded" if degraded else "ok")
     summary = {
         "version": SUMMARY_VERSION,

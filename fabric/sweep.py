@@ -814,6 +814,7 @@ def _run_point(run_one: Runner, run: PlannedRun, root: Path) -> dict[str, Any]:
 
 def result_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """One line per run for the terminal: point, repetition, status, throughput, p50/p99."""
+
     def num(value: Any, spec: str) -> str:
         return format(value, spec) if isinstance(value, int | float) and value != "" else "-"
 

@@ -260,7 +260,9 @@ def test_a_sweep_of_cases_is_compared_as_categories(tmp_path: Path, monkeypatch)
     assert names == {"throughput_by_case", "load_curve", "messages_per_batch"}
     assert not any(n.startswith("throughput_vs_") for n in names)
     skipped = {f.name: f.skipped for f in result.skipped}
-    assert skipped == {"throughput_vs_knob": "the knobs vary only between cases: compared as categories"}
+    assert skipped == {
+        "throughput_vs_knob": "the knobs vary only between cases: compared as categories"
+    }
     bars = drawn["throughput_by_case"]
     ticks = [t.get_text() for t in bars.axes[1].get_xticklabels()]
     assert ticks == ["pbft", "pbft-macs", "poe-macs", "null"]
@@ -269,8 +271,11 @@ def test_a_sweep_of_cases_is_compared_as_categories(tmp_path: Path, monkeypatch)
     labels = [t.get_text() for t in curve.get_legend().get_texts()]
     assert labels[:2] == ["null p50", "null p99"] or "pbft-macs p50" in labels
     assert not any("=" in label for label in labels), labels  # no knob=value legends
-    assert all(line.get_linestyle() in ("None", "none", "") for line in curve.get_lines()
-               if len(line.get_xdata()) > 1)
+    assert all(
+        line.get_linestyle() in ("None", "none", "")
+        for line in curve.get_lines()
+        if len(line.get_xdata()) > 1
+    )
     html = result.html_path.read_text()
     summary = html.split("<h2>Summary (per grid point)</h2>")[1].split("</table>")[0]
     assert '<th class="text">case</th>' in summary

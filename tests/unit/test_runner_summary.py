@@ -408,7 +408,9 @@ def test_total_throughput_is_named_total_with_a_per_client_figure():
     clients = {4: client_stats(4), 5: client_stats(5)}
     summary, tables = build_summary(info(clients=2), {}, clients, None, [], [])
     text = format_report(summary, tables)
-    assert "Total throughput:   4,000.0 txn/s accepted (2 clients, 2,000.0 txn/s per client)" in text
+    assert (
+        "Total throughput:   4,000.0 txn/s accepted (2 clients, 2,000.0 txn/s per client)" in text
+    )
     assert "Average throughput" not in text
 
 
@@ -421,7 +423,10 @@ def test_drops_are_labelled_by_where_they_happen():
     assert (0, "send", "send_full", 5) in tables.drops and (0, "input", "mac", 1) in tables.drops
     assert drop_where("batch_ring_full") == drop_where("protocol_error:KeyError") == "pipeline"
     text = format_report(summary, tables)
-    assert "Drops: input mac 3; pipeline batch_ring_full 2, protocol_error:X 1; send send_full 5" in text
+    assert (
+        "Drops: input mac 3; pipeline batch_ring_full 2, protocol_error:X 1; send send_full 5"
+        in text
+    )
 
 
 def test_the_null_baseline_is_never_degraded_since_only_replica_0_executes():
