@@ -184,6 +184,32 @@ def test_a_replica_stalled_past_the_view_change_timeout_catches_up_or_degrades_t
     assert all(c.proc.returncode == 0 for c in spawned)  # SIGCONT before stop: a clean exit
 
 
+def test_a_replica_still_behind_at_the_end_makes_the_run_degraded_not_ok(
+    base_port, tmp_path, spawned, monkeypatch
+):
+    """The DEGRADED path on real processes: replica 3 is stalled until the clients stop and
+    gets no drain time, so it really ends behind; the run must say DEGRADED and name it."""
+    monkeypatch.setattr(runner.Runner, "drain", lambda self, lag_seq, max_s=0.0: None)
+    cfg = _config(
+        base_port,
+        "run.duration_s=6",
+        "failures=[{replica: 3, at_s: 1.0, kind: stall, duration_s: 4.9}]",
+    )
+    outcome = runner.run_experiment(cfg, tmp_path, label="behind", report=False)
+    summary = outcome.summary
+    final = summary["final_seq"]
+    assert max(final.values()) - final["3"] > cfg.degraded_lag_seq, final
+    assert outcome.status == "degraded" and not outcome.ok, outcome.reason
+    assert summary["run"]["status"] == "degraded" and summary["audit"]["ok"]
+    assert "replica 3 ended at seq" in outcome.reason
+    report = RunPaths(outcome.folder).res_out.read_text()
+    assert "Status: DEGRADED: replica 3 ended at seq" in report and "Status: OK" not in report
+    nodes = {
+        r["node"]: r for r in _read_csv(RunPaths(outcome.folder).nodes) if r["role"] == "replica"
+    }
+    assert nodes["3"]["state"] == "stalled" and int(nodes["3"]["behind_seq"]) > 0
+
+
 def test_unexpected_replica_death_fails_the_run_loudly(base_port, tmp_path, spawned, monkeypatch):
     original = runner.Runner.monitor
 
