@@ -16,6 +16,7 @@ BENCHMARKS = {
     "mac": "bench.mac",  # MAC and signature costs per frame
     "ycsb": "workloads.ycsb",  # YCSB generation, µs per transaction
     "execute": "bench.execute",  # execute stage: serial µs/txn, engines x threads x contention x cost
+    "transport": "bench.transport",  # frames/s one Sender process -> one Receiver, 200 B and 8 KB
     "cluster": "bench.cluster",  # default PBFT cluster vs the null-protocol baseline
     "attacks": "bench.attacks",  # issue 19 attack recipes vs an undisturbed PBFT run
 }
