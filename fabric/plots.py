@@ -73,8 +73,12 @@ def throughput_timeline(
     protocol: str,
     warmup_s: float = 0.0,
     events: Sequence[tuple[float, str]] = (),
+    crashed: dict[str, float] | None = None,
 ) -> Figure:
     """Transactions per second per node over time (``time_s,node,role,txn``).
+
+    ``crashed`` (replica node -> crash time s): that replica's line ends at its crash with an
+    ``x`` and its legend says so, instead of running on at zero as if it were alive.
 
     Replicas (executed) are solid lines in shades of the protocol's colour, clients (accepted)
     dashed black; the warm-up is shaded and injected faults (``events``: time, text) marked, so a
@@ -93,9 +97,19 @@ def throughput_timeline(
         rows = per_s.reindex(seconds.union(per_s.index), fill_value=0).rename_axis("time_s")
         rows = rows.reset_index().sort_values("time_s")
         name = node_name(node, role)
+        died = (crashed or {}).get(str(node)) if role != "client" else None
+        if died is not None:
+            rows = rows[rows["time_s"] <= died]
+            name = f"{name} (crashed at {died:.1f} s)"
         if role == "client":
             ax.plot(
-                rows["time_s"], rows["txn"], "--", color="black", lw=1.2, label=f"{name} (accepted)"
+                rows["time_s"],
+                rows["txn"],
+                "--",
+                color="black",
+                lw=1.2,
+                zorder=3,
+                label=f"{name} (accepted)",
             )
         else:
             ax.plot(
@@ -104,8 +118,16 @@ def throughput_timeline(
                 "-",
                 color=shades[str(node)],
                 lw=1.6,
-                label=f"{name} (executed)",
+                label=f"{name} (executed)" if died is None else name,
             )
+            if died is not None and len(rows):
+                ax.plot(
+                    rows["time_s"].iloc[-1:],
+                    rows["txn"].iloc[-1:],
+                    "x",
+                    ms=9,
+                    color=shades[str(node)],
+                )
     if warmup_s > 0:
         ax.axvspan(0, warmup_s, color=_IDLE_COLOUR, alpha=0.5, lw=0, label="warm-up")
     for at_s, text in events:

@@ -212,11 +212,12 @@ def _run_figures(
             # the second that starts at duration_s is the stop's partial tail: not a dip
             table = table[table["time_s"] < float(duration_s)]
         events = _fault_events(config)
+        crashed = _crash_times(paths)
         out.append(
             _draw(
                 fig,
                 paths.figure(fig.name),
-                lambda: plots.throughput_timeline(table, protocol, warmup_s, events),
+                lambda: plots.throughput_timeline(table, protocol, warmup_s, events, crashed),
                 "Replicas: transactions executed per second; clients: transactions accepted "
                 "per second. Shaded: warm-up. Dotted lines: injected faults.",
             )
@@ -306,6 +307,17 @@ def _run_figures(
         )
     else:
         out.append(_skip(fig, paths.figure(fig.name), why))
+    return out
+
+
+def _crash_times(paths: RunPaths) -> dict[str, float]:
+    """Replica node -> the time (s) it crashed, from nodes.csv (empty when absent)."""
+    nodes, _ = read_table(paths.nodes, ["node", "role", "state", "failure_at_s"])
+    out: dict[str, float] = {}
+    for row in nodes.to_dict("records") if nodes is not None else []:
+        at = pd.to_numeric(row["failure_at_s"], errors="coerce")
+        if row["role"] == "replica" and row["state"] == "crashed" and pd.notna(at):
+            out[str(row["node"])] = float(at)
     return out
 
 

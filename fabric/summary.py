@@ -491,8 +491,18 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
         add(f"  node {node:>3}: " + ", ".join(parts))
     add("")
     add("Memory (peak RSS) and CPU")
+    sampled = {
+        int(node)
+        for node, row in summary["per_node"].items()
+        if row.get("stats_source") == "runner"
+    }
     for node, role, rss, cpu in tables.memory:
-        add(f"  {role:<7} {node:>3}: {_fmt(rss)} MB, {_fmt(cpu, ',.2f')} CPU-s")
+        note = (
+            "   (until its crash: the runner's last sample)"
+            if role == "replica" and node in sampled
+            else ""
+        )
+        add(f"  {role:<7} {node:>3}: {_fmt(rss)} MB, {_fmt(cpu, ',.2f')} CPU-s{note}")
     add("")
     mpb = summary.get("messages_per_batch") or {}
     if mpb:

@@ -283,3 +283,13 @@ def test_a_sweep_of_cases_is_compared_as_categories(tmp_path: Path, monkeypatch)
     assert "batching.batch_size" not in summary  # a case sets it, but nobody varied it
     rows = list(csv.DictReader(SweepPaths(folder).combined.open()))
     assert [r["case"] for r in rows] == ["pbft", "pbft-macs", "poe-macs", "null"]
+
+
+def test_a_crashed_replicas_line_ends_at_its_crash() -> None:
+    rows = [(t, node, "replica", 100) for t in range(10) for node in (0, 1)]
+    table = pd.DataFrame(rows, columns=["time_s", "node", "role", "txn"])
+    fig = plots.throughput_timeline(table, "pbft", 1.0, [(3.0, "crash replica 0")], {"0": 3.2})
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    crashed = lines["replica 0 (crashed at 3.2 s)"]
+    assert max(crashed.get_xdata()) <= 3.2
+    assert max(lines["replica 1 (executed)"].get_xdata()) == 9
