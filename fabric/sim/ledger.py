@@ -1,27 +1,39 @@
-"""The simulator's execute stage of one replica: a hash-chained ledger and a reply cache.
+"""The simulator's execute stage of one replica: the runtime's ``Executor`` and ``ReplyCache``.
 
-``deliver`` appends a batch at the next sequence number only (in order, no gaps), chaining
-``head = sha256(prev_head + seq + batch.digest)``, and answers every request in the batch
-with a ``Reply`` whose result is ``sha256(request_digest + head)`` (so replies match only
-between replicas whose ledgers agree up to that point). ``rollback`` removes speculative
-entries only. Executed requests keep their reply in a bounded cache so a client's
-re-sent request is answered again (Castro & Liskov 4.1: "re-send the reply").
+Execution is ``fabric.execute.Executor`` itself (store, per-request results, hash-chained
+ledger, replay suppression, speculative undo), so a simulated ledger is a real ledger and
+its heads are the ones a real replica would report; answers to re-sent requests come from
+the runtime's ``fabric.stages.ReplyCache`` (cleared on rollback, as the runtime does).
+What this module adds is only what the simulator's checkers read and the Executor does not
+keep: per sequence number the batch digest, the view, whether it is still speculative, and
+each request's (client, timestamp) and result. It turns the Executor's refusals (a gap, a
+rollback of a final batch, a batch whose digest lies) into ``LedgerError`` with a kind.
 
-Must not live here: safety checks across replicas (simulator.py), protocol logic.
+Simulated requests carry real transactions (``sim_txns``): an RMW or an UPDATE on a handful
+of shared keys, so results depend on the order of earlier writes, and the update-only
+requests have the same result at any position (what the client's reply rule must cope with).
+
+Must not live here: execution logic of its own (it is the Executor's), safety checks across
+replicas (simulator.py), protocol logic.
 """
 
 from __future__ import annotations
 
-import hashlib
-import struct
-from collections import OrderedDict
 from dataclasses import dataclass
 
+from fabric.execute import GENESIS_HASH, ExecutionError, Executor
+from fabric.stages import ReplyCache
 from protocols.base import Deliver
-from protocols.common import Reply, batch_is_valid, request_digest
+from protocols.common import Reply, batch_is_valid
+from workloads.txn import RMW, UPDATE, encode_txns
 
-GENESIS = hashlib.sha256(b"bft-sim-genesis").digest()
-_SEQ = struct.Struct("!Q")
+GENESIS = GENESIS_HASH
+#: records of the simulated store: few, so requests of different clients conflict
+SIM_RECORDS = 8
+#: bytes per simulated value
+SIM_VALUE_BYTES = 8
+#: replies a simulated replica keeps for re-sent requests (the runtime's default is 8,192)
+SIM_REPLY_CACHE = 1024
 
 
 class LedgerError(Exception):
@@ -41,25 +53,26 @@ class Entry:
     head: bytes
     speculative: bool
     requests: tuple[tuple[int, int], ...]  # (client_id, timestamp) of each request
-    results: tuple[bytes, ...]  # reply result of each request, same order
+    results: tuple[bytes, ...]  # the Executor's result of each request, same order
 
 
-def chain(prev_head: bytes, seq: int, digest: bytes) -> bytes:
-    return hashlib.sha256(prev_head + _SEQ.pack(seq) + digest).digest()
-
-
-def reply_result(request_digest_: bytes, head: bytes) -> bytes:
-    return hashlib.sha256(request_digest_ + head).digest()
+def sim_txns(client: int, timestamp: int) -> bytes:
+    """The transactions of a simulated request: odd timestamps RMW, even ones UPDATE a key."""
+    key = (client * 31 + timestamp) % SIM_RECORDS
+    op = RMW if timestamp % 2 else UPDATE
+    value = (b"%d.%d" % (client, timestamp))[-SIM_VALUE_BYTES:].rjust(SIM_VALUE_BYTES, b"_")
+    return encode_txns([(op, key, value)])
 
 
 class ExecuteStage:
-    """Ledger and reply cache of one simulated replica."""
+    """Executor, reply cache and checker bookkeeping of one simulated replica."""
 
-    def __init__(self, replica: int, max_cached_per_client: int = 16) -> None:
+    def __init__(self, replica: int, n: int | None = None) -> None:
         self.replica = replica
+        self.n = n if n is not None else replica + 1  # requests from ids >= n get replies
+        self.executor = Executor(SIM_RECORDS, SIM_VALUE_BYTES)
+        self.replies = ReplyCache(SIM_REPLY_CACHE)
         self.entries: list[Entry] = []
-        self.max_cached_per_client = max_cached_per_client
-        self._replies: dict[int, OrderedDict[int, Reply]] = {}
         self.rolled_back = 0
 
     @property
@@ -68,7 +81,7 @@ class ExecuteStage:
 
     @property
     def head(self) -> bytes:
-        return self.entries[-1].head if self.entries else GENESIS
+        return self.executor.state_digest()
 
     def entry(self, seq: int) -> Entry | None:
         return self.entries[seq - 1] if 1 <= seq <= len(self.entries) else None
@@ -88,57 +101,50 @@ class ExecuteStage:
         batch = action.batch
         if not batch_is_valid(batch):
             raise LedgerError("invalid_batch", f"seq {action.seq}: digest does not match content")
-        head = chain(self.head, action.seq, batch.digest)
+        try:
+            results = self.executor.apply(action.seq, batch, action.speculative, action.view)
+        except ExecutionError as exc:
+            raise LedgerError("execute", f"seq {action.seq}: {exc}") from exc
+        me = self.replica
         replies = []
-        results = []
-        for req in batch.requests:
-            result = reply_result(request_digest(req), head)
-            results.append(result)
-            reply = Reply(
-                view=action.view,
-                seq=action.seq,
-                replica=self.replica,
-                client_id=req.client_id,
-                timestamp=req.timestamp,
-                result=result,
-                speculative=action.speculative,
-            )
-            replies.append(reply)
-            cache = self._replies.setdefault(req.client_id, OrderedDict())
-            cache[req.timestamp] = reply
-            while len(cache) > self.max_cached_per_client:
-                cache.popitem(last=False)
+        for req, result in results:
+            cid, ts = req.client_id, req.timestamp
+            if cid >= self.n:
+                reply = Reply(action.view, action.seq, me, cid, ts, result, action.speculative)
+                self.replies.put((cid, ts), reply)
+                replies.append(reply)
         entry = Entry(
             seq=action.seq,
             view=action.view,
             digest=batch.digest,
-            head=head,
+            head=self.executor.state_digest(),
             speculative=action.speculative,
-            requests=tuple((r.client_id, r.timestamp) for r in batch.requests),
-            results=tuple(results),
+            requests=tuple((r.client_id, r.timestamp) for r, _ in results),
+            results=tuple(result for _, result in results),
         )
         self.entries.append(entry)
         return entry, replies
 
+    def commit_upto(self, seq: int) -> None:
+        """A stable checkpoint at ``seq``: speculative batches up to it are final (runtime's
+        checkpoint stage -> E_COMMIT -> ``Executor.commit_upto``)."""
+        self.executor.commit_upto(seq)
+
     def rollback(self, to_seq: int) -> list[Entry]:
-        """Remove entries above ``to_seq``; raise LedgerError if one of them is not speculative."""
+        """Remove entries above ``to_seq``; raise LedgerError if one of them is final."""
         if to_seq < 0:
             raise LedgerError("bad_rollback", f"Rollback to {to_seq}")
+        try:
+            self.executor.rollback(to_seq)
+        except ExecutionError as exc:
+            raise LedgerError("rollback_committed", f"Rollback to {to_seq}: {exc}") from exc
         removed = self.entries[to_seq:]
-        for e in removed:
-            if not e.speculative:
-                raise LedgerError(
-                    "rollback_committed", f"Rollback to {to_seq} removes committed seq {e.seq}"
-                )
         del self.entries[to_seq:]
+        if removed:
+            self.replies.clear()  # speculative replies past the rollback are void
         self.rolled_back += len(removed)
-        for e in removed:
-            for client, ts in e.requests:
-                cache = self._replies.get(client)
-                if cache is not None and ts in cache and cache[ts].seq == e.seq:
-                    del cache[ts]
         return removed
 
     def cached_reply(self, client: int, timestamp: int) -> Reply | None:
-        cache = self._replies.get(client)
-        return cache.get(timestamp) if cache is not None else None
+        reply: Reply | None = self.replies.get((client, timestamp))
+        return reply

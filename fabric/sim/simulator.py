@@ -9,12 +9,15 @@ default all), so a message that cannot cross the wire fails the run.
 Per replica the simulator plays the runtime's stages: a batch stage at the proposer
 (verifies client signatures, cuts batches of ``batch_size`` requests or after
 ``batch_timeout_ticks``, calls ``propose`` while ``proposal_room() > 0``), the protocol,
-timers in ticks, and an execute stage (fabric.sim.ledger) that feeds ``executed`` back and
-answers clients.
+timers in ticks, and an execute stage (fabric.sim.ledger: the runtime's ``Executor`` and
+reply cache) that feeds ``executed`` back and answers clients. Clients are the runtime's
+``ClientCore`` (fabric.sim.client adds the workload and liveness deadlines), accepting by
+the protocol's ``reply_rule``.
 
 Checks, on every step: no two honest replicas commit different batches (or chain heads) at
 one sequence number; deliveries are in order without gaps; a committed entry is never
-rolled back, nor is a result a client accepted; honest stable checkpoints agree, and a
+rolled back, nor is a result a client accepted lost (a replica that rolls one back must
+execute the same outcome at that seq next: PoE re-executes what a new view keeps); honest stable checkpoints agree, and a
 stable checkpoint makes speculative entries up to it committed (checked like the others).
 At the end: honest ledgers' committed prefixes are prefixes of one another and agree with
 every accepted result (speculative suffixes may still be rolled back).
@@ -38,11 +41,9 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from fabric.lanes import has_lanes
 from fabric.sim.client import Accepted, SimClient
 from fabric.sim.faults import ALL_MIXES, MIXES, ByzantineMutator, FaultPlan, make_plan
-from fabric.sim.lanes import SplitLanes
-from fabric.sim.ledger import Entry, ExecuteStage, LedgerError
+from fabric.sim.ledger import Entry, ExecuteStage, LedgerError, sim_txns
 from fabric.sim.verifier import FakeVerifier, SimKeys, signed_request
 from protocols import registry
 from protocols.base import (
@@ -59,6 +60,17 @@ from protocols.base import (
 )
 from protocols.common import Batch, Reply, Request, make_batch
 from transport import wire
+
+#: ClientCore counters a SimResult reports (as client_<name>): what it refused and why
+CLIENT_COUNTERS = (
+    "bad_replies",
+    "late_replies",
+    "duplicate_replies",
+    "mismatched_replies",
+    "speculative_replies_ignored",
+    "reply_keys_capped",
+    "view_changes_seen",
+)
 
 # event types (the third element of a heap entry)
 _MSG, _TIMER, _EXECUTED, _CUT, _SUBMIT, _CLIENT_TIMEOUT, _CRASH = range(7)
@@ -94,9 +106,6 @@ class SimOptions:
     max_in_flight: int = 50_000  # messages in the network at once
     max_pending_requests: int = 1024  # per proposer's batch stage
     max_proposed_keys: int = 4096  # per proposer: requests remembered as proposed this view
-    # a protocol with lanes (RCC) runs its instances on this many workers, split as the
-    # runtime splits them (replica.worker_threads; fabric/sim/lanes.py); 1: one worker
-    worker_threads: int = 1
     trace: bool = False  # keep a readable line per event in SimResult.trace
     trace_limit: int = 100_000  # lines kept at most
 
@@ -182,7 +191,6 @@ def replay_command(
         "requests": "--requests",
         "in_flight": "--in-flight",
         "batch_size": "--batch-size",
-        "worker_threads": "--worker-threads",
     }
     for attr, flag in cli_flags.items():
         value = getattr(options, attr)
@@ -242,11 +250,23 @@ class Simulator:
             params=params,
         )
         self.replicas: list[Protocol] = []
-        self.execs = [ExecuteStage(r) for r in range(n)]
-        quorum = self.cls.reply_quorum(n, self.f)
+        self.execs = [ExecuteStage(r, n) for r in range(n)]
+        self.max_ticks = (
+            options.fault_window_ticks
+            + options.liveness_ticks
+            + options.requests * (options.think_ticks + options.liveness_ticks)
+        )
+        rule = self.rule = self.cls.reply_rule(n, self.f)
         self.clients = [
             SimClient(
-                n + c, options.requests, options.in_flight, quorum, self.cls.speculative_replies
+                n + c,
+                n,
+                self.f,
+                rule,
+                options.requests,
+                options.in_flight,
+                options.request_timeout_ticks,
+                self.max_ticks,
             )
             for c in range(options.clients)
         ]
@@ -271,17 +291,16 @@ class Simulator:
         self.committed: dict[int, tuple[bytes, bytes, int]] = {}  # seq -> digest, head, replica
         self.stable: dict[int, tuple[bytes, int]] = {}  # seq -> checkpoint digest, replica
         self.final_upto = [0] * n  # speculative entries up to here became final (StableCheckpoint)
+        self.stable_mark = [0] * n  # highest StableCheckpoint seq per replica (may pass its ledger)
+        # per replica: accepted results it rolled back, by seq; its next delivery there must
+        # re-execute the same outcome (a rollback that loses an accepted result is a violation)
+        self.redo: list[dict[int, list[Accepted]]] = [{} for _ in range(n)]
         self.accepted: dict[tuple[int, int], Accepted] = {}
         # figures
         self.sent_by_kind: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
         self.digest = hashlib.sha256(b"bft-sim-trace")
         self.trace: list[str] = []
-        self.max_ticks = (
-            options.fault_window_ticks
-            + options.liveness_ticks
-            + options.requests * (options.think_ticks + options.liveness_ticks)
-        )
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -451,6 +470,20 @@ class Simulator:
                 self._stop("violation", exc.kind, f"replica {r}: {exc.detail}")
             self.counters["byzantine_ledger_errors"] += 1
             return
+        redo = self.redo[r]
+        if redo:
+            for acc in redo.pop(entry.seq, ()):
+                key = (acc.client, acc.timestamp)
+                at = entry.requests.index(key) if key in entry.requests else -1
+                if at < 0 or entry.results[at] != acc.result:
+                    self._stop(
+                        "violation",
+                        "rollback_accepted",
+                        f"replica {r} rolled back seq {entry.seq}, whose result client "
+                        f"{acc.client} accepted for timestamp {acc.timestamp}, and executed "
+                        f"another outcome there",
+                    )
+                self.counters["accepted_reexecuted"] += 1
         if self.opt.trace:
             self._line(
                 f"r{r} DELIVER seq={a.seq} view={a.view} digest={entry.digest.hex()[:12]} "
@@ -460,6 +493,8 @@ class Simulator:
             self.counters["deliveries"] += 1
             if not a.speculative:
                 self._check_commit(r, entry)
+            elif entry.seq <= self.stable_mark[r]:
+                self._finalize(r, self.stable_mark[r])  # the Executor holds it final already
         for reply in replies:
             self._transmit(r, reply.client_id, reply)
         self._push(self.now, _EXECUTED, r, entry.seq, entry.head)
@@ -501,15 +536,14 @@ class Simulator:
             for key, result in zip(e.requests, e.results, strict=True):
                 acc = self.accepted.get(key)
                 if acc is not None and acc.seq == e.seq and acc.result == result:
-                    self._stop(
-                        "violation",
-                        "rollback_accepted",
-                        f"replica {r} rolled back seq {e.seq}, whose result client {key[0]} "
-                        f"accepted for timestamp {key[1]}",
-                    )
+                    # allowed only to re-execute it at once (PoE re-executes the entries a
+                    # new view keeps, so its replies carry the new view): _deliver checks
+                    self.redo[r].setdefault(e.seq, []).append(acc)
 
     def _stable_checkpoint(self, r: int, a: StableCheckpoint) -> None:
         self.counters["stable_checkpoints"] += 1
+        self.execs[r].commit_upto(a.seq)  # as the runtime's checkpoint stage does (E_COMMIT)
+        self.stable_mark[r] = max(self.stable_mark[r], a.seq)
         if not self._honest(r):
             return
         own = self.execs[r].head_at(a.seq)
@@ -670,46 +704,48 @@ class Simulator:
         if not client.can_submit():
             return
         ts = client.next_timestamp()
-        txns = b"sim-txn|%d|%d" % (client.id, ts)
-        req = signed_request(self.keys, client.id, ts, txns)
+        req = signed_request(self.keys, client.id, ts, sim_txns(client.id, ts))
         deadline = max(self.now, self.plan.fault_end) + self.opt.liveness_ticks
-        pending = client.submit(req, self.now, deadline)
+        client.submit(req, self.now, deadline)
         target = self.cls.client_target(client.view, client.id, self.n, self.params)
         if type(target) is not int or not 0 <= target < self.n:
             self._stop("violation", "bad_action", f"client_target returned {target!r}")
         if self.opt.trace:
             self._line(f"c{client.id} SUBMIT ts={ts} -> r{target}")
         self._transmit(client.id, target, req)
-        self._arm_client_timer(client, ts, pending.timer_gen, pending.deadline)
+        self._arm_client_timer(client, ts)
 
-    def _arm_client_timer(self, client: SimClient, ts: int, gen: int, deadline: float) -> None:
-        at = min(self.now + self.opt.request_timeout_ticks, deadline)
-        self._push(at, _CLIENT_TIMEOUT, client.id, ts, gen)
+    def _arm_client_timer(self, client: SimClient, ts: int) -> None:
+        """Wake the client when the core's re-send timeout of ``ts`` passes (or its deadline)."""
+        pending = client.pending[ts]
+        at = min(self.now + self.opt.request_timeout_ticks, pending.deadline)
+        self._push(at, _CLIENT_TIMEOUT, client.id, ts)
 
-    def _client_timeout(self, client: SimClient, ts: int, gen: int) -> None:
-        pending = client.outstanding.get(ts)
-        if pending is None or pending.timer_gen != gen:
+    def _client_timeout(self, client: SimClient, ts: int) -> None:
+        pending = client.pending.get(ts)
+        if pending is None:
             return
         if self.now >= pending.deadline:
+            entry = client.outstanding.get(ts)
+            votes = {k: sorted(v) for k, v in entry.votes.items()} if entry is not None else {}
             self._stop(
                 "liveness",
                 "liveness",
                 f"client {client.id} request {ts} (submitted at tick {pending.submitted:.0f}) "
-                f"not accepted by tick {pending.deadline:.0f} after {pending.retries} re-sends; "
-                f"replies held: {len(pending.replies)}",
+                f"not accepted by tick {pending.deadline:.0f} after {client.retries(ts)} "
+                f"re-sends; replies held: {_short(votes, 400)}",
             )
-        pending.retries += 1
-        pending.timer_gen += 1
-        self.counters["client_resends"] += 1
-        if self.opt.trace:
-            self._line(f"c{client.id} TIMEOUT ts={ts}: re-send to all")
-        for r in range(self.n):
-            self._transmit(client.id, r, pending.request)
-        self._arm_client_timer(client, ts, pending.timer_gen, pending.deadline)
+        for req in client.due_resends(self.now):
+            self.counters["client_resends"] += 1
+            if self.opt.trace:
+                self._line(f"c{client.id} TIMEOUT ts={req.timestamp}: re-send to all")
+            for r in range(self.n):
+                self._transmit(client.id, r, req)
+            self._arm_client_timer(client, req.timestamp)
 
     def _client_receive(self, client: SimClient, src: int, msg: Any) -> None:
         if not isinstance(msg, Reply):
-            client.ignored["not_a_reply"] += 1
+            self.counters["client_not_a_reply"] += 1
             return
         acc = client.on_reply(src, msg, self.now)
         if acc is None:
@@ -727,10 +763,7 @@ class Simulator:
         for r in range(self.n):
             try:
                 cfg = ProtocolConfig(replica_id=r, **self.config_args)  # type: ignore[arg-type]
-                proto: Any = self.cls(cfg, FakeVerifier(r, self.keys))
-                if self.opt.worker_threads > 1 and has_lanes(proto):
-                    proto = SplitLanes(proto, self.opt.worker_threads)
-                self.replicas.append(proto)
+                self.replicas.append(self.cls(cfg, FakeVerifier(r, self.keys)))
             except Exception:
                 self._stop(
                     "violation",
@@ -826,7 +859,7 @@ class Simulator:
                 update(b"%r|s|%d" % (at, a))
                 self._submit(self._client(a))
             elif etype == _CLIENT_TIMEOUT:
-                self._client_timeout(self._client(a), b, c)
+                self._client_timeout(self._client(a), b)
             elif etype == _CRASH:
                 update(b"%r|c|%d" % (at, a))
                 self.crashed.add(a)
@@ -890,8 +923,8 @@ class Simulator:
         for how, count in self.mutator.mutated.items():
             counters[f"byzantine_{how}"] += count
         for client in self.clients:
-            for reason, count in client.ignored.items():
-                counters[f"client_ignored_{reason}"] += count
+            for reason in CLIENT_COUNTERS:
+                counters[f"client_{reason}"] += client.core.counters[reason]
         counters["max_view"] = max(self.views) if self.views else 0
         return SimResult(
             protocol=self.cls.name,

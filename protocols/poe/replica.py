@@ -23,20 +23,20 @@ How it works, in the paper's terms:
   stable checkpoint h, then for each seq in (h, h + window] the batch with the
   highest-view certificate in the set, else the null batch.
 
-  Deviation from the paper, for safety: clients here accept n−f matching results
-  whatever view each reply was sent in, and a replica's reply may be rolled back after
-  it is counted. Executing the plan straight from NV-PROPOSE would then let a client
-  combine a reply from view v with one from a later view and accept a batch that a
-  third view change drops (a certificate hidden by a Byzantine replica can outrank
-  the plan's). So the plan is certified and locked before anyone executes it:
-  replicas send NV-SUPPORT (one share per plan entry) to the new primary, which
-  combines them into NV-CERTIFY (a view-v certificate per entry); a replica holding
-  it broadcasts NV-COMMIT and enters the view on n−f of them. Then at least f+1
-  honest replicas hold view-v certificates for the whole plan, and every later view
-  change ranks them first. Fresh proposals start above the plan (h + window), where no
-  older certificate can exist, so replies for one seq from different views always
-  share a locked batch. Replicas roll back (``Rollback``) executed entries the plan
-  does not keep, and execute the plan's entries they lack.
+  Clients accept n−f identical INFORMs: same view, seq and result (``reply_rule``, as in
+  the paper). Beyond the paper, for safety: a reply may be rolled back after it is counted,
+  and executing the plan straight from NV-PROPOSE could make a batch a client accepted
+  lose to a certificate a Byzantine replica hid. So the plan is certified and locked
+  before anyone executes it: replicas send NV-SUPPORT (one share per plan entry) to the
+  new primary, which combines them into NV-CERTIFY (a view-v certificate per entry); a
+  replica holding it broadcasts NV-COMMIT and enters the view on n−f of them. Then at
+  least f+1 honest replicas hold view-v certificates for the whole plan, and every later
+  view change ranks them first. Fresh proposals start above the plan (h + window), where
+  no older certificate can exist. Entering the view, a replica rolls back (``Rollback``)
+  every executed entry above its final mark and executes the plan from there in view v,
+  the batches it keeps included: so every replica INFORMs the client from view v and the
+  client's n−f identical replies can form (keeping an old-view execution left replicas
+  split between INFORMs of two views, and the request never accepted).
 - View change with MACs (``poe_certificate: macs``): nothing is transferable, so a
   VC-REQUEST (still signed: view changes are rare) carries *claims*: per seq the
   highest-view view-commit (with its batch) and the digests it supported, each with the
@@ -238,6 +238,7 @@ class Poe(ReplicaCore[_Slot]):
         # counters (view changes; the shared ones: ReplicaCore)
         self.rolled_back = 0
         self.rollbacks = 0
+        self.reexecuted = 0  # entries rolled back on entering a view only to re-execute in it
 
         self._handlers = {
             Propose: self._on_propose,
@@ -335,6 +336,7 @@ class Poe(ReplicaCore[_Slot]):
             "view_changes_started": self.view_changes_started,
             "rollbacks": self.rollbacks,
             "rolled_back": self.rolled_back,
+            "reexecuted": self.reexecuted,
             "backoff_exp": self.backoff_exp,
             "certificate": "macs" if self.macs else "signatures",
             "ignored": dict(self.ignored),
@@ -1498,6 +1500,13 @@ class Poe(ReplicaCore[_Slot]):
             return  # catch up to the plan's base first (fetch); _check_final calls us again
         self.pending_plan = None
         final = max(self.final_mark, self.verified_to)
+        # Entries above the final mark were executed in an older view: re-execute them in
+        # this one even where the plan keeps the same batch, so every replica INFORMs the
+        # client with this view (clients match on view, seq and result, as in the paper).
+        first = max(final, plan.base) + 1
+        if self.last_executed >= first:
+            self.reexecuted += self.last_executed - first + 1
+            self._rollback_to(first - 1, out)
         for i, batch in enumerate(plan.batches):
             seq = plan.base + 1 + i
             if seq <= final:
@@ -1505,11 +1514,6 @@ class Poe(ReplicaCore[_Slot]):
                 if old is not None and old[1].digest != batch.digest:
                     self._ignore("plan_conflicts_final")  # would be a safety bug
                 continue
-            if seq <= self.last_executed:
-                old = self.log.get(seq)
-                if old is not None and old[1].digest == batch.digest:
-                    continue
-                self._rollback_to(seq - 1, out)
             self.ready[seq] = (plan.view, batch)
         if self.last_executed > max(plan.end, final):
             # Entries above the plan come from an older view (certificates of older views

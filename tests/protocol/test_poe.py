@@ -292,7 +292,12 @@ def test_view_change_after_primary_crash_keeps_certified_batches() -> None:
     # the new primary orders b2 above the plan once the checkpoints moved the window
     for r in (1, 2, 3):
         assert ledger(c, r) == ["1:b1"] + [f"{s}:null" for s in range(2, 9)] + ["9:b2"]
-    assert not any("Rollback" in ln for ln in c.trace)  # nothing executed was dropped
+    # nothing executed was dropped: r1 and r2 re-execute b1 in view 1 (so their INFORMs
+    # match r3's view, seq and result), nobody loses it
+    rollbacks = [ln for ln in c.trace if "Rollback" in ln]
+    assert sorted(rollbacks) == [f"r{r} Rollback to s0" for r in (1, 2, 3)], rollbacks
+    for r in (1, 2, 3):
+        assert f"r{r} Deliver s1 v1 b1" in c.trace
     c.check_safety()
 
 
@@ -335,9 +340,11 @@ def test_view_change_rolls_back_a_speculative_batch_that_did_not_survive() -> No
     c.drop_rules.clear()
     c.propose(1, c.batch("b3"))
     c.run()
+    # r0 drops b2 at s2; every replica re-executes b1 at s1 in view 1 (PoE's INFORMs of one
+    # request must agree on the view) rather than keep its view-0 execution
     rollbacks = [ln for ln in c.trace if "Rollback" in ln]
-    assert rollbacks == ["r0 Rollback to s1"]
-    assert c.poe[0].rolled_back == 1
+    assert sorted(rollbacks) == [f"r{r} Rollback to s0" for r in range(4)], rollbacks
+    assert c.poe[0].rolled_back == 2 and c.poe[0].reexecuted == 2
     want = ["1:b1", "2:null", "3:null", "4:null", "5:b2", "6:b3"]
     assert all(ledger(c, r) == want for r in range(4))
     c.check_safety()

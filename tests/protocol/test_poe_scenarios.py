@@ -85,7 +85,10 @@ def test_rollback_scenario_rolls_back_and_ledgers_agree() -> None:
     """EDBT'21 §4: a speculatively executed batch that does not survive is rolled back."""
     trace = _run("poe_rollback")
     assert "r0 Deliver s2 v0 b2" in trace  # executed speculatively (its INFORM went out)
-    assert "r0 Rollback to s1" in trace  # ... and undone when r0 enters view 1
+    # ... and undone when r0 enters view 1, with s1 too: the plan keeps b1 at s1, but r0
+    # re-executes it in view 1 so its INFORM matches the others' (view, seq, result)
+    assert "r0 Rollback to s0" in trace
+    assert "r0 Deliver s1 v1 b1" in trace
     assert "r1 Broadcast NvCertify v1 plan=[1:b1,2:null,3:null,4:null]" in trace
     ledgers = _ledgers(trace)
     assert set(ledgers.values()) == {"1:b1 2:null 3:null 4:null 5:b2 6:b3"}, ledgers

@@ -25,7 +25,8 @@ import pytest
 from fabric.sim import MIXES, SimOptions, make_plan, run_many, run_seed
 from fabric.sim import cli as sim_cli
 from fabric.sim.faults import ByzantineMutator, FaultPlan, rewrite
-from fabric.sim.ledger import GENESIS, ExecuteStage, LedgerError, chain
+from fabric.execute import Executor
+from fabric.sim.ledger import SIM_RECORDS, SIM_VALUE_BYTES, ExecuteStage, LedgerError, sim_txns
 from fabric.sim.simulator import Simulator, replay_command
 from fabric.sim.verifier import FakeVerifier, SimKeys, signed_request
 from protocols import registry
@@ -422,12 +423,16 @@ def test_fake_signatures_are_unforgeable_across_nodes() -> None:
 
 
 def test_ledger_chains_and_rolls_back_only_speculative_entries() -> None:
+    """The sim's execute stage is the runtime's Executor: same heads and results."""
     keys = SimKeys(1)
-    b1 = make_batch((signed_request(keys, 4, 1, b"a"),))
-    b2 = make_batch((signed_request(keys, 4, 2, b"b"),))
-    stage = ExecuteStage(0)
+    b1 = make_batch((signed_request(keys, 4, 1, sim_txns(4, 1)),))
+    b2 = make_batch((signed_request(keys, 4, 2, sim_txns(4, 2)),))
+    stage = ExecuteStage(0, n=4)
     entry, replies = stage.deliver(Deliver(1, 0, b1))
-    assert entry.head == chain(GENESIS, 1, b1.digest)
+    runtime = Executor(SIM_RECORDS, SIM_VALUE_BYTES)
+    [(_, result)] = runtime.apply(1, b1)
+    assert entry.head == runtime.state_digest() and entry.results == (result,)
+    assert replies[0].result == result
     assert [(r.client_id, r.timestamp, r.seq) for r in replies] == [(4, 1, 1)]
     with pytest.raises(LedgerError) as gap:
         stage.deliver(Deliver(3, 0, b2))
