@@ -442,7 +442,9 @@ class Executor:
                 counts[txn[0]] += 1
             block.extend(p.txns)
             ends.append(len(block))
-        digests = self.engine.run(block, ends, self._store, undo.store if undo is not None else None)
+        digests = self.engine.run(
+            block, ends, self._store, undo.store if undo is not None else None
+        )
         for p, digest in zip(pending, digests, strict=True):
             p.result = digest
             if p.state.results.get(p.ts) is p:

@@ -81,7 +81,9 @@ class SmallbankGenerator:
         if accounts < 2:
             raise ValueError(f"accounts must be >= 2, got {accounts}")
         if not 1 <= hot_accounts <= accounts:
-            raise ValueError(f"hot_accounts must be in 1..accounts ({accounts}), got {hot_accounts}")
+            raise ValueError(
+                f"hot_accounts must be in 1..accounts ({accounts}), got {hot_accounts}"
+            )
         if not 0.0 <= hotspot <= 1.0:
             raise ValueError(f"hotspot must be in 0..1, got {hotspot}")
         shares = dict(STANDARD_MIX if mix is None else mix)

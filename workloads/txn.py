@@ -70,7 +70,7 @@ MAX_KEY = (1 << 63) - 1  # keys are non-negative signed 64-bit integers
 DEFAULT_MAX_TXNS = 100_000  # transactions per request
 DEFAULT_MAX_VALUE_BYTES = 1 << 16  # bytes per value
 DEFAULT_MAX_SCAN_LENGTH = 10_000  # records per scan (bounds the work one txn can ask for)
-MAX_AMOUNT = 1 << 40  # largest |amount| of one SmallBank transaction (balances stay far from 2**127)
+MAX_AMOUNT = 1 << 40  # largest |amount| of one SmallBank transaction (balances: 16 bytes)
 
 # SmallBank balances live in the same store as YCSB records, far above any YCSB key a config
 # allows (record_count <= 1e9 plus inserts): account a's checking is SMALLBANK_BASE + 2a, its

@@ -43,7 +43,9 @@ class WorkerPool:
         self._work: Callable[[int], None] | None = None
         self._abort: Callable[[], None] | None = None
         self._errors: list[str] = []
-        self.clocks = [ThreadClock(f"{name}-{k}", ENGINE_THREAD_ROLE) for k in range(1, helpers + 1)]
+        self.clocks = [
+            ThreadClock(f"{name}-{k}", ENGINE_THREAD_ROLE) for k in range(1, helpers + 1)
+        ]
         self._threads = [
             threading.Thread(target=self._loop, args=(k,), name=f"{name}-{k}", daemon=True)
             for k in range(1, helpers + 1)

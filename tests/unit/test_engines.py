@@ -73,7 +73,9 @@ one_key_txn = st.one_of(
     st.tuples(st.sampled_from([UPDATE, RMW, INSERT]), st.just(0), values),
     st.tuples(st.just(SCAN), st.just(0), st.integers(1, 2)),
 )
-txn_kinds = st.sampled_from([ycsb_txn, smallbank_txn, st.one_of(ycsb_txn, smallbank_txn), one_key_txn])
+txn_kinds = st.sampled_from(
+    [ycsb_txn, smallbank_txn, st.one_of(ycsb_txn, smallbank_txn), one_key_txn]
+)
 
 
 @st.composite
@@ -99,9 +101,7 @@ def histories(draw: Any) -> list[tuple[Any, ...]]:
 
 
 def make_batches(reqs: list[tuple[int, int, list]]) -> Batch:
-    return make_batch(
-        tuple(Request(c, t, encode_txns(txns), b"") for c, t, txns in reqs)
-    )
+    return make_batch(tuple(Request(c, t, encode_txns(txns), b"") for c, t, txns in reqs))
 
 
 def replay(ex: Executor, steps: list[tuple[Any, ...]]) -> list[Any]:
@@ -130,7 +130,12 @@ def observe(ex: Executor) -> tuple[Any, ...]:
 
 def executor(engine: str = "serial", threads: int = 1, cost: float = 0.0) -> Executor:
     return Executor(
-        RC, VS, engine=engine, threads=threads, txn_cost_us=cost, smallbank_accounts=ACCOUNTS,
+        RC,
+        VS,
+        engine=engine,
+        threads=threads,
+        txn_cost_us=cost,
+        smallbank_accounts=ACCOUNTS,
         replay_window=3,
     )
 
@@ -148,9 +153,7 @@ def check_against_serial(engine: str, threads: int, steps: list, cost: float = 0
 
 # --- every engine = serial -------------------------------------------------------------------
 
-SETTINGS = settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.mark.parametrize("engine", PARALLEL)

@@ -45,7 +45,9 @@ def test_engine_counters_in_summary_csv_and_report(tmp_path: Path) -> None:
 
 
 def test_older_stats_without_engine_counters_still_summarise() -> None:
-    summary, tables = build_summary(info(), {0: replica_stats(0)}, {4: client_stats()}, None, [], [])
+    summary, tables = build_summary(
+        info(), {0: replica_stats(0)}, {4: client_stats()}, None, [], []
+    )
     assert summary["per_node"]["0"]["execution"] is None and tables.execution == []
     assert "Execution (engine" not in format_report(summary, tables)
 
