@@ -277,10 +277,13 @@ def test_a_worker_that_raises_fails_loudly(engine: str, monkeypatch: pytest.Monk
     module = blockstm_module if engine == "block-stm" else dag_module
     real = module.run_txn
 
+    helper_ran = threading.Event()
+
     def broken(env: Any, txn: Any, read: Any, write: Any) -> bytes:
         if threading.current_thread() is not threading.main_thread():
+            helper_ran.set()
             raise ZeroDivisionError("planted")  # in a helper thread
-        time.sleep(0.002)  # the execute thread is slow: helpers take transactions too
+        helper_ran.wait(5)  # the execute thread waits until a helper has taken a transaction
         return real(env, txn, read, write)
 
     monkeypatch.setattr(module, "run_txn", broken)
