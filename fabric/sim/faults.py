@@ -41,7 +41,11 @@ MIXES = ("none", "lossy", "reorder", "partition", "crash", "byzantine", "mixed")
 # mix mapping of the big runs stays put). lane_cut: every message of one consensus instance
 # (``msg.instance``) stops reaching one replica for most of the fault window while the other
 # instances go on (RCC: that replica's other lanes run ahead; issue 19).
-TARGETED_MIXES = ("lane_cut",)
+# twins (Bano et al., "Twins: BFT systems made robust"): f replica ids run as two copies of
+# the honest replica, same id and keys; while faults last, phases split the replicas into
+# two sides (copy c of a twin is on side c) and only one side hears each copy; after
+# ``fault_end`` both copies talk to everyone (a Byzantine node that keeps equivocating).
+TARGETED_MIXES = ("lane_cut", "twins")
 ALL_MIXES = MIXES + TARGETED_MIXES
 BEHAVIOURS = ("equivocate", "conflicting_votes", "bad_digest", "silence")
 
@@ -77,12 +81,24 @@ class FaultPlan:
     byzantine: tuple[tuple[int, str], ...] = ()  # (replica, behaviour in BEHAVIOURS)
     byz_group_b: tuple[int, ...] = ()  # recipients that get the "other" version
     lane_cuts: tuple[LaneCut, ...] = ()  # one instance's messages to one replica lost
+    twins: tuple[int, ...] = ()  # replica ids that run as two honest copies (Twins)
+    twin_phases: tuple[TwinPhase, ...] = ()  # who hears which copy, over time
 
     def faulty(self) -> frozenset[int]:
-        return frozenset([r for r, _ in self.crashes] + [r for r, _ in self.byzantine])
+        return frozenset(
+            [r for r, _ in self.crashes] + [r for r, _ in self.byzantine] + list(self.twins)
+        )
 
     def byzantine_ids(self) -> frozenset[int]:
-        return frozenset(r for r, _ in self.byzantine)
+        return frozenset([r for r, _ in self.byzantine] + list(self.twins))
+
+    def twin_side(self, replica: int, copy: int, now: float) -> int | None:
+        """The side (0/1) ``replica`` (copy ``copy`` if it is a twin) is on at ``now``, or
+        None when no phase is active (everyone hears both copies)."""
+        for phase in self.twin_phases:
+            if phase.start <= now < phase.end:
+                return copy if replica in self.twins else phase.sides[replica]
+        return None
 
     def describe(self) -> str:
         parts = [f"mix={self.mix}"]
@@ -105,7 +121,39 @@ class FaultPlan:
             parts.append("group_b=" + ",".join(map(str, self.byz_group_b)))
         for c in self.lane_cuts:
             parts.append(f"lane_cut[{c.start:.0f},{c.heal:.0f})=i{c.instance}->r{c.target}")
+        if self.twins:
+            parts.append("twins=" + ",".join(f"r{t}" for t in self.twins))
+        for ph in self.twin_phases:
+            sides = "".join(
+                "T" if r in self.twins else str(side) for r, side in enumerate(ph.sides)
+            )
+            parts.append(f"phase[{ph.start:.0f},{ph.end:.0f})={sides}")
         return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class TwinPhase:
+    """From ``start`` to ``end`` replica r is on side ``sides[r]``; a twin's copy c on side c.
+
+    Nodes on different sides cannot exchange messages (clients reach every node)."""
+
+    start: float
+    end: float
+    sides: tuple[int, ...]
+
+
+def _twin_phases(
+    rng: random.Random, n: int, twins: tuple[int, ...], window: float
+) -> tuple[TwinPhase, ...]:
+    """2-4 phases that cover the fault window, each a fresh random split of the others."""
+    count = rng.randint(2, 4)
+    cuts = sorted(rng.uniform(0, window) for _ in range(count - 1))
+    bounds = [0.0, *cuts, window]
+    phases = []
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        sides = tuple(0 if r in twins else rng.randint(0, 1) for r in range(n))
+        phases.append(TwinPhase(start, end, sides))
+    return tuple(phases)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +252,15 @@ def make_plan(
             crashes=tuple((r, rng.uniform(0, 0.6 * window)) for r in crashed),
             byzantine=byz,
             byz_group_b=group_b,
+        )
+    if mix == "twins":
+        twins = tuple(sorted(_pick_faulty(rng, n, rng.randint(1, f), primary, 0.5)))
+        return FaultPlan(
+            mix,
+            window,
+            jitter_ticks=rng.uniform(0, 3),
+            twins=twins,
+            twin_phases=_twin_phases(rng, n, twins, window),
         )
     if mix == "lane_cut":
         return FaultPlan(

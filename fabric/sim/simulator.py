@@ -295,6 +295,21 @@ class Simulator:
         # per replica: accepted results it rolled back, by seq; its next delivery there must
         # re-execute the same outcome (a rollback that loses an accepted result is a violation)
         self.redo: list[dict[int, list[Accepted]]] = [{} for _ in range(n)]
+        # Twins: copy 0 of twin t is slot t, copy 1 lives in slot twin_base + k (past the
+        # client ids); every per-replica list is indexed by slot
+        self.twin_base = n + options.clients
+        self.twin_slot = {t: self.twin_base + k for k, t in enumerate(self.plan.twins)}
+        self.slot_id = {slot: t for t, slot in self.twin_slot.items()}
+        pad = len(self.twin_slot) and self.twin_base + len(self.twin_slot) - n
+        self.timers += [{} for _ in range(pad)]
+        self.pending += [deque() for _ in range(pad)]
+        self.pending_keys += [set() for _ in range(pad)]
+        self.proposed += [{} for _ in range(pad)]
+        self.redo += [{} for _ in range(pad)]
+        self.views += [0] * pad
+        self.final_upto += [0] * pad
+        self.stable_mark += [0] * pad
+        self.execs += [ExecuteStage(self.slot_id.get(s, 0), n) for s in range(n, n + pad)]
         self.accepted: dict[tuple[int, int], Accepted] = {}
         # figures
         self.sent_by_kind: Counter[str] = Counter()
@@ -318,7 +333,27 @@ class Simulator:
             self.trace.append(f"{self.now:10.3f} #{self.steps:<6} {text}")
 
     def _honest(self, r: int) -> bool:
-        return r not in self.byzantine
+        return r < self.n and r not in self.byzantine
+
+    def _id(self, slot: int) -> int:
+        """The node id a slot speaks as (a twin's second copy speaks as the twin)."""
+        return self.slot_id.get(slot, slot)
+
+    def _twin_targets(self, src: int, twin: int) -> tuple[int, ...]:
+        """The copies of ``twin`` that hear ``src`` now: both, unless a phase splits them."""
+        both = (twin, self.twin_slot[twin])
+        if self.n <= src < self.twin_base or self.now >= self.plan.fault_end:
+            return both  # clients reach every copy; after the faults everyone does
+        side = self.plan.twin_side(self._id(src), int(src >= self.twin_base), self.now)
+        return both if side is None else (both[side],)
+
+    def _twins_split(self, src: int, dst: int) -> bool:
+        """True if a Twins phase puts replica slots ``src`` and ``dst`` on different sides."""
+        plan = self.plan
+        now = self.now
+        a = plan.twin_side(self._id(src), int(src >= self.twin_base), now)
+        b = plan.twin_side(self._id(dst), int(dst >= self.twin_base), now)
+        return a is not None and b is not None and a != b
 
     def _call(self, r: int, what: str, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -326,6 +361,15 @@ class Simulator:
         except _Stop:
             raise
         except Exception:
+            if self._id(r) in self.twin_slot:
+                # A twin is the Byzantine node: its honest code may trip an invariant only
+                # a second copy of itself can break (a seq of its own view taken in its
+                # name). It crashes, which a Byzantine node may do; honest ones never raise.
+                self.crashed.add(r)
+                self.counters["twin_copy_raised"] += 1
+                if self.opt.trace:
+                    self._line(f"r{self._id(r)} (slot {r}) twin copy raised in {what}: stops")
+                return
             self._stop(
                 "violation",
                 "exception",
@@ -336,9 +380,20 @@ class Simulator:
     # --- network -------------------------------------------------------------------------
 
     def _transmit(self, src: int, dst: int, msg: Any, mutate: bool = True) -> None:
-        """Put ``msg`` on the wire from ``src`` to ``dst`` under the fault plan."""
+        """Put ``msg`` on the wire from slot ``src`` to node ``dst`` under the fault plan."""
+        if self.twin_slot and dst in self.twin_slot:
+            if self._id(src) == dst:
+                self._transmit_one(src, src, msg, mutate)  # a copy's message to itself
+                return
+            for slot in self._twin_targets(src, dst):
+                self._transmit_one(src, slot, msg, mutate)
+            return
+        self._transmit_one(src, dst, msg, mutate)
+
+    def _transmit_one(self, src: int, dst: int, msg: Any, mutate: bool = True) -> None:
         n = self.n
-        if mutate and src < n and src in self.byzantine and dst != src:
+        sid = self._id(src)
+        if mutate and src < n and src in self.mutator.behaviour and dst != src:
             if isinstance(msg, Reply):
                 msg = self.mutator.reply(src, msg)
             else:
@@ -352,6 +407,10 @@ class Simulator:
             return
         plan = self.plan
         faulty_now = self.now < plan.fault_end and src != dst
+        if faulty_now and plan.twin_phases and not (n <= src < self.twin_base):
+            if not (n <= dst < self.twin_base) and self._twins_split(src, dst):
+                self.counters["twins_split_dropped"] += 1
+                return
         if faulty_now and src < n and dst < n:
             for p in plan.partitions:
                 if p.splits(src, dst, self.now):
@@ -370,16 +429,16 @@ class Simulator:
             copies = 2
             self.counters["duplicated"] += 1
         opt = self.opt
-        link = (src, dst)
+        link = (sid, dst)
         index = self.link_sent.get(link, 0) + 1
         self.link_sent[link] = index
         frame = None
-        if msg is self._codec_last[0] and src == self._codec_last[1]:
+        if msg is self._codec_last[0] and sid == self._codec_last[1]:
             msg, frame = self._codec_last[2], self._codec_last[3]  # one broadcast: encode once
         elif opt.codec_fraction >= 1.0 or rng.random() < opt.codec_fraction:
             original = msg
-            msg, frame = self._roundtrip(src, msg)
-            self._codec_last = (original, src, msg, frame)
+            msg, frame = self._roundtrip(sid, msg)
+            self._codec_last = (original, sid, msg, frame)
         for _ in range(copies):
             if src == dst:
                 delay = 0.0
@@ -394,7 +453,7 @@ class Simulator:
                 self._stop(
                     "bound", "max_in_flight", f"more than {opt.max_in_flight} messages in flight"
                 )
-            self._push(self.now + delay, _MSG, dst, src, msg, (frame, index))
+            self._push(self.now + delay, _MSG, dst, sid, msg, (frame, index))
 
     def _roundtrip(self, src: int, msg: Any) -> tuple[Any, bytes]:
         try:
@@ -433,8 +492,9 @@ class Simulator:
                 if a.to not in skip:
                     self._transmit(r, a.to, a.msg)
             elif t is Broadcast:
+                me = self._id(r)
                 for dst in range(self.n):
-                    if dst != r and dst not in skip:
+                    if dst != me and dst not in skip:
                         self._transmit(r, dst, a.msg)
             elif t is Deliver:
                 self._deliver(r, a)
@@ -772,6 +832,11 @@ class Simulator:
                 )
         for r, at in self.plan.crashes:
             self._push(at, _CRASH, r)
+        if self.twin_slot:  # Twins: a second honest copy of each twin, same id and keys
+            self.replicas += [None] * (self.twin_base - self.n)  # type: ignore[list-item]
+            for t in self.plan.twins:
+                cfg = ProtocolConfig(replica_id=t, **self.config_args)  # type: ignore[arg-type]
+                self.replicas.append(self.cls(cfg, FakeVerifier(t, self.keys)))
         for client in self.clients:
             for _ in range(min(client.in_flight, client.total)):
                 self._schedule_submit(client)
@@ -818,7 +883,7 @@ class Simulator:
                     link_delivered[link] = index
                 if trace:
                     self._line(f"{_node(src, n)} -> {_node(dst, n)} {_short(msg)}")
-                if dst >= n:
+                if n <= dst < self.twin_base:
                     client = self._client(dst)
                     was_done = client.done
                     self._client_receive(client, src, msg)
@@ -827,7 +892,7 @@ class Simulator:
                 if dst in self.crashed:
                     self.counters["crash_dropped"] += 1
                     continue
-                if dst in self.byzantine:
+                if dst in self.mutator.behaviour:
                     self.mutator.observe(msg)
                 if isinstance(msg, Request):
                     self._on_request(dst, src, msg)
