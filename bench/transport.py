@@ -60,9 +60,11 @@ def _txns_bytes_for(sealed: int) -> int:
 
     probe = len(wire.encode(Request(1, 0, b"", b""), 1)) + auth.TAG_BYTES[SCHEME]
     extra = 0
-    while len(wire.encode(Request(1, 0, b"t" * (sealed - probe - extra), b""), 1)) + (
-        auth.TAG_BYTES[SCHEME]
-    ) > sealed:
+    while (
+        len(wire.encode(Request(1, 0, b"t" * (sealed - probe - extra), b""), 1))
+        + (auth.TAG_BYTES[SCHEME])
+        > sealed
+    ):
         extra += 1
     return sealed - probe - extra
 

@@ -62,3 +62,22 @@ FETCH_BURST = 40
 #: are a catch-up courtesy, protocol messages must never queue behind them. A fraction of
 #: the ring's capacity (fabric.replica applies it).
 FETCH_ANSWER_RING_SHARE = 0.25
+
+# --- inbound connections (transport.zmq_io.Receiver: raw TCP/ipc streams) ---------------
+
+#: connections one Receiver (one input socket) keeps open at once; a connection past it is
+#: cut as it opens (``cut_connections``). Honest: one per (node, output thread) that writes
+#: to this input, a few dozen in any run this machine can hold.
+MAX_INBOUND_CONNECTIONS = 512
+#: bytes one Receiver holds of frames it has counted but not yet completed, over all its
+#: connections (each partial frame is already bounded by the frame bound of its header).
+#: Past it, the connection holding the most is cut (``cut_buffered``). It is raised to one
+#: whole frame (transport.max_frame_bytes) if that is larger, so any legal frame fits.
+MAX_INBOUND_BUFFERED_BYTES = 64 * 1024 * 1024
+#: bytes of one read ZeroMQ hands a STREAM socket (libzmq's in_batch_size, 8 KiB; this
+#: build cannot change it): the unit of the receive queue below
+INBOUND_CHUNK_BYTES = 8192
+#: chunks ZeroMQ may queue per inbound connection before it stops reading that connection
+#: (TCP back-pressure to the sender): transport.recv_hwm is clamped to it, so the bytes
+#: queued and not yet counted are at most MAX_INBOUND_CONNECTIONS x this x 8 KiB (256 MiB)
+MAX_INBOUND_QUEUE_CHUNKS = 64

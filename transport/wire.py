@@ -427,8 +427,9 @@ def unbounded_fields(cls: type) -> list[str]:
 class FramePolicy:
     """Who may send which kinds, checked on a frame's header before its MAC and body.
 
-    Senders ``0..replicas-1`` are replicas and may send any kind; every other sender is a
-    client, which may send only ``client_kinds`` in frames of at most ``max_client_frame_bytes``.
+    Senders ``0..replicas-1`` are replicas and may send ``replica_kinds`` (None: any kind;
+    a client's receiver takes only Replies); every other sender is a client, which may send
+    only ``client_kinds`` in frames of at most ``max_client_frame_bytes``.
     The sender id is the header's claim (the MAC check that follows binds it): a frame
     refused here is either a hostile client's or a forgery, dropped either way.
     """
@@ -436,12 +437,15 @@ class FramePolicy:
     replicas: int
     client_kinds: frozenset[int]
     max_client_frame_bytes: int
+    replica_kinds: frozenset[int] | None = None
 
     def refuse(self, kind: int, sender: int, size: int) -> str | None:
         """The drop reason for a frame of ``kind`` from ``sender``, ``size`` bytes; None: ok."""
         if sender < 0:
             return "bad_sender"
         if sender < self.replicas:
+            if self.replica_kinds is not None and kind not in self.replica_kinds:
+                return "replica_kind"
             return None
         if kind not in self.client_kinds:
             return "client_kind"
@@ -474,13 +478,25 @@ def decode_header(
         raise DecodeError("short", f"{size} bytes < header {HEADER_SIZE}")
     if size > max_frame_bytes:
         raise DecodeError("too_long", f"{size} bytes > bound {max_frame_bytes}")
-    magic, version, kind, sender, length = HEADER.unpack_from(frame, 0)
+    magic, version, _, _, length = HEADER.unpack_from(frame, 0)
+    if magic == MAGIC and version == VERSION and length != size - HEADER_SIZE:
+        raise DecodeError("length", f"header says {length}, frame has {size - HEADER_SIZE}")
+    return check_header(frame, 0, max_frame_bytes)
+
+
+def check_header(
+    data: bytes | bytearray | memoryview, offset: int, max_frame_bytes: int
+) -> tuple[int, int, int]:
+    """Validate the header at ``data[offset:]`` before any of its body is there (a stream
+    reader calls it to learn how many bytes to wait for); return (kind, sender,
+    body_length). ``data`` must hold HEADER_SIZE bytes from ``offset``."""
+    magic, version, kind, sender, length = HEADER.unpack_from(data, offset)
     if magic != MAGIC:
         raise DecodeError("magic", repr(bytes(magic)))
     if version != VERSION:
         raise DecodeError("version", str(version))
-    if length != size - HEADER_SIZE:
-        raise DecodeError("length", f"header says {length}, frame has {size - HEADER_SIZE}")
+    if HEADER_SIZE + length > max_frame_bytes:
+        raise DecodeError("too_long", f"{HEADER_SIZE + length} bytes > bound {max_frame_bytes}")
     spec = _BY_KIND.get(kind)
     if spec is None:
         raise DecodeError("unknown_kind", str(kind))

@@ -2,18 +2,47 @@
 output thread, and one context per process.
 
 Addressing. Every node (replica i in 0..n-1, client c in n..n+C-1) binds
-``inputs_of(node)`` PULL sockets, one per input thread; input k of node j is
+``inputs_of(node)`` input sockets, one per input thread; input k of node j is
 ``tcp://<host of j>:<base_port + j*8 + k>`` (k < 8) or ``ipc://<dir>/node-<j>-<k>``.
 Hosts are assigned round-robin by node id (replicas first, then clients, as
 ``cluster.hosts`` says). A sender s reaches node j on input ``s % inputs_of(j)``,
-so each link is one PUSH->PULL pipe and frames on a link arrive in order.
+so each link is one connection and frames on a link arrive in order.
 
-Receiver (owned by one thread): recv -> header checks (length, kind's body bound,
-``wire.FramePolicy``: which kinds a client may send, how large) -> LinkAuth.open ->
+Framing: ZMQ_STREAM sockets carrying our own frames over raw TCP (or ipc) streams
+(issue 19, finding 5). A PULL socket cannot bound what a peer makes it hold: libzmq's
+pipe keeps every part of a multipart message until the last part arrives, and
+ZMQ_MAXMSGSIZE bounds each part, not their sum, so a raw ZMTP peer that never sent a last
+part grew a replica by 1.66 GB, counted nowhere. So there is no ZMTP on the receive side:
+the stream is a sequence of ``transport.wire`` frames (the 13-byte header already carries
+the body length), each followed by its MAC tag, and the Receiver delimits them itself.
+Its bounds, from ``protocols.limits``:
+- a header is checked before a byte of its body is kept (magic, version, known kind, the
+  kind's body bound, the frame bound, ``wire.FramePolicy``); a refused header cuts the
+  connection (``send [routing_id, b""]``), since past it the stream cannot be trusted,
+  so an unfinished frame is never larger than the bound its header passed;
+- bytes of unfinished frames over all connections: ``MAX_INBOUND_BUFFERED_BYTES`` (past
+  it the connection holding the most is cut);
+- open connections: ``MAX_INBOUND_CONNECTIONS`` (one more is cut as it opens);
+- what ZeroMQ itself queues per connection: ``recv_hwm`` reads of at most 8 KiB, clamped
+  to ``MAX_INBOUND_QUEUE_CHUNKS``; past it libzmq stops reading that connection and TCP
+  pushes back on the sender.
+Every byte read is counted in ``received_bytes`` at once; every refused frame and every
+cut connection is counted in ``drops`` by reason. ipc:// works the same way (libzmq runs
+STREAM on any stream transport). On the hot path this is cheaper than PULL: one read
+hands over every small frame that arrived together (one ZeroMQ call per 8 KiB, not per
+frame), and the drain asks ZMQ_EVENTS whether more is queued instead of raising
+zmq.Again at its end.
+
+Receiver (owned by one thread): bytes -> frames (above) -> LinkAuth.open ->
 wire.decode_body. The cheap checks on the header come before the MAC and the body, so a
-client's 16 MB Batch costs a header read, not seconds of decoding. Every bad frame is
-counted in ``drops`` by reason and skipped; nothing from the network makes it raise. Sender (owned by one thread): encode once, seal per
-destination, send without blocking.
+client's 16 MB Batch costs a header read, not seconds of decoding. A frame whose MAC or
+body is bad is counted and skipped (its boundary is known); nothing from the network makes
+the Receiver raise. Sender (owned by one thread): encode once, seal per destination, send
+without blocking, to each destination through its own STREAM socket connected with a
+fixed routing id: frames queue (up to the HWM) while the peer is not up yet, and libzmq
+reconnects a link that broke. A frame cut in half by a broken link is lost (the receiver
+counts ``partial_frame``), and frames still queued on the old connection may be read after
+the first ones of the new one: a rare reordering that the protocols tolerate.
 
 Why a full peer drops instead of blocking: sends use zmq.NOBLOCK. When a peer's
 send high-water mark is reached (it is slow, dead or not up yet), the frame is
@@ -27,7 +56,8 @@ each owner thread closes its own Receiver/Sender, then the process calls
 ``close_context`` (which gives up after a bound instead of hanging).
 
 Must not live here: frame layout (transport.wire), keys and MACs (transport.auth),
-routing by kind or any protocol logic (fabric/).
+routing by kind or any protocol logic (fabric/), the values of the bounds
+(protocols.limits).
 """
 
 from __future__ import annotations
@@ -43,6 +73,7 @@ from typing import Any
 
 import zmq
 
+from protocols import limits
 from transport import wire
 from transport.auth import LinkAuth
 
@@ -52,6 +83,13 @@ MAX_INPUTS = 8
 MAX_IPC_PATH = 107
 _KIND = struct.Struct("!H")
 _KIND_OFFSET = 3  # magic(2) + version(1)
+#: the routing id a Sender gives its one connection per STREAM socket (must not start
+#: with a zero byte: libzmq keeps those for the ids it generates)
+_PEER_ID = b"peer"
+_POLLIN = zmq.POLLIN
+_EVENTS = zmq.EVENTS
+_NOBLOCK = zmq.NOBLOCK
+_SNDMORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
 
 
 # --- addressing ------------------------------------------------------------------------
@@ -184,12 +222,29 @@ def close_context(ctx: zmq.Context, timeout_s: float = 2.0) -> bool:
 # --- receiving ---------------------------------------------------------------------------
 
 
+class _Conn:
+    """What a Receiver keeps of one inbound connection: the bytes of its unfinished frame
+    and, once that frame's header passed, its sealed size, kind and sender."""
+
+    __slots__ = ("buf", "need", "kind", "sender")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.need = 0  # sealed size of the frame at buf[0]; 0: its header is not checked
+        self.kind = 0
+        self.sender = 0
+
+
 class Receiver:
-    """One bound PULL socket, owned by one input thread (not thread-safe).
+    """One bound ZMQ_STREAM socket, owned by one input thread (not thread-safe): it
+    delimits, checks, authenticates and decodes the frames of every inbound connection
+    (module note: framing and its bounds).
 
     Counters (cheap, read after the run): ``received_frames`` / ``received_bytes``
-    (everything that came off the socket, good or bad), ``received_by_kind``
-    (accepted messages per wire kind) and ``drops`` (rejected frames per reason).
+    (every frame delimited and every byte read, good or bad), ``received_by_kind``
+    (accepted messages per wire kind), ``drops`` (refused frames and cut connections per
+    reason), ``buffered_bytes`` / ``peak_buffered_bytes`` (bytes of unfinished frames held
+    now / at most) and ``connections`` (open now).
     """
 
     def __init__(
@@ -198,28 +253,39 @@ class Receiver:
         endpoint: str,
         auth: LinkAuth,
         *,
-        recv_hwm: int = 100_000,
+        recv_hwm: int = limits.MAX_INBOUND_QUEUE_CHUNKS,
         max_frame_bytes: int = wire.DEFAULT_MAX_FRAME_BYTES,
         policy: wire.FramePolicy | None = None,
+        max_connections: int = limits.MAX_INBOUND_CONNECTIONS,
+        max_buffered_bytes: int = limits.MAX_INBOUND_BUFFERED_BYTES,
     ) -> None:
-        if recv_hwm < 1 or max_frame_bytes < wire.HEADER_SIZE:
-            raise ValueError("recv_hwm and max_frame_bytes must be positive")
+        if recv_hwm < 1 or max_frame_bytes < wire.HEADER_SIZE or max_connections < 1:
+            raise ValueError("recv_hwm, max_frame_bytes and max_connections must be positive")
         self.endpoint = endpoint
         self.auth = auth
         self.policy = policy
         self.max_frame_bytes = max_frame_bytes
         self._max_sealed = max_frame_bytes + auth.tag_size
+        self.max_connections = max_connections
+        # any legal frame fits, whatever the budget says
+        self.max_buffered_bytes = max(max_buffered_bytes, self._max_sealed)
+        self.recv_hwm = min(recv_hwm, limits.MAX_INBOUND_QUEUE_CHUNKS)
         self.received_frames = 0
         self.received_bytes = 0
         self.received_by_kind: Counter[int] = Counter()
         self.drops: Counter[str] = Counter()
-        sock = ctx.socket(zmq.PULL)
+        self.buffered_bytes = 0
+        self.peak_buffered_bytes = 0
+        self._conns: dict[bytes, _Conn] = {}
+        # connections this side cut, until libzmq says they are gone (bounded, FIFO)
+        self._cut: dict[bytes, None] = {}
+        # messages decoded past max_items of the last call (at most one read's worth)
+        self._carry: list[tuple[int, Any]] = []
+        sock = ctx.socket(zmq.STREAM)
         try:
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RCVHWM, recv_hwm)
-            # Frames up to twice the bound are received and counted as too_long; ZeroMQ
-            # cuts a peer that sends anything larger (memory stays bounded).
-            sock.setsockopt(zmq.MAXMSGSIZE, 2 * self._max_sealed)
+            sock.setsockopt(zmq.RCVHWM, self.recv_hwm)
+            sock.setsockopt(zmq.SNDHWM, 16)  # we only ever send close requests
             sock.bind(endpoint)
         except BaseException:
             sock.close(linger=0)
@@ -228,55 +294,151 @@ class Receiver:
         self._poller = zmq.Poller()
         self._poller.register(sock, zmq.POLLIN)
 
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
     def recv_batch(self, max_items: int, timeout_ms: int) -> list[tuple[int, Any]]:
         """Up to ``max_items`` (sender, message) pairs.
 
-        Waits at most ``timeout_ms`` when nothing is queued, then drains what is
-        there without blocking. At most ``max_items`` frames (good or bad) are
-        read per call, so a flood of bad frames cannot hold the thread.
+        Waits at most ``timeout_ms`` when nothing is queued, then drains what is there
+        without blocking. At most ``max_items`` reads (of up to 8 KiB each) are made per
+        call, so a flood of bad bytes cannot hold the thread; messages decoded past
+        ``max_items`` are returned first by the next call.
         """
-        out: list[tuple[int, Any]] = []
         if max_items <= 0:
-            return out
+            return []
+        out = self._carry
+        if len(out) >= max_items:
+            self._carry = out[max_items:]
+            return out[:max_items]
+        self._carry = []
         sock = self._sock
-        recv = sock.recv
-        try:
-            data = recv(zmq.NOBLOCK)
-        except zmq.Again:
+        get = sock.getsockopt
+        if not out and not get(_EVENTS) & _POLLIN:
             if timeout_ms <= 0 or not self._poller.poll(timeout_ms):
                 return out
-            try:
-                data = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return out
-        frames = 1
-        while True:
-            self._accept(data, out)
-            if frames >= max_items:
-                break
-            try:
-                data = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            frames += 1
+        recv = sock.recv
+        feed = self._feed
+        reads = 0
+        while reads < max_items and len(out) < max_items and get(_EVENTS) & _POLLIN:
+            routing_id = recv(_NOBLOCK)
+            data = recv(_NOBLOCK)
+            reads += 1
+            feed(routing_id, data, out)
+        if len(out) > max_items:
+            self._carry = out[max_items:]
+            del out[max_items:]
         return out
 
-    def _accept(self, data: bytes, out: list[tuple[int, Any]]) -> None:
+    # --- framing ---------------------------------------------------------------------
+
+    def _feed(self, routing_id: bytes, data: bytes, out: list[tuple[int, Any]]) -> None:
+        """One read of one connection: an empty one says it opened or closed."""
+        conn = self._conns.get(routing_id)
+        if not data:
+            if conn is not None:  # closed by the peer
+                if conn.buf:
+                    self.drops["partial_frame"] += 1
+                    self.buffered_bytes -= len(conn.buf)
+                del self._conns[routing_id]
+            elif routing_id in self._cut:
+                del self._cut[routing_id]  # a connection this side cut is gone
+            else:
+                self._open(routing_id)
+            return
+        self.received_bytes += len(data)
+        if conn is None:
+            if routing_id in self._cut:
+                return  # bytes already queued on a connection this side cut: counted above
+            conn = self._open(routing_id)  # data without a notification: take it as new
+            if conn is None:
+                return
+        held = len(conn.buf)
+        if held:
+            buf = conn.buf
+            buf += data
+            end = self._frames(routing_id, conn, buf, out)
+            if end:
+                del buf[:end]
+        else:
+            end = self._frames(routing_id, conn, data, out)
+            if end < len(data):
+                conn.buf = bytearray(data[end:]) if end else bytearray(data)
+        if routing_id not in self._conns:
+            return  # cut while reading its frames: _cut_conn settled the count
+        self.buffered_bytes += len(conn.buf) - held
+        if self.buffered_bytes > self.peak_buffered_bytes:
+            self.peak_buffered_bytes = self.buffered_bytes
+        while self.buffered_bytes > self.max_buffered_bytes:
+            conns = self._conns
+            self._cut_conn(max(conns, key=lambda rid: len(conns[rid].buf)), "cut_buffered")
+
+    def _frames(
+        self, routing_id: bytes, conn: _Conn, data: bytes | bytearray, out: list[tuple[int, Any]]
+    ) -> int:
+        """Hand every whole frame of ``data`` to _accept; the offset of the first byte
+        not used (the start of an unfinished frame), or 0 if the connection was cut."""
+        pos = 0
         size = len(data)
-        self.received_frames += 1
-        self.received_bytes += size
+        header_size = wire.HEADER_SIZE
+        while True:
+            need = conn.need
+            if not need:
+                if size - pos < header_size:
+                    return pos
+                self.received_frames += 1
+                try:
+                    kind, sender, length = wire.check_header(data, pos, self.max_frame_bytes)
+                    need = header_size + length + self.auth.tag_size
+                    policy = self.policy
+                    if policy is not None:
+                        reason = policy.refuse(kind, sender, need)
+                        if reason is not None:
+                            raise wire.DecodeError(reason)
+                except wire.DecodeError as exc:
+                    self._cut_conn(routing_id, exc.reason)
+                    return 0
+                conn.need = need
+                conn.kind = kind
+                conn.sender = sender
+            if size - pos < need:
+                return pos
+            self._accept(bytes(data[pos : pos + need]), conn.kind, conn.sender, out)
+            pos += need
+            conn.need = 0
+
+    def _open(self, routing_id: bytes) -> _Conn | None:
+        if len(self._conns) >= self.max_connections:
+            self._close(routing_id)
+            self.drops["cut_connections"] += 1
+            return None
+        conn = self._conns[routing_id] = _Conn()
+        return conn
+
+    def _cut_conn(self, routing_id: bytes, reason: str) -> None:
+        """Close a connection this side refuses; count why."""
+        conn = self._conns.pop(routing_id, None)
+        if conn is not None:
+            self.buffered_bytes -= len(conn.buf)
+            conn.buf = bytearray()
+        self.drops[reason] += 1
+        self._close(routing_id)
+
+    def _close(self, routing_id: bytes) -> None:
+        cut = self._cut
+        cut[routing_id] = None
+        while len(cut) > self.max_connections:
+            del cut[next(iter(cut))]
         try:
-            if size > self._max_sealed:
-                raise wire.DecodeError("too_long", f"{size} bytes")
-            # header first (the tag is not covered by its length field), then the MAC
-            kind, sender, _ = wire.decode_header(
-                memoryview(data)[: size - self.auth.tag_size], self.max_frame_bytes
-            )
-            policy = self.policy
-            if policy is not None:
-                reason = policy.refuse(kind, sender, size)
-                if reason is not None:
-                    raise wire.DecodeError(reason)
+            self._sock.send(routing_id, _SNDMORE_NOBLOCK)
+            self._sock.send(b"", _NOBLOCK)
+        except zmq.ZMQError:
+            pass  # already gone
+
+    def _accept(self, data: bytes, kind: int, sender: int, out: list[tuple[int, Any]]) -> None:
+        """A delimited frame whose header passed: MAC, then body."""
+        try:
             frame = self.auth.open(data)
             msg = wire.decode_body(kind, memoryview(frame)[wire.HEADER_SIZE :])
         except wire.DecodeError as exc:
@@ -297,12 +459,13 @@ class Receiver:
 
 
 class Sender:
-    """PUSH sockets to every destination this output thread talks to (one per destination,
-    connected lazily), owned by one thread. Never blocks: see the module note on drops.
+    """A STREAM socket to every destination this output thread talks to (one per
+    destination, connected lazily), owned by one thread. Never blocks: see the module note
+    on drops.
 
     Counters: ``sent_frames`` / ``sent_bytes`` (sealed frames handed to ZeroMQ),
     ``sent_by_kind`` and ``send_drops`` (frames dropped per destination because its
-    high-water mark was reached).
+    high-water mark was reached or its link was gone).
     """
 
     def __init__(
@@ -334,11 +497,17 @@ class Sender:
             if self._closed:
                 raise RuntimeError("Sender is closed")
             endpoint = self.addressing.address(to, self.addressing.input_for(self.node_id, to))
-            sock = self._ctx.socket(zmq.PUSH)
+            sock = self._ctx.socket(zmq.STREAM)
             try:
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.SNDHWM, self.send_hwm)
-                sock.setsockopt(zmq.IMMEDIATE, 0)  # queue for a peer that is not up yet
+                # nothing is read from a destination: no notifications, and what a hostile
+                # one writes back waits in a one-message queue, then TCP pushes back
+                sock.setsockopt(zmq.STREAM_NOTIFY, 0)
+                sock.setsockopt(zmq.RCVHWM, 1)
+                # the pipe exists before the connection does: frames queue for a peer
+                # that is not up yet, and the same id survives reconnects
+                sock.setsockopt(zmq.CONNECT_ROUTING_ID, _PEER_ID)
                 sock.connect(endpoint)
             except BaseException:
                 sock.close(linger=0)
@@ -353,9 +522,18 @@ class Sender:
     def send_frame(self, to: int, frame: bytes) -> bool:
         """Seal and send an encoded frame (whose header names this node as sender)."""
         sealed = self.auth.seal(to, frame)
+        sock = self._socks.get(to) or self._socket(to)
         try:
-            self._socket(to).send(sealed, zmq.NOBLOCK)
+            sock.send(_PEER_ID, _SNDMORE_NOBLOCK)
+            sock.send(sealed, _NOBLOCK)
         except zmq.Again:
+            self.send_drops[to] += 1
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            # the link's pipe is gone (libzmq gave up on it): a new socket next time
+            self._socks.pop(to).close(linger=0)
             self.send_drops[to] += 1
             return False
         self.sent_frames += 1

@@ -1,7 +1,8 @@
 """ZeroMQ transport over real sockets on 127.0.0.1: two OS processes exchange authenticated
 frames; malformed frames are counted by reason and dropped while good traffic flows.
 
-Child processes run PEER_SCRIPT (below) with this interpreter; every test kills what it
+The links are ZMQ_STREAM sockets carrying wire frames on raw streams (transport.zmq_io), so
+malformed input is sent over plain TCP connections. Child processes run PEER_SCRIPT (below) with this interpreter; every test kills what it
 started (by PID) in a finally block. Ports come from tests/conftest.py's base_port.
 Must not live here: protocol logic, replica pipelines (fabric/ tests).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -20,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 
-from protocols.common import Batch, Request, make_batch
+from protocols.common import Batch, Reply, Request, make_batch
 from transport import auth, wire, zmq_io
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,84 +143,147 @@ def test_two_processes_exchange_10000_authenticated_frames(
         assert summary["send_drops"] == 0
 
 
-# --- malformed frames interleaved with good ones (in this process, real sockets) ----------
+# --- malformed frames on raw TCP connections (in this process, real sockets) ------------
 
 
 def _unregistered_kind() -> int:
     return next(k for k in range(60000, 65536) if k not in wire.registered_kinds())
 
 
-def _bad_frames(
-    good_sealed: bytes, link: auth.LinkAuth, too_long: bytes
-) -> list[tuple[str, bytes]]:
-    """(expected drop reason, frame) for one of each kind of malformed frame from node 1."""
-    unknown = _unregistered_kind()
-    body = b"\x90"  # an empty msgpack array
-    unknown_kind = wire.HEADER.pack(wire.MAGIC, wire.VERSION, unknown, 1, len(body)) + body
-    good_frame = good_sealed[: -link.tag_size]
-    bad_body = b"\xc1"  # the one byte msgpack never uses
-    garbage_body = wire.HEADER.pack(wire.MAGIC, wire.VERSION, 1, 1, len(bad_body)) + bad_body
-    bad_tag = good_sealed[:-1] + bytes([good_sealed[-1] ^ 0x01])
-    # the header is checked before the MAC (cheap checks first, issue 19), so garbage is
-    # refused on its header's shape, not on its tag
-    return [
-        ("short", b"\x00\x01\x02garbage"),  # shorter than header + tag
-        ("magic", b"\xee" * 64),  # garbage: no magic
-        ("length", good_sealed[:-5]),  # truncated in transit: the header's length disagrees
-        ("mac", bad_tag),  # bad MAC
-        ("unknown_kind", link.seal(0, unknown_kind)),  # authentic, but of no registered kind
-        ("length", link.seal(0, good_frame[:-3])),  # authentic, truncated before sealing
-        ("body", link.seal(0, garbage_body)),  # authentic header, body not msgpack
-        ("too_long", too_long),
-    ]
+def _raw_connect(endpoint: str) -> socket.socket:
+    """A plain TCP connection to a Receiver's tcp:// endpoint (no ZeroMQ on this side)."""
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    conn = socket.create_connection((host, int(port)), timeout=5)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
+def _drain(rx: zmq_io.Receiver, until: Any, timeout_s: float = 20) -> list[tuple[int, Any]]:
+    got: list[tuple[int, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while not until(got) and time.monotonic() < deadline:
+        got += rx.recv_batch(64, 20)
+    return got
+
+
+def _closed_by_peer(conn: socket.socket, timeout_s: float = 5) -> bool:
+    """True when the other side closed ``conn`` (EOF or reset) within ``timeout_s``."""
+    conn.settimeout(timeout_s)
+    try:
+        while conn.recv(4096):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def _sealed(link: auth.LinkAuth, i: int) -> bytes:
+    return link.seal(0, wire.encode(Request(1, i, b"good %d" % i, b""), 1))
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("scheme", ["cmac-aes", "hmac-sha256"])
-def test_malformed_frames_are_counted_and_dropped(scheme: str, base_port: int) -> None:
+def test_bad_frames_with_a_known_boundary_are_dropped_and_the_link_goes_on(
+    scheme: str, base_port: int
+) -> None:
+    """A bad MAC, an unknown sender and an authentic frame whose body is not msgpack are
+    each counted and skipped: their headers passed, so the next frame's start is known."""
     keys = auth.derive_keys(SECRET, 2)
     receiver_link, sender_link = auth.LinkAuth(scheme, 0, keys), auth.LinkAuth(scheme, 1, keys)
     addressing = zmq_io.Addressing("tcp", ("127.0.0.1",), base_port, "", 1)
-    max_frame = 4096
     good_count = 600
-    too_long = sender_link.seal(0, wire.encode(Request(1, 0, b"z" * 5000, b""), 1))
+    bad_body = b"\xc1"  # the one byte msgpack never uses
+    garbage_body = wire.HEADER.pack(wire.MAGIC, wire.VERSION, 1, 1, len(bad_body)) + bad_body
+    stranger = wire.encode(Request(1, 0, b"x", b""), 5)  # node 5 shares no key with node 0
     ctx = zmq_io.new_context()
-    rx = zmq_io.Receiver(ctx, addressing.address(0, 0), receiver_link, max_frame_bytes=max_frame)
-    raw = ctx.socket(zmq.PUSH)
+    rx = zmq_io.Receiver(ctx, addressing.address(0, 0), receiver_link, max_frame_bytes=4096)
+    raw = _raw_connect(addressing.address(0, 0))
     try:
-        raw.connect(addressing.address(0, 0))
-        expected_drops: Counter[str] = Counter()
-        total = 0
+        expected: Counter[str] = Counter()
+        stream = bytearray()
         for i in range(good_count):
-            good = sender_link.seal(0, wire.encode(Request(1, i, b"good %d" % i, b""), 1))
-            raw.send(good)
-            total += 1
-            if i % 3 == 0:  # a malformed frame after every third good one
-                reason, bad = _bad_frames(good, sender_link, too_long)[(i // 3) % 8]
-                raw.send(bad)
-                expected_drops[reason] += 1
-                total += 1
-        got: list[tuple[int, Any]] = []
-        deadline = time.monotonic() + 30
-        while rx.received_frames < total and time.monotonic() < deadline:
-            got += rx.recv_batch(64, 100)
-        assert rx.received_frames == total
+            good = _sealed(sender_link, i)
+            stream += good
+            if i % 3 == 0:  # a bad frame after every third good one
+                reason, bad = [
+                    ("mac", good[:-1] + bytes([good[-1] ^ 0x01])),
+                    ("body", sender_link.seal(0, garbage_body)),
+                    ("unknown_sender", stranger + b"\x00" * sender_link.tag_size),
+                ][(i // 3) % 3]
+                stream += bad
+                expected[reason] += 1
+        for at in range(0, len(stream), 1000):  # in pieces that cut frames anywhere
+            raw.sendall(stream[at : at + 1000])
+        total = good_count + sum(expected.values())
+        got = _drain(rx, lambda got: rx.received_frames >= total and len(got) >= good_count)
         assert [(s, m.timestamp) for s, m in got] == [(1, i) for i in range(good_count)]
         assert all(m.txns == b"good %d" % m.timestamp for _, m in got)
-        assert rx.drops == expected_drops
-        assert set(expected_drops) == {
-            "short",
-            "magic",
-            "mac",
-            "unknown_kind",
-            "length",
-            "body",
-            "too_long",
-        }
+        assert rx.received_frames == total and rx.received_bytes == len(stream)
+        assert rx.drops == expected
+        assert rx.connections == 1 and rx.buffered_bytes == 0
         assert rx.received_by_kind == Counter({Request.KIND: good_count})
     finally:
-        raw.close(linger=0)
+        raw.close()
+        rx.close()
+        assert zmq_io.close_context(ctx)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_bad_header_cuts_its_connection_and_is_counted(base_port: int) -> None:
+    """Past a header it refuses, a stream cannot be trusted: the Receiver counts the reason,
+    closes the connection and reads nothing more from it; other connections go on."""
+    keys = auth.derive_keys(SECRET, 2)
+    receiver_link, sender_link = (
+        auth.LinkAuth("cmac-aes", 0, keys),
+        auth.LinkAuth("cmac-aes", 1, keys),
+    )
+    addressing = zmq_io.Addressing("tcp", ("127.0.0.1",), base_port, "", 1)
+    max_frame = 4096
+
+    def header(kind: int, length: int, version: int = wire.VERSION) -> bytes:
+        return wire.HEADER.pack(wire.MAGIC, version, kind, 1, length)
+
+    bad_headers = {
+        "magic": b"\xee" * 64,
+        "version": header(Request.KIND, 10, version=wire.VERSION + 1) + b"x" * 26,
+        "unknown_kind": header(_unregistered_kind(), 1) + b"\x90" + b"t" * 16,
+        "too_long": header(Request.KIND, max_frame) + b"z" * 100,  # announces > the bound
+        # a Reply's fields are bounded: its kind's body bound is far below 1000 bytes
+        "too_long_for_kind": header(Reply.KIND, 1000) + b"r" * 100,
+        # a ZMTP peer (a PUSH socket) opens with its greeting: 0xff, padding, 0x7f
+        "magic-zmtp": b"\xff" + b"\x00" * 8 + b"\x7f\x03\x00NULL" + b"\x00" * 48,
+    }
+    ctx = zmq_io.new_context()
+    rx = zmq_io.Receiver(ctx, addressing.address(0, 0), receiver_link, max_frame_bytes=max_frame)
+    conns: list[socket.socket] = []
+    try:
+        for i, bad in enumerate(bad_headers.values()):
+            raw = _raw_connect(addressing.address(0, 0))
+            conns.append(raw)
+            # one good frame, the bad header, then a good frame that must never be read
+            raw.sendall(_sealed(sender_link, i) + bad + _sealed(sender_link, 100 + i))
+        got = _drain(rx, lambda got: sum(rx.drops.values()) >= len(bad_headers))
+        got += _drain(rx, lambda got: False, timeout_s=0.3)
+        assert sorted(m.timestamp for _, m in got) == list(range(len(bad_headers)))
+        assert rx.drops == Counter(
+            {"magic": 2, "version": 1, "unknown_kind": 1, "too_long": 1, "too_long_for_kind": 1}
+        )
+        assert all(_closed_by_peer(raw) for raw in conns)
+        assert rx.connections == 0 and rx.buffered_bytes == 0
+        # a connection that closes halfway through a frame: counted, its bytes released
+        raw = _raw_connect(addressing.address(0, 0))
+        raw.sendall(_sealed(sender_link, 7)[:-5])
+        _drain(rx, lambda got: rx.buffered_bytes > 0)
+        raw.close()
+        _drain(rx, lambda got: rx.drops["partial_frame"] == 1)
+        assert rx.drops["partial_frame"] == 1 and rx.buffered_bytes == 0
+    finally:
+        for raw in conns:
+            raw.close()
         rx.close()
         assert zmq_io.close_context(ctx)
 
