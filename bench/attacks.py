@@ -69,14 +69,15 @@ class Attacker(threading.Thread):
     def run(self) -> None:
         from fabric.config import config_to_dict
         from transport.auth import LinkAuth, derive_keys
-        from transport.zmq_io import Addressing
+        from transport.zmq_io import Addressing, Sender
 
         cfg = self.cfg
         keys = derive_keys(cfg.crypto.cluster_secret, cfg.node_count, only_node=self.node)
         link = LinkAuth(cfg.crypto.effective_link_mac, self.node, keys)
         addressing = Addressing.from_config(config_to_dict(cfg))
         ctx = zmq.Context()
-        socks: dict[int, zmq.Socket] = {}
+        # the runtime's own Sender: the links are wire frames on raw streams (zmq_io)
+        sender = Sender(ctx, addressing, self.node, link, send_hwm=1000)
         try:
             if self.stop.wait(self.start_s):
                 return
@@ -84,26 +85,15 @@ class Attacker(threading.Thread):
             i = 0
             while not self.stop.is_set() and time.monotonic() - t0 < self.length_s:
                 for to, frame in self.make(i):
-                    sock = socks.get(to)
-                    if sock is None:
-                        sock = socks[to] = ctx.socket(zmq.PUSH)
-                        sock.setsockopt(zmq.LINGER, 0)
-                        sock.setsockopt(zmq.SNDHWM, 1000)
-                        sock.connect(addressing.address(to, addressing.input_for(self.node, to)))
-                    sealed = link.seal(to, frame)
-                    try:
-                        sock.send(sealed, zmq.NOBLOCK)
+                    if sender.send_frame(to, frame):
                         self.sent += 1
-                        self.sent_bytes += len(sealed)
-                    except zmq.Again:
-                        pass
+                self.sent_bytes = sender.sent_bytes
                 i += 1
                 wait = t0 + i / self.rate - time.monotonic()
                 if wait > 0 and self.stop.wait(wait):
                     break
         finally:
-            for sock in socks.values():
-                sock.close(linger=0)
+            sender.close()
             ctx.term()
 
 
