@@ -286,6 +286,7 @@ class ClientProcess:
         from fabric.ring import Ring
         from protocols import registry
         from transport.auth import LinkAuth, derive_keys
+        from transport.wire import FramePolicy
         from transport.zmq_io import Addressing, Receiver, Sender, new_context
         from workloads.factory import make_generator
 
@@ -319,12 +320,19 @@ class ClientProcess:
         addressing = Addressing.from_config(config_to_dict(cfg))
         if addressing.kind == "ipc":
             os.makedirs(addressing.ipc_dir, exist_ok=True)
+        # replicas send a client Replies only, and nobody else sends it anything
         self.receiver = Receiver(
             self.ctx,
             addressing.address(client_id, 0),
             LinkAuth(mac, client_id, self.keys),
             recv_hwm=cfg.transport.recv_hwm,
             max_frame_bytes=cfg.transport.max_frame_bytes,
+            policy=FramePolicy(
+                replicas=cfg.cluster.replicas,
+                client_kinds=frozenset(),
+                max_client_frame_bytes=0,
+                replica_kinds=frozenset({Reply.KIND}),
+            ),
         )
         self.sender = Sender(
             self.ctx,
