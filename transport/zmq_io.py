@@ -354,20 +354,23 @@ class Receiver:
             conn = self._open(routing_id)  # data without a notification: take it as new
             if conn is None:
                 return
-        held = len(conn.buf)
-        if held:
+        if conn.buf:  # an unfinished frame: append, then read from its start
             buf = conn.buf
             buf += data
+            self.buffered_bytes += len(data)
             end = self._frames(routing_id, conn, buf, out)
+            if routing_id not in self._conns:
+                return  # cut while reading its frames: _cut_conn released its bytes
             if end:
                 del buf[:end]
-        else:
+                self.buffered_bytes -= end
+        else:  # read straight from the chunk, keep only an unfinished tail
             end = self._frames(routing_id, conn, data, out)
+            if routing_id not in self._conns:
+                return
             if end < len(data):
                 conn.buf = bytearray(data[end:]) if end else bytearray(data)
-        if routing_id not in self._conns:
-            return  # cut while reading its frames: _cut_conn settled the count
-        self.buffered_bytes += len(conn.buf) - held
+                self.buffered_bytes += len(data) - end
         if self.buffered_bytes > self.peak_buffered_bytes:
             self.peak_buffered_bytes = self.buffered_bytes
         while self.buffered_bytes > self.max_buffered_bytes:
@@ -386,6 +389,12 @@ class Receiver:
             need = conn.need
             if not need:
                 if size - pos < header_size:
+                    # a stream that does not open with our magic is cut at its first
+                    # bytes (a ZMTP peer's greeting waits for ours before it goes on)
+                    if size - pos >= 2 and data[pos : pos + 2] != wire.MAGIC:
+                        self.received_frames += 1
+                        self._cut_conn(routing_id, "magic")
+                        return 0
                     return pos
                 self.received_frames += 1
                 try:

@@ -281,6 +281,16 @@ def test_a_bad_header_cuts_its_connection_and_is_counted(base_port: int) -> None
         raw.close()
         _drain(rx, lambda got: rx.drops["partial_frame"] == 1)
         assert rx.drops["partial_frame"] == 1 and rx.buffered_bytes == 0
+        # a header refused when its second half arrives: its first half is released too
+        too_long = bad_headers["too_long"]
+        raw = _raw_connect(addressing.address(0, 0))
+        conns.append(raw)
+        raw.sendall(too_long[:5])
+        _drain(rx, lambda got: rx.buffered_bytes == 5)
+        assert rx.buffered_bytes == 5
+        raw.sendall(too_long[5:])
+        _drain(rx, lambda got: rx.drops["too_long"] == 2)
+        assert rx.drops["too_long"] == 2 and rx.buffered_bytes == 0 and rx.connections == 0
     finally:
         for raw in conns:
             raw.close()
