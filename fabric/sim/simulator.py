@@ -106,6 +106,10 @@ class SimOptions:
     max_in_flight: int = 50_000  # messages in the network at once
     max_pending_requests: int = 1024  # per proposer's batch stage
     max_proposed_keys: int = 4096  # per proposer: requests remembered as proposed this view
+    # after the clients are done (and the faults over), keep running this long, then demand
+    # that every honest replica that did not crash caught up: its ledger reaches the
+    # longest honest final prefix with the same head ("lagging" otherwise). 0: stop at once.
+    settle_ticks: float = 0.0
     trace: bool = False  # keep a readable line per event in SimResult.trace
     trace_limit: int = 100_000  # lines kept at most
 
@@ -222,7 +226,10 @@ class Simulator:
         seed: int,
         faults: str = "none",
         options: SimOptions = DEFAULT_OPTIONS,
+        plan: FaultPlan | None = None,
     ) -> None:
+        """``plan``: a targeted schedule written by hand (a test's), instead of drawing the
+        plan of mix ``faults`` from the seed."""
         if n < 4:
             raise ValueError(f"n={n}: the simulator needs n >= 4 replicas (n >= 3f+1, f >= 1)")
         self.cls = protocol_class(protocol)
@@ -235,7 +242,7 @@ class Simulator:
         self.rng = random.Random(seed)
         params = dict(options.params)
         primary = self.cls.client_target(0, n, n, params)
-        self.plan: FaultPlan = make_plan(
+        self.plan: FaultPlan = plan or make_plan(
             faults, self.rng, n, self.f, primary, options.fault_window_ticks
         )
         self.byzantine = self.plan.byzantine_ids()
@@ -255,6 +262,7 @@ class Simulator:
             options.fault_window_ticks
             + options.liveness_ticks
             + options.requests * (options.think_ticks + options.liveness_ticks)
+            + options.settle_ticks
         )
         rule = self.rule = self.cls.reply_rule(n, self.f)
         self.clients = [
@@ -862,7 +870,15 @@ class Simulator:
         update = self.digest.update
         link_delivered: dict[tuple[int, int], int] = {}
         clients_left = sum(1 for c in self.clients if not c.done)
-        while heap and clients_left:
+        settle_until: float | None = None
+        while heap:
+            if not clients_left:
+                if not opt.settle_ticks:
+                    break
+                if settle_until is None:
+                    settle_until = max(self.now, self.plan.fault_end) + opt.settle_ticks
+                if heap[0][0] > settle_until:
+                    break
             if self.steps >= opt.max_events:
                 self._stop("bound", "max_events", f"more than {opt.max_events} events")
             at, _, etype, a, b, c, d = heapq.heappop(heap)
@@ -962,6 +978,22 @@ class Simulator:
                     f"replica {r}'s ledger (up to seq {final[r]}) is not a prefix of "
                     f"replica {longest}'s (up to seq {final[longest]})",
                 )
+        if self.opt.settle_ticks:
+            target = final[longest]
+            for r in honest:
+                ledger = self.execs[r]
+                if r in self.crashed:
+                    continue
+                if ledger.last_seq < target or ledger.head_at(target) != ref.head_at(target):
+                    first = ledger.entry(1)
+                    self._stop(
+                        "liveness",
+                        "lagging",
+                        f"replica {r} ended at seq {ledger.last_seq} in view {self.views[r]} "
+                        f"(seq 1 from view {first.view if first else '-'}), "
+                        f"{self.opt.settle_ticks:.0f} ticks after the clients were done; replica "
+                        f"{longest} has {target} final entries (view {self.views[longest]})",
+                    )
         for (client, ts), acc in self.accepted.items():
             for r in honest:
                 entry = self.execs[r].entry(acc.seq)

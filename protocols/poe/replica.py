@@ -113,6 +113,8 @@ NV_PENDING = "nv_pending"  # accepted NV-PROPOSE for ``view``, waiting for its p
 
 CERTIFICATE_MODES = ("signatures", "macs")
 MAX_NV_RETRIES = 2  # retransmissions while the new view's plan locks, then the next view
+#: the finality probe's period doubles while nothing becomes final, at most this many times
+MAX_FINAL_PROBE_DOUBLINGS = 6
 CHECKPOINT_INSTANCE = 0  # PoE reuses PBFT's Checkpoint message with instance 0
 
 
@@ -180,6 +182,13 @@ class Poe(ReplicaCore[_Slot]):
         self.t_request = ("poe", "request")
         self.t_view_change = ("poe", "view_change")
         self.t_fetch = ("poe", "fetch")
+        # armed while executed entries wait to become final: a replica cut off while the
+        # others moved on (a later view, a stable checkpoint it never heard of) must not
+        # hold a speculative suffix forever once the traffic that would tell it has passed
+        self.t_final = ("poe", "final")
+        self._final_timer_armed = False
+        self._final_probe_exp = 0
+        self._final_probe_mark = (0, 0)  # (final_mark, last_executed) when it was armed
 
         # view state (view, backoff_exp: ReplicaCore)
         self.mode = ACTIVE
@@ -239,6 +248,7 @@ class Poe(ReplicaCore[_Slot]):
         self.rolled_back = 0
         self.rollbacks = 0
         self.reexecuted = 0  # entries rolled back on entering a view only to re-execute in it
+        self.final_probes = 0  # Fetches sent because executed entries stayed unfinal
 
         self._handlers = {
             Propose: self._on_propose,
@@ -259,6 +269,7 @@ class Poe(ReplicaCore[_Slot]):
             (self.t_request, self._on_request_timer),
             (self.t_view_change, self._on_view_change_timer),
             (self.t_fetch, self._on_fetch_timer),
+            (self.t_final, self._on_final_timer),
         )
 
     # --- who proposes ----------------------------------------------------------------
@@ -337,6 +348,7 @@ class Poe(ReplicaCore[_Slot]):
             "rollbacks": self.rollbacks,
             "rolled_back": self.rolled_back,
             "reexecuted": self.reexecuted,
+            "final_probes": self.final_probes,
             "backoff_exp": self.backoff_exp,
             "certificate": "macs" if self.macs else "signatures",
             "ignored": dict(self.ignored),
@@ -657,6 +669,35 @@ class Poe(ReplicaCore[_Slot]):
             if self._view_unproven and view == self.view:
                 self._view_unproven = False
                 self.backoff_exp = 0  # the view change succeeded: reset the doubling
+        if not self._final_timer_armed and self.last_executed > self.final_mark:
+            self._arm_final_timer(out)
+
+    def _arm_final_timer(self, out: list[Action]) -> None:
+        self._final_timer_armed = True
+        self._final_probe_mark = (self.final_mark, self.last_executed)
+        out.append(SetTimer(self.t_final, self._timeout_ticks() << self._final_probe_exp))
+
+    def _on_final_timer(self, out: list[Action]) -> None:
+        """Executed entries are still not final a timeout later and nothing moved since: ask
+        the others what is (f+1 final replies roll back what differs and bring in what we
+        lack, and replies from a later view make us join it); the period doubles while
+        nothing changes, and a replica that is executing never probes."""
+        self._final_timer_armed = False
+        if self.last_executed <= self.final_mark:
+            self._final_probe_exp = 0
+            return
+        if self.mode != ACTIVE:
+            # a view change probes for finals itself (_probe_finals); one that completes
+            # re-executes the unfinal suffix in the new view, which must stay unfinal here
+            self._arm_final_timer(out)
+            return
+        if (self.final_mark, self.last_executed) != self._final_probe_mark:
+            self._final_probe_exp = 0  # progress: executing, or entries becoming final
+        else:
+            self._probe_finals(out)
+            self.final_probes += 1
+            self._final_probe_exp = min(self._final_probe_exp + 1, MAX_FINAL_PROBE_DOUBLINGS)
+        self._arm_final_timer(out)
 
     def _mark_executed(self, seq: int, batch: Batch) -> None:
         window = self.replay_window
@@ -725,6 +766,11 @@ class Poe(ReplicaCore[_Slot]):
             return
         own = self.own_digest.get(self.low) if self.last_executed >= self.low else None
         if own == self.stable_digest:
+            if self.mode != ACTIVE:
+                # Not while changing view: entering it re-executes the new plan above its
+                # base in the new view (INFORMs of one request must agree on the view), and
+                # what is final cannot be re-executed. _enter_view calls us again.
+                return
             self._diverged = False
             self.final_mark = self.low
             self.verified_to = max(self.verified_to, self.low)
@@ -922,10 +968,12 @@ class Poe(ReplicaCore[_Slot]):
             return
         if seq in self.finals:
             return
-        if self._count_fetch_reply(self.fetch_votes.setdefault(seq, {}), sender, m) is None:
+        matching = self._count_fetch_reply(self.fetch_votes.setdefault(seq, {}), sender, m)
+        if matching is None:
             return
         del self.fetch_votes[seq]
-        self.finals[seq] = (m.view, m.batch)
+        # the latest view it was executed in among f+1 (one honest) replicas that agree
+        self.finals[seq] = (max(r.view for r in matching), m.batch)
         self._apply_finals(out)
 
     def _apply_finals(self, out: list[Action]) -> None:
@@ -938,7 +986,9 @@ class Poe(ReplicaCore[_Slot]):
             view, batch = self.finals.pop(seq)
             if seq <= self.last_executed:
                 old = self.log.get(seq)
-                if old is None or old[1].digest != batch.digest:
+                # Same batch executed in an older view: execute it again with the view the
+                # others hold it in, or our INFORM never matches theirs (view, seq, result).
+                if old is None or old[1].digest != batch.digest or old[0] < view:
                     self._rollback_to(seq - 1, out)
                     self.ready[seq] = (view, batch)
             else:
@@ -1496,6 +1546,14 @@ class Poe(ReplicaCore[_Slot]):
         plan = self.pending_plan
         if plan is None or self.mode != ACTIVE or plan.view != self.view:
             return
+        if (
+            self.final_mark < plan.base <= self.last_executed
+            and self.own_digest.get(plan.base) == plan.base_digest
+        ):
+            # our state matches the plan's (proven stable) base: final there, not above
+            self.final_mark = plan.base
+            self.verified_to = max(self.verified_to, plan.base)
+            out.append(StableCheckpoint(plan.base, plan.base_digest))
         if self.final_mark < plan.base:
             return  # catch up to the plan's base first (fetch); _check_final calls us again
         self.pending_plan = None

@@ -245,7 +245,10 @@ def test_poe_normal_case_message_counts(n: int) -> None:
     assert sent["Propose"] == (n - 1) * summary.committed
     assert sent["Support"] == (n - 1) * summary.committed
     assert sent["Certify"] == (n - 1) * summary.committed
-    assert sent["Reply"] == n * summary.requests_accepted
+    # every replica INFORMs each request it executes; a run ends once the clients accepted
+    # (n-f replies), so a last INFORM may still be unsent then
+    f = (n - 1) // 3
+    assert (n - f) * summary.requests_accepted <= sent["Reply"] <= n * summary.requests_accepted
     assert sent.get("VcRequest", 0) == 0 and summary.counters["view_changes"] == 0
 
 
@@ -339,20 +342,20 @@ class NoSupportCountPoe(Poe):
             self.f = honest_f
 
 
-#: where the mutant search starts: since clients match PoE replies on (view, seq, result)
-#: (issue 13) and replicas re-execute a new view's plan, an accepted batch that a weak
-#: view change drops is rarer; the first seeds that show it lie above 1200 (at n=4 seed
-#: 1303 for HighestClaimPoe, at n=7 seed 1230 for NoSupportCountPoe; searched from 0)
-MUTANT_FIRST_SEED = 1200
-
-
+# Where each mutant search starts: since clients match PoE replies on (view, seq, result)
+# (issue 13), replicas re-execute a new view's plan and stranded replicas probe for final
+# entries, an accepted batch that a weak view change drops is rarer. Searched from seed 0,
+# the first violations are seed 289 (HighestClaimPoe, n=4) and 1395 (NoSupportCountPoe, n=7).
 @pytest.mark.parametrize(
-    ("cls", "n", "limit"), [(HighestClaimPoe, 4, 200), (NoSupportCountPoe, 7, 100)]
+    ("cls", "n", "first", "limit"),
+    [(HighestClaimPoe, 4, 200, 200), (NoSupportCountPoe, 7, 1300, 200)],
 )
-def test_weaker_mac_view_change_rules_are_caught(cls: type[Poe], n: int, limit: int) -> None:
+def test_weaker_mac_view_change_rules_are_caught(
+    cls: type[Poe], n: int, first: int, limit: int
+) -> None:
     """The simulator's signed Byzantine lies break a MAC view change that trusts claims
     (highest claim wins) or skips the support count (A2); the real rule passes those seeds."""
-    for seed in range(MUTANT_FIRST_SEED, MUTANT_FIRST_SEED + limit):
+    for seed in range(first, first + limit):
         mix = ("byzantine", "mixed")[seed % 2]
         result = run_seed(cls, n, seed, mix, MACS)
         if result.outcome == "violation":
