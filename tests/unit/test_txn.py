@@ -8,12 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workloads.txn import (
+    BALANCE,
     INSERT,
     MAX_KEY,
     READ,
     RMW,
     SCAN,
+    SEND_PAYMENT,
+    SMALLBANK_OPS,
     UPDATE,
+    YCSB_OPS,
     TxnDecodeError,
     decode_txns,
     encode_txns,
@@ -133,9 +137,11 @@ def _check_decoded(out: list[tuple]) -> None:
     """Whatever decode_txns returns is a well-formed transaction list."""
     assert isinstance(out, list)
     for op, key, arg in out:
-        assert type(op) is int and op in (READ, UPDATE, INSERT, SCAN, RMW)
+        assert type(op) is int and op in YCSB_OPS + SMALLBANK_OPS
         assert type(key) is int and 0 <= key <= MAX_KEY
-        if op == READ:
+        if op in SMALLBANK_OPS:  # bounds of amounts and accounts: test_smallbank.py
+            assert type(arg) is {BALANCE: type(None), SEND_PAYMENT: tuple}.get(op, int)
+        elif op == READ:
             assert arg is None
         elif op == SCAN:
             assert type(arg) is int and arg >= 1
