@@ -41,8 +41,10 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from fabric.lanes import has_lanes
 from fabric.sim.client import Accepted, SimClient
 from fabric.sim.faults import ALL_MIXES, MIXES, ByzantineMutator, FaultPlan, make_plan
+from fabric.sim.lanes import SplitLanes
 from fabric.sim.ledger import Entry, ExecuteStage, LedgerError, sim_txns
 from fabric.sim.verifier import FakeVerifier, SimKeys, signed_request
 from protocols import registry
@@ -106,6 +108,9 @@ class SimOptions:
     max_in_flight: int = 50_000  # messages in the network at once
     max_pending_requests: int = 1024  # per proposer's batch stage
     max_proposed_keys: int = 4096  # per proposer: requests remembered as proposed this view
+    # a protocol with lanes (RCC) runs its instances on this many workers, split as the
+    # runtime splits them (replica.worker_threads; fabric/sim/lanes.py); 1: one worker
+    worker_threads: int = 1
     # after the clients are done (and the faults over), keep running this long, then demand
     # that every honest replica that did not crash caught up: its ledger reaches the
     # longest honest final prefix with the same head ("lagging" otherwise). 0: stop at once.
@@ -195,6 +200,7 @@ def replay_command(
         "requests": "--requests",
         "in_flight": "--in-flight",
         "batch_size": "--batch-size",
+        "worker_threads": "--worker-threads",
     }
     for attr, flag in cli_flags.items():
         value = getattr(options, attr)
@@ -831,7 +837,10 @@ class Simulator:
         for r in range(self.n):
             try:
                 cfg = ProtocolConfig(replica_id=r, **self.config_args)  # type: ignore[arg-type]
-                self.replicas.append(self.cls(cfg, FakeVerifier(r, self.keys)))
+                proto: Any = self.cls(cfg, FakeVerifier(r, self.keys))
+                if self.opt.worker_threads > 1 and has_lanes(proto):
+                    proto = SplitLanes(proto, self.opt.worker_threads)
+                self.replicas.append(proto)
             except Exception:
                 self._stop(
                     "violation",
