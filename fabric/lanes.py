@@ -7,7 +7,7 @@ can run its instances on ``replica.worker_threads`` workers:
 
 - ``LaneGroup`` is what one worker owns: the lanes ``i`` with ``i % workers ==
   k``, presented to ``fabric.stages.WorkerStage`` as a protocol. A lane's
-  ``Deliver`` (its round), ``StableCheckpoint`` and ``NewView`` do not go to the
+  ``Deliver`` (its round), ``StableCheckpoint`` and ``ViewEntered`` do not go to the
   execute ring: they are wrapped in ``ToCoordinator`` for the coordinator.
 - ``LaneCoordinator`` is the checkpoint thread of such a replica: it hands each lane item
   and each executed seq to the protocol's ``RoundCoordinator`` (``coordinate``) and moves
@@ -47,7 +47,7 @@ from fabric.stages import (
     Stage,
     ToCoordinator,
 )
-from protocols.base import Action, Deliver, NewView, StableCheckpoint
+from protocols.base import Action, Deliver, StableCheckpoint, ViewEntered
 from protocols.common import Batch
 from protocols.rcc.coordinator import (
     CoordinatorOutput,
@@ -167,7 +167,7 @@ class LaneGroup:
                 out.append(ToCoordinator((C_LANE, L_DELIVER, i, a.seq, a.view, a.batch)))
             elif tp is StableCheckpoint:
                 out.append(ToCoordinator((C_LANE, L_STABLE, i, a.seq, a.digest)))
-            elif tp is NewView:
+            elif tp is ViewEntered:
                 out.append(ToCoordinator((C_LANE, L_VIEW, i, a.view, a.primary)))
             else:
                 out.append(a)
@@ -255,7 +255,7 @@ class LaneCoordinator(Stage):
                     self.stable_seq = note.seq
                     self.stable_count += 1
                     self._queue(self.to_execute, (E_COMMIT, note.seq))
-            elif t is NewView:
+            elif t is ViewEntered:
                 self.view = note.view
                 if len(self.view_changes) < 1000:
                     self.view_changes.append((time.time(), note.view, note.primary))

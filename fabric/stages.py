@@ -62,11 +62,11 @@ from protocols.base import (
     Broadcast,
     CancelTimer,
     Deliver,
-    NewView,
     Rollback,
     Send,
     SetTimer,
     StableCheckpoint,
+    ViewEntered,
 )
 from protocols.common import Batch, Reply, Request, batch_is_valid, make_batch
 from transport import wire
@@ -834,7 +834,7 @@ class WorkerStage(Stage):
                 chk.append((C_STABLE, a.seq, a.digest))
             elif tp is Rollback:
                 exe.append((E_ROLLBACK, a.to_seq))
-            elif tp is NewView:
+            elif tp is ViewEntered:
                 self.view = a.view
                 self.primary = a.primary
                 if len(self.view_changes) < 1000:

@@ -89,14 +89,14 @@ class CancelTimer:
 
 
 @dataclass(frozen=True, slots=True)
-class NewView:
+class ViewEntered:
     """The replica entered ``view`` whose primary is ``primary`` (for metrics and clients)."""
 
     view: int
     primary: int
 
 
-Action = Send | Broadcast | Deliver | Rollback | StableCheckpoint | SetTimer | CancelTimer | NewView
+Action = Send | Broadcast | Deliver | Rollback | StableCheckpoint | SetTimer | CancelTimer | ViewEntered
 
 
 # --- injected services -----------------------------------------------------------------

@@ -126,7 +126,7 @@ class SplitLanes:
                 for g in self.groups:
                     work.append(partial(g.take, item))
             else:
-                out.append(note)  # global Deliver, StableCheckpoint, NewView
+                out.append(note)  # global Deliver, StableCheckpoint, ViewEntered
 
 
 __all__ = ["SplitLanes"]

@@ -52,13 +52,13 @@ from protocols.base import (
     Broadcast,
     CancelTimer,
     Deliver,
-    NewView,
     Protocol,
     ProtocolConfig,
     Rollback,
     Send,
     SetTimer,
     StableCheckpoint,
+    ViewEntered,
 )
 from protocols.common import Batch, Reply, Request, make_batch
 from transport import wire
@@ -524,7 +524,7 @@ class Simulator:
                 self.timers[r].pop(a.timer, None)
             elif t is StableCheckpoint:
                 self._stable_checkpoint(r, a)
-            elif t is NewView:
+            elif t is ViewEntered:
                 if a.view > self.views[r]:
                     self.counters["view_changes"] += 1
                 self.views[r] = a.view

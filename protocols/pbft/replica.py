@@ -1078,7 +1078,7 @@ class Pbft(ReplicaCore[_Slot]):
         for pp in nv.pre_prepares:
             if self.low < pp.seq <= self.high:
                 self._accept_pre_prepare(pp, self._slot(pp.seq), out)
-        out.append(base.NewView(w, self.primary_of(w)))
+        out.append(base.ViewEntered(w, self.primary_of(w)))
         self._resume_requests(w, out)  # waiting requests: proposed, or sent to the primary
         self._replay_held(out)
         if self.last_delivered < self._fetch_target():

@@ -1535,7 +1535,7 @@ class Poe(ReplicaCore[_Slot]):
                 for req in batch.requests:
                     self.in_flight[(req.client_id, req.timestamp)] = plan.base + 1 + i
         self._reconcile(out)
-        out.append(base.NewView(w, self.primary_of(w)))
+        out.append(base.ViewEntered(w, self.primary_of(w)))
         self._resume_requests(w, out)  # waiting requests: proposed, or sent to the primary
         self._replay_held(out)
         self._check_final(out)

@@ -5,7 +5,7 @@ decides one batch per round and reports it here with ``decided``; the coordinato
 ``RoundAssembler`` turns complete rounds into global ``Deliver``s (permuted order, foreign
 requests filtered, protocols/rcc/rounds.py), its ``StableMerger`` turns the instances'
 stable checkpoints into the global one (``stable_at``), and instance view changes become one
-``NewView`` carrying the sum of the instances' views (``view_changed``). After the execute
+``ViewEntered`` carrying the sum of the instances' views (``view_changed``). After the execute
 side ran the last seq of a checkpoint round r, ``executed`` answers ``LaneCheckpoint(r,
 digest)`` for every lane. Whenever the frontier (highest round any instance decided) or the
 released round (rounds delivered globally) moves, ``decided`` answers one ``LaneRounds``
@@ -52,7 +52,7 @@ class LaneCheckpoint:
     state_digest: bytes
 
 
-CoordinatorOutput = Deliver | StableCheckpoint | base.NewView | LaneRounds | LaneCheckpoint
+CoordinatorOutput = Deliver | StableCheckpoint | base.ViewEntered | LaneRounds | LaneCheckpoint
 
 
 class RoundCoordinator:
@@ -105,7 +105,7 @@ class RoundCoordinator:
         if not 0 <= instance < self.m:
             return []
         self.views[instance] = view
-        return [base.NewView(self.total_view, primary)]
+        return [base.ViewEntered(self.total_view, primary)]
 
     def executed(self, seq: int, state_digest: bytes) -> list[CoordinatorOutput]:
         """The execute side ran global ``seq``: a LaneCheckpoint at the end of a checkpoint round."""

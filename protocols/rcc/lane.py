@@ -41,7 +41,7 @@ come from executed rounds, which are released): the assembler's bound holds by
 construction, whatever the network does.
 
 Inner PBFT actions are returned unchanged: ``Deliver(seq=round)``, ``StableCheckpoint
-(seq=round)`` and ``NewView(instance view)`` are per-instance and must go to the round
+(seq=round)`` and ``ViewEntered(instance view)`` are per-instance and must go to the round
 coordinator (``Rcc`` or the runtime's), everything else goes out as usual.
 
 Threading: a lane is owned by one thread (the worker of instance i); ``observe_rounds``

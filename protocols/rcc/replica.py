@@ -29,7 +29,7 @@ How it works:
   instance checkpoints the same global state at the same round and each inner PBFT's
   watermarks, view-change proofs and catch-up stay self-consistent. The global
   StableCheckpoint is ``r*m`` once every instance is stable at r (``StableMerger``).
-- ``NewView`` actions carry the sum of the instances' views (it grows by one per instance
+- ``ViewEntered`` actions carry the sum of the instances' views (it grows by one per instance
   view change) and the new primary of the instance that changed.
 
 Threading contract (the runtime's seam; this class itself is single-threaded):
@@ -38,7 +38,7 @@ Threading contract (the runtime's seam; this class itself is single-threaded):
   (-1: no instance, drop and count it), each timer with ``timer_instance(timer)``, and
   each client batch with ``instance_of_client(client_id)``; a worker calls only its
   lane's methods.
-- A lane's ``Deliver``/``StableCheckpoint``/``NewView`` go to one ``RoundCoordinator``
+- A lane's ``Deliver``/``StableCheckpoint``/``ViewEntered`` go to one ``RoundCoordinator``
   (protocols/rcc/coordinator.py: round assembly, permutation, frontier, released round,
   checkpoints in rounds, views), here ``self.coordinator``; whoever owns it (this class in
   one thread, or the runtime's checkpoint thread, fabric.lanes.LaneCoordinator) only routes
@@ -228,7 +228,7 @@ class Rcc(Protocol):
                 notes = coord.decided(i, a.seq, a.view, a.batch)
             elif t is StableCheckpoint:
                 notes = coord.stable_at(i, a.seq, a.digest)
-            elif t is base.NewView:
+            elif t is base.ViewEntered:
                 notes = coord.view_changed(i, a.view, a.primary)
             elif t is Rollback:
                 raise AssertionError("a PBFT instance never rolls back")
@@ -253,7 +253,7 @@ class Rcc(Protocol):
                 for j, lane in enumerate(self.lanes):
                     self._collect(j, lane.checkpoint(note.round, note.state_digest), out)
             else:
-                out.append(note)  # type: ignore[arg-type]  # Deliver, StableCheckpoint, NewView
+                out.append(note)  # type: ignore[arg-type]  # Deliver, StableCheckpoint, ViewEntered
 
     def total_view(self) -> int:
         """Sum of the instances' views: grows by one with every instance's view change."""

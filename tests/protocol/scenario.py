@@ -280,8 +280,8 @@ class Cluster:
                 if act.timer in self.timers[r]:
                     self.note(f"r{r} CancelTimer {act.timer[-1]}")
                 self.timers[r].pop(act.timer, None)
-            elif t is base.NewView:
-                self.note(f"r{r} NewView v{act.view} primary r{act.primary}")
+            elif t is base.ViewEntered:
+                self.note(f"r{r} ViewEntered v{act.view} primary r{act.primary}")
                 self.views[r].append((act.view, act.primary))
             elif t is Rollback:
                 if not getattr(self.replicas[r], "speculative_replies", False):

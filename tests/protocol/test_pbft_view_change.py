@@ -186,7 +186,7 @@ def test_new_view_is_accepted_only_when_it_recomputes() -> None:
         assert r2.status()["in_view_change"]
     assert r2.status()["ignored"]["invalid_new_view"] == len(forged)
     out = r2.receive(1, nv)
-    assert base.NewView(1, 1) in out and not r2.status()["in_view_change"]
+    assert base.ViewEntered(1, 1) in out and not r2.status()["in_view_change"]
 
 
 def test_unsigned_new_view_must_come_from_the_new_primary() -> None:
@@ -195,7 +195,7 @@ def test_unsigned_new_view_must_come_from_the_new_primary() -> None:
     nv, r2 = _held_new_view(c)
     assert r2.receive(3, nv) == []
     assert r2.status()["ignored"]["new_view_not_from_primary"] == 1
-    assert base.NewView(1, 1) in r2.receive(1, nv)
+    assert base.ViewEntered(1, 1) in r2.receive(1, nv)
 
 
 def test_view_change_with_forged_certificate_or_checkpoint_proof_is_rejected() -> None:
@@ -446,7 +446,7 @@ def test_new_view_takes_the_certificate_with_the_highest_view() -> None:
     wrong = dataclasses.replace(nv, pre_prepares=(r2._make_pre_prepare(2, 1, c.batch("old")),))
     assert r1.receive(2, wrong) == []
     assert r1.status()["ignored"]["invalid_new_view"] == 1
-    assert base.NewView(2, 2) in r1.receive(2, nv)
+    assert base.ViewEntered(2, 2) in r1.receive(2, nv)
 
 
 def test_unsigned_new_view_is_checked_by_recomputation_alone() -> None:
@@ -462,7 +462,7 @@ def test_unsigned_new_view_is_checked_by_recomputation_alone() -> None:
     ):
         assert r2.receive(1, bad) == []
     assert r2.status()["ignored"]["invalid_new_view"] == 3
-    assert base.NewView(1, 1) in r2.receive(1, nv)
+    assert base.ViewEntered(1, 1) in r2.receive(1, nv)
 
 
 def test_unsigned_votes_view_change_carries_signed_claims() -> None:

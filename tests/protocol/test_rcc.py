@@ -79,7 +79,7 @@ class RccCluster:
         self.delivered: list[list[Deliver]] = [[] for _ in range(n)]
         self.heads: list[list[bytes]] = [[GENESIS] for _ in range(n)]
         self.stable: list[list[StableCheckpoint]] = [[] for _ in range(n)]
-        self.new_views: list[list[base.NewView]] = [[] for _ in range(n)]
+        self.new_views: list[list[base.ViewEntered]] = [[] for _ in range(n)]
         self.set_timers: list[list[tuple[int, SetTimer]]] = [[] for _ in range(n)]
         self.sent: Counter[str] = Counter()
         self.log: list[str] = []  # "r<i> <Kind>" per message sent, in order
@@ -126,7 +126,7 @@ class RccCluster:
                 self.timers[r].pop(a.timer, None)
             elif t is StableCheckpoint:
                 self.stable[r].append(a)
-            elif t is base.NewView:
+            elif t is base.ViewEntered:
                 self.new_views[r].append(a)
             else:
                 raise AssertionError(f"unexpected action {a!r}")
@@ -395,7 +395,7 @@ def test_crashed_instance_primary_is_detected_and_replaced_and_rounds_are_filled
     for r in (0, 2, 3):
         st = c.replicas[r].status()
         assert st["views"] == [0, 1, 0, 0] and st["primaries"] == [0, 2, 2, 3]
-        assert c.new_views[r][-1] == base.NewView(1, 2)
+        assert c.new_views[r][-1] == base.ViewEntered(1, 2)
         assert c.ledger(r).count(NULL_BATCH.digest) == 3  # instance 1's three rounds
     first_fetch = c.log.index("r0 Fetch")
     first_vc = c.log.index("r0 ViewChange")

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
+from fabric.execute import Executor
 from fabric.sim import MIXES, SimOptions, make_plan, run_many, run_seed
 from fabric.sim import cli as sim_cli
 from fabric.sim.faults import ByzantineMutator, FaultPlan, rewrite
-from fabric.execute import Executor
 from fabric.sim.ledger import SIM_RECORDS, SIM_VALUE_BYTES, ExecuteStage, LedgerError, sim_txns
 from fabric.sim.simulator import Simulator, replay_command
 from fabric.sim.verifier import FakeVerifier, SimKeys, signed_request

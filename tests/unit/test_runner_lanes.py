@@ -26,7 +26,7 @@ from fabric.stages import (
     ToCoordinator,
     WorkerStage,
 )
-from protocols.base import Broadcast, Deliver, NewView, StableCheckpoint
+from protocols.base import Broadcast, Deliver, StableCheckpoint, ViewEntered
 from protocols.common import NULL_BATCH, Request, make_batch
 from protocols.rcc.coordinator import RoundCoordinator
 
@@ -61,7 +61,7 @@ class FakeLane:
 
     def receive(self, sender, msg):
         self.calls.append(("receive", sender, msg))
-        return [Broadcast(msg), StableCheckpoint(4, b"d"), NewView(2, 3)]
+        return [Broadcast(msg), StableCheckpoint(4, b"d"), ViewEntered(2, 3)]
 
     def timeout(self, timer):
         self.calls.append(("timeout", timer))
