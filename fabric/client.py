@@ -42,7 +42,7 @@ from typing import Any
 from fabric.metrics import PerSecond, Reservoir, ThreadClock, process_resources
 from fabric.stages import _dump_profile, _profiler
 from protocols.base import ReplyRule
-from protocols.common import Reply, Request
+from protocols.common import Reply, Request, signed_request
 
 # --- the sans-IO core -------------------------------------------------------------------
 
@@ -436,7 +436,7 @@ class ClientProcess:
 
     def _run(self) -> None:
         from transport import wire
-        from transport.auth import sign_request
+        from transport.auth import signer
 
         core = self.core
         stop = self.stop
@@ -445,7 +445,7 @@ class ClientProcess:
         send_frame = self.sender.send_frame
         me = self.id
         n = self.n
-        keys = self.keys
+        sign = signer(self.keys, me) if self.signing else None
         txns = self.txns_per_request
         target_of = self.protocol_cls.client_target
         params = self.params
@@ -458,7 +458,7 @@ class ClientProcess:
                 ts = core.next_timestamp()
                 if self.signing:
                     t_sign = time.perf_counter()
-                    req = sign_request(keys, me, ts, body)
+                    req = signed_request(sign, me, ts, body)
                     self.sign_s += time.perf_counter() - t_sign
                 else:
                     req = Request(me, ts, body, b"")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -51,6 +52,11 @@ class Request:
         if not 0 <= self.timestamp <= 0xFFFFFFFFFFFFFFFF:
             raise ValueError(f"timestamp {self.timestamp} not in 0..2**64-1")
 
+    def signing_payload(self) -> bytes:
+        """The bytes its client signed (``request_signing_payload``): what a verifier checks
+        the signature over, without knowing this class (transport.auth does not import it)."""
+        return request_signing_payload(self)
+
 
 @message(kind=2)
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,15 @@ NULL_BATCH = Batch(requests=(), digest=NULL_DIGEST)
 def request_signing_payload(req: Request) -> bytes:
     """The bytes a client signs: its id, its timestamp and the encoded transactions."""
     return _REQ_HEAD.pack(req.client_id, req.timestamp) + req.txns
+
+
+def signed_request(
+    sign: Callable[[bytes], bytes], client_id: int, timestamp: int, txns: bytes
+) -> Request:
+    """A client's Request with ``sign`` applied to its signing payload (Ed25519 in the
+    runtime: ``transport.auth.signer``; the simulator's fake signature in fabric/sim)."""
+    unsigned = Request(client_id=client_id, timestamp=timestamp, txns=txns, signature=b"")
+    return Request(client_id, timestamp, txns, sign(request_signing_payload(unsigned)))
 
 
 def request_digest(req: Request) -> bytes:

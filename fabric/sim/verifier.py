@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 
+from protocols import common
 from protocols.common import Request, request_signing_payload
 
 
@@ -67,11 +68,7 @@ class FakeVerifier:
 
 
 def signed_request(keys: SimKeys, client_id: int, timestamp: int, txns: bytes) -> Request:
-    """A client's request with its fake signature."""
-    unsigned = Request(client_id=client_id, timestamp=timestamp, txns=txns, signature=b"")
-    return Request(
-        client_id=client_id,
-        timestamp=timestamp,
-        txns=txns,
-        signature=keys.signature(client_id, request_signing_payload(unsigned)),
+    """A client's request with its fake signature (protocols.common.signed_request)."""
+    return common.signed_request(
+        lambda payload: keys.signature(client_id, payload), client_id, timestamp, txns
     )

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.common import Request, request_signing_payload
+from protocols.common import Request, request_signing_payload, signed_request
 from transport import auth, wire
 
 NODES = 6
@@ -162,7 +162,7 @@ def test_ed25519_sign_and_verify() -> None:
 
 def test_request_signing() -> None:
     client = 5
-    req = auth.sign_request(KEYS, client, 42, b"txns")
+    req = signed_request(auth.signer(KEYS, client), client, 42, b"txns")
     replica = auth.make_verifier("ed25519", 0, auth.derive_keys("test-secret", NODES, only_node=0))
     assert replica.verify_request(req)
     assert replica.verify(client, request_signing_payload(req), req.signature)
@@ -179,7 +179,7 @@ def test_request_signing() -> None:
 def test_signing_needs_the_private_key() -> None:
     only0 = auth.derive_keys("test-secret", NODES, only_node=0)
     with pytest.raises(KeyError):
-        auth.sign_request(only0, 5, 1, b"")
+        auth.signer(only0, 5)
     with pytest.raises(KeyError):
         auth.Ed25519Verifier(5, only0).sign(b"x")
 
