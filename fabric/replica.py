@@ -63,7 +63,7 @@ from fabric.stages import (
     VerifiedCache,
     WorkerStage,
 )
-from protocols import limits
+from protocols import codec, limits
 from protocols.common import Request
 from transport import wire
 from transport.auth import TAG_BYTES
@@ -73,9 +73,8 @@ STOP_BUDGET_S = 5.0
 
 
 def kind_names() -> dict[int, str]:
-    from transport import wire
 
-    return {kind: cls.__name__ for kind, cls in wire.registered_kinds().items()}
+    return {kind: cls.__name__ for kind, cls in codec.registered_kinds().items()}
 
 
 class Replica:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from protocols import limits
-from transport.wire import Max, message
+from protocols.codec import Max, message
 
 #: a SHA-256 digest (b"" where a field may be empty)
 Digest = Annotated[bytes, Max(limits.DIGEST_BYTES)]

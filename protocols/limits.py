@@ -81,3 +81,33 @@ INBOUND_CHUNK_BYTES = 8192
 #: (TCP back-pressure to the sender): transport.recv_hwm is clamped to it, so the bytes
 #: queued and not yet counted are at most MAX_INBOUND_CONNECTIONS x this x 8 KiB (256 MiB)
 MAX_INBOUND_QUEUE_CHUNKS = 64
+
+# --- replica bookkeeping (protocols/pbft, protocols/poe, protocols/replica_core) --------
+# Bounds, not tuning knobs: each caps a table or a retry loop of a replica. Window-relative
+# ones are multiples of protocol.watermark_window (sequence numbers between the watermarks).
+
+#: primary: client batches queued while the watermark window is full, in windows
+QUEUED_BATCHES_PER_WINDOW = 2
+#: delivered (PBFT) / executed (PoE) batches kept to answer FETCH, in windows
+HISTORY_WINDOWS = 4
+#: seqs one FETCH asks for and one answer covers, in windows
+FETCH_SPAN_WINDOWS = 1
+#: the catch-up timer's period is the view-change timeout divided by this (at least 1 tick)
+FETCH_TICKS_DIVISOR = 2
+#: delivered timestamps remembered per client for replay suppression; older ones fall
+#: below a per-client floor that counts as delivered
+REPLAY_WINDOW_PER_CLIENT = 256
+#: a view-change timeout doubles on consecutive failed view changes, at most this many times
+#: (base << 6 = 64x)
+MAX_BACKOFF_EXP = 6
+#: rounds of re-running held messages after the view or the watermarks moved
+MAX_REPLAY_ROUNDS = 64
+#: PBFT: NEW-VIEW copies sent to one lagging replica per view
+MAX_NEW_VIEW_RESENDS = 4
+#: PBFT: (replica, view) pairs one view change asks for their NEW-VIEW, per replica of the
+#: cluster (4 x n in all)
+ASKED_NEW_VIEW_PER_REPLICA = 4
+#: PoE: retransmissions while the new view's plan locks, then the next view
+MAX_NV_RETRIES = 2
+#: PoE: the finality probe's period doubles while nothing becomes final, at most this often
+MAX_FINAL_PROBE_DOUBLINGS = 6

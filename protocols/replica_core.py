@@ -43,9 +43,9 @@ from protocols.base import (
     SetTimer,
     Verifier,
 )
+from protocols.codec import encode_body
 from protocols.common import Batch, Request, make_batch
 from protocols.limits import MAX_HELD_BYTES
-from transport.wire import encode_body
 
 if TYPE_CHECKING:  # PoE reuses PBFT's Checkpoint; a runtime import would be circular
     from protocols.pbft.messages import Checkpoint

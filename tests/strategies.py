@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from transport import wire
+from protocols import codec
 
 INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1
 WIRE_INTS = st.integers(INT64_MIN, UINT64_MAX)
@@ -26,12 +26,12 @@ SMALL_OR_WIRE_INTS = st.one_of(st.integers(-2, 12), st.integers(-2, 12), WIRE_IN
 def strategy_for(
     tp: Any, depth: int = 0, ints: st.SearchStrategy[int] = WIRE_INTS
 ) -> st.SearchStrategy[Any]:
-    """A strategy for values of a wire field type (the types wire._build accepts); values
-    stay within a field's ``wire.Max`` bound (a longer one is a decode case, not a round trip)."""
+    """A strategy for values of a wire field type (the types codec._build accepts); values
+    stay within a field's ``codec.Max`` bound (a longer one is a decode case, not a round trip)."""
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
         base, *meta = typing.get_args(tp)
-        bound = next((m.n for m in meta if isinstance(m, wire.Max)), None)
+        bound = next((m.n for m in meta if isinstance(m, codec.Max)), None)
         if bound is not None and base is bytes:
             return st.binary(max_size=min(48, bound))
         inner = strategy_for(base, depth, ints)
@@ -45,7 +45,7 @@ def strategy_for(
             size = 4 if depth < 2 else 1
             return st.lists(strategy_for(args[0], depth + 1, ints), max_size=size).map(tuple)
         return st.tuples(*[strategy_for(a, depth + 1, ints) for a in args])
-    if isinstance(tp, type) and tp in wire.registered_kinds().values():
+    if isinstance(tp, type) and tp in codec.registered_kinds().values():
         return message_strategy(tp, depth + 1, ints)
     scalars: dict[type, st.SearchStrategy[Any]] = {
         bool: st.booleans(),

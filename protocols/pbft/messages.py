@@ -19,9 +19,9 @@ import struct
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
+from protocols.codec import Max, encode_body, message
 from protocols.common import Batch, Digest, Signature
 from protocols.limits import MAX_REPLICAS, MAX_SEQS_PER_MESSAGE
-from transport.wire import Max, encode_body, message
 
 # Kinds: 16..47 belong to PBFT (transport/wire.py).
 KIND_PRE_PREPARE = 16

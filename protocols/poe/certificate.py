@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from protocols.base import Verifier
+from protocols.codec import Max, message
 from protocols.common import Signature
 from protocols.limits import MAX_REPLICAS
-from transport.wire import Max, message
 
 KIND_CERTIFICATE = 50
 

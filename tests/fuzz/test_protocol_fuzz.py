@@ -22,10 +22,9 @@ from hypothesis import strategies as st
 
 from fabric.sim.simulator import SimOptions, Simulator
 from fabric.sim.verifier import FakeVerifier, SimKeys
-from protocols import registry
+from protocols import codec, registry
 from protocols.base import ProtocolConfig, SetTimer
 from tests.strategies import WIRE_INTS, message_strategy
-from transport import wire
 
 N = 4
 PROTOCOLS = registry.available()
@@ -34,8 +33,8 @@ OPTIONS = SimOptions(checkpoint_period=2, watermark_window=4, view_change_ticks=
 # hostile messages pass the first gates and reach the deeper logic; sometimes anything
 TINY = st.integers(0, 5)
 FUZZ_INTS = st.one_of(TINY, TINY, TINY, st.integers(-2, 12), WIRE_INTS)
-random_messages = st.sampled_from(sorted(wire.registered_kinds())).flatmap(
-    lambda kind: message_strategy(wire.registered_kinds()[kind], ints=FUZZ_INTS)
+random_messages = st.sampled_from(sorted(codec.registered_kinds())).flatmap(
+    lambda kind: message_strategy(codec.registered_kinds()[kind], ints=FUZZ_INTS)
 )
 senders = st.one_of(st.integers(-1, N + 3), st.integers(-(2**31), 2**31 - 1))
 

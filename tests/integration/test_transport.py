@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from protocols import codec
 from protocols.common import Batch, Reply, Request, make_batch
 from transport import auth, wire, zmq_io
 
@@ -147,7 +148,7 @@ def test_two_processes_exchange_10000_authenticated_frames(
 
 
 def _unregistered_kind() -> int:
-    return next(k for k in range(60000, 65536) if k not in wire.registered_kinds())
+    return next(k for k in range(60000, 65536) if k not in codec.registered_kinds())
 
 
 def _raw_connect(endpoint: str) -> socket.socket:

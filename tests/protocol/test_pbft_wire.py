@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
+from protocols import codec
 from protocols.common import NULL_BATCH
 from protocols.pbft import (
     Checkpoint,
@@ -38,7 +39,7 @@ def test_kinds_are_in_the_pbft_range_and_distinct() -> None:
     kinds = [c.KIND for c in CLASSES]
     assert all(16 <= k <= 47 for k in kinds)
     assert len(set(kinds)) == len(kinds)
-    registered = wire.registered_kinds()
+    registered = codec.registered_kinds()
     assert all(registered[c.KIND] is c for c in CLASSES)
 
 

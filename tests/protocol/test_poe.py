@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocols import registry
+from protocols import codec, registry
 from protocols.base import ProtocolConfig, StableCheckpoint
 from protocols.common import NULL_DIGEST, make_batch
 from protocols.pbft.messages import Checkpoint
@@ -90,7 +90,7 @@ def test_every_message_crosses_the_wire_in_the_poe_kind_range() -> None:
         FetchReply(1, 0, b, 2, True, None, 1),
     ]
     for msg in msgs:
-        kind = wire.kind_of(msg)
+        kind = codec.kind_of(msg)
         if type(msg) is not Checkpoint:
             assert 48 <= kind <= 79, type(msg).__name__
         assert wire.decode(wire.encode(msg, 3)) == (3, msg)

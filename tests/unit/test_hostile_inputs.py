@@ -24,7 +24,7 @@ from fabric.stages import (
     VerifiedCache,
     WorkerStage,
 )
-from protocols import limits
+from protocols import codec, limits
 from protocols.base import ProtocolConfig, Send
 from protocols.common import Request, make_batch
 from protocols.pbft import Pbft
@@ -87,10 +87,10 @@ def test_every_protocol_message_bounds_every_bytes_and_array_field() -> None:
     import protocols.poe  # noqa: F401
     import protocols.rcc  # noqa: F401
 
-    for kind, cls in wire.registered_kinds().items():
+    for kind, cls in codec.registered_kinds().items():
         if cls.__module__.startswith("protocols."):
-            assert wire.unbounded_fields(cls) == [], cls.__name__
-            assert wire.max_body_of(kind) is not None, cls.__name__
+            assert codec.unbounded_fields(cls) == [], cls.__name__
+            assert codec.max_body_of(kind) is not None, cls.__name__
 
 
 def test_a_commit_with_an_8_mib_digest_is_refused_on_its_header() -> None:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import protocols
 import protocols.common  # noqa: F401  (registers kinds 1-3)
+from protocols import codec
 from protocols.common import Batch, Reply, Request, make_batch
 from tests.strategies import INT64_MIN, UINT64_MAX, message_strategy
 from transport import wire
@@ -46,7 +47,7 @@ IMPORT_ERRORS = _import_protocol_modules()
 
 # A test-only message (kind outside the documented 1-255 ranges) using every field shape
 # wire supports, so the round trip covers them even before a protocol uses them.
-@wire.message(65000)
+@codec.message(65000)
 @dataclasses.dataclass(frozen=True, slots=True)
 class AllShapes:
     flag: bool
@@ -59,13 +60,13 @@ class AllShapes:
     batches: tuple[Batch, ...]
 
 
-KINDS = sorted(wire.registered_kinds())
+KINDS = sorted(codec.registered_kinds())
 SETTINGS = settings(deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 
 # --- strategies from type hints: tests/strategies.py -------------------------------------
 
 any_message = st.sampled_from(KINDS).flatmap(
-    lambda kind: message_strategy(wire.registered_kinds()[kind])
+    lambda kind: message_strategy(codec.registered_kinds()[kind])
 )
 senders = st.integers(-(2**31), 2**31 - 1)
 
@@ -77,7 +78,7 @@ def decode_or_error(frame: bytes, max_frame_bytes: int = wire.DEFAULT_MAX_FRAME_
     except wire.DecodeError as exc:
         assert exc.reason, "a DecodeError must carry a reason"
         return exc
-    assert isinstance(msg, tuple(wire.registered_kinds().values()))
+    assert isinstance(msg, tuple(codec.registered_kinds().values()))
     assert -(2**31) <= sender < 2**31
     return sender, msg
 
@@ -94,15 +95,15 @@ def test_every_protocol_module_imports() -> None:
 
 
 def test_common_kinds_registered() -> None:
-    kinds = wire.registered_kinds()
+    kinds = codec.registered_kinds()
     assert kinds[1] is Request and kinds[2] is Batch and kinds[3] is Reply
-    assert Request.KIND == 1 and wire.kind_of(make_batch(())) == 2
+    assert Request.KIND == 1 and codec.kind_of(make_batch(())) == 2
 
 
 def test_registration_rejects_a_taken_kind_and_unfrozen_classes() -> None:
     with pytest.raises(ValueError, match="already registered"):
 
-        @wire.message(1)
+        @codec.message(1)
         @dataclasses.dataclass(frozen=True)
         class Impostor:
             x: int
@@ -111,15 +112,15 @@ def test_registration_rejects_a_taken_kind_and_unfrozen_classes() -> None:
     namesake = dataclasses.make_dataclass("Request", [("x", int)], frozen=True)
     assert namesake.__qualname__ == Request.__qualname__
     with pytest.raises(ValueError, match="already registered"):
-        wire.message(1)(namesake)
+        codec.message(1)(namesake)
 
-    assert wire.registered_kinds()[1] is protocols.common.Request
+    assert codec.registered_kinds()[1] is protocols.common.Request
     with pytest.raises(ValueError, match="already registered as kind 1"):
-        wire.message(65001)(protocols.common.Request)
+        codec.message(65001)(protocols.common.Request)
 
     with pytest.raises(TypeError, match="init"):
 
-        @wire.message(65002)
+        @codec.message(65002)
         @dataclasses.dataclass(frozen=True)
         class Derived:
             x: int
@@ -127,7 +128,7 @@ def test_registration_rejects_a_taken_kind_and_unfrozen_classes() -> None:
 
     with pytest.raises(TypeError, match="frozen"):
 
-        @wire.message(65000)
+        @codec.message(65000)
         @dataclasses.dataclass
         class Mutable:
             x: int
@@ -140,14 +141,14 @@ def test_registration_rejects_a_taken_kind_and_unfrozen_classes() -> None:
 @SETTINGS
 @given(data=st.data(), sender=senders)
 def test_round_trip_of_every_kind(kind: int, data: st.DataObject, sender: int) -> None:
-    cls = wire.registered_kinds()[kind]
+    cls = codec.registered_kinds()[kind]
     msg = data.draw(message_strategy(cls), label=cls.__name__)
     frame = wire.encode(msg, sender)
     got_sender, got = wire.decode(frame)
     assert got_sender == sender
     assert type(got) is cls and got == msg
     assert wire.encode(got, sender) == frame  # canonical: re-encoding gives the same bytes
-    assert frame[wire.HEADER_SIZE :] == wire.encode_body(msg)
+    assert frame[wire.HEADER_SIZE :] == codec.encode_body(msg)
     assert wire.decode(memoryview(frame)) == (sender, msg)
 
 
@@ -244,7 +245,7 @@ def test_mutated_valid_frames(msg: Any, sender: int, mutation: str, data: st.Dat
     elif mutation == "kind":
         kind = data.draw(st.integers(0, 0xFFFF))
         struct.pack_into("!H", frame, 3, kind)
-        if kind not in wire.registered_kinds():
+        if kind not in codec.registered_kinds():
             expected = "unknown_kind"
     elif mutation == "extend":
         extra = data.draw(st.binary(min_size=1, max_size=16))
@@ -303,7 +304,7 @@ def test_nested_message_of_the_wrong_shape_is_rejected() -> None:
 
 
 def test_unknown_kind_and_short_header() -> None:
-    unused = next(k for k in range(65535, 0, -1) if k not in wire.registered_kinds())
+    unused = next(k for k in range(65535, 0, -1) if k not in codec.registered_kinds())
     body = msgpack.packb([], use_bin_type=True)
     with pytest.raises(wire.DecodeError) as info:
         wire.decode(header(unused, 0, len(body)) + body)
