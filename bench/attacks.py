@@ -20,7 +20,7 @@ its greeting, before it can cost anything (tests/integration/test_hostile_socket
 Environment: BENCH_ATTACK_DURATION_S (default 10), BENCH_ATTACK_WARMUP_S (default 3),
 BENCH_ATTACKS (comma-separated subset of the recipe names).
 
-Must not live here: anything the runner does (runs go through fabric.runner.run_experiment)
+Must not live here: anything the runner does (runs go through fabric.harness.runner.run_experiment)
 or attack code inside protocols (the attacker only builds frames from the wire format).
 """
 
@@ -38,7 +38,7 @@ from typing import Any
 
 import zmq
 
-from fabric.ports import free_port_block
+from fabric.harness.ports import free_port_block
 
 RATES = {"client_batch": 1.0, "junk_proposal": 10.0, "future_commits": 5.0, "fetch_flood": 100.0}
 
@@ -68,7 +68,7 @@ class Attacker(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        from fabric.config import config_to_dict
+        from fabric.harness.config import config_to_dict
         from transport.auth import LinkAuth, derive_keys
         from transport.zmq_io import Addressing, Sender
 
@@ -173,8 +173,8 @@ def _peak_rss(summary: dict[str, Any], n: int) -> float:
 
 
 def main() -> None:
-    from fabric.config import load_config
-    from fabric.runner import run_experiment
+    from fabric.harness.config import load_config
+    from fabric.harness.runner import run_experiment
 
     duration = float(os.environ.get("BENCH_ATTACK_DURATION_S", "10"))
     warmup = float(os.environ.get("BENCH_ATTACK_WARMUP_S", "3"))

@@ -10,7 +10,7 @@ Environment: BENCH_CLUSTER_DURATION_S (default 20) and BENCH_CLUSTER_WARMUP_S
 (default 4) set each run's length.
 
 Must not live here: anything the runner does (it is called through
-fabric.runner.run_experiment, like a sweep would).
+fabric.harness.runner.run_experiment, like a sweep would).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fabric.ports import free_port_block
+from fabric.harness.ports import free_port_block
 
 
 def _line(name: str, outcome: Any) -> str:
@@ -36,8 +36,8 @@ def _line(name: str, outcome: Any) -> str:
 
 
 def main() -> None:
-    from fabric.config import load_config
-    from fabric.runner import run_experiment
+    from fabric.harness.config import load_config
+    from fabric.harness.runner import run_experiment
 
     duration = float(os.environ.get("BENCH_CLUSTER_DURATION_S", "20"))
     warmup = float(os.environ.get("BENCH_CLUSTER_WARMUP_S", "4"))

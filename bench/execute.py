@@ -1,14 +1,14 @@
 """``python -m bench execute``: the execution engines against serial execution (issue 11, item 8).
 
-First the serial executor's cost per transaction for YCSB A-F (``fabric.execute.main``), then
+First the serial executor's cost per transaction for YCSB A-F (``fabric.runtime.execute.main``), then
 the grid: engine x threads (1, 2, 4) x contention (YCSB workload A, zipf theta 0 (uniform),
 0.5, 0.9, 0.99 over 1,000 records; SmallBank hotspot 0, 0.5, 0.9: share of draws on 10 hot
 accounts of 1,000) x ``txn_cost_us`` (0 and 100). Every cell executes the same blocks of 100
-transactions through ``fabric.execute.Executor`` (the execute stage's own code) and reports
+transactions through ``fabric.runtime.execute.Executor`` (the execute stage's own code) and reports
 txn/s (median of 3 passes; each pass runs every cell once, so a shared machine's load falls
 on all alike), speedup over serial (median over passes of the per-pass ratio),
 re-executions per transaction (Block-STM incarnations > 0) and the parallelism the engine's
-schedule exposes in virtual time (``fabric.engines.virtual``) with T threads and with 16.
+schedule exposes in virtual time (``fabric.runtime.engines.virtual``) with T threads and with 16.
 Every cell's ledger head is checked against serial's: a mismatch is printed as a failure.
 
 Targets (quiet 2-core machine): with txn_cost_us=100 at low contention, Block-STM and
@@ -63,7 +63,7 @@ def _blocks(kind: str, contention: float, count: int) -> list[Any]:
 
 
 def _measure_once(engine: str, threads: int, cost: float, blocks: list[Any]) -> tuple[float, Any]:
-    from fabric.execute import Executor
+    from fabric.runtime.execute import Executor
 
     ex = Executor(
         RECORDS, VALUE_SIZE, engine=engine, threads=threads, txn_cost_us=cost,
@@ -105,10 +105,10 @@ def _measure_interleaved(
 
 
 def _exposed(engine: str, threads: int, cost: float, blocks: list[Any]) -> float:
-    """Total virtual work / total virtual makespan over the blocks (see fabric.engines.virtual)."""
-    from fabric.engines import TxnEnv
-    from fabric.engines.virtual import block_stm_virtual, dag_virtual
-    from fabric.execute import Executor
+    """Total virtual work / total virtual makespan over the blocks (see fabric.runtime.engines.virtual)."""
+    from fabric.runtime.engines import TxnEnv
+    from fabric.runtime.engines.virtual import block_stm_virtual, dag_virtual
+    from fabric.runtime.execute import Executor
     from workloads.txn import decode_txns
 
     if engine == "serial":
@@ -129,7 +129,7 @@ def _exposed(engine: str, threads: int, cost: float, blocks: list[Any]) -> float
 
 
 def main() -> None:
-    from fabric import execute
+    from fabric.runtime import execute
 
     execute.main()
     quick = os.environ.get("BENCH_EXECUTE_QUICK") == "1"

@@ -1,4 +1,4 @@
-"""``python -m bench ring``: hand-off throughput of fabric.ring.Ring vs queue.SimpleQueue.
+"""``python -m bench ring``: hand-off throughput of fabric.runtime.ring.Ring vs queue.SimpleQueue.
 
 Measures, in one run and as medians of 3 passes, items/s from a producer thread
 to a consumer thread through:
@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from fabric.ring import Ring, RingClosed, RingEmpty
+from fabric.runtime.ring import Ring, RingClosed, RingEmpty
 
 ITEMS = 500_000  # per pass
 CHUNK = 64  # items per push_many / pop_many

@@ -71,7 +71,7 @@ def _txns_bytes_for(sealed: int) -> int:
 
 def one_pass(count: int, txns_bytes: int) -> tuple[float, float, float, int, dict[str, int]]:
     """(receiver frames/s, receiver MB/s, sender frames/s, sender drops, receiver drops)."""
-    from fabric.ports import free_port_block
+    from fabric.harness.ports import free_port_block
     from transport import auth, zmq_io
 
     base_port = free_port_block(16)

@@ -10,13 +10,13 @@ import importlib
 import sys
 
 COMMANDS = {
-    "run": ("fabric.runner", "run an experiment: start replicas and clients, report, audit"),
-    "config": ("fabric.config", "load, validate and print the resolved config"),
+    "run": ("fabric.harness.cli", "run an experiment: start replicas and clients, report, audit"),
+    "config": ("fabric.harness.config", "load, validate and print the resolved config"),
     "sim": ("fabric.sim.cli", "run a protocol in the deterministic simulator over many seeds"),
-    "sweep": ("fabric.sweep", "run a grid of experiments from a sweep YAML"),
-    "report": ("fabric.report", "redraw tables, plots and report.html from a results folder"),
-    "replica": ("fabric.replica", "one replica process (started by the runner)"),
-    "client": ("fabric.client", "one client process (started by the runner)"),
+    "sweep": ("fabric.harness.sweep", "run a grid of experiments from a sweep YAML"),
+    "report": ("fabric.analysis.report", "redraw tables, plots and report.html from a results folder"),
+    "replica": ("fabric.runtime.replica", "one replica process (started by the runner)"),
+    "client": ("fabric.runtime.client", "one client process (started by the runner)"),
 }
 
 

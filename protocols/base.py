@@ -134,7 +134,7 @@ class ReplyRule:
     a request was ordered (an update-only request has the same result at any position), and
     the accepted position is what the simulator checks against every ledger. The protocol
     class decides the rest from its paper (``Protocol.reply_rule``); the client process and
-    the simulator both drive ``fabric.client.ClientCore`` with it.
+    the simulator both drive ``fabric.runtime.client.ClientCore`` with it.
     """
 
     quorum: int

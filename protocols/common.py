@@ -73,7 +73,7 @@ class Reply:
     replica: int
     client_id: int
     timestamp: int  # the request's timestamp this reply answers
-    # digest of the request's results (fabric.execute); a client counts replies per
+    # digest of the request's results (fabric.runtime.execute); a client counts replies per
     # (client, timestamp) and matches them on the fields its protocol's ReplyRule names:
     # seq and result always (PBFT, RCC), and the view too for PoE
     result: Digest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fabric.ports import free_port_block
+from fabric.harness.ports import free_port_block
 
 __all__ = ["free_port_block"]
 

@@ -17,7 +17,7 @@ six operations in workloads.txn):
 
 One generator is not thread-safe: give each client thread its own (own seed).
 
-Must not live here: transaction encoding (workloads.txn) or execution (fabric.engines).
+Must not live here: transaction encoding (workloads.txn) or execution (fabric.runtime.engines).
 ``main()`` (``python -m workloads.smallbank``) prints the generation cost per transaction.
 """
 

@@ -28,7 +28,7 @@ raises ``TxnDecodeError`` on anything malformed; no other exception escapes it.
 Nothing is ever unpickled.
 
 Must not live here: workload generation (workloads.ycsb, workloads.smallbank) or execution
-(fabric.execute, fabric.engines).
+(fabric.runtime.execute, fabric.runtime.engines).
 """
 
 from __future__ import annotations

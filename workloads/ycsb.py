@@ -23,7 +23,7 @@ workloadd does); the others use ``key_chooser``. Scan lengths are uniform in
 
 One generator is not thread-safe: give each client thread its own (own seed).
 
-Must not live here: transaction encoding (workloads.txn) or execution (fabric.execute).
+Must not live here: transaction encoding (workloads.txn) or execution (fabric.runtime.execute).
 ``main()`` (``python -m workloads.ycsb``) prints the generation cost per transaction.
 """
 

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from fabric.config import ConfigError, config_to_dict, load_config
+from fabric.harness.config import ConfigError, config_to_dict, load_config
 from fabric.sim.faults import ALL_MIXES, MIXES
 from fabric.sim.simulator import (
     DEFAULT_OPTIONS,

@@ -1,7 +1,7 @@
 """A simulated client: the runtime's ``ClientCore`` plus the simulator's workload and deadlines.
 
 Acceptance (the protocol's ``reply_rule``: quorum, matched fields, speculative replies),
-the in-flight window, re-send timing and view learning are ``fabric.client.ClientCore``'s,
+the in-flight window, re-send timing and view learning are ``fabric.runtime.client.ClientCore``'s,
 driven in virtual ticks (a tick stands for a second of the core's clock). What lives here
 is only what the simulator adds: how many requests a client issues, the liveness deadline of
 each (re-sends never give up before it: ``max_retries`` is derived from it), and the
@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fabric.client import ClientCore
-from fabric.client import Outstanding as CoreOutstanding
+from fabric.runtime.client import ClientCore
+from fabric.runtime.client import Outstanding as CoreOutstanding
 from protocols.base import ReplyRule
 from protocols.common import Reply, Request
 

@@ -1,9 +1,9 @@
 """A lanes protocol (RCC) in the simulator, split over worker threads as the runtime splits it.
 
-``SplitLanes(protocol, workers)`` is what ``fabric.replica`` builds when
-``replica.worker_threads > 1``, with the threads taken out: one ``fabric.lanes.LaneGroup``
+``SplitLanes(protocol, workers)`` is what ``fabric.runtime.replica`` builds when
+``replica.worker_threads > 1``, with the threads taken out: one ``fabric.runtime.lanes.LaneGroup``
 per worker (lane i on worker ``i % workers``), and the checkpoint thread's part played by
-``fabric.lanes.coordinate`` / ``worker_item`` on the protocol's own ``RoundCoordinator``.
+``fabric.runtime.lanes.coordinate`` / ``worker_item`` on the protocol's own ``RoundCoordinator``.
 Items that cross threads in the runtime (a lane's ``ToCoordinator``, the coordinator's
 ``W_FRONTIER`` / ``W_CHECKPOINT``) are handed over here in FIFO order, breadth first (the
 composite ``Rcc`` does the same work depth first, in one thread). It presents the
@@ -11,7 +11,7 @@ simulator's protocol interface (``propose``, ``receive``, ``timeout``, ``execute
 ``is_proposer``, ``proposal_room``, ``verifier``, ``status``).
 
 Must not live here: round logic (protocols/rcc/coordinator.py), moving items between rings
-(fabric/lanes.py), the event loop (simulator.py).
+(fabric/runtime/lanes.py), the event loop (simulator.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any
 
-from fabric.lanes import LaneGroup, coordinate, has_lanes, worker_item
-from fabric.stages import ToCoordinator
+from fabric.runtime.lanes import LaneGroup, coordinate, has_lanes, worker_item
+from fabric.runtime.stages import ToCoordinator
 from protocols.base import Action
 from protocols.common import Batch, Request, make_batch
 from protocols.rcc.coordinator import LaneCheckpoint, LaneRounds

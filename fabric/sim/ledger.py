@@ -1,9 +1,9 @@
 """The simulator's execute stage of one replica: the runtime's ``Executor`` and ``ReplyCache``.
 
-Execution is ``fabric.execute.Executor`` itself (store, per-request results, hash-chained
+Execution is ``fabric.runtime.execute.Executor`` itself (store, per-request results, hash-chained
 ledger, replay suppression, speculative undo), so a simulated ledger is a real ledger and
 its heads are the ones a real replica would report; answers to re-sent requests come from
-the runtime's ``fabric.stages.ReplyCache`` (cleared on rollback, as the runtime does).
+the runtime's ``fabric.runtime.stages.ReplyCache`` (cleared on rollback, as the runtime does).
 What this module adds is only what the simulator's checkers read and the Executor does not
 keep: per sequence number the batch digest, the view, whether it is still speculative, and
 each request's (client, timestamp) and result. It turns the Executor's refusals (a gap, a
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fabric.execute import GENESIS_HASH, ExecutionError, Executor
-from fabric.stages import ReplyCache
+from fabric.runtime.execute import GENESIS_HASH, ExecutionError, Executor
+from fabric.runtime.stages import ReplyCache
 from protocols.base import Deliver
 from protocols.common import Reply, batch_is_valid
 from workloads.txn import RMW, UPDATE, encode_txns
@@ -64,7 +64,7 @@ def sim_txns(client: int, timestamp: int) -> bytes:
     return encode_txns([(op, key, value)])
 
 
-class ExecuteStage:
+class SimExecution:
     """Executor, reply cache and checker bookkeeping of one simulated replica."""
 
     def __init__(self, replica: int, n: int | None = None) -> None:

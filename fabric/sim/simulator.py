@@ -41,11 +41,11 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from fabric.lanes import has_lanes
+from fabric.runtime.lanes import has_lanes
 from fabric.sim.client import Accepted, SimClient
 from fabric.sim.faults import ALL_MIXES, MIXES, ByzantineMutator, FaultPlan, make_plan
 from fabric.sim.lanes import SplitLanes
-from fabric.sim.ledger import Entry, ExecuteStage, LedgerError, sim_txns
+from fabric.sim.ledger import Entry, LedgerError, SimExecution, sim_txns
 from fabric.sim.verifier import FakeVerifier, SimKeys, signed_request
 from protocols import registry
 from protocols.base import (
@@ -263,7 +263,7 @@ class Simulator:
             params=params,
         )
         self.replicas: list[Protocol] = []
-        self.execs = [ExecuteStage(r, n) for r in range(n)]
+        self.execs = [SimExecution(r, n) for r in range(n)]
         self.max_ticks = (
             options.fault_window_ticks
             + options.liveness_ticks
@@ -323,7 +323,7 @@ class Simulator:
         self.views += [0] * pad
         self.final_upto += [0] * pad
         self.stable_mark += [0] * pad
-        self.execs += [ExecuteStage(self.slot_id.get(s, 0), n) for s in range(n, n + pad)]
+        self.execs += [SimExecution(self.slot_id.get(s, 0), n) for s in range(n, n + pad)]
         self.accepted: dict[tuple[int, int], Accepted] = {}
         # figures
         self.sent_by_kind: Counter[str] = Counter()

@@ -17,12 +17,12 @@ that legal network behaviour can reach).
 
 Who calls it: the composite ``Rcc`` (one thread: protocols/rcc/replica.py) and, when a
 replica spreads its lanes over several worker threads, the runtime's checkpoint thread
-(``fabric.lanes.LaneCoordinator``) and the simulator's stand-in for it (fabric/sim/lanes.py).
+(``fabric.runtime.lanes.LaneCoordinator``) and the simulator's stand-in for it (fabric/sim/lanes.py).
 Those only move items between rings; every decision about rounds is made here.
 
 Threading: not thread-safe; one owner calls it.
 
-Must not live here: PBFT, the lanes' timers, rings or threads (fabric.lanes), IO, clocks,
+Must not live here: PBFT, the lanes' timers, rings or threads (fabric.runtime.lanes), IO, clocks,
 randomness.
 """
 

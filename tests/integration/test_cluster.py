@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fabric import runner
-from fabric.config import load_config
-from fabric.paths import RunPaths
-from fabric.summary import HEADERS
+from fabric.analysis.summary import HEADERS
+from fabric.harness import runner
+from fabric.harness.config import load_config
+from fabric.harness.paths import RunPaths
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -363,7 +363,7 @@ def test_malformed_frames_are_counted_and_dropped_while_the_run_goes_on(
 ):
     import socket
 
-    from fabric.config import config_to_dict
+    from fabric.harness.config import config_to_dict
     from transport import wire
     from transport.zmq_io import Addressing
 
@@ -430,7 +430,7 @@ def test_rcc_runs_its_instances_through_the_runtime(base_port, tmp_path, spawned
         "protocol.name=rcc",
         "cluster.clients=4",
         "client.max_txn_in_flight=500",
-        f"replica.worker_threads={workers}",  # 4: one worker per instance (fabric.lanes)
+        f"replica.worker_threads={workers}",  # 4: one worker per instance (fabric.runtime.lanes)
     )
     outcome = runner.run_experiment(cfg, tmp_path, label="rcc")
     assert outcome.ok, outcome.reason

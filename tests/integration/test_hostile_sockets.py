@@ -271,7 +271,7 @@ def test_frame_policy_on_real_sockets_refuses_a_client_batch_and_a_replica_non_r
     """Issue 19 finding 1 on real sockets: a replica's Receiver refuses a Batch sealed with
     a client's own key on its header (kind 2 from sender 4 of a 4-replica cluster) and cuts
     that connection; the client's next Request arrives once the link has reconnected. A
-    client's Receiver (fabric.client's policy) refuses anything but a Reply from a
+    client's Receiver (fabric.runtime.client's policy) refuses anything but a Reply from a
     replica."""
     n = 4
     keys = auth.derive_keys(SECRET, n + 1)

@@ -69,7 +69,7 @@ class RccCluster:
             for i in range(n)
         ]
         self.m = self.replicas[0].m
-        if workers > 1:  # the lanes split over worker threads, as fabric.replica runs them
+        if workers > 1:  # the lanes split over worker threads, as fabric.runtime.replica runs them
             self.replicas = [SplitLanes(r, workers) for r in self.replicas]  # type: ignore[misc]
         self.now = 0
         self.queue: deque[tuple[str, int, int, Any]] = deque()
@@ -513,7 +513,7 @@ def _crash_and_checkpoint_scenario(workers: int) -> RccCluster:
 
 @pytest.mark.parametrize("workers", [2, 4])
 def test_lanes_split_over_workers_give_the_same_ledgers(workers: int) -> None:
-    """The lanes on 2 (or 4) worker groups with the runtime's glue (fabric.lanes LaneGroup and
+    """The lanes on 2 (or 4) worker groups with the runtime's glue (fabric.runtime.lanes LaneGroup and
     coordinate, on the one RoundCoordinator) agree exactly with the composite Rcc in one
     thread, through a primary crash, a view change, no-ops and checkpoints."""
     composite = _crash_and_checkpoint_scenario(workers=1)

@@ -108,7 +108,7 @@ def test_rcc_is_safe_and_live_under_every_fault_mix(
     n: int, m: int, seeds: int, workers: int
 ) -> None:
     """Workers 2: the lanes split over two LaneGroups with the runtime's glue
-    (fabric/sim/lanes.py), as fabric.replica runs them with replica.worker_threads=2."""
+    (fabric/sim/lanes.py), as fabric.runtime.replica runs them with replica.worker_threads=2."""
     options = SimOptions(params={"rcc_instances": m}, worker_threads=workers)
     summary = run_many("rcc", n, range(seeds), MIXES, options, keep_failures=5)
     _assert_all_ok(summary)

@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from fabric.execute import Executor
+from fabric.runtime.execute import Executor
 from fabric.sim import MIXES, SimOptions, make_plan, run_many, run_seed
 from fabric.sim import cli as sim_cli
 from fabric.sim.faults import ByzantineMutator, FaultPlan, rewrite
-from fabric.sim.ledger import SIM_RECORDS, SIM_VALUE_BYTES, ExecuteStage, LedgerError, sim_txns
+from fabric.sim.ledger import SIM_RECORDS, SIM_VALUE_BYTES, LedgerError, SimExecution, sim_txns
 from fabric.sim.simulator import Simulator, replay_command
 from fabric.sim.verifier import FakeVerifier, SimKeys, signed_request
 from protocols import registry
@@ -427,7 +427,7 @@ def test_ledger_chains_and_rolls_back_only_speculative_entries() -> None:
     keys = SimKeys(1)
     b1 = make_batch((signed_request(keys, 4, 1, sim_txns(4, 1)),))
     b2 = make_batch((signed_request(keys, 4, 2, sim_txns(4, 2)),))
-    stage = ExecuteStage(0, n=4)
+    stage = SimExecution(0, n=4)
     entry, replies = stage.deliver(Deliver(1, 0, b1))
     runtime = Executor(SIM_RECORDS, SIM_VALUE_BYTES)
     [(_, result)] = runtime.apply(1, b1)

@@ -1,9 +1,9 @@
-"""fabric.audit: honest ledgers agree on the common prefix; divergence, gaps and missing ledgers fail."""
+"""fabric.analysis.audit: honest ledgers agree on the common prefix; divergence, gaps and missing ledgers fail."""
 
 from __future__ import annotations
 
-from fabric.audit import AuditResult, audit_ledgers
-from fabric.execute import Executor
+from fabric.analysis.audit import AuditResult, audit_ledgers
+from fabric.runtime.execute import Executor
 from protocols.common import Request, make_batch
 from workloads.txn import UPDATE, encode_txns
 

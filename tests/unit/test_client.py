@@ -1,10 +1,10 @@
-"""The client's sans-IO acceptance logic (fabric.client.ClientCore): no sockets, explicit times."""
+"""The client's sans-IO acceptance logic (fabric.runtime.client.ClientCore): no sockets, explicit times."""
 
 from __future__ import annotations
 
 import pytest
 
-from fabric.client import MAX_KEYS_PER_REPLICA, ClientCore
+from fabric.runtime.client import MAX_KEYS_PER_REPLICA, ClientCore
 from protocols import registry
 from protocols.base import ReplyRule
 from protocols.common import Reply
@@ -301,8 +301,8 @@ def test_bad_parameters_refused():
 def test_every_generator_of_every_client_inserts_in_its_own_lane() -> None:
     """Two clients × 3 generator threads + their inline generators: 8 disjoint insert lanes
     (before, every client inserted record_count, record_count+1, ...: the same keys)."""
-    from fabric.client import GENERATORS_PER_CLIENT, ClientProcess
-    from fabric.config import config_from_mapping
+    from fabric.harness.config import config_from_mapping
+    from fabric.runtime.client import GENERATORS_PER_CLIENT, ClientProcess
     from workloads.txn import INSERT
 
     cfg = config_from_mapping(

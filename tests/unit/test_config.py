@@ -1,4 +1,4 @@
-"""fabric.config: defaults, overrides, experiment files, validation messages, round trips, CLI.
+"""fabric.harness.config: defaults, overrides, experiment files, validation messages, round trips, CLI.
 
 Validation tests assert on the dotted key and on the allowed values named in the message,
 so a message that stops telling the user what to write fails here.
@@ -15,8 +15,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fabric import config as config_module
-from fabric.config import (
+from fabric.harness import config as config_module
+from fabric.harness.config import (
     DEFAULT_CONFIG_PATH,
     Config,
     ConfigError,

@@ -19,15 +19,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fabric.engines import ENGINES, EngineError, TxnEnv, make_engine
-from fabric.engines import blockstm as blockstm_module
-from fabric.engines import conflictdag as dag_module
-from fabric.engines.mvmemory import MVMemory
-from fabric.engines.pool import WorkerPool
-from fabric.engines.serial import SerialEngine
-from fabric.engines.txns import T_BAD_ACCOUNT, T_FAIL, request_digests, run_txn
-from fabric.engines.virtual import block_stm_virtual, dag_virtual
-from fabric.execute import INVALID_RESULT, Executor
+from fabric.runtime.engines import ENGINES, EngineError, TxnEnv, make_engine
+from fabric.runtime.engines import blockstm as blockstm_module
+from fabric.runtime.engines import conflictdag as dag_module
+from fabric.runtime.engines.mvmemory import MVMemory
+from fabric.runtime.engines.pool import WorkerPool
+from fabric.runtime.engines.serial import SerialEngine
+from fabric.runtime.engines.txns import T_BAD_ACCOUNT, T_FAIL, request_digests, run_txn
+from fabric.runtime.engines.virtual import block_stm_virtual, dag_virtual
+from fabric.runtime.execute import INVALID_RESULT, Executor
 from protocols.common import Batch, Request, make_batch
 from workloads.smallbank import SmallbankGenerator
 from workloads.txn import (

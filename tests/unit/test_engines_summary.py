@@ -6,10 +6,10 @@ import csv
 import json
 from pathlib import Path
 
-from fabric.execute import Executor
-from fabric.paths import RunPaths, SweepPaths
-from fabric.summary import HEADERS, build_summary, format_report, write_tables
-from fabric.sweep import run_sweep, spec_from_mapping
+from fabric.analysis.summary import HEADERS, build_summary, format_report, write_tables
+from fabric.harness.paths import RunPaths, SweepPaths
+from fabric.harness.sweep import run_sweep, spec_from_mapping
+from fabric.runtime.execute import Executor
 from protocols.common import Request, make_batch
 from tests.fixtures.fake_runner import FakeRunner
 from tests.unit.test_runner_summary import client_stats, info, replica_stats

@@ -1,4 +1,4 @@
-"""fabric.execute: in-order execution, YCSB op effects, replay suppression, ledger, speculation."""
+"""fabric.runtime.execute: in-order execution, YCSB op effects, replay suppression, ledger, speculation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fabric.execute import (
+from fabric.runtime.execute import (
     GENESIS_HASH,
     INVALID_RESULT,
     STALE_RESULT,

@@ -16,8 +16,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from fabric.ring import Ring
-from fabric.stages import (
+from fabric.runtime.ring import Ring
+from fabric.runtime.stages import (
     W_MSG,
     InputStage,
     ReplicaShared,

@@ -1,4 +1,4 @@
-"""fabric.metrics: what a process reports about itself (peak memory, CPU).
+"""fabric.analysis.metrics: what a process reports about itself (peak memory, CPU).
 
 Must not live here: latency percentiles over runs (test_runner_summary.py).
 """
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from fabric.metrics import _vm_hwm_kib, process_resources
+from fabric.analysis.metrics import _vm_hwm_kib, process_resources
 
 
 @pytest.mark.skipif(_vm_hwm_kib() is None, reason="needs /proc/self/status (Linux)")
@@ -20,7 +20,7 @@ def test_a_child_reports_its_own_peak_memory_not_its_big_parents() -> None:
     holding 100+ MB reported the sweep's peak. VmHWM belongs to the new image only."""
     ballast = bytearray(300 * 1024 * 1024)  # the parent touches 300 MB
     ballast[::4096] = b"x" * len(ballast[::4096])
-    code = "import json; from fabric.metrics import process_resources as p; print(json.dumps(p()))"
+    code = "import json; from fabric.analysis.metrics import process_resources as p; print(json.dumps(p()))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout

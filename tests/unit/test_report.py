@@ -2,7 +2,7 @@
 
 The tests copy tests/fixtures/run-pbft-n4-b100 to a temporary folder, draw, and check that each
 figure is a real PNG, that report.html embeds every figure, and that missing optional files
-skip their figure with a note instead of failing. Sweep folders are made by fabric.sweep with
+skip their figure with a note instead of failing. Sweep folders are made by fabric.harness.sweep with
 the fake runner (no cluster starts).
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fabric import plots, report
-from fabric.paths import RunPaths, SweepPaths
-from fabric.sweep import run_sweep, spec_from_mapping
+from fabric.analysis import plots, report
+from fabric.harness.paths import RunPaths, SweepPaths
+from fabric.harness.sweep import run_sweep, spec_from_mapping
 from tests.fixtures.fake_runner import FIXTURE, FakeRunner
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

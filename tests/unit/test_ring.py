@@ -1,4 +1,4 @@
-"""Tests of fabric.ring.Ring: order, bounds, parking, timeouts, close, counters.
+"""Tests of fabric.runtime.ring.Ring: order, bounds, parking, timeouts, close, counters.
 
 Concurrency tests push hundreds of thousands of items through real threads and
 check that nothing is lost, duplicated or reordered. Timing is only checked as
@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fabric.ring import MAX_CAPACITY, Ring, RingClosed, RingEmpty
+from fabric.runtime.ring import MAX_CAPACITY, Ring, RingClosed, RingEmpty
 
 JOIN_S = 60.0  # a thread that has not finished by then is stuck (a lost wake-up)
 

@@ -1,7 +1,7 @@
-"""Lanes glue (fabric.lanes): one worker per instance group, a coordinator for rounds.
+"""Lanes glue (fabric.runtime.lanes): one worker per instance group, a coordinator for rounds.
 
 Fake lanes stand in for protocols/rcc's RccLane (the round coordinator is the real
-sans-IO one: fabric.lanes must only move items to and from it), so these tests pin the
+sans-IO one: fabric.runtime.lanes must only move items to and from it), so these tests pin the
 runtime's side of the threading contract on their own.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from fabric.lanes import L_DELIVER, L_STABLE, L_VIEW, LaneCoordinator, LaneGroup, has_lanes
-from fabric.ring import Ring
-from fabric.stages import (
+from fabric.runtime.lanes import L_DELIVER, L_STABLE, L_VIEW, LaneCoordinator, LaneGroup, has_lanes
+from fabric.runtime.ring import Ring
+from fabric.runtime.stages import (
     C_EXECUTED,
     C_LANE,
     E_COMMIT,

@@ -1,5 +1,5 @@
 """The replica's pipeline stages, one at a time: feed the ring a stage reads, read the ring it
-writes (fabric.stages). Fake receivers/senders/verifiers stand in for sockets and Ed25519."""
+writes (fabric.runtime.stages). Fake receivers/senders/verifiers stand in for sockets and Ed25519."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from fabric.execute import Executor
-from fabric.ring import Ring
-from fabric.stages import (
+from fabric.runtime.execute import Executor
+from fabric.runtime.ring import Ring
+from fabric.runtime.stages import (
     C_EXECUTED,
     C_STABLE,
     E_COMMIT,

@@ -1,4 +1,4 @@
-"""The runner's arithmetic and report from fake stats (fabric.summary, fabric.runner helpers)."""
+"""The runner's arithmetic and report from fake stats (fabric.analysis.summary, fabric.harness.runner helpers)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric import runner
-from fabric.paths import RunPaths
-from fabric.summary import (
+from fabric.analysis.summary import (
     HEADERS,
     RunInfo,
     build_summary,
@@ -19,6 +17,8 @@ from fabric.summary import (
     window_count,
     write_tables,
 )
+from fabric.harness import cli, runner
+from fabric.harness.paths import RunPaths
 
 T0 = 1_000_000.25  # a time zero that is not on a whole second
 
@@ -195,35 +195,35 @@ def test_tables_written_with_the_documented_headers(tmp_path: Path):
 
 
 def _args(*argv: str):
-    args, rest = runner._parser().parse_known_args(list(argv))
+    args, rest = runner.parser().parse_known_args(list(argv))
     assert not rest
     return args
 
 
 def test_cli_overrides_and_the_short_run_warmup_rule():
-    from fabric.config import load_config
+    from fabric.harness.config import load_config
 
     base = load_config()
     args = _args("--replicas", "7", "--clients", "2", "--protocol", "null", "--duration", "4")
-    out = runner._overrides(args, base)
+    out = runner.overrides(args, base)
     assert "cluster.replicas=7" in out and "cluster.clients=2" in out
     assert "protocol.name=null" in out and "run.duration_s=4.0" in out
     assert "run.warmup_s=0.8" in out  # min(5, 20% of 4 s)
     cfg = base.with_overrides(out)
     assert cfg.run.warmup_s == pytest.approx(0.8) and cfg.cluster.replicas == 7
-    explicit = runner._overrides(_args("--duration", "4", "--warmup", "1"), base)
+    explicit = runner.overrides(_args("--duration", "4", "--warmup", "1"), base)
     assert "run.warmup_s=1.0" in explicit and "run.warmup_s=0.8" not in explicit
 
 
 def test_cli_sweep_delegates_to_fabric_sweep(monkeypatch):
-    import fabric.sweep
+    import fabric.harness.sweep
 
     seen: list[list[str]] = []
-    monkeypatch.setattr(fabric.sweep, "main", lambda argv: seen.append(argv) or 0)
-    assert runner.main(["--sweep", "config/experiments/x.yaml", "--quick"]) == 0
+    monkeypatch.setattr(fabric.harness.sweep, "main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["--sweep", "config/experiments/x.yaml", "--quick"]) == 0
     assert seen == [["config/experiments/x.yaml", "--quick"]]
     argv = ["--sweep", "s.yaml", "--replicas", "7", "--set", "batch_size=10", "--results-dir", "R"]
-    assert runner.main([*argv, "--quiet", "--resume", "latest"]) == 0
+    assert cli.main([*argv, "--quiet", "--resume", "latest"]) == 0
     assert seen[1] == [
         "s.yaml",
         "--resume",
@@ -239,7 +239,7 @@ def test_cli_sweep_delegates_to_fabric_sweep(monkeypatch):
 
 
 def test_cli_bad_config_exits_2(capsys):
-    assert runner.main(["--set", "batching.batch_size=0", "--quiet"]) == 2
+    assert cli.main(["--set", "batching.batch_size=0", "--quiet"]) == 2
     assert "batch_size" in capsys.readouterr().err
 
 
@@ -257,9 +257,9 @@ def test_view_changes_become_events_with_their_time():
 def test_a_run_whose_ports_are_taken_moves_to_a_free_block(capsys) -> None:
     import socket
 
-    from fabric.config import load_config
-    from fabric.ports import free_port_block
-    from fabric.runner import _with_free_ports
+    from fabric.harness.config import load_config
+    from fabric.harness.ports import free_port_block
+    from fabric.harness.runner import _with_free_ports
 
     base = free_port_block(40)
     cfg = load_config(None, [f"transport.base_port={base}"])
@@ -277,8 +277,8 @@ def test_a_run_whose_ports_are_taken_moves_to_a_free_block(capsys) -> None:
 
 
 def test_rcc_with_fewer_clients_than_instances_is_noted() -> None:
-    from fabric.config import load_config
-    from fabric.runner import config_warnings
+    from fabric.harness.config import load_config
+    from fabric.harness.runner import config_warnings
 
     few = load_config(None, ["protocol.name=rcc", "cluster.clients=1"])
     [note] = config_warnings(few)
@@ -335,7 +335,7 @@ def test_a_problem_outranks_degraded():
 
 
 def test_stall_failures_are_validated_like_crash_and_silent():
-    from fabric.config import ConfigError, load_config
+    from fabric.harness.config import ConfigError, load_config
 
     cfg = load_config(None, ["failures=[{replica: 3, at_s: 2, kind: stall, duration_s: 4}]"])
     assert cfg.failures[0].duration_s == 4.0 and cfg.degraded_lag_seq == cfg.checkpoint_period
@@ -415,7 +415,7 @@ def test_total_throughput_is_named_total_with_a_per_client_figure():
 
 
 def test_drops_are_labelled_by_where_they_happen():
-    from fabric.summary import drop_where
+    from fabric.analysis.summary import drop_where
 
     reps = {i: replica_stats(i) for i in range(4)}
     reps[0]["drops"] = {"send_full": 5, "mac": 1, "batch_ring_full": 2, "protocol_error:X": 1}
@@ -430,7 +430,7 @@ def test_drops_are_labelled_by_where_they_happen():
 
 
 def test_the_null_baseline_is_never_degraded_since_only_replica_0_executes():
-    from fabric.config import load_config
+    from fabric.harness.config import load_config
 
     assert runner._degraded_lag_seq(load_config(None, ["protocol.name=null"])) == 0
     pbft = load_config(None, ["run.degraded_lag_seq=7"])

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from fabric.config import ConfigError, load_config
-from fabric.engines.txns import (
+from fabric.harness.config import ConfigError, load_config
+from fabric.runtime.engines.txns import (
     T_BAD_ACCOUNT,
     T_BALANCE,
     T_FAIL,
@@ -17,7 +17,7 @@ from fabric.engines.txns import (
     encode_balance,
     run_txn,
 )
-from fabric.execute import Executor
+from fabric.runtime.execute import Executor
 from protocols.common import Request, make_batch
 from workloads.factory import make_generator
 from workloads.smallbank import (

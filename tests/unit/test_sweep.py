@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fabric import sweep
-from fabric.paths import SweepPaths
-from fabric.report import COMBINED_COLUMNS, FOLDER_COLUMN, MESSAGES_PREFIX
-from fabric.sweep import SweepError, plan_sweep, run_sweep, spec_from_mapping
+from fabric.analysis.report import COMBINED_COLUMNS, FOLDER_COLUMN, MESSAGES_PREFIX
+from fabric.harness import sweep
+from fabric.harness.paths import SweepPaths
+from fabric.harness.sweep import SweepError, plan_sweep, run_sweep, spec_from_mapping
 from protocols import registry
 from tests.fixtures.fake_runner import FakeRunner
 
@@ -297,7 +297,7 @@ def test_quick_overrides_durations_and_repetitions() -> None:
 
 def test_progress_bar_counts_runs_on_stderr() -> None:
     stream = io.StringIO()
-    bar = sweep.Progress(2, stream)
+    bar = sweep.SweepProgress(2, stream)
     bar.show("b10_r1")
     bar.step(3.0)
     bar.show("b100_r1")

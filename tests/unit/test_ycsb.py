@@ -107,7 +107,7 @@ def test_inserts_take_increasing_keys_beyond_record_count() -> None:
 
 def test_generators_in_different_insert_lanes_never_insert_the_same_key() -> None:
     """YCSB gives each client its own insert range; here lanes interleave: lane l of L
-    inserts record_count + l, + l + L, ... (three clients' generators, as fabric.client)."""
+    inserts record_count + l, + l + L, ... (three clients' generators, as fabric.runtime.client)."""
     gens = [gen(mix="d", seed=s, insert_lane=s, insert_lanes=3) for s in range(3)]
     inserted = [[k for op, k, _ in g.next_txns(N_TXNS) if op == INSERT] for g in gens]
     for lane, keys in enumerate(inserted):

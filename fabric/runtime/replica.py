@@ -1,0 +1,514 @@
+"""One replica process: wires the pipeline stages, runs them, stops cleanly, writes stats.
+
+``python -m fabric replica --config RESOLVED.yaml --id I --run-dir DIR`` (the
+runner starts it). Shape (fabric.runtime.stages has each stage):
+
+    input threads -> batch rings -> batch threads -+
+         |                                         v
+         +--------------> worker ring -> worker (protocol) -> execute ring -> execute
+                               ^                 |                               |
+                               +-- checkpoint <--+-- output ring <---------------+
+                                                       |
+                                                output threads -> ZeroMQ
+
+Thread counts come from ``replica:`` in the config. A protocol with one
+instance runs in one worker; a protocol with lanes (RCC) spreads its instances
+over ``replica.worker_threads`` workers, and the checkpoint thread becomes the
+lanes' coordinator (fabric.runtime.lanes). Client signatures are
+verified once per request: by a batch thread at the proposer, and at the
+other replicas by the input thread that receives the batch-carrying message
+(pre-verification into a bounded VerifiedCache, which the protocol's verifier
+consults): the worker, which owns the protocol state, never spends 150 us per
+request on Ed25519 on its critical path unless the cache missed.
+
+Lifecycle: bind sockets, start threads, print ``ready`` (fabric.harness.control);
+``start <t0>`` from the runner fixes time zero for failure injection;
+``stop``/EOF/SIGTERM/SIGINT stop every thread (bounded), close sockets and
+write ``stats/replica-<i>.json`` (counters, rings, threads, per-second executed
+transactions, the ledger hash chain for the audit). A ``failures:`` entry for
+this replica crashes it (os._exit with CRASH_EXIT_CODE, no stats: a crash) or
+silences it (drops every frame in and out) at ``t0 + at_s``. A stage that dies
+of an exception stops the replica and makes it exit 1.
+
+Must not live here: the stages' loops (fabric.runtime.stages), protocol logic, report tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from fabric.analysis.metrics import process_resources
+from fabric.harness.config import REPLICA_FAILURE_KINDS
+from fabric.harness.control import CRASH_EXIT_CODE, ChildControl, format_progress
+from fabric.harness.paths import RunPaths
+from fabric.runtime.lanes import LaneCoordinator, LaneGroup, has_lanes
+from fabric.runtime.ring import Ring
+from fabric.runtime.stages import (
+    BatchStage,
+    CachedVerifier,
+    CheckpointStage,
+    ExecuteStage,
+    InputStage,
+    OutputStage,
+    ReplicaShared,
+    Stage,
+    VerifiedCache,
+    WorkerStage,
+)
+from protocols import codec, limits
+from protocols.common import Request
+from transport import wire
+from transport.auth import TAG_BYTES
+
+#: seconds the whole stop sequence may take before the process gives up waiting
+STOP_BUDGET_S = 5.0
+
+
+def kind_names() -> dict[int, str]:
+
+    return {kind: cls.__name__ for kind, cls in codec.registered_kinds().items()}
+
+
+class Replica:
+    """The pipeline of one replica (threads, rings, sockets); ``start``, ``shutdown``, ``stats``."""
+
+    def __init__(self, cfg: Any, replica_id: int) -> None:
+        from fabric.harness.config import config_to_dict
+        from fabric.runtime.execute import Executor
+        from protocols import registry
+        from transport.auth import LinkAuth, derive_keys, make_verifier
+        from transport.zmq_io import Addressing, Receiver, Sender, new_context
+        from workloads.txn import DEFAULT_MAX_SCAN_LENGTH, DEFAULT_MAX_TXNS, DEFAULT_MAX_VALUE_BYTES
+
+        if not 0 <= replica_id < cfg.cluster.replicas:
+            raise ValueError(f"replica id {replica_id} not in 0..{cfg.cluster.replicas - 1}")
+        self.cfg = cfg
+        self.id = replica_id
+        n = cfg.cluster.replicas
+        rc = cfg.replica
+        cap = rc.ring_capacity
+        self.shared = ReplicaShared(replica_id, n)
+        # only this node's links and private key: a process never holds the others' secrets
+        keys = derive_keys(cfg.crypto.cluster_secret, cfg.node_count, only_node=replica_id)
+        mac = cfg.crypto.effective_link_mac
+        signature = cfg.crypto.effective_client_signature
+        self.ctx = new_context()
+        addressing = Addressing.from_config(config_to_dict(cfg))
+        if addressing.kind == "ipc":
+            os.makedirs(addressing.ipc_dir, exist_ok=True)
+
+        # verification: one cache shared by batch threads, input threads and the protocol
+        verifier = make_verifier(signature, replica_id, keys)
+        self.cache = VerifiedCache(verifier)
+        pre_verify = self.cache if signature != "none" else None
+        protocol_cls = registry.get(cfg.protocol.name)
+        self.protocol = protocol_cls(
+            cfg.protocol_config(replica_id), CachedVerifier(verifier, self.cache)
+        )
+        # One protocol instance -> one worker. A protocol with lanes (RCC) spreads its
+        # instances over replica.worker_threads workers (fabric.runtime.lanes) when there are several.
+        self.lanes_mode = rc.worker_threads > 1 and has_lanes(self.protocol)
+        m = len(self.protocol.lanes) if self.lanes_mode else 1
+        n_workers = min(rc.worker_threads, m)
+        self.shared.proposer_flags = [False] * n_workers
+
+        # rings
+        multi_in = rc.input_threads > 1
+        self.worker_rings = [
+            Ring(cap, f"worker-{k}", multi_producer=True) for k in range(n_workers)
+        ]
+        self.worker_ring = self.worker_rings[0]
+        self.batch_rings = [
+            Ring(cap, f"batch-{b}", multi_producer=multi_in) for b in range(rc.batch_threads)
+        ]
+        self.execute_ring = Ring(cap, "execute", multi_producer=True)
+        self.checkpoint_ring = Ring(cap, "checkpoint", multi_producer=True)
+        self.output_ring = Ring(
+            cap, "output", multi_producer=True, multi_consumer=rc.output_threads > 1
+        )
+        self.rings = [
+            *self.worker_rings,
+            *self.batch_rings,
+            self.execute_ring,
+            self.checkpoint_ring,
+            self.output_ring,
+        ]
+
+        wl = cfg.workload
+        self.executor = Executor(
+            wl.record_count,
+            wl.value_size,
+            # the executor's bounds on one request must admit what the config's clients send
+            max_txns_per_request=max(DEFAULT_MAX_TXNS, cfg.batching.batch_size),
+            max_value_bytes=max(DEFAULT_MAX_VALUE_BYTES, wl.value_size),
+            max_scan_length=max(DEFAULT_MAX_SCAN_LENGTH, wl.max_scan_length),
+            # the execution engine of this replica (a mixed cluster names one per replica)
+            engine=cfg.execution.engine_for(replica_id),
+            threads=cfg.execution.threads,
+            txn_cost_us=cfg.execution.txn_cost_us,
+            smallbank_accounts=wl.smallbank_accounts,
+        )
+
+        # stages (sockets are created here, on the main thread, and closed by their owners)
+        shared = self.shared
+        # clients may send requests only, each in a bounded frame (checked on the header)
+        frame_policy = wire.FramePolicy(
+            replicas=n,
+            client_kinds=frozenset({Request.KIND}),
+            max_client_frame_bytes=min(
+                cfg.transport.max_frame_bytes, limits.MAX_CLIENT_FRAME_BYTES
+            ) + TAG_BYTES[mac],
+        )
+        self.inputs = [
+            InputStage(
+                f"input-{k}",
+                shared,
+                Receiver(
+                    self.ctx,
+                    addressing.address(replica_id, k),
+                    LinkAuth(mac, replica_id, keys),
+                    recv_hwm=cfg.transport.recv_hwm,
+                    max_frame_bytes=cfg.transport.max_frame_bytes,
+                    policy=frame_policy,
+                ),
+                self.worker_rings,
+                self.batch_rings,
+                pre_verify,
+                worker_of=self._worker_of if self.lanes_mode else None,
+                output_ring=self.output_ring,
+            )
+            for k in range(rc.input_threads)
+        ]
+        self.batchers = [
+            BatchStage(
+                f"batch-{b}",
+                shared,
+                ring,
+                self.worker_ring,
+                self.cache,
+                requests_per_batch=1,  # a client Request already carries batch_size txns
+                batch_timeout_s=cfg.batching.batch_timeout_ms / 1000.0,
+                route=self._route_batch if self.lanes_mode else None,
+            )
+            for b, ring in enumerate(self.batch_rings)
+        ]
+        self.workers = [
+            WorkerStage(
+                f"worker-{k}",
+                shared,
+                (
+                    LaneGroup(self.protocol, [i for i in range(m) if i % n_workers == k])
+                    if self.lanes_mode
+                    else self.protocol
+                ),
+                ring,
+                self.output_ring,
+                self.execute_ring,
+                self.checkpoint_ring,
+                tick_s=cfg.protocol.tick_ms / 1000.0,
+                index=k,
+            )
+            for k, ring in enumerate(self.worker_rings)
+        ]
+        self.unused_worker_threads = rc.worker_threads - len(self.workers)
+        self.execute = ExecuteStage(
+            "execute",
+            shared,
+            self.executor,
+            self.execute_ring,
+            self.output_ring,
+            self.checkpoint_ring,
+            n,
+        )
+        self.checkpoint: CheckpointStage | LaneCoordinator
+        if self.lanes_mode:
+            self.checkpoint = LaneCoordinator(
+                "checkpoint",
+                shared,
+                self.protocol,
+                self.checkpoint_ring,
+                self.worker_rings,
+                self.execute_ring,
+                getattr(self.protocol, "period", cfg.checkpoint_period),
+            )
+        else:
+            self.checkpoint = CheckpointStage(
+                "checkpoint", shared, self.checkpoint_ring, self.worker_ring, self.execute_ring
+            )
+        self.outputs = [
+            OutputStage(
+                f"output-{k}",
+                shared,
+                Sender(
+                    self.ctx,
+                    addressing,
+                    replica_id,
+                    LinkAuth(mac, replica_id, keys),
+                    send_hwm=cfg.transport.send_hwm,
+                ),
+                self.output_ring,
+            )
+            for k in range(rc.output_threads)
+        ]
+        self.stages: list[Stage] = [
+            *self.outputs,
+            self.execute,
+            self.checkpoint,
+            *self.workers,
+            *self.batchers,
+            *self.inputs,
+        ]
+        self.started_at = 0.0
+        self.stopped_at = 0.0
+        self.t0: float | None = None
+        self.failure_event: dict[str, Any] | None = None
+        self.stuck_threads: list[str] = []
+        self.context_closed = True
+
+    # lanes routing (several workers) ------------------------------------------------------
+    def _worker_of(self, msg: Any) -> int:
+        i = self.protocol.instance_of(msg)
+        return i % len(self.workers) if i >= 0 else -1
+
+    def _route_batch(self, batch: Any) -> Ring:
+        if not batch.requests:
+            return self.worker_rings[0]
+        i = self.protocol.instance_of_client(batch.requests[0].client_id)
+        return self.worker_rings[i % len(self.worker_rings)]
+
+    @property
+    def view(self) -> int:
+        if isinstance(self.checkpoint, LaneCoordinator):
+            return self.checkpoint.view
+        return self.workers[0].view
+
+    @property
+    def view_changes(self) -> list[tuple[float, int, int]]:
+        if isinstance(self.checkpoint, LaneCoordinator):
+            return self.checkpoint.view_changes
+        return self.workers[0].view_changes
+
+    # lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.started_at = time.time()
+        for stage in self.stages:
+            stage.start()
+
+    def shutdown(self, budget_s: float = STOP_BUDGET_S) -> None:
+        """Stop every thread (bounded), then close the ZeroMQ context."""
+        from transport.zmq_io import close_context
+
+        self.shared.stop.set()
+        for ring in self.rings:
+            ring.close()
+        deadline = time.monotonic() + budget_s
+        for stage in self.stages:
+            if stage.is_alive():
+                stage.join(max(0.0, deadline - time.monotonic()))
+        self.stuck_threads = [s.name for s in self.stages if s.is_alive()]
+        self.executor.close()  # the engine's worker threads (none for serial)
+        self.stopped_at = time.time()
+        self.context_closed = close_context(self.ctx, timeout_s=1.0)
+
+    def go_silent(self) -> None:
+        self.shared.silent = True
+
+    # progress and stats ------------------------------------------------------------------
+    def progress_line(self) -> str:
+        return format_progress(
+            time.time(), self.execute.txns_total, self.execute.last_seq, self.view
+        )
+
+    def stats(self) -> dict[str, Any]:
+        names = kind_names()
+        sent: dict[str, int] = {}
+        received: dict[str, int] = {}
+        drops: dict[str, int] = {}
+        for stage in self.outputs:
+            for kind, count in stage.sender.sent_by_kind.items():
+                name = names.get(kind, str(kind))
+                sent[name] = sent.get(name, 0) + count
+            for to, count in stage.sender.send_drops.items():
+                key = "send_full_to_client" if to >= self.cfg.cluster.replicas else "send_full"
+                drops[key] = drops.get(key, 0) + count
+        for stage in self.inputs:
+            for kind, count in stage.receiver.received_by_kind.items():
+                name = names.get(kind, str(kind))
+                received[name] = received.get(name, 0) + count
+            for reason, count in stage.receiver.drops.items():
+                drops[reason] = drops.get(reason, 0) + count
+        for stage in self.stages:
+            for reason, count in stage.drops.items():
+                drops[reason] = drops.get(reason, 0) + count
+        try:
+            status = dict(self.protocol.status())
+        except Exception as exc:  # status is introspection only: never lose the stats for it
+            status = {"error": repr(exc)}
+        workers = self.workers
+        return {
+            "role": "replica",
+            "node": self.id,
+            "protocol": self.cfg.protocol.name,
+            "started_at": self.started_at,
+            "stopped_at": self.stopped_at,
+            "t0": self.t0,
+            "threads": [s.clock.snapshot() for s in self.stages]
+            + [c.snapshot() for c in self.executor.thread_clocks()],  # engine workers
+            "unused_worker_threads": self.unused_worker_threads,
+            "rings": [ring.stats() for ring in self.rings],
+            "messages": {"sent": sent, "received": received},
+            "drops": drops,
+            "executed_per_s": self.execute.executed_per_s.as_pairs(),
+            "executed_txns": self.execute.txns_total,
+            "executed_batches": self.execute.batches,
+            "executed_seq": self.executor.last_seq,
+            "workers": len(workers),
+            "proposed_batches": sum(w.proposed for w in workers),
+            "delivered_batches": sum(w.delivered for w in workers),
+            "protocol_messages": sum(w.messages for w in workers),
+            "forwarded_requests": sum(w.forwarded for w in workers),
+            "replies_resent": sum(i.replies_resent for i in self.inputs),
+            "timers_fired": sum(w.timers.fired for w in workers),
+            "view": self.view,
+            "view_changes": self.view_changes,
+            "stable_seq": self.checkpoint.stable_seq,
+            "stable_checkpoints": self.checkpoint.stable_count,
+            "verify": {
+                **self.cache.stats(),
+                "preverify": dict(sum((i.preverify for i in self.inputs), Counter())),
+            },
+            "executor": self.executor.stats(),
+            "protocol_status": _jsonable(status),
+            "resources": process_resources(),
+            "failure": self.failure_event,
+            "fatal": list(self.shared.fatal),
+            "stuck_threads": self.stuck_threads,
+            "ledger": [[seq, h.hex()] for seq, h in self.executor.ledger.chain()],
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically (temp file + rename) so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")))
+    os.replace(tmp, path)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m fabric replica", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--config", required=True, help="the resolved config of the run (YAML)")
+    parser.add_argument("--id", type=int, required=True, help="replica id, 0..n-1")
+    parser.add_argument("--run-dir", required=True, help="the run's results folder")
+    parser.add_argument(
+        "--ignore-stdin",
+        action="store_true",
+        help="do not read control lines on stdin (a replica started by hand; stop it with SIGTERM)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import zmq
+
+    from fabric.harness.config import ConfigError, load_config
+
+    args = _parse(argv)
+    try:
+        cfg = load_config(args.config)
+        replica = Replica(cfg, args.id)
+    except (ConfigError, ValueError, OSError, zmq.ZMQError) as exc:
+        print(f"replica {args.id}: cannot start: {exc}", file=sys.stderr)
+        return 2
+    paths = RunPaths(Path(args.run_dir))
+    stop = replica.shared.stop
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    control = ChildControl(on_stop=stop.set, ignore_stdin=args.ignore_stdin)
+    failure = next(  # a stall is the runner's (SIGSTOP/SIGCONT), not the replica's to act
+        (f for f in cfg.failures if f.replica == args.id and f.kind in REPLICA_FAILURE_KINDS), None
+    )
+    replica.start()
+    ready_at = time.time()
+    control.say("ready")
+    print(
+        f"replica {args.id}: ready ({cfg.protocol.name}, n={cfg.cluster.replicas}, "
+        f"{len(replica.stages)} threads, proposer={replica.shared.is_proposer})",
+        file=sys.stderr,
+        flush=True,
+    )
+    if replica.unused_worker_threads > 0:
+        print(
+            f"replica {args.id}: {cfg.protocol.name} runs {len(replica.workers)} worker(s): "
+            f"{replica.unused_worker_threads} of replica.worker_threads unused",
+            file=sys.stderr,
+            flush=True,
+        )
+    next_progress = time.monotonic() + 1.0
+    while not stop.wait(0.1):
+        now = time.time()
+        replica.t0 = control.t0
+        if failure is not None and replica.failure_event is None:
+            zero = control.t0 if control.t0 is not None else ready_at
+            if now >= zero + failure.at_s:
+                replica.failure_event = {"kind": failure.kind, "at": now, "at_s": now - zero}
+                print(
+                    f"replica {args.id}: injected failure '{failure.kind}' at t={now - zero:.2f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if failure.kind == "crash":
+                    os._exit(CRASH_EXIT_CODE)
+                replica.go_silent()
+        if time.monotonic() >= next_progress:
+            next_progress += 1.0
+            control.say(replica.progress_line())
+    replica.t0 = control.t0
+    replica.shutdown()
+    stats = replica.stats()
+    write_json(paths.replica_stats(args.id), stats)
+    why = "; ".join(replica.shared.fatal)
+    print(
+        f"replica {args.id}: stopped (executed seq {stats['executed_seq']}, "
+        f"{stats['executed_txns']} txns){' FAILED: ' + why if why else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
+    code = 1 if replica.shared.fatal or replica.stuck_threads else 0
+    if replica.stuck_threads or not replica.context_closed:
+        # a stuck thread may hold a socket: do not let interpreter teardown wait for it
+        print(f"replica {args.id}: threads did not stop: {replica.stuck_threads}", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(code or 1)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The execute stage: applies committed batches in sequence order through the Executor
+(fabric.runtime.execute: engines, undo log, ledger), answers each request once, feeds
+executed(seq) back through the checkpoint ring.
+
+Must not live here: how a batch is executed (fabric.runtime.execute and its engines).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fabric.analysis.metrics import PerSecond
+from fabric.runtime.ring import Ring
+from fabric.runtime.stages.base import (
+    C_EXECUTED,
+    E_DELIVER,
+    E_ROLLBACK,
+    ReplicaShared,
+    Stage,
+)
+from protocols.common import Reply
+
+
+class ExecuteStage(Stage):
+    """Apply delivered batches in order; one Reply per request; executed feedback."""
+
+    role = "execute"
+
+    def __init__(
+        self,
+        name: str,
+        shared: ReplicaShared,
+        executor: Any,
+        execute_ring: Ring,
+        output_ring: Ring,
+        checkpoint_ring: Ring,
+        n: int,
+    ) -> None:
+        super().__init__(name, shared)
+        self.executor = executor
+        self.execute_ring = execute_ring
+        self.output_ring = output_ring
+        self.checkpoint_ring = checkpoint_ring
+        self.n = n
+        self.executed_per_s = PerSecond()
+        self.txns_total = 0
+        self.batches = 0
+        self.last_seq = 0
+        self.rollbacks = 0
+
+    def loop(self) -> None:
+        stop = self.shared.stop
+        ring = self.execute_ring
+        executor = self.executor
+        apply = executor.apply
+        remember = self.shared.replies.put
+        me = self.shared.id
+        n = self.n
+        per_s = self.executed_per_s
+        while not stop.is_set():
+            items = self.pop(ring)
+            if not items:
+                continue
+            replies: list[Any] = []
+            feedback: list[Any] = []
+            for item in items:
+                tag = item[0]
+                if tag == E_DELIVER:
+                    _, seq, view, batch, speculative = item
+                    results = apply(seq, batch, speculative, view)
+                    total = executor.txns_executed
+                    txns = total - self.txns_total
+                    self.txns_total = total
+                    for req, result in results:
+                        cid = req.client_id
+                        if cid >= n:
+                            ts = req.timestamp
+                            reply = Reply(view, seq, me, cid, ts, result, speculative)
+                            remember((cid, ts), reply)
+                            replies.append((cid, reply))
+                    self.batches += 1
+                    self.last_seq = seq
+                    per_s.add(time.time(), txns)
+                    feedback.append((C_EXECUTED, seq, executor.state_digest()))
+                elif tag == E_ROLLBACK:
+                    executor.rollback(item[1])
+                    self.shared.replies.clear()  # speculative replies past the rollback are void
+                    self.rollbacks += 1
+                    self.last_seq = executor.last_seq
+                else:
+                    executor.commit_upto(item[1])
+            if replies:
+                self.push_all(self.output_ring, replies)
+            if feedback:
+                self.push_all(self.checkpoint_ring, feedback)

@@ -1,0 +1,53 @@
+"""The output stage: encode each frame once, MAC it per destination, send without
+blocking (a full peer drops, counted).
+
+Must not live here: sockets and MACs themselves (transport/).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fabric.runtime.ring import Ring
+from fabric.runtime.stages.base import (
+    ReplicaShared,
+    Stage,
+)
+from transport import wire
+
+
+class OutputStage(Stage):
+    """Encode each message once, seal per destination (MAC), send without blocking."""
+
+    role = "output"
+
+    def __init__(self, name: str, shared: ReplicaShared, sender: Any, output_ring: Ring) -> None:
+        super().__init__(name, shared)
+        self.sender = sender
+        self.output_ring = output_ring
+
+    def loop(self) -> None:
+        shared = self.shared
+        stop = shared.stop
+        ring = self.output_ring
+        me = shared.id
+        encode = wire.encode
+        send_frame = self.sender.send_frame
+        drops = self.drops
+        while not stop.is_set():
+            items = self.pop(ring)
+            if not items:
+                continue
+            if shared.silent:
+                drops["silent_send"] += len(items)
+                continue
+            for dest, msg in items:
+                frame = encode(msg, me)
+                if type(dest) is int:
+                    send_frame(dest, frame)
+                else:
+                    for to in dest:
+                        send_frame(to, frame)
+
+    def cleanup(self) -> None:
+        self.sender.close()
