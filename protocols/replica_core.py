@@ -45,13 +45,11 @@ from protocols.base import (
 )
 from protocols.codec import encode_body
 from protocols.common import Batch, Request, make_batch
-from protocols.limits import MAX_HELD_BYTES
+from protocols.limits import MAX_BACKOFF_EXP, MAX_HELD_BYTES, MAX_REPLAY_ROUNDS
 
 if TYPE_CHECKING:  # PoE reuses PBFT's Checkpoint; a runtime import would be circular
     from protocols.pbft.messages import Checkpoint
 
-MAX_BACKOFF_EXP = 6  # a view-change timeout grows to at most base << 6 (64x)
-MAX_REPLAY_ROUNDS = 64  # bound on re-running held messages after the view/watermarks move
 
 SlotT = TypeVar("SlotT")
 Handler = Callable[[int, Any, list[Action]], None]

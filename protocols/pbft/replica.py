@@ -69,6 +69,16 @@ from protocols.base import (
 from protocols.claims import decide, note_pre_prepared, well_formed
 from protocols.common import NULL_BATCH, Batch, Request
 from protocols.common import batch_is_valid as _batch_is_valid
+from protocols.limits import (
+    ASKED_NEW_VIEW_PER_REPLICA,
+    FETCH_SPAN_WINDOWS,
+    FETCH_TICKS_DIVISOR,
+    HISTORY_WINDOWS,
+    MAX_BACKOFF_EXP,
+    MAX_NEW_VIEW_RESENDS,
+    QUEUED_BATCHES_PER_WINDOW,
+    REPLAY_WINDOW_PER_CLIENT,
+)
 from protocols.pbft.messages import (
     Checkpoint,
     Commit,
@@ -85,9 +95,8 @@ from protocols.pbft.messages import (
     prepare_payload,
     view_change_payload,
 )
-from protocols.replica_core import MAX_BACKOFF_EXP, ReplicaCore
-
-MAX_NEW_VIEW_RESENDS = 4  # NEW-VIEW copies sent to one lagging replica per view
+from protocols.pbft.params import PbftParams
+from protocols.replica_core import ReplicaCore
 
 
 class _Slot:
@@ -154,13 +163,14 @@ class Pbft(ReplicaCore[_Slot]):
         self.join_quorum = f + 1  # view-changes for higher views that make us join
         self.fetch_quorum = f + 1  # matching fetch replies that make a batch trusted
 
-        params: Mapping[str, Any] = config.params
-        self.sign_votes = bool(params.get("pbft_signed_votes", True))
-        self.max_queued = int(params.get("pbft_max_queued_batches", 2 * self.window))
-        self.max_waiting = int(params.get("pbft_max_waiting_requests", config.max_buffered))
-        self.history_len = max(self.window, int(params.get("pbft_history_seqs", 4 * self.window)))
-        self.fetch_span = max(1, int(params.get("pbft_fetch_span", self.window)))
-        self.fetch_ticks = max(1, int(params.get("pbft_fetch_ticks", self.base_ticks // 2 or 1)))
+        self.params = PbftParams.from_params(config.params)
+        self.sign_votes = self.params.signed_votes
+        # bounds (protocols/limits.py), relative to the watermark window and the timeout
+        self.max_queued = QUEUED_BATCHES_PER_WINDOW * self.window
+        self.max_waiting = config.max_buffered
+        self.history_len = HISTORY_WINDOWS * self.window
+        self.fetch_span = max(1, FETCH_SPAN_WINDOWS * self.window)
+        self.fetch_ticks = max(1, self.base_ticks // FETCH_TICKS_DIVISOR)
 
         self.t_request = ("pbft", instance, "request")
         self.t_progress = ("pbft", instance, "progress")
@@ -190,7 +200,7 @@ class Pbft(ReplicaCore[_Slot]):
         # Replay suppression, bounded per client (a client keeps several requests in flight,
         # so timestamps are delivered out of order): the last ``replay_window`` delivered
         # timestamps, and a floor at or below which every timestamp counts as delivered.
-        self.replay_window = max(1, int(params.get("pbft_replay_window", 256)))
+        self.replay_window = REPLAY_WINDOW_PER_CLIENT
         self.clients: dict[int, _ClientReplay] = {}
         # progress: a replica holding accepted pre-prepares that stop being delivered for a
         # whole timeout suspects the primary too (the paper's "waiting for a request" covers
@@ -550,7 +560,7 @@ class Pbft(ReplicaCore[_Slot]):
         NEW-VIEW (once per sender and view, bounded)."""
         own = self.vc_latest.get(self.id)
         key = (sender, view)
-        if own is None or key in self._asked_new_view or len(self._asked_new_view) >= 4 * self.n:
+        if own is None or key in self._asked_new_view or len(self._asked_new_view) >= ASKED_NEW_VIEW_PER_REPLICA * self.n:
             return
         self._asked_new_view.add(key)
         out.append(Send(sender, own))

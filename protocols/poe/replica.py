@@ -85,6 +85,16 @@ from protocols.base import (
 )
 from protocols.claims import decide, note_pre_prepared, well_formed
 from protocols.common import NULL_BATCH, Batch, Request, batch_is_valid
+from protocols.limits import (
+    FETCH_SPAN_WINDOWS,
+    FETCH_TICKS_DIVISOR,
+    HISTORY_WINDOWS,
+    MAX_BACKOFF_EXP,
+    MAX_FINAL_PROBE_DOUBLINGS,
+    MAX_NV_RETRIES,
+    QUEUED_BATCHES_PER_WINDOW,
+    REPLAY_WINDOW_PER_CLIENT,
+)
 from protocols.pbft.messages import Checkpoint, checkpoint_payload
 from protocols.poe.certificate import Certificate, combine
 from protocols.poe.messages import (
@@ -105,16 +115,13 @@ from protocols.poe.messages import (
     support_payload,
     vc_request_payload,
 )
-from protocols.replica_core import MAX_BACKOFF_EXP, ReplicaCore
+from protocols.poe.params import CERTIFICATE_MODES, PoeParams
+from protocols.replica_core import ReplicaCore
 
 ACTIVE = "active"  # in a view, taking part in its normal case
 VIEW_CHANGE = "view_change"  # sent VC-REQUEST for ``view``, waiting for NV-PROPOSE
 NV_PENDING = "nv_pending"  # accepted NV-PROPOSE for ``view``, waiting for its plan to lock
 
-CERTIFICATE_MODES = ("signatures", "macs")
-MAX_NV_RETRIES = 2  # retransmissions while the new view's plan locks, then the next view
-#: the finality probe's period doubles while nothing becomes final, at most this many times
-MAX_FINAL_PROBE_DOUBLINGS = 6
 CHECKPOINT_INSTANCE = 0  # PoE reuses PBFT's Checkpoint message with instance 0
 
 
@@ -160,11 +167,8 @@ class Poe(ReplicaCore[_Slot]):
     def __init__(self, config: ProtocolConfig, verifier: Verifier) -> None:
         super().__init__(config, verifier, _Slot)
         n, f = self.n, self.f
-        params: Mapping[str, Any] = config.params
-        mode = params.get("poe_certificate", "signatures")
-        if mode not in CERTIFICATE_MODES:
-            raise ValueError(f"poe_certificate {mode!r} not in {CERTIFICATE_MODES}")
-        self.macs = mode == "macs"
+        self.params = PoeParams.from_params(config.params)
+        self.macs = self.params.certificate == "macs"
         self.checkpoint_instance = CHECKPOINT_INSTANCE
         # Quorum sizes: every check below reads these (a test may break them on purpose).
         self.quorum = n - f  # supports per certificate; VC-REQUESTs per NV; NV-COMMITs
@@ -172,12 +176,13 @@ class Poe(ReplicaCore[_Slot]):
         self.fetch_quorum = f + 1  # matching final fetch replies that make a batch trusted
         self.join_quorum = f + 1  # replicas in later views that make us join
 
-        self.max_queued = int(params.get("poe_max_queued_batches", 2 * self.window))
-        self.max_waiting = max(1, int(params.get("poe_max_waiting_requests", config.max_buffered)))
-        self.history_len = max(self.window, int(params.get("poe_history_seqs", 4 * self.window)))
-        self.fetch_span = max(1, int(params.get("poe_fetch_span", self.window)))
-        self.fetch_ticks = max(1, int(params.get("poe_fetch_ticks", self.base_ticks // 2 or 1)))
-        self.replay_window = max(1, int(params.get("poe_replay_window", 256)))
+        # bounds (protocols/limits.py), relative to the watermark window and the timeout
+        self.max_queued = QUEUED_BATCHES_PER_WINDOW * self.window
+        self.max_waiting = max(1, config.max_buffered)
+        self.history_len = HISTORY_WINDOWS * self.window
+        self.fetch_span = max(1, FETCH_SPAN_WINDOWS * self.window)
+        self.fetch_ticks = max(1, self.base_ticks // FETCH_TICKS_DIVISOR)
+        self.replay_window = REPLAY_WINDOW_PER_CLIENT
 
         self.t_request = ("poe", "request")
         self.t_view_change = ("poe", "view_change")

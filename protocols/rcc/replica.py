@@ -74,12 +74,13 @@ from protocols.rcc.coordinator import (
     RoundCoordinator,
 )
 from protocols.rcc.lane import RccLane
+from protocols.rcc.params import LAG_ROUNDS_DIVISOR, NOOP_TICKS_DIVISOR, RccParams
 
 
 def instance_count(n: int, params: Mapping[str, Any]) -> int:
     """m from ``params["rcc_instances"]`` (0 or absent means n); ValueError outside 1..n."""
-    raw = params.get("rcc_instances", 0)
-    m = int(raw) if raw else n
+    raw = RccParams.from_params(params).instances
+    m = raw or n
     if not 1 <= m <= n:
         raise ValueError(f"rcc_instances={raw}: need 1..{n} (0 = n)")
     return m
@@ -94,14 +95,14 @@ class Rcc(Protocol):
 
     def __init__(self, config: ProtocolConfig, verifier: Verifier) -> None:
         super().__init__(config, verifier)
-        params = config.params
-        self.m = m = instance_count(self.n, params)
+        self.params = params = RccParams.from_params(config.params)
+        self.m = m = instance_count(self.n, config.params)
         self.period = config.checkpoint_period
         window = config.watermark_window
         self.noop_ticks = max(
-            1, int(params.get("rcc_noop_ticks", 0) or config.view_change_ticks // 20)
+            1, params.noop_ticks or config.view_change_ticks // NOOP_TICKS_DIVISOR
         )
-        self.max_lag_rounds = max(1, int(params.get("rcc_max_lag_rounds", 0) or window // 2))
+        self.max_lag_rounds = max(1, params.max_lag_rounds or window // LAG_ROUNDS_DIVISOR)
         self.instances: list[Pbft] = [
             self.pbft_class(config, verifier, instance=i) for i in range(m)
         ]
@@ -116,7 +117,7 @@ class Rcc(Protocol):
         self.coordinator = RoundCoordinator(
             m,
             self.period,
-            permute=bool(params.get("rcc_permute_rounds", True)),
+            permute=params.permute_rounds,
             max_pending_rounds=max_ahead + 2 * window + self.period,
             max_digests=max(64, 8 * window),
         )

@@ -198,8 +198,9 @@ def test_pre_prepare_with_bad_digest_or_client_signature_is_ignored() -> None:
 def test_window_full_proposals_queue_and_drain_when_watermarks_move() -> None:
     """§4.2/§4.3: the primary assigns seqs only in (h, H]; later batches wait in a bounded queue
     and go out when a stable checkpoint moves the window."""
-    c = Cluster(4, checkpoint_period=2, watermark_window=4, params={"pbft_max_queued_batches": 3})
+    c = Cluster(4, checkpoint_period=2, watermark_window=4)
     r0 = c.replicas[0]
+    r0.max_queued = 3  # the bound (limits.QUEUED_BATCHES_PER_WINDOW windows), made small
     assert r0.proposal_room() == 4 + 3
     for i in range(1, 8):
         c.propose(0, c.batch(f"b{i}"))
@@ -252,9 +253,11 @@ def test_replayed_requests_are_not_proposed_again() -> None:
 
 
 def test_replay_memory_is_bounded_by_a_window_per_client() -> None:
-    """Bounded replay memory: past ``pbft_replay_window`` delivered timestamps of a client,
-    the oldest fall below a floor that counts as delivered."""
-    c = Cluster(4, params={"pbft_replay_window": 2})
+    """Bounded replay memory: past ``replay_window`` (protocols.limits.REPLAY_WINDOW_PER_CLIENT)
+    delivered timestamps of a client, the oldest fall below a floor that counts as delivered."""
+    c = Cluster(4)
+    for r in c.replicas:
+        r.replay_window = 2  # the bound, made small to reach it with three requests
     reqs = [signed_request(4, ts, b"op%d" % ts) for ts in (5, 2, 7)]
     for req in reqs:
         c.propose(0, make_batch((req,)))
