@@ -28,9 +28,7 @@ rule and the target replica), report formatting (fabric.harness.runner).
 
 from __future__ import annotations
 
-import argparse
 import os
-import signal
 import sys
 import threading
 import time
@@ -576,43 +574,20 @@ def _generator_loop(
         clock.stop()
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m fabric client", description="one client process"
-    )
-    parser.add_argument("--config", required=True, help="the resolved config of the run (YAML)")
-    parser.add_argument("--id", type=int, required=True, help="client node id (n..n+clients-1)")
-    parser.add_argument("--run-dir", required=True, help="the run's results folder")
-    parser.add_argument(
-        "--ignore-stdin",
-        action="store_true",
-        help="start at once and ignore stdin (a client started by hand; stop it with SIGTERM)",
-    )
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    import zmq
-
-    from fabric.harness.config import ConfigError, load_config
     from fabric.harness.control import ChildControl
     from fabric.harness.paths import RunPaths
-    from fabric.runtime.replica import write_json
+    from fabric.runtime import process
 
-    args = _parse(argv)
-    try:
-        cfg = load_config(args.config)
-        client = ClientProcess(cfg, args.id)
-    except (ConfigError, ValueError, OSError, zmq.ZMQError) as exc:
-        print(f"client {args.id}: cannot start: {exc}", file=sys.stderr)
+    args = process.parse_args(
+        "python -m fabric client", "one client process", "client node id (n..n+clients-1)", argv
+    )
+    built = process.build("client", args, ClientProcess)
+    if built is None:
         return 2
+    cfg, client = built
     stop = client.stop
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    process.stop_on_signals(stop)
     control = ChildControl(on_stop=stop.set, ignore_stdin=args.ignore_stdin)
     client.start_threads()
     control.say("ready")
@@ -628,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     stuck = client.shutdown()
     stats = client.stats()
     stats["stuck_threads"] = stuck
-    write_json(RunPaths(Path(args.run_dir)).client_stats(args.id), stats)
+    process.write_json(RunPaths(Path(args.run_dir)).client_stats(args.id), stats)
     c = client.core.counters
     print(
         f"client {args.id}: stopped ({c['requests_accepted']} requests accepted, "
@@ -637,13 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     code = 1 if client.errors or stuck else 0
-    if stuck or not client.context_closed:
-        # a stuck thread may hold a socket: do not let interpreter teardown wait for it
-        print(f"client {args.id}: threads did not stop: {stuck}", file=sys.stderr)
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(code or 1)
-    return code
+    return process.leave(f"client {args.id}", code, stuck, client.context_closed)
 
 
 if __name__ == "__main__":

@@ -35,10 +35,7 @@ Must not live here: the stages' loops (fabric.runtime.stages), protocol logic, r
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import signal
 import sys
 import time
 from collections import Counter
@@ -49,6 +46,7 @@ from fabric.analysis.metrics import process_resources
 from fabric.harness.config import REPLICA_FAILURE_KINDS
 from fabric.harness.control import CRASH_EXIT_CODE, ChildControl, format_progress
 from fabric.harness.paths import RunPaths
+from fabric.runtime import process
 from fabric.runtime.lanes import LaneCoordinator, LaneGroup, has_lanes
 from fabric.runtime.ring import Ring
 from fabric.runtime.stages import (
@@ -386,7 +384,7 @@ class Replica:
                 "preverify": dict(sum((i.preverify for i in self.inputs), Counter())),
             },
             "executor": self.executor.stats(),
-            "protocol_status": _jsonable(status),
+            "protocol_status": process.jsonable(status),
             "resources": process_resources(),
             "failure": self.failure_event,
             "fatal": list(self.shared.fatal),
@@ -395,61 +393,17 @@ class Replica:
         }
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bytes):
-        return value.hex()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return repr(value)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically (temp file + rename) so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
-    os.replace(tmp, path)
-
-
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m fabric replica", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--config", required=True, help="the resolved config of the run (YAML)")
-    parser.add_argument("--id", type=int, required=True, help="replica id, 0..n-1")
-    parser.add_argument("--run-dir", required=True, help="the run's results folder")
-    parser.add_argument(
-        "--ignore-stdin",
-        action="store_true",
-        help="do not read control lines on stdin (a replica started by hand; stop it with SIGTERM)",
-    )
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    import zmq
-
-    from fabric.harness.config import ConfigError, load_config
-
-    args = _parse(argv)
-    try:
-        cfg = load_config(args.config)
-        replica = Replica(cfg, args.id)
-    except (ConfigError, ValueError, OSError, zmq.ZMQError) as exc:
-        print(f"replica {args.id}: cannot start: {exc}", file=sys.stderr)
+    args = process.parse_args(
+        "python -m fabric replica", __doc__.split("\n")[0], "replica id, 0..n-1", argv
+    )
+    built = process.build("replica", args, Replica)
+    if built is None:
         return 2
+    cfg, replica = built
     paths = RunPaths(Path(args.run_dir))
     stop = replica.shared.stop
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    process.stop_on_signals(stop)
     control = ChildControl(on_stop=stop.set, ignore_stdin=args.ignore_stdin)
     failure = next(  # a stall is the runner's (SIGSTOP/SIGCONT), not the replica's to act
         (f for f in cfg.failures if f.replica == args.id and f.kind in REPLICA_FAILURE_KINDS), None
@@ -492,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     replica.t0 = control.t0
     replica.shutdown()
     stats = replica.stats()
-    write_json(paths.replica_stats(args.id), stats)
+    process.write_json(paths.replica_stats(args.id), stats)
     why = "; ".join(replica.shared.fatal)
     print(
         f"replica {args.id}: stopped (executed seq {stats['executed_seq']}, "
@@ -501,13 +455,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     code = 1 if replica.shared.fatal or replica.stuck_threads else 0
-    if replica.stuck_threads or not replica.context_closed:
-        # a stuck thread may hold a socket: do not let interpreter teardown wait for it
-        print(f"replica {args.id}: threads did not stop: {replica.stuck_threads}", file=sys.stderr)
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(code or 1)
-    return code
+    return process.leave(
+        f"replica {args.id}", code, replica.stuck_threads, replica.context_closed
+    )
 
 
 if __name__ == "__main__":
