@@ -39,8 +39,8 @@ from protocols.base import (
     Send,
     SetTimer,
 )
+from protocols.codec import message
 from protocols.common import Batch, Request, make_batch
-from transport.wire import message
 
 REPO = Path(__file__).resolve().parents[2]
 
