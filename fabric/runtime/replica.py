@@ -61,6 +61,7 @@ from fabric.runtime.stages import (
     VerifiedCache,
     WorkerStage,
 )
+from fabric.runtime.stages.batch import max_batch_bytes
 from protocols import codec, limits
 from protocols.common import Request
 from transport import wire
@@ -192,9 +193,13 @@ class Replica:
                 ring,
                 self.worker_ring,
                 self.cache,
-                requests_per_batch=1,  # a client Request already carries batch_size txns
+                # whole client requests up to batch_size txns, cut after the timeout
+                txns_per_batch=cfg.batching.batch_size,
                 batch_timeout_s=cfg.batching.batch_timeout_ms / 1000.0,
                 route=self._route_batch if self.lanes_mode else None,
+                # lanes: one batch holds one instance's clients (it routes to one worker)
+                group_of=self.protocol.instance_of_client if self.lanes_mode else None,
+                max_bytes=max_batch_bytes(cfg.transport.max_frame_bytes),
             )
             for b, ring in enumerate(self.batch_rings)
         ]
@@ -370,6 +375,11 @@ class Replica:
             "executed_seq": self.executor.last_seq,
             "workers": len(workers),
             "proposed_batches": sum(w.proposed for w in workers),
+            # what this replica's batch threads cut (a proposer's: requests per proposal)
+            "batched": {
+                key: sum(b.stats()[key] for b in self.batchers)
+                for key in ("batches", "requests", "txns", "timeout_cuts")
+            },
             "delivered_batches": sum(w.delivered for w in workers),
             "protocol_messages": sum(w.messages for w in workers),
             "forwarded_requests": sum(w.forwarded for w in workers),

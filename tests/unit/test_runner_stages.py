@@ -20,7 +20,6 @@ from fabric.runtime.stages import (
     W_BATCH,
     W_EXECUTED,
     W_MSG,
-    BatchStage,
     CachedVerifier,
     CheckpointStage,
     ExecuteStage,
@@ -376,31 +375,6 @@ def test_input_at_a_backup_sends_client_requests_to_the_worker_and_silence_drops
         while not stage.drops["silent"] and time.monotonic() < deadline:
             time.sleep(0.01)
     assert stage.drops["silent"] == 1 and len(b0) == 0
-
-
-def test_batch_stage_verifies_signatures_and_cuts_hashed_batches():
-    shared = ReplicaShared(0, N)
-    batch_ring, worker = Ring(64, "b"), Ring(64, "w")
-    cache = VerifiedCache(FakeVerifier(bad={2}))
-    stage = BatchStage("batch-0", shared, batch_ring, worker, cache, 1, 0.005)
-    with Running(stage, batch_ring, worker):
-        batch_ring.push_many([req(1), req(2), req(3)])
-        got = drain(worker, 2)
-    assert [item[0] for item in got] == [W_BATCH, W_BATCH]
-    assert [item[1] for item in got] == [make_batch((req(1),)), make_batch((req(3),))]
-    assert stage.drops["bad_signature"] == 1
-
-
-def test_batch_stage_cuts_a_partial_batch_after_the_timeout():
-    shared = ReplicaShared(0, N)
-    batch_ring, worker = Ring(64, "b"), Ring(64, "w")
-    stage = BatchStage(
-        "batch-0", shared, batch_ring, worker, VerifiedCache(FakeVerifier()), 3, 0.02
-    )
-    with Running(stage, batch_ring, worker):
-        batch_ring.push_many([req(1), req(2)])
-        got = drain(worker, 1)
-    assert got == [(W_BATCH, make_batch((req(1), req(2))))]
 
 
 class FakeSender:
