@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from protocols import registry
+from protocols import limits, registry
 from protocols.base import ProtocolConfig
 from transport.zmq_io import MAX_INPUTS
 
@@ -72,6 +72,7 @@ class ReplicaSection:
 class ClientSection:
     threads: int
     max_txn_in_flight: int
+    txns_per_request: int  # 0 = batching.batch_size (Config.txns_per_request)
     mode: str
     rate_txn_s: float
     request_timeout_ms: float
@@ -257,6 +258,12 @@ class Config:
         return (self.cluster.replicas - 1) // 3
 
     @property
+    def txns_per_request(self) -> int:
+        """Transactions in one client request (client.txns_per_request, 0 = one whole
+        proposal: batching.batch_size)."""
+        return self.client.txns_per_request or self.batching.batch_size
+
+    @property
     def checkpoint_period(self) -> int:
         """Batches (sequence numbers) between checkpoints."""
         return max(1, self.checkpoint.txn_per_chkpt // self.batching.batch_size)
@@ -390,6 +397,8 @@ _RULES: dict[str, _Rule] = {
     "replica.checkpoint_threads": _exactly(1),
     "client.threads": _THREADS,
     "client.max_txn_in_flight": _between(1, 1_000_000),
+    # and <= batching.batch_size, and enough per request for a proposal: checked with it
+    "client.txns_per_request": _between(0, 100_000),
     "client.mode": _one_of("closed", "open"),
     "client.rate_txn_s": _between(0, 10_000_000),
     "client.request_timeout_ms": _positive(_HOUR_MS),
@@ -572,11 +581,30 @@ def _build(data: Any) -> Config:
 def _check_relations(cfg: Config) -> None:
     """Rules that span keys. Each names the key to change and the bound it broke."""
     n, batch = cfg.cluster.replicas, cfg.batching.batch_size
-    if cfg.client.max_txn_in_flight < batch:
+    per_request = cfg.client.txns_per_request
+    if per_request > batch:
+        raise ConfigError(
+            "client.txns_per_request",
+            f"{per_request} exceeds one proposal; allowed: 0 (= batching.batch_size) or "
+            f"1..{batch} (batching.batch_size)",
+        )
+    fewest = -(-batch // limits.MAX_BATCH_REQUESTS)
+    if per_request and per_request < fewest:
+        raise ConfigError(
+            "client.txns_per_request",
+            f"{per_request} cannot fill a proposal of batching.batch_size={batch} within "
+            f"{limits.MAX_BATCH_REQUESTS} requests (protocols.limits.MAX_BATCH_REQUESTS); "
+            f"allowed: 0 or {fewest}..{batch}",
+        )
+    if cfg.client.max_txn_in_flight < cfg.txns_per_request:
+        bound = (
+            f"client.txns_per_request ({per_request})"
+            if per_request
+            else f"batching.batch_size ({batch}), as client.txns_per_request is 0"
+        )
         raise ConfigError(
             "client.max_txn_in_flight",
-            f"{cfg.client.max_txn_in_flight} is below one batch; "
-            f"allowed: >= batching.batch_size ({batch})",
+            f"{cfg.client.max_txn_in_flight} is below one request; allowed: >= {bound}",
         )
     if cfg.client.mode == "open" and cfg.client.rate_txn_s <= 0:
         raise ConfigError(

@@ -301,7 +301,7 @@ class ClientProcess:
         self.n = cfg.cluster.replicas
         self.protocol_cls = registry.get(cfg.protocol.name)
         self.params = cfg.protocol_config(0).params
-        self.txns_per_request = cfg.batching.batch_size
+        self.txns_per_request = cfg.txns_per_request  # client.txns_per_request (0 = batch_size)
         self.core = ClientCore(
             client_id=client_id,
             n=self.n,

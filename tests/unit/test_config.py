@@ -158,6 +158,12 @@ def test_dotted_and_bare_overrides_reach_the_dataclass() -> None:
     assert cfg.cluster.hosts == ("10.0.0.1", "10.0.0.2")
     assert cfg.protocol.name == "null"
     assert cfg.run.duration_s == 60.0 and isinstance(cfg.run.duration_s, float)
+    assert cfg.txns_per_request == 250  # client.txns_per_request 0: one request = one batch
+
+
+def test_txns_per_request_is_its_own_knob() -> None:
+    cfg = load_config(overrides=["batch_size=100", "client.txns_per_request=10"])
+    assert cfg.txns_per_request == 10 and cfg.batching.batch_size == 100
 
 
 def test_string_knob_takes_the_text_as_written() -> None:
@@ -301,6 +307,22 @@ def _error(overrides: list[str]) -> ConfigError:
         (["poe_certificate=both"], "protocol.poe_certificate", ["signatures | macs"]),
         # relations between keys
         (["max_txn_in_flight=50"], "client.max_txn_in_flight", ["batching.batch_size (100)"]),
+        (
+            ["txns_per_request=20", "max_txn_in_flight=10"],
+            "client.max_txn_in_flight",
+            ["client.txns_per_request (20)"],
+        ),
+        (
+            ["txns_per_request=101"],
+            "client.txns_per_request",
+            ["0 (= batching.batch_size)", "1..100"],
+        ),
+        (["txns_per_request=-1"], "client.txns_per_request", ["0..100000"]),
+        (
+            ["batch_size=10000", "txns_per_request=2"],
+            "client.txns_per_request",
+            ["MAX_BATCH_REQUESTS", "allowed: 0 or 3..10000"],
+        ),
         (["mode=open", "rate_txn_s=0"], "client.rate_txn_s", ["> 0"]),
         (["warmup_s=30", "duration_s=30"], "run.warmup_s", ["< run.duration_s (30.0)"]),
         (["watermark_window=100"], "protocol.watermark_window", [">= 2 * checkpoint", "200"]),
