@@ -198,7 +198,7 @@ class Replica:
                 batch_timeout_s=cfg.batching.batch_timeout_ms / 1000.0,
                 route=self._route_batch if self.lanes_mode else None,
                 # lanes: one batch holds one instance's clients (it routes to one worker)
-                group_of=self.protocol.instance_of_client if self.lanes_mode else None,
+                group_of=self._instance_of_request if self.lanes_mode else None,
                 max_bytes=max_batch_bytes(cfg.transport.max_frame_bytes),
             )
             for b, ring in enumerate(self.batch_rings)
@@ -280,6 +280,9 @@ class Replica:
     def _worker_of(self, msg: Any) -> int:
         i = self.protocol.instance_of(msg)
         return i % len(self.workers) if i >= 0 else -1
+
+    def _instance_of_request(self, req: Request) -> int:
+        return self.protocol.instance_of_client(req.client_id)
 
     def _route_batch(self, batch: Any) -> Ring:
         if not batch.requests:

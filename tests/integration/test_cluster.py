@@ -503,3 +503,37 @@ def test_mixed_engine_cluster_agrees_on_real_traffic(base_port, tmp_path, spawne
     threads = _read_csv(RunPaths(outcome.folder).threads)
     engine_threads = {(r["node"], r["thread"]) for r in threads if r["role"] == "execute-engine"}
     assert engine_threads == {("1", "stm-1"), ("2", "dag-1"), ("3", "stm-1")}
+
+
+@pytest.mark.parametrize(
+    "extra", [["protocol.name=pbft"], ["protocol.name=rcc", "replica.worker_threads=4"]]
+)
+def test_small_client_requests_are_batched_by_the_proposer(base_port, tmp_path, spawned, extra):
+    # issue 13 item 8: 3-txn requests, proposals of up to 10 txns (3 requests) cut by the
+    # primary's batch thread, partial ones after batch_timeout_ms; RCC routes each batch to
+    # the worker owning its instance (4 clients, 4 instances over 4 workers)
+    cfg = _config(
+        base_port,
+        *extra,
+        "cluster.clients=4",
+        "batching.batch_size=10",
+        "batching.batch_timeout_ms=2",
+        "client.txns_per_request=3",
+        "client.max_txn_in_flight=120",
+    )
+    assert cfg.txns_per_request == 3
+    outcome = runner.run_experiment(cfg, tmp_path, label="small-requests")
+    assert outcome.ok, outcome.reason
+    summary = outcome.summary
+    assert summary["throughput_txn_s"] > 0
+    assert summary["audit"]["ok"] and summary["audit"]["common_prefix"] > 0
+    batched = {"batches": 0, "requests": 0, "txns": 0}
+    for node in range(cfg.cluster.replicas):
+        stats = json.loads(RunPaths(outcome.folder).replica_stats(node).read_text())
+        for key in batched:
+            batched[key] += stats["batched"][key]
+    assert batched["txns"] == 3 * batched["requests"]
+    assert batched["txns"] <= 10 * batched["batches"]  # never over batch_size txns
+    assert batched["requests"] >= 2 * batched["batches"]  # several requests per proposal
+    accepted = sum(c["requests_accepted"] for c in summary["per_client"].values())
+    assert accepted > summary["committed_batches"]
