@@ -93,7 +93,7 @@ class Tables:
 HEADERS: dict[str, tuple[str, ...]] = {
     "throughput": ("time_s", "node", "role", "txn"),
     "latency": ("client", "time_s", "latency_ms"),
-    "threads": ("node", "thread", "role", "busy_s", "idle_s"),
+    "threads": ("node", "thread", "role", "busy_s", "idle_s", "cpu_s"),
     "rings": ("node", "ring", "capacity", "pushes", "pops", "max_depth", "full_waits"),
     "messages": ("node", "kind", "direction", "count"),
     "drops": ("node", "where", "reason", "count"),
@@ -238,7 +238,14 @@ def build_summary(
         for node, st in sorted(stats.items()):
             for th in st.get("threads", []):
                 tables.threads.append(
-                    (node, th["thread"], th.get("role", ""), th["busy_s"], th["idle_s"])
+                    (
+                        node,
+                        th["thread"],
+                        th.get("role", ""),
+                        th["busy_s"],
+                        th["idle_s"],
+                        th.get("cpu_s", ""),
+                    )
                 )
             for ring in st.get("rings", []):
                 tables.rings.append(
@@ -348,8 +355,81 @@ def build_summary(
         "committed_batches": committed,
         "audit": dict(audit) if audit is not None else None,
         "messages_per_batch": messages_per_batch,
+        "cpu_ledger": cpu_ledger(replica_stats, client_stats, failed),
     }
     return summary, tables
+
+
+#: the ledger's name for a process's CPU its stage clocks do not cover (ZeroMQ's I/O threads,
+#: the main thread's start-up and shutdown, the garbage collector run from any thread)
+OTHER_CPU = "other"
+
+
+def cpu_ledger(
+    replica_stats: Mapping[int, Mapping[str, Any]],
+    client_stats: Mapping[int, Mapping[str, Any]],
+    failed: Iterable[int] = (),
+) -> dict[str, Any] | None:
+    """CPU microseconds per committed transaction over the whole run (warm-up included: thread
+    CPU clocks are read once, when each thread stops): cluster-wide, per process, and per
+    thread kind summed over every process (``other`` = a process's CPU outside its threads'
+    clocks). Committed = the most transactions an honest replica executed. None when nothing
+    was committed or a process wrote no figures."""
+    failed = set(failed)
+    committed = max(
+        (
+            int(st.get("executed_txns", 0) or 0)
+            for node, st in replica_stats.items()
+            if node not in failed
+        ),
+        default=0,
+    )
+    if committed <= 0:
+        return None
+    per_process: dict[str, float] = {}
+    per_kind: dict[str, float] = {}
+    total_s = 0.0
+    for role, stats in (("replica", replica_stats), ("client", client_stats)):
+        for node, st in sorted(stats.items()):
+            cpu = (st.get("resources") or {}).get("cpu_s")
+            if cpu is None:
+                return None
+            threads_s = 0.0
+            for th in st.get("threads", []):
+                kind = th.get("role") or "stage"
+                seconds = float(th.get("cpu_s", 0.0) or 0.0)
+                threads_s += seconds
+                per_kind[kind] = per_kind.get(kind, 0.0) + seconds
+            other = max(0.0, float(cpu) - threads_s)
+            key = f"{role}-other" if role == "client" else OTHER_CPU
+            per_kind[key] = per_kind.get(key, 0.0) + other
+            per_process[f"{role} {node}"] = float(cpu)
+            total_s += float(cpu)
+    us = 1e6 / committed
+    return {
+        "committed_txns": committed,
+        "cpu_s": round(total_s, 3),
+        "cluster_us_per_txn": round(total_s * us, 2),
+        "per_process_us_per_txn": {k: round(v * us, 2) for k, v in per_process.items()},
+        "per_kind_us_per_txn": {
+            k: round(v * us, 2) for k, v in sorted(per_kind.items(), key=lambda kv: -kv[1])
+        },
+    }
+
+
+def format_cpu_ledger(ledger: Mapping[str, Any] | None, indent: str = "  ") -> list[str]:
+    """The ledger as report lines (empty when there is none)."""
+    if not ledger:
+        return []
+    lines = [
+        f"{indent}cluster: {ledger['cluster_us_per_txn']:.1f} us/txn "
+        f"({ledger['cpu_s']:.1f} CPU-s over {ledger['committed_txns']:,} committed txns)",
+        f"{indent}per process: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in ledger["per_process_us_per_txn"].items()),
+        f"{indent}per thread kind: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in ledger["per_kind_us_per_txn"].items()),
+    ]
+    return lines
 
 
 def _engine_counters(st: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -485,7 +565,7 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
         by_node.setdefault(row[0], []).append(row)
     for node, rows in by_node.items():
         parts = []
-        for _, thread, _, busy, idle in rows:
+        for _, thread, _, busy, idle, *_cpu in rows:
             total = busy + idle
             parts.append(f"{thread} {100.0 * idle / total if total > 0 else 0.0:.0f}%")
         add(f"  node {node:>3}: " + ", ".join(parts))
@@ -504,6 +584,11 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
         )
         add(f"  {role:<7} {node:>3}: {_fmt(rss)} MB, {_fmt(cpu, ',.2f')} CPU-s{note}")
     add("")
+    ledger = format_cpu_ledger(summary.get("cpu_ledger"))
+    if ledger:
+        add("CPU ledger (microseconds per committed transaction, whole run)")
+        lines.extend(ledger)
+        add("")
     mpb = summary.get("messages_per_batch") or {}
     if mpb:
         add(
