@@ -8,16 +8,15 @@ Lives here, shared by protocols/pbft/replica.py and protocols/poe/replica.py:
 - client requests: filtering replays out of a proposal, the primary's proposal queue
   and in-flight set, a backup's waiting requests and its request timer (PBFT §4.4), and
   handing both over when a new view starts;
-- checkpoint votes (PBFT §4.3, PoE reuses them): bounded collection per replica,
-  ``checkpoint_quorum`` matching make a checkpoint stable, which moves the watermarks
-  and discards the log below; checking a stable-checkpoint proof;
+- checkpoint votes (PBFT §4.3, PoE reuses them): protocols/checkpoints.py's
+  ``CheckpointVotes``, mixed in here (this class holds their state);
 - small helpers: signature checks that honour ``sign_votes``, the per-seq slot table,
   the doubling view-change timeout, counting fetch replies, picking the view-changes a
   new primary puts into its new view.
 
 Where the two protocols really differ the subclass says so through a hook or a flag:
 ``_send_proposal`` (PRE-PREPARE / PROPOSE), ``_request_done`` (delivered / executed),
-``_changing_view``, ``_valid_checkpoint_signature``, ``_make_stable`` (what a stable
+``_changing_view``, ``_make_stable`` (what a stable
 checkpoint triggers), ``checkpoint_instance``, ``checkpoint_revotes`` and
 ``checkpoints_from_self``.
 
@@ -32,7 +31,7 @@ import struct
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from protocols.base import (
     Action,
@@ -43,30 +42,21 @@ from protocols.base import (
     SetTimer,
     Verifier,
 )
+from protocols.checkpoints import Checkpoint, CheckpointVotes
 from protocols.codec import encode_body
 from protocols.common import Batch, Request, make_batch
 from protocols.limits import MAX_BACKOFF_EXP, MAX_HELD_BYTES, MAX_REPLAY_ROUNDS
-
-if TYPE_CHECKING:  # PoE reuses PBFT's Checkpoint; a runtime import would be circular
-    from protocols.pbft.messages import Checkpoint
-
 
 SlotT = TypeVar("SlotT")
 Handler = Callable[[int, Any, list[Action]], None]
 TimerHandler = Callable[[list[Action]], None]
 
 
-class ReplicaCore(Protocol, Generic[SlotT]):
+class ReplicaCore(CheckpointVotes, Protocol, Generic[SlotT]):
     """Base of the Pbft and Poe replicas: the state and steps they share (see module doc)."""
 
     #: ``_verify`` checks signatures (else accepts every one); Pbft reads pbft_signed_votes
     sign_votes: bool = True
-    #: PoE: a replica that re-executed after a rollback may sign another digest for a seq,
-    #: and that later vote replaces its earlier one; PBFT keeps a replica's first vote
-    checkpoint_revotes: ClassVar[bool] = False
-    #: PBFT: a checkpoint in our own name is treated like any other (normally a duplicate
-    #: of the one we counted); PoE refuses it (it could replace our own vote)
-    checkpoints_from_self: ClassVar[bool] = True
 
     # Set by the subclass (their parameter names and bounds differ).
     primary: int  # the primary of the current view (a property of the subclass)
@@ -148,10 +138,6 @@ class ReplicaCore(Protocol, Generic[SlotT]):
     @abstractmethod
     def _changing_view(self) -> bool:
         """True while this replica is not taking part in a view's normal case."""
-
-    @abstractmethod
-    def _valid_checkpoint_signature(self, cp: Checkpoint) -> bool:
-        """True if ``cp`` carries its replica's valid signature."""
 
     @abstractmethod
     def _make_stable(
@@ -408,113 +394,6 @@ class ReplicaCore(Protocol, Generic[SlotT]):
             out.append(Send(primary, req))
         if self.waiting:
             self._arm_request_timer(out)
-
-    # --- checkpoints and garbage collection (PBFT §4.3) --------------------------------
-
-    def _on_checkpoint(self, sender: int, cp: Checkpoint, out: list[Action]) -> None:
-        if cp.instance != self.checkpoint_instance:
-            self._ignore("wrong_instance")
-            return
-        if (
-            sender != cp.replica
-            or not 0 <= sender < self.n
-            or (sender == self.id and not self.checkpoints_from_self)
-        ):
-            self._ignore("wrong_replica_field")
-            return
-        if cp.seq <= self.low or cp.seq % self.period:
-            self._ignore("old_checkpoint")
-            return
-        mine = self.ckpt_of.get(sender)
-        if mine is not None:
-            if self.checkpoint_revotes:  # only the same vote again is a duplicate
-                duplicate = mine.get(cp.seq) == cp.state_digest
-            else:
-                duplicate = cp.seq in mine
-            if duplicate:
-                self._ignore("duplicate")
-                return
-        if not self._valid_checkpoint_signature(cp):
-            self._ignore("bad_signature")
-            return
-        self._add_checkpoint(cp, out)
-
-    def _add_checkpoint(self, cp: Checkpoint, out: list[Action]) -> None:
-        """Count ``cp``; stable on ``checkpoint_quorum`` matching votes. With
-        ``checkpoint_revotes`` a replica's later vote for a seq replaces its earlier one."""
-        mine = self.ckpt_of.setdefault(cp.replica, {})
-        old = mine.get(cp.seq)
-        if old is not None:
-            if not self.checkpoint_revotes or old == cp.state_digest:
-                return
-            by_digest = self.ckpt_votes.get(cp.seq, {}).get(old)
-            if by_digest is not None:
-                by_digest.pop(cp.replica, None)
-        elif len(mine) >= self.ckpt_per_replica:  # bounded: keep each replica's newest few
-            oldest = min(mine)
-            if cp.seq < oldest:
-                self._ignore("old_checkpoint")
-                return
-            digest = mine.pop(oldest)
-            by_digest = self.ckpt_votes.get(oldest, {}).get(digest)
-            if by_digest is not None:
-                by_digest.pop(cp.replica, None)
-        mine[cp.seq] = cp.state_digest
-        votes = self.ckpt_votes.setdefault(cp.seq, {}).setdefault(cp.state_digest, {})
-        votes[cp.replica] = cp
-        if len(votes) >= self.checkpoint_quorum and cp.seq > self.low:
-            proof = tuple(votes[r] for r in sorted(votes)[: self.checkpoint_quorum])
-            self._make_stable(cp.seq, cp.state_digest, proof, out)
-
-    def _valid_checkpoint_proof(self, seq: int, proof: tuple[Checkpoint, ...]) -> bool:
-        if seq == 0:
-            return not proof
-        if len(proof) < self.checkpoint_quorum:
-            return False
-        digest = proof[0].state_digest
-        seen: set[int] = set()
-        for cp in proof:
-            if (
-                cp.instance != self.checkpoint_instance
-                or cp.seq != seq
-                or cp.state_digest != digest
-                or not 0 <= cp.replica < self.n
-                or cp.replica in seen
-                or not self._valid_checkpoint_signature(cp)
-            ):
-                return False
-            seen.add(cp.replica)
-        return True
-
-    def _valid_stable_claim(self, seq: int, proof: tuple[Checkpoint, ...]) -> bool:
-        """A view-change's stable checkpoint: a checkpoint seq with a valid proof."""
-        if seq < 0 or seq % self.period:
-            return False
-        return self._valid_checkpoint_proof(seq, proof)
-
-    def _move_watermarks(
-        self,
-        seq: int,
-        digest: bytes,
-        proof: tuple[Checkpoint, ...],
-        logs: tuple[dict[int, Any], ...],
-    ) -> None:
-        """``seq`` is the stable checkpoint: move the watermarks, keep its proof, and drop
-        every entry at or below it from ``logs`` and the checkpoint votes."""
-        assert seq > self.low, "stable checkpoints only move forward"
-        assert len({c.replica for c in proof}) >= self.checkpoint_quorum, "distinct signers"
-        self.low = seq
-        self.high = seq + self.window
-        self.stable_digest = digest
-        self.stable_proof = proof
-        for table in (*logs, self.ckpt_votes):
-            for s in [s for s in table if s <= seq]:
-                del table[s]
-        for mine in self.ckpt_of.values():
-            for s in [s for s in mine if s <= seq]:
-                del mine[s]
-        if self.last_assigned < seq:
-            self.last_assigned = seq
 
 
 __all__ = ["MAX_BACKOFF_EXP", "MAX_REPLAY_ROUNDS", "ReplicaCore"]

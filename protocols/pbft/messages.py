@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
+from protocols.checkpoints import Checkpoint, checkpoint_payload
 from protocols.codec import Max, encode_body, message
 from protocols.common import Batch, Digest, Signature
 from protocols.limits import MAX_REPLICAS, MAX_SEQS_PER_MESSAGE
@@ -27,7 +28,7 @@ from protocols.limits import MAX_REPLICAS, MAX_SEQS_PER_MESSAGE
 KIND_PRE_PREPARE = 16
 KIND_PREPARE = 17
 KIND_COMMIT = 18
-KIND_CHECKPOINT = 19
+# 19: Checkpoint (protocols/checkpoints.py, shared with PoE; the kind is unchanged)
 KIND_PREPARED_CERT = 20
 KIND_VIEW_CHANGE = 21
 KIND_NEW_VIEW = 22
@@ -80,18 +81,6 @@ class Commit:
     seq: int
     digest: Digest
     replica: int
-
-
-@message(KIND_CHECKPOINT)
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """``replica`` executed up to ``seq`` and its state digest is ``state_digest``."""
-
-    instance: int
-    seq: int
-    state_digest: Digest
-    replica: int
-    signature: Signature = b""  # by ``replica`` over checkpoint_payload
 
 
 @message(KIND_PREPARED_CERT)
@@ -176,7 +165,6 @@ class FetchReply:
 
 _PP = struct.Struct("!2sqqq")
 _PR = struct.Struct("!2sqqqq")
-_CK = struct.Struct("!2sqqq")
 
 
 def pre_prepare_payload(instance: int, view: int, seq: int, digest: bytes) -> bytes:
@@ -186,10 +174,6 @@ def pre_prepare_payload(instance: int, view: int, seq: int, digest: bytes) -> by
 
 def prepare_payload(instance: int, view: int, seq: int, replica: int, digest: bytes) -> bytes:
     return _PR.pack(b"PR", instance, view, seq, replica) + digest
-
-
-def checkpoint_payload(instance: int, seq: int, replica: int, state_digest: bytes) -> bytes:
-    return _CK.pack(b"CK", instance, seq, replica) + state_digest
 
 
 def view_change_payload(vc: ViewChange) -> bytes:

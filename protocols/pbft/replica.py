@@ -66,6 +66,7 @@ from protocols.base import (
     StableCheckpoint,
     Verifier,
 )
+from protocols.checkpoints import Checkpoint, checkpoint_payload
 from protocols.claims import decide, note_pre_prepared, well_formed
 from protocols.common import NULL_BATCH, Batch, Request
 from protocols.common import batch_is_valid as _batch_is_valid
@@ -80,7 +81,6 @@ from protocols.limits import (
     REPLAY_WINDOW_PER_CLIENT,
 )
 from protocols.pbft.messages import (
-    Checkpoint,
     Commit,
     Fetch,
     FetchReply,
@@ -90,7 +90,6 @@ from protocols.pbft.messages import (
     PrePrepare,
     PrePrepared,
     ViewChange,
-    checkpoint_payload,
     pre_prepare_payload,
     prepare_payload,
     view_change_payload,
@@ -344,14 +343,6 @@ class Pbft(ReplicaCore[_Slot]):
             p.digest,
             signature=p.signature,
         )
-
-    def _valid_checkpoint_signature(self, cp: Checkpoint) -> bool:
-        """Checkpoints are signed in both modes (stable proofs must stay transferable)."""
-        try:
-            payload = checkpoint_payload(cp.instance, cp.seq, cp.replica, cp.state_digest)
-        except (struct.error, OverflowError, TypeError):
-            return False
-        return bool(self.verifier.verify(cp.replica, payload, cp.signature))
 
     def _make_pre_prepare(self, view: int, seq: int, batch: Batch) -> PrePrepare:
         sig = b""

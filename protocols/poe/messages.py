@@ -26,10 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
+from protocols.checkpoints import Checkpoint
 from protocols.codec import Max, encode_body, message
 from protocols.common import Batch, Digest, Signature
 from protocols.limits import MAX_REPLICAS, MAX_SEQS_PER_MESSAGE
-from protocols.pbft.messages import Checkpoint
 from protocols.poe.certificate import Certificate
 
 # Kinds: 48..79 belong to PoE (transport/wire.py); 50 is the Certificate.

@@ -12,7 +12,7 @@ How it works, in the paper's terms:
   SUPPORT goes to every replica (the links' MACs authenticate it) and each replica
   view-commits on n−f matching supports itself (no CERTIFY). Many seqs are in flight
   at once (out-of-order processing).
-- Checkpoints (as PBFT §4.3, reusing its signed ``Checkpoint``): every
+- Checkpoints (as PBFT §4.3, the shared signed ``Checkpoint`` of protocols/checkpoints.py): every
   ``checkpoint_period`` seqs replicas sign their state digest; 2f+1 matching make it
   stable: the log below is discarded, the watermarks move, and once this replica's own
   state there matches, the batches up to it are final: ``StableCheckpoint``.
@@ -83,6 +83,7 @@ from protocols.base import (
     StableCheckpoint,
     Verifier,
 )
+from protocols.checkpoints import Checkpoint, checkpoint_payload
 from protocols.claims import decide, note_pre_prepared, well_formed
 from protocols.common import NULL_BATCH, Batch, Request, batch_is_valid
 from protocols.limits import (
@@ -95,7 +96,6 @@ from protocols.limits import (
     QUEUED_BATCHES_PER_WINDOW,
     REPLAY_WINDOW_PER_CLIENT,
 )
-from protocols.pbft.messages import Checkpoint, checkpoint_payload
 from protocols.poe.certificate import Certificate, combine
 from protocols.poe.messages import (
     Certify,
@@ -122,7 +122,7 @@ ACTIVE = "active"  # in a view, taking part in its normal case
 VIEW_CHANGE = "view_change"  # sent VC-REQUEST for ``view``, waiting for NV-PROPOSE
 NV_PENDING = "nv_pending"  # accepted NV-PROPOSE for ``view``, waiting for its plan to lock
 
-CHECKPOINT_INSTANCE = 0  # PoE reuses PBFT's Checkpoint message with instance 0
+CHECKPOINT_INSTANCE = 0  # PoE's Checkpoint messages (protocols/checkpoints.py) carry instance 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -741,13 +741,6 @@ class Poe(ReplicaCore[_Slot]):
 
     # _on_checkpoint, _add_checkpoint, _valid_checkpoint_proof: ReplicaCore (with
     # checkpoint_revotes: a replica that re-executed after a rollback votes again)
-
-    def _valid_checkpoint_signature(self, cp: Checkpoint) -> bool:
-        try:
-            payload = checkpoint_payload(cp.instance, cp.seq, cp.replica, cp.state_digest)
-        except Exception:
-            return False
-        return bool(self.verifier.verify(cp.replica, payload, cp.signature))
 
     def _make_stable(
         self,

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from protocols import codec, registry
 from protocols.base import ProtocolConfig, StableCheckpoint
+from protocols.checkpoints import Checkpoint
 from protocols.common import NULL_DIGEST, make_batch
-from protocols.pbft.messages import Checkpoint
 from protocols.poe import (
     Certificate,
     Certify,
