@@ -128,7 +128,7 @@ def test_stage_thread_batches_small_requests_drops_bad_ones_and_cuts_partials():
     shared = ReplicaShared(0, 4)
     batch_ring, worker = Ring(256, "b"), Ring(256, "w")
     cache = VerifiedCache(FakeVerifier(bad=frozenset({3})))
-    stage = BatchStage("batch-0", shared, batch_ring, worker, cache, 10, 0.02)
+    stage = BatchStage("batch-0", shared, batch_ring, worker, cache, 10, 0.2)
     stage.start()
     try:
         batch_ring.push_many([req(ts, txns=2) for ts in range(1, 9)])  # 7 good x 2 txns
