@@ -37,8 +37,14 @@ _REQ_HEAD = struct.Struct("!iQ")
 
 
 @message(kind=1)
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Request:
+    # the four fields, and two memo slots that are no field (never on the wire, never
+    # compared): the sha256 of ``txns`` (``txns_digest``) and the token of the verifier
+    # cache that verified this object's signature (fabric.runtime.stages.input), so a
+    # replica hashes and verifies a request once however many stages look at it
+    __slots__ = ("client_id", "timestamp", "txns", "signature", "_txns_digest", "_verified_by")
+
     client_id: int
     timestamp: int  # per-client, strictly increasing: replays are suppressed by it
     txns: Txns  # encoded transactions (workloads.txn), opaque to protocols
@@ -59,8 +65,12 @@ class Request:
 
 
 @message(kind=2)
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Batch:
+    # the two fields, and a memo slot that is no field: ``batch_is_valid``'s answer (the
+    # batch is immutable, so its digest is checked once however many stages ask)
+    __slots__ = ("requests", "digest", "_digest_ok")
+
     requests: Annotated[tuple[Request, ...], Max(limits.MAX_BATCH_REQUESTS)]
     digest: Digest  # batch_digest(requests); b"" never appears on the wire except for null batches
 
@@ -93,13 +103,36 @@ def signed_request(
     sign: Callable[[bytes], bytes], client_id: int, timestamp: int, txns: bytes
 ) -> Request:
     """A client's Request with ``sign`` applied to its signing payload (Ed25519 in the
-    runtime: ``transport.auth.signer``; the simulator's fake signature in fabric/sim)."""
-    unsigned = Request(client_id=client_id, timestamp=timestamp, txns=txns, signature=b"")
-    return Request(client_id, timestamp, txns, sign(request_signing_payload(unsigned)))
+    runtime: ``transport.auth.signer``; the simulator's fake signature in fabric/sim).
+    One Request is built (the payload is packed from the fields); ids that do not fit the
+    signed header fail as Request's own ValueError."""
+    try:
+        payload = _REQ_HEAD.pack(client_id, timestamp) + txns
+    except struct.error:
+        Request(client_id, timestamp, txns, b"")  # raises the ValueError that names the field
+        raise
+    return Request(client_id, timestamp, txns, sign(payload))
 
 
 def request_digest(req: Request) -> bytes:
     return hashlib.sha256(request_signing_payload(req)).digest()
+
+
+def _memo(obj: object, slot: str, value: object) -> None:
+    """Fill a memo slot of a frozen message (a no-op on an object without that slot)."""
+    try:
+        object.__setattr__(obj, slot, value)
+    except (AttributeError, TypeError):
+        pass
+
+
+def txns_digest(req: Request) -> bytes:
+    """sha256 of ``req.txns``, computed once per Request object (memo slot)."""
+    digest = getattr(req, "_txns_digest", None)
+    if digest is None:
+        digest = hashlib.sha256(req.txns).digest()
+        _memo(req, "_txns_digest", digest)
+    return digest
 
 
 def batch_digest(requests: tuple[Request, ...]) -> bytes:
@@ -115,9 +148,17 @@ def batch_digest(requests: tuple[Request, ...]) -> bytes:
 
 
 def make_batch(requests: tuple[Request, ...]) -> Batch:
-    return Batch(requests=requests, digest=batch_digest(requests))
+    batch = Batch(requests=requests, digest=batch_digest(requests))
+    _memo(batch, "_digest_ok", True)  # its digest was just computed from its requests
+    return batch
 
 
 def batch_is_valid(batch: Batch) -> bool:
-    """True when the batch's digest matches its content (receivers re-check)."""
-    return batch.digest == batch_digest(batch.requests)
+    """True when the batch's digest matches its content (receivers re-check). The answer
+    is remembered on the (immutable) batch object: the input stage's pre-verification and
+    the protocol hash one received batch once."""
+    ok = getattr(batch, "_digest_ok", None)
+    if ok is None:
+        ok = batch.digest == batch_digest(batch.requests)
+        _memo(batch, "_digest_ok", ok)
+    return ok

@@ -7,7 +7,7 @@ Must not live here: socket handling (transport.zmq_io), protocol logic (protocol
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import threading
 import time
 from collections import Counter
@@ -23,9 +23,10 @@ from fabric.runtime.stages.base import (
     Stage,
 )
 from protocols import limits
-from protocols.common import Batch, Request, batch_is_valid
+from protocols.common import Batch, Request, batch_is_valid, txns_digest
 
-_sha256 = hashlib.sha256
+#: one token per VerifiedCache: what a Request's ``_verified_by`` memo slot holds
+_CACHE_TOKENS = itertools.count(1)
 
 
 class VerifiedCache:
@@ -39,6 +40,13 @@ class VerifiedCache:
     (``limits.MAX_FAILED_SIGNATURES``), so a replayed junk request costs a lookup, not a
     verification. Insertion-order eviction (FIFO) under a lock; lookups are plain dict
     reads (atomic under the GIL).
+
+    Once per replica: a Request object this cache verified (or found) carries the cache's
+    token in its ``_verified_by`` memo slot (protocols.common), so the next stage that asks
+    about the same object (the input stage pre-verified a proposal, the protocol's
+    CachedVerifier asks again; the batch stage verified, the primary's protocol asks
+    again) gets its answer without a hash or a lookup; the txns digest is itself
+    memoised on the object (``txns_digest``), so a request is hashed once.
     """
 
     def __init__(
@@ -59,20 +67,33 @@ class VerifiedCache:
         self.failures_remembered = 0  # misses answered by the failure cache (no verify)
         self.refused_by_budget = 0  # misses not verified: the caller's budget was spent
         self.verify_s = 0.0
+        self.token = next(_CACHE_TOKENS)
 
     def known(self, req: Request) -> bool:
+        if getattr(req, "_verified_by", None) == self.token:
+            return True
         digest = self._entries.get((req.client_id, req.timestamp, req.signature))
-        return digest is not None and digest == _sha256(req.txns).digest()
+        return digest is not None and digest == txns_digest(req)
+
+    def _mark(self, req: Request) -> None:
+        try:
+            object.__setattr__(req, "_verified_by", self.token)
+        except (AttributeError, TypeError):  # not a protocols.common.Request: no memo slot
+            pass
 
     def check(self, req: Request, allow: Callable[[], bool] | None = None) -> bool:
         """True if ``req`` is validly signed, verifying (and caching) it on a miss. With
         ``allow``, a miss is verified only if ``allow()`` says so (a budget); else False
         (not remembered as a failure)."""
+        if getattr(req, "_verified_by", None) == self.token:
+            self.hits += 1
+            return True
         key = (req.client_id, req.timestamp, req.signature)
         cached = self._entries.get(key)
-        digest = _sha256(req.txns).digest()
+        digest = txns_digest(req)
         if cached == digest:
             self.hits += 1
+            self._mark(req)
             return True
         failed_key = (*key, digest)
         if failed_key in self._failed:
@@ -97,6 +118,7 @@ class VerifiedCache:
             entries[key] = digest
             while len(entries) > self.capacity:
                 del entries[next(iter(entries))]
+        self._mark(req)
         return True
 
     def stats(self) -> dict[str, Any]:
