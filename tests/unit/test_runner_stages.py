@@ -386,6 +386,10 @@ class FakeSender:
         self.frames.append((to, frame))
         return True
 
+    def send_frames(self, to: int, frames: list[bytes]) -> int:
+        self.frames.extend((to, frame) for frame in frames)
+        return len(frames)
+
     def close(self) -> None:
         self.closed = True
 

@@ -1,5 +1,7 @@
 """The output stage: encode each frame once, MAC it per destination, send without
-blocking (a full peer drops, counted).
+blocking (a full peer drops, counted). The frames of one popped chunk are grouped per
+destination and handed over in one send each (transport.zmq_io.Sender.send_frames), in
+their order for that destination.
 
 Must not live here: sockets and MACs themselves (transport/).
 """
@@ -33,6 +35,7 @@ class OutputStage(Stage):
         me = shared.id
         encode = wire.encode
         send_frame = self.sender.send_frame
+        send_frames = self.sender.send_frames
         drops = self.drops
         while not stop.is_set():
             items = self.pop(ring)
@@ -41,13 +44,27 @@ class OutputStage(Stage):
             if shared.silent:
                 drops["silent_send"] += len(items)
                 continue
+            per_dest: dict[int, list[bytes]] = {}
             for dest, msg in items:
                 frame = encode(msg, me)
                 if type(dest) is int:
-                    send_frame(dest, frame)
+                    frames = per_dest.get(dest)
+                    if frames is None:
+                        per_dest[dest] = [frame]
+                    else:
+                        frames.append(frame)
                 else:
                     for to in dest:
-                        send_frame(to, frame)
+                        frames = per_dest.get(to)
+                        if frames is None:
+                            per_dest[to] = [frame]
+                        else:
+                            frames.append(frame)
+            for to, frames in per_dest.items():
+                if len(frames) == 1:
+                    send_frame(to, frames[0])
+                else:
+                    send_frames(to, frames)
 
     def cleanup(self) -> None:
         self.sender.close()
