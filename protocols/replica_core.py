@@ -101,7 +101,6 @@ class ReplicaCore(CheckpointVotes, Protocol, Generic[SlotT]):
         self.queue: deque[Batch] = deque()  # primary: batches waiting for window room
         self.in_flight: dict[tuple[int, int], int] = {}  # primary: (client, ts) proposed
         self.waiting: dict[tuple[int, int], Request] = {}  # requests we wait to see executed
-        self._request_timer_armed = False
 
         # held messages (later view, or beyond the high watermark), bounded per sender
         self.held: list[tuple[int, Any]] = []
@@ -116,6 +115,11 @@ class ReplicaCore(CheckpointVotes, Protocol, Generic[SlotT]):
         self.dropped = 0  # held messages dropped because the buffer was full
         self.proposals_dropped = 0
         self.view_changes_started = 0
+
+        # the timers armed now, as the SetTimer / CancelTimer actions we returned and the
+        # timeouts delivered to us say (one mirror, kept by _set_timer, _cancel_timer and
+        # timeout(); nothing else writes it)
+        self.armed: set[Hashable] = set()
 
         # the subclass fills these: message type -> handler, (timer, handler) in order
         self._handlers: dict[type, Handler] = {}
@@ -176,6 +180,7 @@ class ReplicaCore(CheckpointVotes, Protocol, Generic[SlotT]):
         out: list[Action] = []
         for known, handler in self._timers:
             if timer == known:
+                self.armed.discard(known)  # it fired: no longer armed
                 handler(out)
                 break
         else:
@@ -183,6 +188,16 @@ class ReplicaCore(CheckpointVotes, Protocol, Generic[SlotT]):
         return out
 
     # --- small helpers ---------------------------------------------------------------
+
+    def _set_timer(self, timer: Hashable, ticks: int, out: list[Action]) -> None:
+        """Arm (or re-arm) ``timer`` for ``ticks``: a SetTimer action, mirrored in ``armed``."""
+        self.armed.add(timer)
+        out.append(SetTimer(timer, ticks))
+
+    def _cancel_timer(self, timer: Hashable, out: list[Action]) -> None:
+        """A CancelTimer action for ``timer``, mirrored in ``armed``."""
+        self.armed.discard(timer)
+        out.append(CancelTimer(timer))
 
     def _ignore(self, reason: str) -> None:
         self.ignored[reason] = self.ignored.get(reason, 0) + 1
@@ -341,7 +356,7 @@ class ReplicaCore(CheckpointVotes, Protocol, Generic[SlotT]):
             return  # the view-change timer runs; the request moves on with the new view
         if not 0 <= sender < self.n:  # from a client: pass it to the primary
             out.append(Send(self.primary, req))
-        if not self._request_timer_armed:
+        if self.t_request not in self.armed:
             self._arm_request_timer(out)
 
     def _purge_waiting(self) -> None:
@@ -350,13 +365,11 @@ class ReplicaCore(CheckpointVotes, Protocol, Generic[SlotT]):
             del self.waiting[key]
 
     def _arm_request_timer(self, out: list[Action]) -> None:
-        self._request_timer_armed = True
-        out.append(SetTimer(self.t_request, self._timeout_ticks()))
+        self._set_timer(self.t_request, self._timeout_ticks(), out)
 
     def _cancel_request_timer(self, out: list[Action]) -> None:
-        if self._request_timer_armed:
-            self._request_timer_armed = False
-            out.append(CancelTimer(self.t_request))
+        if self.t_request in self.armed:
+            self._cancel_timer(self.t_request, out)
 
     def _waiting_done(self, batch: Batch, out: list[Action]) -> None:
         """``batch`` was ordered: stop waiting for its requests (PBFT §4.4: stop the timer

@@ -57,12 +57,10 @@ from protocols import base
 from protocols.base import (
     Action,
     Broadcast,
-    CancelTimer,
     Deliver,
     ProtocolConfig,
     ReplyRule,
     Send,
-    SetTimer,
     StableCheckpoint,
     Verifier,
 )
@@ -205,12 +203,10 @@ class Pbft(ReplicaCore[_Slot]):
         # whole timeout suspects the primary too (the paper's "waiting for a request" covers
         # the requests inside an accepted pre-prepare; one timer, checked when it fires)
         self._max_accepted = 0  # highest seq with an accepted pre-prepare, this view
-        self._progress_armed = False
         self._progress_mark = 0
 
         # catch-up
         self.fetch_votes: dict[int, dict[int, FetchReply]] = {}  # seq -> replica -> reply
-        self._fetch_timer_armed = False
         self._fetch_mark = -1
         self._fetch_requested_to = 0
 
@@ -389,7 +385,7 @@ class Pbft(ReplicaCore[_Slot]):
         out.append(Broadcast(pp))
         if seq > self._max_accepted:
             self._max_accepted = seq
-        if not self._progress_armed:
+        if self.t_progress not in self.armed:
             self._arm_progress(out)
         self._check_prepared(seq, slot, out)
 
@@ -411,7 +407,6 @@ class Pbft(ReplicaCore[_Slot]):
         self._take_request(sender, key, req, out)  # proposed, or waited for and forwarded
 
     def _on_request_timer(self, out: list[Action]) -> None:
-        self._request_timer_armed = False
         if self.in_view_change:
             return
         self._purge_waiting()
@@ -419,12 +414,10 @@ class Pbft(ReplicaCore[_Slot]):
             self._start_view_change(self.view + 1, out)
 
     def _arm_progress(self, out: list[Action]) -> None:
-        self._progress_armed = True
         self._progress_mark = self.last_delivered
-        out.append(SetTimer(self.t_progress, self._timeout_ticks()))
+        self._set_timer(self.t_progress, self._timeout_ticks(), out)
 
     def _on_progress_timer(self, out: list[Action]) -> None:
-        self._progress_armed = False
         if self.in_view_change:
             return
         if self._max_accepted <= self.last_delivered and not self.committed:
@@ -492,7 +485,7 @@ class Pbft(ReplicaCore[_Slot]):
         assert pp.view == self.view and not self.in_view_change
         if seq > self._max_accepted:
             self._max_accepted = seq
-            if not self._progress_armed and seq > self.last_delivered:
+            if self.t_progress not in self.armed and seq > self.last_delivered:
                 self._arm_progress(out)
         slot.pre_prepare = pp
         d = slot.digest = pp.batch.digest
@@ -619,7 +612,7 @@ class Pbft(ReplicaCore[_Slot]):
         self.committed[seq] = (view, batch)
         if seq == self.last_delivered + 1:
             self._deliver_ready(out)
-        elif not self._fetch_timer_armed:
+        elif self.t_fetch not in self.armed:
             self._arm_fetch_timer(out)
 
     def _deliver_ready(self, out: list[Action]) -> None:
@@ -704,9 +697,8 @@ class Pbft(ReplicaCore[_Slot]):
         return target
 
     def _arm_fetch_timer(self, out: list[Action]) -> None:
-        self._fetch_timer_armed = True
         self._fetch_mark = self.last_delivered
-        out.append(SetTimer(self.t_fetch, self.fetch_ticks))
+        self._set_timer(self.t_fetch, self.fetch_ticks, out)
 
     def _fetch_now(self, out: list[Action]) -> None:
         target = self._fetch_target()
@@ -716,16 +708,15 @@ class Pbft(ReplicaCore[_Slot]):
         last = min(target, self.last_delivered + self.fetch_span)
         self._fetch_requested_to = last
         out.append(Broadcast(Fetch(self.instance, first, last, self.id)))
-        if not self._fetch_timer_armed:
+        if self.t_fetch not in self.armed:
             self._arm_fetch_timer(out)
 
     def _on_fetch_timer(self, out: list[Action]) -> None:
-        self._fetch_timer_armed = False
         if self.last_delivered >= self._fetch_target():
             return
         if self.last_delivered == self._fetch_mark:  # no progress for a whole period
             self._fetch_now(out)
-        if not self._fetch_timer_armed:
+        if self.t_fetch not in self.armed:
             self._arm_fetch_timer(out)
 
     def _on_fetch(self, sender: int, m: Fetch, out: list[Action]) -> None:
@@ -777,16 +768,15 @@ class Pbft(ReplicaCore[_Slot]):
         self._asked_new_view = set()
         self._reasked = False
         self._cancel_request_timer(out)
-        if self._progress_armed:
-            self._progress_armed = False
-            out.append(CancelTimer(self.t_progress))
+        if self.t_progress in self.armed:
+            self._cancel_timer(self.t_progress, out)
         self._max_accepted = 0
         self.slots.clear()  # stop taking part in the old view
         self.in_flight = {(r.client_id, r.timestamp): 0 for b in self.queue for r in b.requests}
         vc = self._make_view_change(new_view)
         self.vc_latest[self.id] = vc
         out.append(Broadcast(vc))
-        out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+        self._set_timer(self.t_view_change, self._timeout_ticks(), out)
         if self.primary_of(new_view) == self.id:
             self._try_new_view(out)
 
@@ -825,7 +815,7 @@ class Pbft(ReplicaCore[_Slot]):
                 self._reasked = True
                 for peer in working[: self.f + 1]:
                     out.append(Send(peer, own))
-                out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+                self._set_timer(self.t_view_change, self._timeout_ticks(), out)
                 return
             # 2f+1 moved to w (or beyond) but no valid NEW-VIEW came in time: next primary.
             self._start_view_change(w + 1, out)
@@ -834,7 +824,7 @@ class Pbft(ReplicaCore[_Slot]):
             own = self.vc_latest.get(self.id)
             if own is not None and own.new_view == w:
                 out.append(Broadcast(own))
-            out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+            self._set_timer(self.t_view_change, self._timeout_ticks(), out)
 
     def _on_view_change(self, sender: int, vc: ViewChange, out: list[Action]) -> None:
         if not self._from_member(sender, vc, others_only=True):
@@ -1058,14 +1048,13 @@ class Pbft(ReplicaCore[_Slot]):
         self._view_unproven = True
         self.new_view_msg = nv
         self._new_view_resent = {}
-        out.append(CancelTimer(self.t_view_change))
+        self._cancel_timer(self.t_view_change, out)
         for r in [r for r, vc in self.vc_latest.items() if vc.new_view <= w]:
             del self.vc_latest[r]
         if not was_changing:
             self._cancel_request_timer(out)
-        if self._progress_armed:
-            self._progress_armed = False
-            out.append(CancelTimer(self.t_progress))
+        if self.t_progress in self.armed:
+            self._cancel_timer(self.t_progress, out)
         self._max_accepted = 0
         self.slots = {}
         if stable_vc.stable_seq > self.low:

@@ -73,13 +73,11 @@ from protocols import base
 from protocols.base import (
     Action,
     Broadcast,
-    CancelTimer,
     Deliver,
     ProtocolConfig,
     ReplyRule,
     Rollback,
     Send,
-    SetTimer,
     StableCheckpoint,
     Verifier,
 )
@@ -191,7 +189,6 @@ class Poe(ReplicaCore[_Slot]):
         # others moved on (a later view, a stable checkpoint it never heard of) must not
         # hold a speculative suffix forever once the traffic that would tell it has passed
         self.t_final = ("poe", "final")
-        self._final_timer_armed = False
         self._final_probe_exp = 0
         self._final_probe_mark = (0, 0)  # (final_mark, last_executed) when it was armed
 
@@ -245,7 +242,6 @@ class Poe(ReplicaCore[_Slot]):
         # mean an honest replica holds n−f supports for it: we view-commit it too)
         self.commit_votes: dict[int, dict[int, FetchReply]] = {}
         self.finals: dict[int, tuple[int, Batch]] = {}  # trusted final entries, not yet applied
-        self._fetch_timer_armed = False
         self._fetch_mark = (-1, -1)
         self._fetch_requested_to = 0
 
@@ -418,6 +414,19 @@ class Poe(ReplicaCore[_Slot]):
     def _send_proposal(self, batch: Batch, out: list[Action]) -> None:
         """Primary: assign the next seq above the view's plan to ``batch``, PROPOSE it (§3)."""
         seq = max(self.last_assigned, self.plan_end, self.low) + 1
+        # A slot of this view can hold a batch the primary never assigned: a certified entry
+        # learnt from a FETCH answer, carrying a replayed share of its own key (run keys derive
+        # from the cluster secret). Never propose over it: skip to the next free seq, and
+        # queue the batch again when that leaves the window (tests/protocol/test_poe_own_seq).
+        while seq <= self.high and (taken := self.slots.get(seq)) is not None and taken.batch is not None:
+            self._ignore("proposal_seq_taken")
+            seq += 1
+        if seq > self.high:
+            self.last_assigned = self.high
+            self.queue.appendleft(batch)
+            for req in batch.requests:
+                self.in_flight[(req.client_id, req.timestamp)] = 0
+            return
         assert self.low < seq <= self.high, "the primary assigns seqs within the watermarks"
         assert seq > self.plan_end, "fresh proposals stay above the view's plan"
         self.last_assigned = seq
@@ -464,7 +473,7 @@ class Poe(ReplicaCore[_Slot]):
         if count < 2:
             return
         self.stuck.add(key)
-        if not self._request_timer_armed:
+        if self.t_request not in self.armed:
             self._arm_request_timer(out)
 
     def _still_stuck(self) -> bool:
@@ -486,7 +495,6 @@ class Poe(ReplicaCore[_Slot]):
         return seq is not None and seq > self.final_mark
 
     def _on_request_timer(self, out: list[Action]) -> None:
-        self._request_timer_armed = False
         if self.mode != ACTIVE:
             return
         self._purge_waiting()
@@ -606,7 +614,7 @@ class Poe(ReplicaCore[_Slot]):
         if slot.digest != m.digest:
             # We lack the certified batch (missed or conflicting PROPOSE): fetch it.
             slot.batch = slot.digest = None
-            if not self._fetch_timer_armed:
+            if self.t_fetch not in self.armed:
                 self._arm_fetch_timer(out)
         self._check_slot(m.seq, slot, out)
 
@@ -648,7 +656,7 @@ class Poe(ReplicaCore[_Slot]):
             return
         self.ready[seq] = (view, batch)
         self._deliver_ready(out)
-        if self.ready and self.last_executed + 1 not in self.ready and not self._fetch_timer_armed:
+        if self.ready and self.last_executed + 1 not in self.ready and self.t_fetch not in self.armed:
             self._arm_fetch_timer(out)
 
     def _deliver_ready(self, out: list[Action]) -> None:
@@ -674,20 +682,18 @@ class Poe(ReplicaCore[_Slot]):
             if self._view_unproven and view == self.view:
                 self._view_unproven = False
                 self.backoff_exp = 0  # the view change succeeded: reset the doubling
-        if not self._final_timer_armed and self.last_executed > self.final_mark:
+        if self.t_final not in self.armed and self.last_executed > self.final_mark:
             self._arm_final_timer(out)
 
     def _arm_final_timer(self, out: list[Action]) -> None:
-        self._final_timer_armed = True
         self._final_probe_mark = (self.final_mark, self.last_executed)
-        out.append(SetTimer(self.t_final, self._timeout_ticks() << self._final_probe_exp))
+        self._set_timer(self.t_final, self._timeout_ticks() << self._final_probe_exp, out)
 
     def _on_final_timer(self, out: list[Action]) -> None:
         """Executed entries are still not final a timeout later and nothing moved since: ask
         the others what is (f+1 final replies roll back what differs and bring in what we
         lack, and replies from a later view make us join it); the period doubles while
         nothing changes, and a replica that is executing never probes."""
-        self._final_timer_armed = False
         if self.last_executed <= self.final_mark:
             self._final_probe_exp = 0
             return
@@ -828,7 +834,7 @@ class Poe(ReplicaCore[_Slot]):
         super()._add_checkpoint(cp, out)
         if (
             cp.seq > self.last_executed
-            and not self._fetch_timer_armed
+            and self.t_fetch not in self.armed
             and self._checkpointed_above() > self.last_executed
         ):
             self._arm_fetch_timer(out)  # fetches if we make no progress before it fires
@@ -850,30 +856,28 @@ class Poe(ReplicaCore[_Slot]):
         return any(c >= self.quorum and d != slot.digest for d, c in slot.counts.items())
 
     def _arm_fetch_timer(self, out: list[Action]) -> None:
-        self._fetch_timer_armed = True
         self._fetch_mark = (self.last_executed, self.verified_to)
-        out.append(SetTimer(self.t_fetch, self.fetch_ticks))
+        self._set_timer(self.t_fetch, self.fetch_ticks, out)
 
     def _fetch_now(self, out: list[Action], force: bool = False) -> None:
         """Ask every replica for what we miss, unless that range is already asked for."""
         first, last = self._fetch_range()
         if first > last:
             return
-        if not force and self._fetch_timer_armed and last <= self._fetch_requested_to:
+        if not force and self.t_fetch in self.armed and last <= self._fetch_requested_to:
             return
         self._fetch_requested_to = last
         out.append(Broadcast(Fetch(first, last, self.id, self.low)))
-        if not self._fetch_timer_armed:
+        if self.t_fetch not in self.armed:
             self._arm_fetch_timer(out)
 
     def _on_fetch_timer(self, out: list[Action]) -> None:
-        self._fetch_timer_armed = False
         first, last = self._fetch_range()
         if first > last:
             return
         if (self.last_executed, self.verified_to) == self._fetch_mark:  # no progress
             self._fetch_now(out, force=True)
-        if not self._fetch_timer_armed:
+        if self.t_fetch not in self.armed:
             self._arm_fetch_timer(out)
 
     def _on_fetch(self, sender: int, m: Fetch, out: list[Action]) -> None:
@@ -1012,7 +1016,7 @@ class Poe(ReplicaCore[_Slot]):
         vc = self._make_vc_request(new_view)
         self.vc_latest[self.id] = vc
         out.append(Broadcast(vc))
-        out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+        self._set_timer(self.t_view_change, self._timeout_ticks(), out)
         if self.primary_of(new_view) == self.id:
             self._try_new_view(out)
         cert = self.certify_seen.get(new_view)
@@ -1081,7 +1085,7 @@ class Poe(ReplicaCore[_Slot]):
             if own is not None and own.new_view == w:
                 out.append(Broadcast(own))  # messages may be lost: retransmit ours
             self._probe_finals(out)
-            out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+            self._set_timer(self.t_view_change, self._timeout_ticks(), out)
         elif self.mode == NV_PENDING:
             if self.nv_retries >= MAX_NV_RETRIES:
                 self._start_view_change(self.view + 1, out)
@@ -1093,7 +1097,7 @@ class Poe(ReplicaCore[_Slot]):
                 out.append(Broadcast(self.own_nv_support))
             elif self.own_nv_support is not None and self.primary != self.id:
                 out.append(Send(self.primary, self.own_nv_support))
-            out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+            self._set_timer(self.t_view_change, self._timeout_ticks(), out)
 
     def _on_vc_request(self, sender: int, vc: VcRequest, out: list[Action]) -> None:
         if sender != vc.replica or not 0 <= sender < self.n or sender == self.id:
@@ -1318,7 +1322,7 @@ class Poe(ReplicaCore[_Slot]):
             shares = ()
         sup = NvSupport(w, self.id, plan.digest, shares, True)
         self.own_nv_support = sup
-        out.append(SetTimer(self.t_view_change, self._timeout_ticks()))
+        self._set_timer(self.t_view_change, self._timeout_ticks(), out)
         if self.macs:  # all-to-all: each replica prepares the plan on n−f supports
             out.append(Broadcast(sup))
             self._count_nv_support(self.id, sup, out)
@@ -1522,7 +1526,7 @@ class Poe(ReplicaCore[_Slot]):
         self.mode = ACTIVE
         self._view_unproven = True
         self._probed_at = -1
-        out.append(CancelTimer(self.t_view_change))
+        self._cancel_timer(self.t_view_change, out)
         for r in [r for r, vc in self.vc_latest.items() if vc.new_view <= w]:
             del self.vc_latest[r]
         self.plan_end = plan.end
