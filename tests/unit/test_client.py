@@ -305,8 +305,16 @@ def test_every_generator_of_every_client_inserts_in_its_own_lane() -> None:
     from fabric.runtime.client import GENERATORS_PER_CLIENT, ClientProcess
     from workloads.txn import INSERT
 
+    from fabric.harness.ports import free_port_block
+
     cfg = config_from_mapping(
-        {"cluster": {"clients": 2}, "client": {"threads": 3}, "workload": {"mix": "d"}}
+        {
+            "cluster": {"clients": 2},
+            "client": {"threads": 3},
+            "workload": {"mix": "d"},
+            # its own ports: a run on the default block (another test, a user) must not matter
+            "transport": {"base_port": free_port_block(8 * 6)},
+        }
     )
     procs = [ClientProcess(cfg, c) for c in cfg.client_ids]
     try:
