@@ -36,15 +36,26 @@ Txns = Annotated[bytes, Max(limits.MAX_TXNS_BYTES)]
 _REQ_HEAD = struct.Struct("!iQ")
 
 
-@message(kind=1)
-@dataclass(frozen=True)
-class Request:
-    # the four fields, and two memo slots that are no field (never on the wire, never
-    # compared): the sha256 of ``txns`` (``txns_digest``) and the token of the verifier
-    # cache that verified this object's signature (fabric.runtime.stages.input), so a
-    # replica hashes and verifies a request once however many stages look at it
-    __slots__ = ("client_id", "timestamp", "txns", "signature", "_txns_digest", "_verified_by")
+class _RequestMemo:
+    """Memo slots of a Request that are no dataclass field (never on the wire, never
+    compared, not copied by copy/pickle): the sha256 of ``txns`` (``txns_digest``) and the
+    token of the verifier cache that verified this object's signature
+    (fabric.runtime.stages.input), so a replica hashes and verifies a request once however
+    many stages look at it."""
 
+    __slots__ = ("_txns_digest", "_verified_by")
+
+
+class _BatchMemo:
+    """Memo slot of a Batch that is no dataclass field: ``batch_is_valid``'s answer (the
+    batch is immutable, so its digest is checked once however many stages ask)."""
+
+    __slots__ = ("_digest_ok",)
+
+
+@message(kind=1)
+@dataclass(frozen=True, slots=True)
+class Request(_RequestMemo):
     client_id: int
     timestamp: int  # per-client, strictly increasing: replays are suppressed by it
     txns: Txns  # encoded transactions (workloads.txn), opaque to protocols
@@ -65,12 +76,8 @@ class Request:
 
 
 @message(kind=2)
-@dataclass(frozen=True)
-class Batch:
-    # the two fields, and a memo slot that is no field: ``batch_is_valid``'s answer (the
-    # batch is immutable, so its digest is checked once however many stages ask)
-    __slots__ = ("requests", "digest", "_digest_ok")
-
+@dataclass(frozen=True, slots=True)
+class Batch(_BatchMemo):
     requests: Annotated[tuple[Request, ...], Max(limits.MAX_BATCH_REQUESTS)]
     digest: Digest  # batch_digest(requests); b"" never appears on the wire except for null batches
 

@@ -80,3 +80,19 @@ def test_signed_request_builds_one_request_and_signs_the_payload():
         signed_request(lambda p: b"", -1, 9, b"tx")
     with pytest.raises(ValueError, match="timestamp"):
         signed_request(lambda p: b"", 1, 2**64, b"tx")
+
+
+def test_copies_work_and_do_not_carry_the_memo():
+    """The simulator deep-copies protocol state holding requests (its twice-propose check):
+    a frozen message with memo slots must copy, and a copy must earn its own marks."""
+    import copy
+    import pickle
+
+    cache = VerifiedCache(CountingVerifier())
+    req = _req()
+    assert cache.check(req)
+    batch = make_batch((req,))
+    for clone in (copy.deepcopy(batch), pickle.loads(pickle.dumps(batch))):
+        assert clone == batch and clone.requests[0] is not req
+        assert getattr(clone.requests[0], "_verified_by", None) is None
+        assert batch_is_valid(clone)
