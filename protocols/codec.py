@@ -30,6 +30,7 @@ Must not live here: frame headers and who may send what (transport.wire), MACs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -274,6 +275,9 @@ class _Spec:
     max_bin: int | None = None
     max_str: int | None = None
     unpack_limits: dict[str, int] = dataclasses.field(default_factory=dict)
+    # msgpack.unpackb with this kind's limits bound once (decode_body's hot path: keyword
+    # arguments are parsed at registration, not per message)
+    unpack: Callable[[Any], Any] = msgpack.unpackb
 
 
 _SPECS: dict[type, _Spec] = {}
@@ -331,12 +335,12 @@ def message(kind: int) -> Callable[[type[T]], type[T]]:
         def from_plain(v: Any) -> Any:
             if type(v) is not tuple or len(v) != nfields:
                 raise DecodeError("shape", f"{cls.__name__} needs an array of {nfields} fields")
-            if (
-                exact is not None
-                and tuple(map(type, v)) == exact
-                and all(len(v[i]) <= b for i, b in lengths)
-            ):
-                return cls(*v)
+            if exact is not None and tuple(map(type, v)) == exact:
+                for i, b in lengths:  # a plain loop: no generator per message (hot path)
+                    if len(v[i]) > b:
+                        break
+                else:
+                    return cls(*v)
             return cls(*[c(x) for c, x in zip(checks, v, strict=True)])
 
         shape = _merge([_shape(hints[name]) for name in fields], None, nfields)
@@ -350,8 +354,20 @@ def message(kind: int) -> Callable[[type[T]], type[T]]:
         ):
             if value is not None:
                 limits[key] = value
+        unpack = functools.partial(
+            msgpack.unpackb, raw=False, use_list=False, strict_map_key=True, **limits
+        )
         spec = _Spec(
-            cls, kind, to_plain, from_plain, max_body, shape.array, shape.bin, shape.str, limits
+            cls,
+            kind,
+            to_plain,
+            from_plain,
+            max_body,
+            shape.array,
+            shape.bin,
+            shape.str,
+            limits,
+            unpack,
         )
         _SPECS[cls] = spec
         _BY_KIND[kind] = spec
@@ -429,13 +445,7 @@ def decode_body(kind: int, body: bytes | memoryview) -> Any:
     if spec is None:
         raise DecodeError("unknown_kind", str(kind))
     try:
-        plain = msgpack.unpackb(
-            body,
-            raw=False,
-            use_list=False,
-            strict_map_key=True,
-            **spec.unpack_limits,
-        )
+        plain = spec.unpack(body)
     except DecodeError:
         raise
     except Exception as exc:  # msgpack raises several types (ExtraData, ValueError, ...)

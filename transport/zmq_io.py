@@ -425,7 +425,11 @@ class Receiver:
                 conn.sender = sender
             if size - pos < need:
                 return pos
-            self._accept(bytes(data[pos : pos + need]), conn.kind, conn.sender, out)
+            if pos == 0 and need == size and type(data) is bytes:
+                frame = data  # the read is exactly one frame (common): no copy
+            else:
+                frame = bytes(data[pos : pos + need])
+            self._accept(frame, conn.kind, conn.sender, out)
             pos += need
             conn.need = 0
 
