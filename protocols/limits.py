@@ -32,7 +32,7 @@ MAX_REPLICAS = 1024
 #: view's re-proposals, plan digests): a watermark window's worth of any run that fits a frame
 MAX_SEQS_PER_MESSAGE = 1 << 16
 
-# --- pre-verification of client signatures inside proposals (fabric.stages) -------------
+# --- pre-verification of client signatures inside proposals (fabric.runtime.stages) -------------
 
 #: client-signature verifications one replica peer may cause in the input stage per
 #: second (token bucket, refilled continuously); ~0.15 CPU-s/s at 150 us each. An honest
@@ -60,7 +60,7 @@ FETCH_PER_SENDER_S = 20
 FETCH_BURST = 40
 #: frames the output ring may hold before fetch answers are dropped first (counted): they
 #: are a catch-up courtesy, protocol messages must never queue behind them. A fraction of
-#: the ring's capacity (fabric.replica applies it).
+#: the ring's capacity (fabric.runtime.replica applies it).
 FETCH_ANSWER_RING_SHARE = 0.25
 
 # --- inbound connections (transport.zmq_io.Receiver: raw TCP/ipc streams) ---------------

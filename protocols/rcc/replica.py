@@ -41,7 +41,7 @@ Threading contract (the runtime's seam; this class itself is single-threaded):
 - A lane's ``Deliver``/``StableCheckpoint``/``ViewEntered`` go to one ``RoundCoordinator``
   (protocols/rcc/coordinator.py: round assembly, permutation, frontier, released round,
   checkpoints in rounds, views), here ``self.coordinator``; whoever owns it (this class in
-  one thread, or the runtime's checkpoint thread, fabric.lanes.LaneCoordinator) only routes
+  one thread, or the runtime's checkpoint thread, fabric.runtime.lanes.LaneCoordinator) only routes
   its answers: global Delivers and StableCheckpoints to the execute side,
   ``LaneRounds(frontier, released)`` as ``lane.observe_rounds`` and ``LaneCheckpoint(r,
   digest)`` as ``lane.checkpoint`` to every lane (through the lanes' worker rings).
