@@ -9,6 +9,7 @@ import pytest
 from protocols import base
 from protocols.common import NULL_BATCH
 from protocols.pbft import Commit, NewView, Pbft, Prepare, PreparedCert, PrePrepare, ViewChange
+from protocols.pbft.states import START_VIEW_CHANGE
 from tests.protocol.scenario import Cluster
 
 REQUEST = "request"
@@ -434,14 +435,16 @@ def test_new_view_takes_the_certificate_with_the_highest_view() -> None:
     new = _signed_cert(c, 1, 1, "new")  # re-decided and prepared in view 1
     r2 = c.replicas[2]  # primary of view 2
     r2.vc_latest[2] = _signed_view_change(c, 2, 2, (old,))
-    r2.view, r2.in_view_change = 2, True
+    r2.view = 2
+    r2._move(START_VIEW_CHANGE)  # waiting for view 2's NEW-VIEW, as if it sent its own
     out = r2.receive(0, _signed_view_change(c, 0, 2, (new,)))
     out += r2.receive(3, _signed_view_change(c, 3, 2, ()))
     (nv,) = [a.msg for a in out if isinstance(a, base.Broadcast) and isinstance(a.msg, NewView)]
     assert [(pp.seq, c.bname(pp.digest)) for pp in nv.pre_prepares] == [(1, "new")]
     # a backup rejects a NEW-VIEW that picked the older certificate, even when correctly signed
     r1 = c.replicas[1]
-    r1.view, r1.in_view_change = 2, True
+    r1.view = 2
+    r1._move(START_VIEW_CHANGE)  # waiting for view 2's NEW-VIEW, as if it sent its own
     r1.vc_latest[1] = _signed_view_change(c, 1, 2, ())
     wrong = dataclasses.replace(nv, pre_prepares=(r2._make_pre_prepare(2, 1, c.batch("old")),))
     assert r1.receive(2, wrong) == []

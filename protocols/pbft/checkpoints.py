@@ -1,0 +1,52 @@
+"""PBFT checkpoints and garbage collection (Castro & Liskov OSDI'99 §4.3).
+
+On ``executed`` at a multiple of checkpoint_period a replica broadcasts CHECKPOINT;
+``checkpoint_quorum`` (2f+1) matching make it stable: the log below is discarded and the
+watermarks move (low = stable seq, high = low + window). The votes and their counting are
+shared with PoE (protocols/checkpoints.py, through ReplicaCore); this mixin of ``Pbft`` says
+what PBFT does with them. Must not live here: the vote counting, the wire format, IO.
+"""
+
+from __future__ import annotations
+
+from protocols.base import Action, Broadcast, StableCheckpoint
+from protocols.checkpoints import Checkpoint, checkpoint_payload
+
+
+class PbftCheckpoints:
+    """CHECKPOINT on execution, and what a stable checkpoint does to PBFT's log (§4.3)."""
+
+    # _on_checkpoint, _add_checkpoint, _valid_checkpoint_proof: ReplicaCore
+
+    def executed(self, seq: int, state_digest: bytes) -> list[Action]:
+        out: list[Action] = []
+        if seq % self.period or seq <= self.low or seq > self.last_delivered:
+            return out
+        sig = self.verifier.sign(checkpoint_payload(self.instance, seq, self.id, state_digest))
+        cp = Checkpoint(self.instance, seq, state_digest, self.id, sig)
+        out.append(Broadcast(cp))
+        self._add_checkpoint(cp, out)
+        return out
+
+    def _make_stable(
+        self,
+        seq: int,
+        digest: bytes,
+        proof: tuple[Checkpoint, ...],
+        out: list[Action],
+        replay: bool = True,
+    ) -> None:
+        own = self.ckpt_of.get(self.id, {}).get(seq)
+        if own is not None and own != digest:
+            self.checkpoint_mismatches += 1  # our execution diverged from 2f+1 others
+        self._move_watermarks(seq, digest, proof, (self.slots, self.certs, self.pre_prepared))
+        if self.last_delivered >= seq:
+            self._stable_unannounced = False
+            out.append(StableCheckpoint(seq, digest))
+        else:
+            self._stable_unannounced = True  # announced once delivery catches up
+        if replay:
+            if self.last_delivered < seq:
+                self._fetch_now(out)
+            self._replay_held(out)
+            self._drain_queue(out)
