@@ -1,6 +1,6 @@
 """ReplicaCore: the replica machinery PBFT and PoE run the same way (sans-IO, like them).
 
-Lives here, shared by protocols/pbft/replica.py and protocols/poe/replica.py:
+Lives here, shared by Pbft and Poe (protocols/pbft/, protocols/poe/: one mixin per section):
 - dispatch: ``receive`` through the subclass's handler table, ``timeout`` through its
   table of timers, counters of ignored input per reason;
 - held messages (a later view, or beyond the high watermark): a buffer bounded in total

@@ -10,7 +10,7 @@ not signed. With ``pbft_signed_votes`` off the votes (pre-prepare, prepare) carr
 but checkpoints and view-changes are still signed: the MAC view change weighs signed
 claims (protocols/claims.py), and a stable checkpoint must stay provable.
 
-Must not live here: protocol logic (protocols/pbft/replica.py), IO of any kind.
+Must not live here: protocol logic (Pbft in protocols/pbft/replica.py and its mixins), IO of any kind.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ CERTIFY (normal case, §3), VC-REQUEST and NV-PROPOSE (view change, §4), plus t
 messages this implementation adds to make a view change safe against clients that
 count speculative replies from different views (NV-SUPPORT, NV-CERTIFY, NV-COMMIT: the
 new view's plan is certified and then committed before anyone executes it; see
-protocols/poe/replica.py) and a bounded catch-up (FETCH / FETCH-REPLY, STABLE-PROOF).
+protocols/poe/new_view.py) and a bounded catch-up (FETCH / FETCH-REPLY, STABLE-PROOF).
 INFORM is the common ``Reply`` with ``speculative=True``; checkpoints reuse PBFT's
 ``Checkpoint``. With MACs (``poe_certificate: macs``) shares are empty, ``Committed``
 entries carry no certificate and VC-REQUESTs add ``Supported`` claims.
@@ -15,7 +15,7 @@ seq, digest)``: a normal-case SUPPORT and a share of the new view's plan sign th
 statement "batch ``digest`` is at ``seq`` in ``view``", so a certificate for a plan entry
 is indistinguishable from (and ranks like) a normal-case one.
 
-Must not live here: protocol logic (protocols/poe/replica.py), IO of any kind.
+Must not live here: protocol logic (Poe in protocols/poe/replica.py and its mixins), IO of any kind.
 """
 
 from __future__ import annotations
