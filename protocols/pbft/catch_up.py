@@ -1,5 +1,5 @@
 """PBFT catch-up: state transfer by replaying delivered batches (Castro & Liskov OSDI'99
-§4.3 "bring a replica up to date", TOCS'02 §6.2 state transfer, here by batches, not pages).
+§4.3 names it, bringing a replica up to date from a stable checkpoint; here by batches).
 
 A replica behind a stable checkpoint, or with a committed seq it cannot deliver because of a
 gap, broadcasts FETCH for at most ``fetch_span`` seqs and accepts a batch once
