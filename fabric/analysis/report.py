@@ -760,8 +760,12 @@ def _sweep_figures(
                 + f" (line style), joining its points along {_knob_label(knob)}; {reps}.",
             )
         )
-    for knob in numeric:  # execution engines: re-executions against contention (issue 11)
-        if stats["re_executions_per_txn_mean"].notna().any():
+    # execution engines: re-executions against contention (issue 11), only where engines vary
+    # or re-executed: a serial-only sweep would draw a line of zeros
+    engines_vary = any(k.startswith("execution.") for k in varying) or bool(cases)
+    re_executed = bool((stats["re_executions_per_txn_mean"].fillna(0) > 0).any())
+    for knob in numeric:
+        if stats["re_executions_per_txn_mean"].notna().any() and (engines_vary or re_executed):
             series = [CASE_COLUMN] if cases else [k for k in varying if k != knob] or ["protocol"]
             fig = FigureOutcome(
                 "re_executions_vs_" + knob.rsplit(".", 1)[-1],
