@@ -302,10 +302,9 @@ def test_every_generator_of_every_client_inserts_in_its_own_lane() -> None:
     """Two clients × 3 generator threads + their inline generators: 8 disjoint insert lanes
     (before, every client inserted record_count, record_count+1, ...: the same keys)."""
     from fabric.harness.config import config_from_mapping
+    from fabric.harness.ports import free_port_block
     from fabric.runtime.client import GENERATORS_PER_CLIENT, ClientProcess
     from workloads.txn import INSERT
-
-    from fabric.harness.ports import free_port_block
 
     cfg = config_from_mapping(
         {
