@@ -14,7 +14,10 @@ COMMANDS = {
     "config": ("fabric.harness.config", "load, validate and print the resolved config"),
     "sim": ("fabric.sim.cli", "run a protocol in the deterministic simulator over many seeds"),
     "sweep": ("fabric.harness.sweep", "run a grid of experiments from a sweep YAML"),
-    "report": ("fabric.analysis.report", "redraw tables, plots and report.html from a results folder"),
+    "report": (
+        "fabric.analysis.report",
+        "redraw tables, plots and report.html from a results folder",
+    ),
     "replica": ("fabric.runtime.replica", "one replica process (started by the runner)"),
     "client": ("fabric.runtime.client", "one client process (started by the runner)"),
 }

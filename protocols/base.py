@@ -96,7 +96,9 @@ class ViewEntered:
     primary: int
 
 
-Action = Send | Broadcast | Deliver | Rollback | StableCheckpoint | SetTimer | CancelTimer | ViewEntered
+Action = (
+    Send | Broadcast | Deliver | Rollback | StableCheckpoint | SetTimer | CancelTimer | ViewEntered
+)
 
 
 # --- injected services -----------------------------------------------------------------

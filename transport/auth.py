@@ -64,6 +64,7 @@ class SignedRequest(Protocol):
 
     def signing_payload(self) -> bytes: ...
 
+
 #: link key length in bytes per MAC scheme (CMAC-AES-128: 16, HMAC-SHA256: 32)
 LINK_KEY_BYTES = {"cmac-aes": 16, "hmac-sha256": 32}
 #: tag length in bytes per MAC scheme

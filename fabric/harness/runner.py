@@ -782,4 +782,3 @@ def run_from_args(
         print(f"run-cluster: RUN FAILED: {outcome.reason}", file=sys.stderr)
         return 1
     return 0
-

@@ -162,9 +162,8 @@ class Replica:
         frame_policy = wire.FramePolicy(
             replicas=n,
             client_kinds=frozenset({Request.KIND}),
-            max_client_frame_bytes=min(
-                cfg.transport.max_frame_bytes, limits.MAX_CLIENT_FRAME_BYTES
-            ) + TAG_BYTES[mac],
+            max_client_frame_bytes=min(cfg.transport.max_frame_bytes, limits.MAX_CLIENT_FRAME_BYTES)
+            + TAG_BYTES[mac],
         )
         self.inputs = [
             InputStage(
@@ -468,9 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     code = 1 if replica.shared.fatal or replica.stuck_threads else 0
-    return process.leave(
-        f"replica {args.id}", code, replica.stuck_threads, replica.context_closed
-    )
+    return process.leave(f"replica {args.id}", code, replica.stuck_threads, replica.context_closed)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,9 @@ class VcRequest:
     new_view: int
     replica: int
     stable_seq: int
-    checkpoint_proof: Annotated[tuple[Checkpoint, ...], Max(MAX_REPLICAS)]  # 2f+1 matching signed checkpoints (() at 0)
+    checkpoint_proof: Annotated[
+        tuple[Checkpoint, ...], Max(MAX_REPLICAS)
+    ]  # 2f+1 matching signed checkpoints (() at 0)
     entries: Annotated[tuple[Committed, ...], Max(MAX_SEQS_PER_MESSAGE)]
     # MACs only (() with signatures)
     supported: Annotated[tuple[Supported, ...], Max(MAX_SEQS_PER_MESSAGE)]

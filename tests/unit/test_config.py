@@ -226,7 +226,8 @@ def test_every_bare_key_of_the_real_schema_resolves() -> None:
             for owner in owners:
                 assert f"{owner}.{key}" in str(err.value)
     assert sorted(
-        k for k in {k for keys in schema.values() for k in keys}
+        k
+        for k in {k for keys in schema.values() for k in keys}
         if sum(k in keys for keys in schema.values()) > 1
     ) == ["kind", "threads"]
 

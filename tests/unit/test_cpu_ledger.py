@@ -22,7 +22,9 @@ def _replica(node: int, cpu_s: float, txns: int) -> dict:
 
 def _client() -> dict:
     return {
-        "threads": [{"thread": "io", "role": "client-io", "busy_s": 1.0, "idle_s": 1.0, "cpu_s": 0.5}],
+        "threads": [
+            {"thread": "io", "role": "client-io", "busy_s": 1.0, "idle_s": 1.0, "cpu_s": 0.5}
+        ],
         "resources": {"cpu_s": 1.0, "peak_rss_mb": 30.0},
     }
 

@@ -58,7 +58,12 @@ def test_a_failed_signature_is_never_marked_and_another_cache_does_not_trust_the
 
 def test_memo_slots_are_not_fields_and_change_no_answer():
     req = _req()
-    assert [f for f in Request.__dataclass_fields__] == ["client_id", "timestamp", "txns", "signature"]
+    assert [f for f in Request.__dataclass_fields__] == [
+        "client_id",
+        "timestamp",
+        "txns",
+        "signature",
+    ]
     body = codec.encode_body(req)
     assert txns_digest(req) == hashlib.sha256(req.txns).digest()
     assert codec.encode_body(req) == body and req == _req() and hash(req) == hash(_req())

@@ -21,7 +21,16 @@ from protocols import registry
 from tests.fixtures.fake_runner import FakeRunner
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "config" / "experiments"
-SHIPPED = ("batching", "pipeline", "clients", "protocols", "poe", "rcc", "scaling", "server_batching")
+SHIPPED = (
+    "batching",
+    "pipeline",
+    "clients",
+    "protocols",
+    "poe",
+    "rcc",
+    "scaling",
+    "server_batching",
+)
 BASE = {"run": {"duration_s": 4, "warmup_s": 1}}
 
 
