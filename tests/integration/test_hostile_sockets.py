@@ -25,6 +25,7 @@ import pytest
 
 from protocols import limits
 from protocols.common import Batch, Reply, Request, make_batch
+from tests.integration.raw_peers import closed_by_peer, drain, raw_connect
 from transport import auth, wire, zmq_io
 
 SECRET = "hostile-secret"
@@ -48,31 +49,6 @@ def _rss_bytes() -> int:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
-def _drain(rx: zmq_io.Receiver, until: Callable[[], bool], timeout_s: float) -> list[Any]:
-    got: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    while not until() and time.monotonic() < deadline:
-        got += rx.recv_batch(64, 20)
-    return got
-
-
-def _raw_connect(endpoint: str) -> socket.socket:
-    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
-    return socket.create_connection((host, int(port)), timeout=5)
-
-
-def _closed_by_peer(conn: socket.socket, timeout_s: float = 5) -> bool:
-    conn.settimeout(timeout_s)
-    try:
-        while conn.recv(65536):
-            pass
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-    return True
-
-
 def _header(kind: int, sender: int, length: int) -> bytes:
     return wire.HEADER.pack(wire.MAGIC, wire.VERSION, kind, sender, length)
 
@@ -92,7 +68,7 @@ def test_a_zmtp_peer_whose_multipart_message_never_ends_is_cut_and_memory_stays_
     rx = zmq_io.Receiver(ctx, endpoint, auth.LinkAuth("none", 0, None))
     rx.recv_batch(1, 0)
     rss_before = _rss_bytes()
-    raw = _raw_connect(endpoint)
+    raw = raw_connect(endpoint)
     sent_parts = []
 
     def attack() -> None:
@@ -108,13 +84,13 @@ def test_a_zmtp_peer_whose_multipart_message_never_ends_is_cut_and_memory_stays_
     thread = threading.Thread(target=attack, name="zmtp-attacker", daemon=True)
     try:
         thread.start()
-        _drain(rx, lambda: not thread.is_alive(), timeout_s=20)  # as an input stage reads
-        _drain(rx, lambda: False, timeout_s=0.5)
+        drain(rx, lambda _got: not thread.is_alive(), timeout_s=20)  # as an input stage reads
+        drain(rx, lambda _got: False, timeout_s=0.5)
         grown = _rss_bytes() - rss_before
         assert rx.drops == Counter({"magic": 1}), rx.drops
         assert rx.received_bytes <= len(ZMTP_GREETING + ZMTP_READY) + len(sent_parts) * MiB
         assert rx.peak_buffered_bytes < wire.HEADER_SIZE and rx.buffered_bytes == 0
-        assert rx.connections == 0 and _closed_by_peer(raw)
+        assert rx.connections == 0 and closed_by_peer(raw)
         assert grown < 32 * MiB, f"receiver grew {grown / MiB:.0f} MiB"
     finally:
         raw.close()
@@ -131,19 +107,19 @@ def test_a_frame_announced_over_the_bound_is_cut_at_its_header(base_port: int) -
     addressing = zmq_io.Addressing("tcp", ("127.0.0.1",), base_port, "", 1)
     ctx = zmq_io.new_context()
     rx = zmq_io.Receiver(ctx, addressing.address(0, 0), auth.LinkAuth("none", 0, None))
-    raw = _raw_connect(addressing.address(0, 0))
+    raw = raw_connect(addressing.address(0, 0))
     try:
         raw.sendall(_header(Request.KIND, 1, 2**32 - 1) + b"z" * 1000)
-        _drain(rx, lambda: rx.drops["too_long"] > 0, timeout_s=10)
+        drain(rx, lambda _got: rx.drops["too_long"] > 0, timeout_s=10)
         try:
             for _ in range(32):  # the rest of the "frame": refused, or never read
                 raw.sendall(b"z" * MiB)
         except OSError:
             pass  # closed by the receiver
-        _drain(rx, lambda: False, timeout_s=0.3)
+        drain(rx, lambda _got: False, timeout_s=0.3)
         assert rx.drops == Counter({"too_long": 1})
         assert rx.peak_buffered_bytes == 0 and rx.connections == 0
-        assert _closed_by_peer(raw)
+        assert closed_by_peer(raw)
     finally:
         raw.close()
         rx.close()
@@ -178,7 +154,7 @@ def test_never_finished_frames_stay_within_the_buffer_budget_while_good_traffic_
 
     def attack() -> None:
         for _ in range(5):
-            raw = _raw_connect(endpoint)
+            raw = raw_connect(endpoint)
             attackers.append(raw)
             try:
                 raw.sendall(_header(Request.KIND, 2, length) + b"a" * (length - 100))
@@ -195,14 +171,14 @@ def test_never_finished_frames_stay_within_the_buffer_budget_while_good_traffic_
         while (thread.is_alive() or len(got) < 200) and time.monotonic() < deadline:
             got += rx.recv_batch(64, 20)
             assert rx.buffered_bytes <= budget
-        got += _drain(rx, lambda: False, timeout_s=0.5)
+        got += drain(rx, lambda _got: False, timeout_s=0.5)
         cuts = rx.drops["cut_buffered"]
         assert cuts in (3, 4), rx.drops
         assert rx.peak_buffered_bytes <= budget + limits.INBOUND_CHUNK_BYTES
         assert rx.buffered_bytes > 2 * MiB  # the survivors' unfinished frames are held
         for raw in attackers:
             raw.close()
-        _drain(rx, lambda: rx.buffered_bytes == 0, timeout_s=10)
+        drain(rx, lambda _got: rx.buffered_bytes == 0, timeout_s=10)
         assert rx.buffered_bytes == 0
         assert rx.drops == Counter({"cut_buffered": cuts, "partial_frame": 5 - cuts})
         assert [m.timestamp for _, m in got] == list(range(200))
@@ -226,11 +202,11 @@ def test_connections_past_the_bound_are_cut_as_they_open(base_port: int) -> None
     conns: list[socket.socket] = []
     try:
         for _ in range(6):
-            conns.append(_raw_connect(addressing.address(0, 0)))
-        _drain(rx, lambda: rx.connections + rx.drops["cut_connections"] >= 6, timeout_s=10)
+            conns.append(raw_connect(addressing.address(0, 0)))
+        drain(rx, lambda _got: rx.connections + rx.drops["cut_connections"] >= 6, timeout_s=10)
         assert rx.connections == 4 and rx.drops == Counter({"cut_connections": 2})
-        _drain(rx, lambda: False, timeout_s=0.3)  # a cut completes as the socket is read
-        assert [_closed_by_peer(c, timeout_s=0.2) for c in conns].count(True) == 2
+        drain(rx, lambda _got: False, timeout_s=0.3)  # a cut completes as the socket is read
+        assert [closed_by_peer(c, timeout_s=0.2) for c in conns].count(True) == 2
         # a frame on a kept connection is still read
         frame = wire.encode(Request(1, 0, b"after", b""), 1)
         for c in conns:
@@ -238,7 +214,7 @@ def test_connections_past_the_bound_are_cut_as_they_open(base_port: int) -> None
                 c.sendall(frame)
             except OSError:
                 pass
-        got = _drain(rx, lambda: False, timeout_s=0.5)
+        got = drain(rx, lambda _got: False, timeout_s=0.5)
         assert [m.txns for _, m in got] == [b"after"] * 4
     finally:
         for c in conns:
@@ -257,7 +233,7 @@ def _send_until_delivered(
     while time.monotonic() < deadline:
         tx.send(to, make(i))
         i += 1
-        got = _drain(rx, lambda: False, timeout_s=0.05)
+        got = drain(rx, lambda _got: False, timeout_s=0.05)
         if got:
             return got
     return []
@@ -300,7 +276,7 @@ def test_frame_policy_on_real_sockets_refuses_a_client_batch_and_a_replica_non_r
     batch: Batch = make_batch(tuple(Request(n, i, b"t" * 50, b"") for i in range(100)))
     try:
         assert client_tx.send(1, batch)
-        _drain(replica_rx, lambda: replica_rx.drops["client_kind"] > 0, timeout_s=10)
+        drain(replica_rx, lambda _got: replica_rx.drops["client_kind"] > 0, timeout_s=10)
         assert replica_rx.drops == Counter({"client_kind": 1})
         assert replica_rx.received_by_kind == Counter() and replica_rx.peak_buffered_bytes == 0
         got = _send_until_delivered(client_tx, replica_rx, 1, lambda i: Request(n, i, b"ok", b""))
@@ -308,7 +284,7 @@ def test_frame_policy_on_real_sockets_refuses_a_client_batch_and_a_replica_non_r
         assert replica_rx.drops == Counter({"client_kind": 1})
 
         assert replica_tx.send(n, batch)
-        _drain(client_rx, lambda: client_rx.drops["replica_kind"] > 0, timeout_s=10)
+        drain(client_rx, lambda _got: client_rx.drops["replica_kind"] > 0, timeout_s=10)
         assert client_rx.drops == Counter({"replica_kind": 1})
         reply = Reply(0, 1, 1, n, 7, b"r" * 32, False)
         got = _send_until_delivered(replica_tx, client_rx, n, lambda i: reply)

@@ -25,6 +25,7 @@ import pytest
 
 from protocols import codec
 from protocols.common import Batch, Reply, Request, make_batch
+from tests.integration.raw_peers import closed_by_peer, drain, raw_connect
 from transport import auth, wire, zmq_io
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,35 +152,6 @@ def _unregistered_kind() -> int:
     return next(k for k in range(60000, 65536) if k not in codec.registered_kinds())
 
 
-def _raw_connect(endpoint: str) -> socket.socket:
-    """A plain TCP connection to a Receiver's tcp:// endpoint (no ZeroMQ on this side)."""
-    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
-    conn = socket.create_connection((host, int(port)), timeout=5)
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return conn
-
-
-def _drain(rx: zmq_io.Receiver, until: Any, timeout_s: float = 20) -> list[tuple[int, Any]]:
-    got: list[tuple[int, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    while not until(got) and time.monotonic() < deadline:
-        got += rx.recv_batch(64, 20)
-    return got
-
-
-def _closed_by_peer(conn: socket.socket, timeout_s: float = 5) -> bool:
-    """True when the other side closed ``conn`` (EOF or reset) within ``timeout_s``."""
-    conn.settimeout(timeout_s)
-    try:
-        while conn.recv(4096):
-            pass
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-    return True
-
-
 def _sealed(link: auth.LinkAuth, i: int) -> bytes:
     return link.seal(0, wire.encode(Request(1, i, b"good %d" % i, b""), 1))
 
@@ -201,7 +173,7 @@ def test_bad_frames_with_a_known_boundary_are_dropped_and_the_link_goes_on(
     stranger = wire.encode(Request(1, 0, b"x", b""), 5)  # node 5 shares no key with node 0
     ctx = zmq_io.new_context()
     rx = zmq_io.Receiver(ctx, addressing.address(0, 0), receiver_link, max_frame_bytes=4096)
-    raw = _raw_connect(addressing.address(0, 0))
+    raw = raw_connect(addressing.address(0, 0))
     try:
         expected: Counter[str] = Counter()
         stream = bytearray()
@@ -219,7 +191,7 @@ def test_bad_frames_with_a_known_boundary_are_dropped_and_the_link_goes_on(
         for at in range(0, len(stream), 1000):  # in pieces that cut frames anywhere
             raw.sendall(stream[at : at + 1000])
         total = good_count + sum(expected.values())
-        got = _drain(rx, lambda got: rx.received_frames >= total and len(got) >= good_count)
+        got = drain(rx, lambda got: rx.received_frames >= total and len(got) >= good_count)
         assert [(s, m.timestamp) for s, m in got] == [(1, i) for i in range(good_count)]
         assert all(m.txns == b"good %d" % m.timestamp for _, m in got)
         assert rx.received_frames == total and rx.received_bytes == len(stream)
@@ -263,34 +235,34 @@ def test_a_bad_header_cuts_its_connection_and_is_counted(base_port: int) -> None
     conns: list[socket.socket] = []
     try:
         for i, bad in enumerate(bad_headers.values()):
-            raw = _raw_connect(addressing.address(0, 0))
+            raw = raw_connect(addressing.address(0, 0))
             conns.append(raw)
             # one good frame, the bad header, then a good frame that must never be read
             raw.sendall(_sealed(sender_link, i) + bad + _sealed(sender_link, 100 + i))
-        got = _drain(rx, lambda got: sum(rx.drops.values()) >= len(bad_headers))
-        got += _drain(rx, lambda got: False, timeout_s=0.3)
+        got = drain(rx, lambda got: sum(rx.drops.values()) >= len(bad_headers))
+        got += drain(rx, lambda got: False, timeout_s=0.3)
         assert sorted(m.timestamp for _, m in got) == list(range(len(bad_headers)))
         assert rx.drops == Counter(
             {"magic": 2, "version": 1, "unknown_kind": 1, "too_long": 1, "too_long_for_kind": 1}
         )
-        assert all(_closed_by_peer(raw) for raw in conns)
+        assert all(closed_by_peer(raw) for raw in conns)
         assert rx.connections == 0 and rx.buffered_bytes == 0
         # a connection that closes halfway through a frame: counted, its bytes released
-        raw = _raw_connect(addressing.address(0, 0))
+        raw = raw_connect(addressing.address(0, 0))
         raw.sendall(_sealed(sender_link, 7)[:-5])
-        _drain(rx, lambda got: rx.buffered_bytes > 0)
+        drain(rx, lambda got: rx.buffered_bytes > 0)
         raw.close()
-        _drain(rx, lambda got: rx.drops["partial_frame"] == 1)
+        drain(rx, lambda got: rx.drops["partial_frame"] == 1)
         assert rx.drops["partial_frame"] == 1 and rx.buffered_bytes == 0
         # a header refused when its second half arrives: its first half is released too
         too_long = bad_headers["too_long"]
-        raw = _raw_connect(addressing.address(0, 0))
+        raw = raw_connect(addressing.address(0, 0))
         conns.append(raw)
         raw.sendall(too_long[:5])
-        _drain(rx, lambda got: rx.buffered_bytes == 5)
+        drain(rx, lambda got: rx.buffered_bytes == 5)
         assert rx.buffered_bytes == 5
         raw.sendall(too_long[5:])
-        _drain(rx, lambda got: rx.drops["too_long"] == 2)
+        drain(rx, lambda got: rx.drops["too_long"] == 2)
         assert rx.drops["too_long"] == 2 and rx.buffered_bytes == 0 and rx.connections == 0
     finally:
         for raw in conns:
