@@ -135,6 +135,14 @@ class ExecutionSection:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerSection:
+    storage: str  # memory | sqlite | lmdb (fabric.runtime.storage)
+    sync: str  # none | batch | every_block
+    max_blocks_per_txn: int
+    max_file_mb: int
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadSection:
     kind: str
     record_count: int
@@ -199,6 +207,7 @@ _SECTIONS: dict[str, type] = {
     "crypto": CryptoSection,
     "protocol": ProtocolSection,
     "execution": ExecutionSection,
+    "ledger": LedgerSection,
     "workload": WorkloadSection,
     "transport": TransportSection,
     "run": RunSection,
@@ -242,6 +251,7 @@ class Config:
     crypto: CryptoSection
     protocol: ProtocolSection
     execution: ExecutionSection
+    ledger: LedgerSection
     workload: WorkloadSection
     transport: TransportSection
     run: RunSection
@@ -424,6 +434,11 @@ _RULES: dict[str, _Rule] = {
     ),
     "execution.threads": _THREADS,
     "execution.txn_cost_us": _between(0, 100_000),
+    # fabric.runtime.storage.BACKENDS / SYNC_POLICIES (not imported: no runtime in the config)
+    "ledger.storage": _one_of("memory", "sqlite", "lmdb"),
+    "ledger.sync": _one_of("none", "batch", "every_block"),
+    "ledger.max_blocks_per_txn": _between(1, 4096),
+    "ledger.max_file_mb": _between(1, 1 << 20),
     "workload.kind": _one_of("ycsb", "smallbank"),
     "workload.record_count": _between(1, 1_000_000_000),
     "workload.value_size": _between(1, 1 << 20),

@@ -306,6 +306,10 @@ def _error(overrides: list[str]) -> ConfigError:
         (["mix=g"], "workload.mix", ["a | b | c | d | e | f | custom"]),
         (["transport.kind=udp"], "transport.kind", ["tcp | ipc"]),
         (["poe_certificate=both"], "protocol.poe_certificate", ["signatures | macs"]),
+        (["ledger.storage=rocksdb"], "ledger.storage", ["memory | sqlite | lmdb"]),
+        (["ledger.sync=always"], "ledger.sync", ["none | batch | every_block"]),
+        (["max_blocks_per_txn=0"], "ledger.max_blocks_per_txn", ["1..4096"]),
+        (["max_file_mb=0"], "ledger.max_file_mb", ["1..1048576"]),
         # relations between keys
         (["max_txn_in_flight=50"], "client.max_txn_in_flight", ["batching.batch_size (100)"]),
         (
