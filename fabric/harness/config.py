@@ -128,6 +128,7 @@ class ExecutionSection:
     engine: tuple[str, ...]  # one name (applies to every replica) or one per replica
     threads: int
     txn_cost_us: float
+    pipeline: str  # decoupled (an execute thread) | inline (the worker executes what it delivers)
 
     def engine_for(self, replica_id: int) -> str:
         """The engine replica ``replica_id`` runs."""
@@ -190,12 +191,15 @@ class RunSection:
 class Failure:
     """A fault injected into a real run: ``replica`` crashes or goes silent at ``at_s``, or
     (``stall``) the runner freezes its process (SIGSTOP) at ``at_s`` for ``duration_s`` seconds
-    (SIGCONT after): a slow, honest replica, not a faulty one."""
+    (SIGCONT after): a slow, honest replica, not a faulty one; or (``restart``) the runner
+    SIGKILLs it at ``at_s`` and starts it again (same id, same ports, flagged as a restart)
+    ``down_s`` seconds later: it reloads its durable state and rejoins."""
 
     replica: int
     at_s: float
     kind: str
     duration_s: float = 0.0  # stall only: seconds frozen; optional in YAML (0 for crash/silent)
+    down_s: float = 0.0  # restart only: seconds between the kill and the new start; optional
 
 
 _SECTIONS: dict[str, type] = {
@@ -224,8 +228,8 @@ def _field_types(cls: type) -> dict[str, Any]:
 _SCHEMA: dict[str, dict[str, Any]] = {name: _field_types(cls) for name, cls in _SECTIONS.items()}
 _FAILURE_SCHEMA: dict[str, Any] = _field_types(Failure)
 #: failure keys a YAML entry may leave out (their dataclass default applies)
-_FAILURE_OPTIONAL = frozenset({"duration_s"})
-#: failure kinds the replica itself carries out; the others (stall) the runner does to it
+_FAILURE_OPTIONAL = frozenset({"duration_s", "down_s"})
+#: failure kinds the replica itself carries out; the others (stall, restart) the runner does to it
 REPLICA_FAILURE_KINDS = ("crash", "silent")
 #: protocol keys every protocol reads; the others (poe_*, rcc_*, ...) go to ProtocolConfig.params
 _GENERIC_PROTOCOL_KEYS = frozenset(
@@ -434,6 +438,7 @@ _RULES: dict[str, _Rule] = {
     ),
     "execution.threads": _THREADS,
     "execution.txn_cost_us": _between(0, 100_000),
+    "execution.pipeline": _one_of("decoupled", "inline"),
     # fabric.runtime.storage.BACKENDS / SYNC_POLICIES (not imported: no runtime in the config)
     "ledger.storage": _one_of("memory", "sqlite", "lmdb"),
     "ledger.sync": _one_of("none", "batch", "every_block"),
@@ -466,8 +471,9 @@ _RULES: dict[str, _Rule] = {
     "run.results_dir": _NON_EMPTY,
     "failures.replica": _between(0, 1023),  # and < n: checked with the cluster
     "failures.at_s": _between(0, _DAY_S),  # and < run.duration_s: checked with the run
-    "failures.kind": _one_of("crash", "silent", "stall"),
+    "failures.kind": _one_of("crash", "silent", "stall", "restart"),
     "failures.duration_s": _between(0, _DAY_S),  # > 0 for stall, 0 otherwise: checked below
+    "failures.down_s": _between(0, _DAY_S),  # > 0 for restart, 0 otherwise: checked below
     "run.degraded_lag_seq": _between(0, 1_000_000_000),
 }
 _PROPORTIONS = ("read", "update", "insert", "scan", "rmw")
@@ -741,6 +747,20 @@ def _check_failures(cfg: Config) -> None:
                 f"{_FAILURES}[{i}].duration_s",
                 f"{failure.duration_s} with kind {failure.kind}; allowed: only kind stall "
                 f"has a duration (leave it out)",
+            )
+        if failure.kind == "restart":
+            end = failure.at_s + failure.down_s
+            if failure.down_s <= 0 or end >= cfg.run.duration_s:
+                raise ConfigError(
+                    f"{_FAILURES}[{i}].down_s",
+                    f"{failure.down_s} with kind restart at {failure.at_s} s; allowed: > 0 "
+                    f"and at_s + down_s < run.duration_s ({cfg.run.duration_s})",
+                )
+        elif failure.down_s:
+            raise ConfigError(
+                f"{_FAILURES}[{i}].down_s",
+                f"{failure.down_s} with kind {failure.kind}; allowed: only kind restart "
+                f"has a down time (leave it out)",
             )
 
 

@@ -11,7 +11,9 @@ runner starts it). Shape (fabric.runtime.stages has each stage):
                                                        |
                                                 output threads -> ZeroMQ
 
-Thread counts come from ``replica:`` in the config. A protocol with one
+Thread counts come from ``replica:`` in the config; ``execution.pipeline: inline`` starts
+no execute thread: worker 0 runs the execute stage's code on each Deliver, before its next
+message (fabric.runtime.stages.worker). A protocol with one
 instance runs in one worker; a protocol with lanes (RCC) spreads its instances
 over ``replica.worker_threads`` workers, and the checkpoint thread becomes the
 lanes' coordinator (fabric.runtime.lanes). Client signatures are
@@ -128,7 +130,12 @@ class Replica:
         self.batch_rings = [
             Ring(cap, f"batch-{b}", multi_producer=multi_in) for b in range(rc.batch_threads)
         ]
-        self.execute_ring = Ring(cap, "execute", multi_producer=True)
+        # execution.pipeline inline: no execute thread; worker 0 executes, and its ring is
+        # also the execute ring (stable checkpoints, lanes' Delivers: E_ tags never equal W_ tags)
+        self.inline = cfg.execution.pipeline == "inline"
+        self.execute_ring = (
+            self.worker_ring if self.inline else Ring(cap, "execute", multi_producer=True)
+        )
         self.checkpoint_ring = Ring(cap, "checkpoint", multi_producer=True)
         self.output_ring = Ring(
             cap, "output", multi_producer=True, multi_consumer=rc.output_threads > 1
@@ -136,7 +143,7 @@ class Replica:
         self.rings = [
             *self.worker_rings,
             *self.batch_rings,
-            self.execute_ring,
+            *([] if self.inline else [self.execute_ring]),
             self.checkpoint_ring,
             self.output_ring,
         ]
@@ -202,6 +209,15 @@ class Replica:
             )
             for b, ring in enumerate(self.batch_rings)
         ]
+        self.execute = ExecuteStage(
+            "execute",
+            shared,
+            self.executor,
+            self.execute_ring,
+            self.output_ring,
+            self.checkpoint_ring,
+            n,
+        )
         self.workers = [
             WorkerStage(
                 f"worker-{k}",
@@ -217,19 +233,12 @@ class Replica:
                 self.checkpoint_ring,
                 tick_s=cfg.protocol.tick_ms / 1000.0,
                 index=k,
+                # pipeline inline: worker 0 does the execute stage's work on its own thread
+                inline=self.execute if self.inline and k == 0 else None,
             )
             for k, ring in enumerate(self.worker_rings)
         ]
         self.unused_worker_threads = rc.worker_threads - len(self.workers)
-        self.execute = ExecuteStage(
-            "execute",
-            shared,
-            self.executor,
-            self.execute_ring,
-            self.output_ring,
-            self.checkpoint_ring,
-            n,
-        )
         self.checkpoint: CheckpointStage | LaneCoordinator
         if self.lanes_mode:
             self.checkpoint = LaneCoordinator(
@@ -262,7 +271,7 @@ class Replica:
         ]
         self.stages: list[Stage] = [
             *self.outputs,
-            self.execute,
+            *([] if self.inline else [self.execute]),
             self.checkpoint,
             *self.workers,
             *self.batchers,
@@ -362,6 +371,7 @@ class Replica:
             "role": "replica",
             "node": self.id,
             "protocol": self.cfg.protocol.name,
+            "pipeline": self.cfg.execution.pipeline,
             "started_at": self.started_at,
             "stopped_at": self.stopped_at,
             "t0": self.t0,

@@ -432,6 +432,52 @@ def test_f_failures_are_accepted() -> None:
     assert [(x.replica, x.kind) for x in cfg.failures] == [(0, "crash"), (5, "silent")]
 
 
+def test_restart_takes_a_down_time() -> None:
+    cfg = load_config(overrides=_failures("[{replica: 2, at_s: 5, kind: restart, down_s: 3}]"))
+    assert cfg.failures == (Failure(replica=2, at_s=5.0, kind="restart", down_s=3.0),)
+    # the resolved config (config.yaml of a run) round-trips the down time
+    assert config_from_mapping(config_to_dict(cfg)).failures == cfg.failures
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "fragments"),
+    [
+        ("{replica: 1, at_s: 5, kind: restart}", "failures[0].down_s", ["> 0"]),
+        ("{replica: 1, at_s: 5, kind: restart, down_s: 0}", "failures[0].down_s", ["> 0"]),
+        ("{replica: 1, at_s: 20, kind: restart, down_s: 10}", "failures[0].down_s", ["< run"]),
+        ("{replica: 1, at_s: 5, kind: restart, down_s: -1}", "failures[0].down_s", ["0.."]),
+        ("{replica: 1, at_s: 5, kind: crash, down_s: 2}", "failures[0].down_s", ["restart"]),
+        (
+            "{replica: 1, at_s: 5, kind: restart, down_s: 2, duration_s: 1}",
+            "failures[0].duration_s",
+            ["stall"],
+        ),
+    ],
+)
+def test_bad_restart(entry: str, key: str, fragments: list[str]) -> None:
+    err = _error(_failures(f"[{entry}]"))
+    assert err.key == key
+    for fragment in fragments:
+        assert fragment in str(err), str(err)
+
+
+def test_a_restart_counts_against_f() -> None:
+    err = _error(
+        _failures(
+            "[{replica: 1, at_s: 5, kind: restart, down_s: 2}, {replica: 2, at_s: 1, kind: crash}]"
+        )
+    )
+    assert err.key == "failures" and "at most f" in str(err)
+
+
+def test_pipeline_knob() -> None:
+    assert load_config().execution.pipeline == "decoupled"
+    assert load_config(overrides=["execution.pipeline=inline"]).execution.pipeline == "inline"
+    err = _error(["execution.pipeline=monolithic"])
+    assert err.key == "execution.pipeline"
+    assert "decoupled" in str(err) and "inline" in str(err)
+
+
 # --- experiment files ------------------------------------------------------------------------
 
 

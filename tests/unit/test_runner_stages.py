@@ -35,6 +35,7 @@ from fabric.runtime.stages import (
 from protocols.base import (
     Broadcast,
     CancelTimer,
+    Deliver,
     Protocol,
     ProtocolConfig,
     Send,
@@ -256,6 +257,62 @@ def test_worker_hands_pending_requests_to_the_protocol_when_it_is_not_the_propos
     # as a backup receives them from the clients (PBFT then forwards them to the primary)
     assert proto.received == [(N, req(5)), (N + 1, req(6, client=N + 1))]
     assert worker.forwarded == 2 and worker.proposed == 0 and not worker.drops
+
+
+class DeliveringProtocol(ScriptedProtocol):
+    """Delivers one batch per message with timestamp 20..29 (seq = ts - 19) and records what
+    the executor had applied when each message arrived (the inline pipeline's promise)."""
+
+    def __init__(self, config: ProtocolConfig, verifier: Any, executor: Executor) -> None:
+        super().__init__(config, verifier)
+        self.executor = executor
+        self.seen_executed: list[int] = []
+
+    def receive(self, sender: int, msg: Any) -> list:
+        self.seen_executed.append(self.executor.last_seq)
+        if 20 <= msg.timestamp < 30:
+            batch = make_batch((req(msg.timestamp, client=N),))
+            return [Deliver(msg.timestamp - 19, 0, batch, speculative=True)]
+        return []
+
+
+def test_inline_pipeline_executes_each_delivery_on_the_worker_before_its_next_message():
+    shared = ReplicaShared(1, N)
+    rings = worker_rings()
+    executor = Executor(record_count=100, value_size=8)
+    proto = DeliveringProtocol(ProtocolConfig(replica_id=1, n=N), FakeVerifier(), executor)
+    # the execute stage is built but not started: the worker runs its code (apply_items)
+    execute = ExecuteStage(
+        "execute", shared, executor, rings["worker"], rings["output"], rings["checkpoint"], N
+    )
+    worker = WorkerStage("worker-0", shared, proto, *rings.values(), tick_s=0.01, inline=execute)
+    with Running(worker, *rings.values()):
+        # one pop: three messages; each delivery is executed before the next message
+        rings["worker"].push_many([(W_MSG, 0, req(20)), (W_MSG, 0, req(21)), (W_MSG, 0, req(5))])
+        replies = drain(rings["output"], 2)
+        feedback = drain(rings["checkpoint"], 2)
+        assert executor.speculative_batches() == 2
+        # a stable checkpoint comes back on the worker ring (the inline execute ring)
+        rings["worker"].push((E_COMMIT, 2))
+        deadline = time.monotonic() + 5
+        while executor.speculative_batches() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert proto.seen_executed == [0, 1, 2]
+    assert [(dest, r.seq) for dest, r in replies] == [(N, 1), (N, 2)]
+    assert [(tag, seq) for tag, seq, _ in feedback] == [(C_EXECUTED, 1), (C_EXECUTED, 2)]
+    assert executor.speculative_batches() == 0  # E_COMMIT applied: undo logs trimmed
+    assert len(rings["execute"]) == 0  # nothing went to an execute thread
+    assert execute.txns_total == 4 and execute.last_seq == 2 and worker.delivered == 2
+
+
+def test_execute_ring_tags_never_equal_worker_ring_tags():
+    # the inline pipeline carries both kinds on the worker ring and tells them apart by tag
+    from fabric.runtime.stages import base
+
+    worker_tags = {v for k, v in vars(base).items() if k.startswith("W_")}
+    execute_tags = {v for k, v in vars(base).items() if k.startswith("E_") and k != "E_FIRST"}
+    assert execute_tags and worker_tags
+    assert min(execute_tags) >= base.E_FIRST > max(worker_tags)
 
 
 # --- execute, checkpoint ----------------------------------------------------------------

@@ -19,6 +19,9 @@ input and output stages, which take a Receiver/Sender-like object):
                    from a local heap; -> output ring, execute ring, checkpoint ring
     ExecuteStage   execute ring -> Executor.apply in seq order -> one Reply per
                    request -> output ring; executed feedback -> checkpoint ring
+                   (execution.pipeline inline: no execute thread; the worker calls
+                   its apply_items on each Deliver, and the worker ring is the
+                   execute ring for stable checkpoints and lanes' Delivers)
     CheckpointStage  checkpoint ring -> executed feedback to the worker, stable
                    checkpoints to the executor (commit_upto: trims undo logs)
     OutputStage    output ring -> encode once, MAC per destination, send
@@ -46,6 +49,7 @@ from fabric.runtime.stages.base import (
     CHUNK,
     E_COMMIT,
     E_DELIVER,
+    E_FIRST,
     E_ROLLBACK,
     MAX_BACKLOG,
     MAX_LOGGED_ERRORS,
@@ -84,6 +88,7 @@ __all__ = [
     "CheckpointStage",
     "E_COMMIT",
     "E_DELIVER",
+    "E_FIRST",
     "E_ROLLBACK",
     "ExecuteStage",
     "InputStage",

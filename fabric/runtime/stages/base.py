@@ -24,10 +24,13 @@ W_BATCH = 1  # (W_BATCH, batch)
 W_EXECUTED = 2  # (W_EXECUTED, seq, state_digest)
 W_FRONTIER = 3  # (W_FRONTIER, round, deciding instance): lanes protocols (fabric.runtime.lanes)
 W_CHECKPOINT = 4  # (W_CHECKPOINT, round, state_digest): lanes protocols
-# execute ring items
-E_DELIVER = 0  # (E_DELIVER, seq, view, batch, speculative)
-E_ROLLBACK = 1  # (E_ROLLBACK, to_seq)
-E_COMMIT = 2  # (E_COMMIT, seq): a stable checkpoint; speculative state up to seq is final
+# execute ring items; their tags never equal a worker ring tag: with execution.pipeline
+# inline the worker ring is also the execute ring (the worker executes), and the worker tells
+# them apart by tag (E_FIRST and above are execute items)
+E_FIRST = 16
+E_DELIVER = 16  # (E_DELIVER, seq, view, batch, speculative)
+E_ROLLBACK = 17  # (E_ROLLBACK, to_seq)
+E_COMMIT = 18  # (E_COMMIT, seq): a stable checkpoint; speculative state up to seq is final
 # checkpoint ring items
 C_EXECUTED = 0  # (C_EXECUTED, seq, state_digest)
 C_STABLE = 1  # (C_STABLE, seq, digest)

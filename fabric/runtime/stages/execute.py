@@ -1,6 +1,8 @@
 """The execute stage: applies committed batches in sequence order through the Executor
 (fabric.runtime.execute: engines, undo log, ledger), answers each request once, feeds
-executed(seq) back through the checkpoint ring.
+executed(seq) back through the checkpoint ring. ``apply_items`` is that work without the
+thread: with ``execution.pipeline: inline`` the stage is not started and the worker calls
+it (fabric.runtime.stages.worker), so both pipelines run the same code.
 
 Must not live here: how a batch is executed (fabric.runtime.execute and its engines).
 """
@@ -52,45 +54,53 @@ class ExecuteStage(Stage):
     def loop(self) -> None:
         stop = self.shared.stop
         ring = self.execute_ring
+        while not stop.is_set():
+            items = self.pop(ring)
+            if not items:
+                continue
+            replies, feedback = self.apply_items(items)
+            if replies:
+                self.push_all(self.output_ring, replies)
+            if feedback:
+                self.push_all(self.checkpoint_ring, feedback)
+
+    def apply_items(self, items: list[Any]) -> tuple[list[Any], list[Any]]:
+        """Apply execute-ring items in order; the replies (for the output ring) and the
+        executed feedback (for the checkpoint ring) they produce. The one place a delivered
+        batch is executed: this thread's loop calls it (pipeline decoupled), or the worker
+        that delivered the batch does, before its next message (execution.pipeline inline)."""
         executor = self.executor
         apply = executor.apply
         remember = self.shared.replies.put
         me = self.shared.id
         n = self.n
         per_s = self.executed_per_s
-        while not stop.is_set():
-            items = self.pop(ring)
-            if not items:
-                continue
-            replies: list[Any] = []
-            feedback: list[Any] = []
-            for item in items:
-                tag = item[0]
-                if tag == E_DELIVER:
-                    _, seq, view, batch, speculative = item
-                    results = apply(seq, batch, speculative, view)
-                    total = executor.txns_executed
-                    txns = total - self.txns_total
-                    self.txns_total = total
-                    for req, result in results:
-                        cid = req.client_id
-                        if cid >= n:
-                            ts = req.timestamp
-                            reply = Reply(view, seq, me, cid, ts, result, speculative)
-                            remember((cid, ts), reply)
-                            replies.append((cid, reply))
-                    self.batches += 1
-                    self.last_seq = seq
-                    per_s.add(time.time(), txns)
-                    feedback.append((C_EXECUTED, seq, executor.state_digest()))
-                elif tag == E_ROLLBACK:
-                    executor.rollback(item[1])
-                    self.shared.replies.clear()  # speculative replies past the rollback are void
-                    self.rollbacks += 1
-                    self.last_seq = executor.last_seq
-                else:
-                    executor.commit_upto(item[1])
-            if replies:
-                self.push_all(self.output_ring, replies)
-            if feedback:
-                self.push_all(self.checkpoint_ring, feedback)
+        replies: list[Any] = []
+        feedback: list[Any] = []
+        for item in items:
+            tag = item[0]
+            if tag == E_DELIVER:
+                _, seq, view, batch, speculative = item
+                results = apply(seq, batch, speculative, view)
+                total = executor.txns_executed
+                txns = total - self.txns_total
+                self.txns_total = total
+                for req, result in results:
+                    cid = req.client_id
+                    if cid >= n:
+                        ts = req.timestamp
+                        reply = Reply(view, seq, me, cid, ts, result, speculative)
+                        remember((cid, ts), reply)
+                        replies.append((cid, reply))
+                self.batches += 1
+                self.last_seq = seq
+                per_s.add(time.time(), txns)
+                feedback.append((C_EXECUTED, seq, executor.state_digest()))
+            elif tag == E_ROLLBACK:
+                executor.rollback(item[1])
+                self.shared.replies.clear()  # speculative replies past the rollback are void
+                self.rollbacks += 1
+                self.last_seq = executor.last_seq
+            else:
+                executor.commit_upto(item[1])
+        return replies, feedback

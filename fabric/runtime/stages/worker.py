@@ -1,6 +1,10 @@
 """The worker stage: owns the protocol state machine (calls in, actions out), its timers
 (a local heap, ``Timers``), and sends the actions on: frames to the output ring, Delivers
-to the execute ring, feedback to the checkpoint ring.
+to the execute ring, feedback to the checkpoint ring. With ``execution.pipeline: inline``
+(``inline=`` the replica's ExecuteStage, not started as a thread) the worker executes each
+Deliver itself, through that stage's ``apply_items``, before it handles the next message,
+and takes execute items (E_FIRST and above: stable checkpoints, lanes' Delivers) from its
+own ring.
 
 Must not live here: protocol logic (protocols/), multi-lane coordination (fabric.runtime.lanes).
 """
@@ -19,6 +23,7 @@ from fabric.runtime.ring import Ring
 from fabric.runtime.stages.base import (
     C_STABLE,
     E_DELIVER,
+    E_FIRST,
     E_ROLLBACK,
     MAX_LOGGED_ERRORS,
     MAX_PENDING_BATCHES,
@@ -116,8 +121,10 @@ class WorkerStage(Stage):
         tick_s: float,
         max_pending: int = MAX_PENDING_BATCHES,
         index: int = 0,
+        inline: Any = None,
     ) -> None:
         super().__init__(name, shared)
+        self.inline = inline  # an ExecuteStage whose work this thread does (pipeline inline)
         self.index = index  # this worker's slot in shared.proposer_flags
         self.protocol = protocol
         self.worker_ring = worker_ring
@@ -187,6 +194,9 @@ class WorkerStage(Stage):
                     actions = protocol.executed(item[1], item[2])
                 elif tag == W_FRONTIER:
                     actions = protocol.observe_frontier(item[1], item[2])
+                elif tag >= E_FIRST:  # pipeline inline: an execute item (this ring is both)
+                    self._execute_inline([item])
+                    continue
                 else:
                     actions = protocol.checkpoint(item[1], item[2])
                 if actions:
@@ -234,6 +244,15 @@ class WorkerStage(Stage):
                 self.push_all(self.output_ring, out)
                 out = []
 
+    def _execute_inline(self, items: list[Any]) -> None:
+        """Pipeline inline: execute on this thread (the execute stage's own code), then hand
+        the replies to the output ring and the executed feedback to the checkpoint ring."""
+        replies, feedback = self.inline.apply_items(items)
+        if replies:
+            self.push_all(self.output_ring, replies)
+        if feedback:
+            self.push_all(self.checkpoint_ring, feedback)
+
     def _protocol_error(self, sender: int, msg: Any, exc: Exception) -> None:
         """A message made the protocol raise: count it by exception type and drop it; the
         traceback is logged once per (message type, exception type), at most
@@ -275,7 +294,11 @@ class WorkerStage(Stage):
                 out.append((self.peers, a.msg))
             elif tp is Deliver:
                 self.delivered += 1
-                exe.append((E_DELIVER, a.seq, a.view, a.batch, a.speculative))
+                item = (E_DELIVER, a.seq, a.view, a.batch, a.speculative)
+                if self.inline is not None:
+                    self._execute_inline([item])  # before the next action and message
+                else:
+                    exe.append(item)
             elif tp is SetTimer:
                 self.timers.set(a.timer, a.ticks, time.monotonic())
             elif tp is CancelTimer:
@@ -283,7 +306,10 @@ class WorkerStage(Stage):
             elif tp is StableCheckpoint:
                 chk.append((C_STABLE, a.seq, a.digest))
             elif tp is Rollback:
-                exe.append((E_ROLLBACK, a.to_seq))
+                if self.inline is not None:
+                    self._execute_inline([(E_ROLLBACK, a.to_seq)])
+                else:
+                    exe.append((E_ROLLBACK, a.to_seq))
             elif tp is ViewEntered:
                 self.view = a.view
                 self.primary = a.primary
