@@ -293,6 +293,11 @@ class PbftNormalCase:
         if sender in slot.prepares:
             self._ignore("duplicate")
             return
+        if slot.prepared:
+            # §4.2: the prepared certificate holds 2f matching prepares; a later one adds
+            # nothing, so it is neither verified (an Ed25519 verify with signed votes) nor kept
+            self._ignore("after_prepared")
+            return
         if self.sign_votes and not self._valid_prepare_signature(p):
             self._ignore("bad_signature")
             return
