@@ -160,6 +160,26 @@ def test_ed25519_sign_and_verify() -> None:
     assert not v1.verify(0, b"prepare 7", flipped)
 
 
+def test_ed25519_is_rfc_8032_and_refuses_malformed_keys() -> None:
+    """RFC 8032 §7.1 TEST 1 (empty message): the libsodium backend signs exactly the
+    standard signature, so keys and signatures are those of any other Ed25519 library."""
+    seed = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    pub = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+    sig = bytes.fromhex(
+        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155"
+        "5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+    )
+    keys = auth.KeyStore({}, {0: seed}, {0: pub})
+    v = auth.Ed25519Verifier(0, keys)
+    assert keys.public_key_bytes(0) == pub
+    assert v.sign(b"") == sig == auth.signer(keys, 0)(b"")
+    assert v.verify(0, b"", sig) and not v.verify(0, b"x", sig)
+    with pytest.raises(ValueError):
+        auth.KeyStore({}, {0: seed[:31]}, {})
+    with pytest.raises(ValueError):
+        auth.KeyStore({}, {}, {0: pub + b"x"})
+
+
 def test_request_signing() -> None:
     client = 5
     req = signed_request(auth.signer(KEYS, client), client, 42, b"txns")
