@@ -74,11 +74,14 @@ def throughput_timeline(
     warmup_s: float = 0.0,
     events: Sequence[tuple[float, str]] = (),
     crashed: dict[str, float] | None = None,
+    down: dict[str, tuple[float, float | None]] | None = None,
 ) -> Figure:
     """Transactions per second per node over time (``time_s,node,role,txn``).
 
     ``crashed`` (replica node -> crash time s): that replica's line ends at its crash with an
     ``x`` and its legend says so, instead of running on at zero as if it were alive.
+    ``down`` (replica node -> (killed s, back s or None)): a restarted replica; its line breaks
+    over the interval it was down (shaded in its colour, its legend names it) and goes on after.
 
     Replicas (executed) are solid lines in shades of the protocol's colour, clients (accepted)
     dashed black; the warm-up is shaded and injected faults (``events``: time, text) marked, so a
@@ -101,6 +104,22 @@ def throughput_timeline(
         if died is not None:
             rows = rows[rows["time_s"] <= died]
             name = f"{name} (crashed at {died:.1f} s)"
+        gap = (down or {}).get(str(node)) if role != "client" else None
+        if gap is not None:
+            killed, back = gap
+            end = back if back is not None else float("inf")
+            # the seconds it was down (after the kill's partial second) are no zeros: a break
+            rows = rows.astype({"txn": float})
+            rows.loc[(rows["time_s"] > killed) & (rows["time_s"] + 1 < end), "txn"] = float("nan")
+            ax.axvspan(
+                killed,
+                end if back is not None else rows["time_s"].max(),
+                color=shades.get(str(node), "grey"),
+                alpha=0.15,
+                lw=0,
+            )
+            back_text = f"back at {back:.1f} s" if back is not None else "never back"
+            name = f"{name} (down at {killed:.1f} s, {back_text})"
         if role == "client":
             ax.plot(
                 rows["time_s"],
@@ -118,7 +137,7 @@ def throughput_timeline(
                 "-",
                 color=shades[str(node)],
                 lw=1.6,
-                label=f"{name} (executed)" if died is None else name,
+                label=f"{name} (executed)" if died is None and gap is None else name,
             )
             if died is not None and len(rows):
                 ax.plot(

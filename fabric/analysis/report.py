@@ -213,13 +213,15 @@ def _run_figures(
             table = table[table["time_s"] < float(duration_s)]
         events = _fault_events(config)
         crashed = _crash_times(paths)
+        down = _down_intervals(paths)
         out.append(
             _draw(
                 fig,
                 paths.figure(fig.name),
-                lambda: plots.throughput_timeline(table, protocol, warmup_s, events, crashed),
+                lambda: plots.throughput_timeline(table, protocol, warmup_s, events, crashed, down),
                 "Replicas: transactions executed per second; clients: transactions accepted "
-                "per second. Shaded: warm-up. Dotted lines: injected faults.",
+                "per second. Shaded: warm-up (grey), a restarted replica's down time (its "
+                "colour). Dotted lines: injected faults.",
             )
         )
     else:
@@ -318,6 +320,20 @@ def _crash_times(paths: RunPaths) -> dict[str, float]:
         at = pd.to_numeric(row["failure_at_s"], errors="coerce")
         if row["role"] == "replica" and row["state"] == "crashed" and pd.notna(at):
             out[str(row["node"])] = float(at)
+    return out
+
+
+def _down_intervals(paths: RunPaths) -> dict[str, tuple[float, float | None]]:
+    """Restarted replica node -> (killed s, back s or None), from summary.json's per-node
+    failure records (empty when absent)."""
+    summary, _ = _read_json(paths.summary)
+    out: dict[str, tuple[float, float | None]] = {}
+    for node, row in _mapping(summary, "per_node").items():
+        fail = row.get("failure") if isinstance(row, Mapping) else None
+        if isinstance(fail, Mapping) and fail.get("kind") == "restart":
+            at, back = fail.get("at_s"), fail.get("back_at_s")
+            if isinstance(at, int | float):
+                out[str(node)] = (float(at), float(back) if isinstance(back, int | float) else None)
     return out
 
 

@@ -13,9 +13,11 @@ counts with the fraction of the second inside the window.
 
 A run's status is ``ok``, ``degraded`` (no problem, but an honest replica ended more than
 ``degraded_lag_seq`` sequence numbers behind the most advanced honest one: it is named) or
-``failed``. Honest = not configured to crash or go silent; a stalled replica is honest. A
-replica that crashed as configured has no stats of its own: the runner hands in what it
-sampled while the replica ran (``stats_source: runner``), shown as crashed at t everywhere.
+``failed``. Honest = not configured to crash or go silent; a stalled or restarted replica is
+honest. A replica that crashed as configured has no stats of its own: the runner hands in what
+it sampled while the replica ran (``stats_source: runner``), shown as crashed at t everywhere.
+A restarted replica's stats are both lives merged by the runner (fabric.harness.runner
+``merge_restart``): its ``failure`` says when it was killed and back (``restart_note``).
 
 Must not live here: starting or stopping processes (fabric.harness.runner), plots
 (fabric.analysis.report), anything that needs the run to be live.
@@ -284,7 +286,12 @@ def build_summary(
     for node, st in sorted(replica_stats.items()):
         fail = st.get("failure") or {}
         state = str(fail.get("kind", "")) or ("no_stats" if not st else "ok")
-        state = {"crash": "crashed", "silent": "silent", "stall": "stalled"}.get(state, state)
+        state = {
+            "crash": "crashed",
+            "silent": "silent",
+            "stall": "stalled",
+            "restart": "restarted",
+        }.get(state, state)
         at_s = fail.get("at_s")
         tables.nodes.append(
             (
@@ -432,6 +439,20 @@ def format_cpu_ledger(ledger: Mapping[str, Any] | None, indent: str = "  ") -> l
     return lines
 
 
+def restart_note(fail: Mapping[str, Any], never_back: bool = False) -> str:
+    """``killed at 5.0 s, down 3 s, back at 9.4 s (seq 812 before; state from a snapshot at
+    seq 800)``: a restarted replica's two lives in one line (res.out, report.html)."""
+    text = f"killed at {float(fail.get('at_s', 0)):.1f} s, down {float(fail.get('down_s', 0)):g} s"
+    if never_back or fail.get("back_at_s") is None:
+        text += ", never back: figures until the kill sampled by the runner"
+        return text
+    text += f", back at {float(fail['back_at_s']):.1f} s (seq {fail.get('seq_before', 0)} before"
+    installed = int(fail.get("installed_seq", 0) or 0)
+    if installed > 0:
+        text += f"; state from a snapshot at seq {installed}"
+    return text + "; figures until the kill sampled by the runner)"
+
+
 def _engine_counters(st: Mapping[str, Any]) -> dict[str, Any] | None:
     """The engine block of a replica's executor stats (None from an older or failed replica)."""
     eng = (st.get("executor") or {}).get("engine")
@@ -519,7 +540,9 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
     for node, row in summary["per_node"].items():
         note = ""
         fail = row.get("failure")
-        if fail:
+        if fail and fail.get("kind") == "restart":
+            note = f"   [{restart_note(fail, row.get('stats_source') == 'runner')}]"
+        elif fail:
             kind = {"crash": "crashed", "stall": "stalled"}.get(fail["kind"], fail["kind"])
             note = f"   [{kind} at {fail['at_s']:.1f} s"
             if fail.get("duration_s"):
@@ -576,12 +599,17 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
         for node, row in summary["per_node"].items()
         if row.get("stats_source") == "runner"
     }
+    restarted = {
+        int(node)
+        for node, row in summary["per_node"].items()
+        if (row.get("failure") or {}).get("kind") == "restart"
+    }
     for node, role, rss, cpu in tables.memory:
-        note = (
-            "   (until its crash: the runner's last sample)"
-            if role == "replica" and node in sampled
-            else ""
-        )
+        note = ""
+        if role == "replica" and node in sampled:
+            note = "   (until its crash: the runner's last sample)"
+        elif role == "replica" and node in restarted:
+            note = "   (both lives: CPU added, the larger peak)"
         add(f"  {role:<7} {node:>3}: {_fmt(rss)} MB, {_fmt(cpu, ',.2f')} CPU-s{note}")
     add("")
     ledger = format_cpu_ledger(summary.get("cpu_ledger"))

@@ -14,7 +14,12 @@ While the run lasts the runner keeps each child's progress lines (executed seq, 
 transactions) and samples its CPU and peak RSS from /proc about once a second, so a replica
 killed by a configured ``crash`` keeps its figures up to the crash (``stats_source: runner``).
 A ``stall`` failure is the runner's own: it SIGSTOPs the replica's process group at ``at_s``
-and SIGCONTs it ``duration_s`` later (and before any stop or kill).
+and SIGCONTs it ``duration_s`` later (and before any stop or kill). So is a ``restart``: it
+SIGKILLs the replica's process group at ``at_s`` and, ``down_s`` later, starts the same replica
+again (same id and ports, same log, ``--restart``: it reloads its durable state and rejoins),
+sending it the run's ``start <t0>`` once it is ready. Its figures before the kill (the
+runner's samples) and after (its own stats) are merged (``merge_restart``), it stays honest:
+audited, and DEGRADED if it ends behind.
 
 A run is DEGRADED (status degraded, exit 3) when nothing failed but an honest replica ends
 more than ``run.degraded_lag_seq`` sequence numbers behind (fabric.analysis.summary names it).
@@ -107,6 +112,9 @@ class Child:
     exited_at: float | None = None  # epoch s the runner noticed the exit
     stop_requested: bool = False  # the runner said "stop": exit code 0 is expected
     stopped: bool = False  # SIGSTOPped by a stall failure, not yet continued
+    retired: bool = False  # SIGKILLed by a restart failure: a later Child is the same replica
+    restarted: bool = False  # started again after a restart failure (--restart)
+    start_sent: bool = False  # told "start <t0>"
     # (epoch_s, txns, seq, view) of every progress line, and the last /proc sample
     samples: deque[tuple[float, int, int, int]] = field(
         default_factory=lambda: deque(maxlen=MAX_PROGRESS_SAMPLES)
@@ -164,7 +172,7 @@ class Child:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def sampled_stats(self, t0: float) -> dict[str, Any]:
+    def sampled_stats(self, t0: float, kind: str = "crash") -> dict[str, Any]:
         """Stats rebuilt from what the runner sampled while this replica ran (it wrote none)."""
         per_s: dict[int, int] = {}
         before = 0
@@ -181,7 +189,7 @@ class Child:
             "executed_txns": last[1],
             "view": last[3],
             "resources": dict(self.resources or {}),
-            "failure": {"kind": "crash", "at": at, "at_s": round(at - t0, 3)},
+            "failure": {"kind": kind, "at": at, "at_s": round(at - t0, 3)},
             "stats_source": "runner",
         }
 
@@ -231,6 +239,8 @@ class Runner:
         self.crash_plan = {f.replica for f in cfg.failures if f.kind == "crash"}
         self.stall_plan = {f.replica: f for f in cfg.failures if f.kind == "stall"}
         self.stalls_done: dict[int, dict[str, Any]] = {}  # replica -> failure record
+        self.restart_plan = {f.replica: f for f in cfg.failures if f.kind == "restart"}
+        self.restarts: dict[int, dict[str, Any]] = {}  # replica -> failure record (so far)
         self._log_files: list[IO[bytes]] = []
         self._tty = sys.stderr.isatty()
         self._last_line = 0.0
@@ -239,11 +249,14 @@ class Runner:
         self._accepted_samples: deque[tuple[float, int]] = deque(maxlen=64)
 
     # processes ------------------------------------------------------------------------
-    def _spawn(self, role: str, node: int) -> Child:
+    def _spawn(self, role: str, node: int, restart: bool = False) -> Child:
         log_path = (
             self.paths.replica_log(node) if role == "replica" else self.paths.client_log(node)
         )
-        log = log_path.open("wb")
+        log = log_path.open("ab" if restart else "wb")  # a restart goes on in the same log
+        if restart:
+            log.write(b"--- restarted by the runner (failure kind restart) ---\n")
+            log.flush()
         self._log_files.append(log)
         argv = [
             sys.executable,
@@ -256,6 +269,7 @@ class Runner:
             str(node),
             "--run-dir",
             str(self.paths.root),
+            *(["--restart"] if restart else []),
         ]
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
@@ -270,7 +284,7 @@ class Runner:
             bufsize=1,
             start_new_session=True,  # own process group: signalled as a group, never by name
         )
-        child = Child(role, node, proc, log_path)
+        child = Child(role, node, proc, log_path, restarted=restart)
         child.start_reader()
         self.children.append(child)
         return child
@@ -291,6 +305,8 @@ class Runner:
             child.exit_noted = True
             child.exited_at = time.time()
             at = f"t={time.time() - self.t0:.1f} s" if self.t0 else "before the start"
+            if child.retired:  # the runner's own SIGKILL (restart): expected
+                continue
             if child.stop_requested:
                 if rc != 0:
                     self.problems.append(f"{child.label} exited with code {rc} at stop")
@@ -331,6 +347,7 @@ class Runner:
             if self.check_deaths():
                 return
             self._apply_stalls(now)
+            self._apply_restarts(now)
             self._show_progress(now)
             time.sleep(min(0.2, max(0.0, until - now)))
 
@@ -357,6 +374,59 @@ class Runner:
                     f"continued (SIGCONT) at t={now - self.t0:.1f} s"
                 )
 
+    def _apply_restarts(self, now: float) -> None:
+        """SIGKILL a replica whose restart begins (by its process group); start it again
+        (same id, same ports, ``--restart``) ``down_s`` later; tell it the run's t0 once it
+        is ready. Each step happens once per planned restart."""
+        for node, plan in self.restart_plan.items():
+            record = self.restarts.get(node)
+            child = self._current("replica", node)
+            if child is None:
+                continue
+            if record is None:
+                if now < self.t0 + plan.at_s or child.proc.poll() is not None:
+                    continue
+                child.retired = True
+                child.exited_at = now
+                child.signal_group(signal.SIGKILL)
+                try:
+                    child.proc.wait(TERM_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    self.problems.append(f"{child.label} did not die of SIGKILL (restart)")
+                last = child.samples[-1] if child.samples else (now, 0, 0, 0)
+                self.restarts[node] = {
+                    "kind": "restart",
+                    "at": now,
+                    "at_s": round(now - self.t0, 3),
+                    "down_s": plan.down_s,
+                    "seq_before": last[2],
+                    "txns_before": last[1],
+                }
+                self.events.append(
+                    f"replica {node} killed (SIGKILL) at t={now - self.t0:.1f} s, as configured "
+                    f"(restart after {plan.down_s:g} s; seq {last[2]} when killed)"
+                )
+            elif child.retired:
+                if now >= self.t0 + plan.at_s + plan.down_s:
+                    self._spawn("replica", node, restart=True)
+                    record["started_at_s"] = round(now - self.t0, 3)
+            elif child.restarted and not child.start_sent and child.ready.is_set():
+                child.say(f"start {self.t0:.6f}")
+                child.start_sent = True
+                record["back_at_s"] = round(now - self.t0, 3)
+                self.events.append(
+                    f"replica {node} started again at t={record['started_at_s']:.1f} s, "
+                    f"ready at t={now - self.t0:.1f} s (restart)"
+                )
+
+    def _current(self, role: str, node: int) -> Child | None:
+        """The latest process of ``role`` ``node`` (a restart starts a second one)."""
+        found = None
+        for child in self.children:
+            if child.role == role and child.node == node:
+                found = child
+        return found
+
     @staticmethod
     def _continue(child: Child) -> None:
         if child.stopped:
@@ -376,7 +446,9 @@ class Runner:
         then, before = samples[0] if len(samples) > 1 else (self.t0, 0)
         rate = (accepted - before) / (now - then) if now > then else 0.0
         seqs = " ".join(
-            str(c.progress.seq) if c.progress else "-" for c in self.children if c.role == "replica"
+            (str(c.progress.seq) if c.progress else "-") if c.proc.poll() is None else "down"
+            for c in self.children
+            if c.role == "replica" and not (c.retired and c.node in self._respawned())
         )
         elapsed = now - self.t0
         phase = "warm-up" if elapsed < self.cfg.run.warmup_s else "measure"
@@ -389,6 +461,9 @@ class Runner:
         elif int(elapsed) % 5 == 0:
             sys.stderr.write(text + "\n")
         sys.stderr.flush()
+
+    def _respawned(self) -> set[int]:
+        return {c.node for c in self.children if c.restarted}
 
     def drain(self, lag_seq: int, max_s: float = DRAIN_MAX_S) -> None:
         """Wait (bounded) until the honest replicas' reported seqs are within ``lag_seq``."""
@@ -457,6 +532,7 @@ class Runner:
     def read_stats(self) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
         replicas: dict[int, dict[str, Any]] = {}
         clients: dict[int, dict[str, Any]] = {}
+        before: dict[int, dict[str, Any]] = {}  # restarted replica -> its first life's figures
         for child in self.children:
             path = (
                 self.paths.replica_stats(child.node)
@@ -466,6 +542,9 @@ class Runner:
             if child.expected_exit:  # a configured crash writes nothing: what the runner sampled
                 replicas[child.node] = child.sampled_stats(self.t0)
                 continue
+            if child.retired:  # a restart's first life: what the runner sampled until the kill
+                before[child.node] = child.sampled_stats(self.t0, "restart")
+                continue
             try:
                 data = json.loads(path.read_text())
             except (OSError, ValueError) as exc:
@@ -473,12 +552,67 @@ class Runner:
                 continue
             if child.role == "replica" and child.node in self.stalls_done:
                 data["failure"] = self.stalls_done[child.node]
+            if child.role == "replica" and child.restarted and child.node in before:
+                data = merge_restart(before.pop(child.node), data, self.restarts[child.node])
             for what in data.get("fatal", []) or []:
                 self.problems.append(f"{child.label} stage failed: {what}")
             for what in data.get("errors", []) or []:
                 self.problems.append(f"{child.label} failed: {what}")
             (replicas if child.role == "replica" else clients)[child.node] = data
+        for node, first in before.items():  # killed, never back (or no stats after): keep these
+            first["failure"] = {**first["failure"], **self.restarts.get(node, {})}
+            replicas[node] = first
         return replicas, clients
+
+
+def merge_restart(
+    before: dict[str, Any], after: dict[str, Any], record: dict[str, Any]
+) -> dict[str, Any]:
+    """One replica's figures over both lives of a restart: the runner's samples until the
+    kill (``before``) and the stats the restarted process wrote (``after``). Per-second
+    executed counts are summed per second (the down interval has none), CPU seconds add up,
+    peak RSS is the larger; the rest is the restarted process's own (its ledger, threads,
+    rings, messages). ``failure`` is the restart's record (kill and ready times, seq before);
+    ``restart`` keeps both lives' own figures."""
+    per_s: dict[int, int] = {}
+    for sec, count in [*before.get("executed_per_s", []), *after.get("executed_per_s", [])]:
+        per_s[int(sec)] = per_s.get(int(sec), 0) + int(count)
+    res_b = before.get("resources") or {}
+    res_a = after.get("resources") or {}
+    resources = dict(res_a)
+    if res_b.get("cpu_s") is not None and res_a.get("cpu_s") is not None:
+        resources["cpu_s"] = round(float(res_b["cpu_s"]) + float(res_a["cpu_s"]), 3)
+    rss = [float(r["peak_rss_mb"]) for r in (res_b, res_a) if r.get("peak_rss_mb") is not None]
+    if rss:
+        resources["peak_rss_mb"] = max(rss)
+    base = after.get("ledger_base") or [0, ""]
+    merged = dict(after)
+    merged.update(
+        {
+            "executed_per_s": [[sec, count] for sec, count in sorted(per_s.items())],
+            "executed_txns": int(before.get("executed_txns", 0) or 0)
+            + int(after.get("executed_txns", 0) or 0),
+            "resources": resources,
+            "failure": {
+                **record,
+                "installed_seq": int(base[0]),
+                "seq_after": after.get("executed_seq", 0),
+            },
+            "restart": {
+                "before": {
+                    k: before.get(k)
+                    for k in ("executed_seq", "executed_txns", "resources", "stats_source")
+                },
+                "after": {
+                    "executed_seq": after.get("executed_seq", 0),
+                    "executed_txns": after.get("executed_txns", 0),
+                    "resources": res_a,
+                    "ledger_base_seq": int(base[0]),
+                },
+            },
+        }
+    )
+    return merged
 
 
 def _audit(cfg: Any, replicas: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
@@ -493,7 +627,13 @@ def _audit(cfg: Any, replicas: dict[int, dict[str, Any]]) -> dict[str, Any] | No
     honest = [node for node in chains if node not in failed]
     if not honest:
         return None
-    result = audit_ledgers(chains, honest=honest)
+    # a replica whose state was installed from a snapshot holds no blocks below it
+    bases = {
+        node: (int(st["ledger_base"][0]), st["ledger_base"][1])
+        for node, st in replicas.items()
+        if node in chains and st.get("ledger_base") and int(st["ledger_base"][0]) > 0
+    }
+    result = audit_ledgers(chains, honest=honest, bases=bases)
     return {
         "ok": result.ok,
         "common_prefix": result.common_prefix,
@@ -601,6 +741,7 @@ def run_experiment(
         failures=tuple(
             {"replica": f.replica, "at_s": f.at_s, "kind": f.kind}
             | ({"duration_s": f.duration_s} if f.kind == "stall" else {})
+            | ({"down_s": f.down_s} if f.kind == "restart" else {})
             for f in cfg.failures
         ),
         crypto=_crypto_label(cfg),

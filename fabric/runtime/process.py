@@ -2,7 +2,7 @@
 (fabric.runtime.replica) and a client (fabric.runtime.client).
 
 Both take the same command line (``--config`` the run's resolved YAML, ``--id``, ``--run-dir``,
-``--ignore-stdin``), refuse a bad config or an address in use with one line and exit 2,
+``--ignore-stdin``; a replica also ``--restart``), refuse a bad config or an address in use with one line and exit 2,
 stop on SIGTERM/SIGINT and on the runner's stop line (``ChildControl``), write their stats
 as JSON atomically, and leave with ``os._exit`` when a thread did not stop (a stuck thread
 may hold a socket, and interpreter teardown would wait for it).
@@ -26,9 +26,10 @@ T = TypeVar("T")
 
 
 def parse_args(
-    prog: str, description: str, id_help: str, argv: list[str] | None
+    prog: str, description: str, id_help: str, argv: list[str] | None, restart: bool = False
 ) -> argparse.Namespace:
-    """The child command line: --config, --id, --run-dir, --ignore-stdin."""
+    """The child command line: --config, --id, --run-dir, --ignore-stdin (and, with
+    ``restart``, the replica's --restart)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", required=True, help="the resolved config of the run (YAML)")
     parser.add_argument("--id", type=int, required=True, help=id_help)
@@ -38,6 +39,13 @@ def parse_args(
         action="store_true",
         help="start at once and ignore stdin (started by hand; stop it with SIGTERM)",
     )
+    if restart:
+        parser.add_argument(
+            "--restart",
+            action="store_true",
+            help="started again after a kill (failure kind restart): reload the durable "
+            "state in the run folder and rejoin",
+        )
     return parser.parse_args(argv)
 
 

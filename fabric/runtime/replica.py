@@ -29,7 +29,8 @@ Lifecycle: bind sockets, start threads, print ``ready`` (fabric.harness.control)
 write ``stats/replica-<i>.json`` (counters, rings, threads, per-second executed
 transactions, the ledger hash chain for the audit). A ``failures:`` entry for
 this replica crashes it (os._exit with CRASH_EXIT_CODE, no stats: a crash) or
-silences it (drops every frame in and out) at ``t0 + at_s``. A stage that dies
+silences it (drops every frame in and out) at ``t0 + at_s``; a ``restart`` is the runner's
+(SIGKILL, then this command again with ``--restart``: ``Replica.restarted``). A stage that dies
 of an exception stops the replica and makes it exit 1.
 
 Must not live here: the stages' loops (fabric.runtime.stages), protocol logic, report tables.
@@ -81,7 +82,7 @@ def kind_names() -> dict[int, str]:
 class Replica:
     """The pipeline of one replica (threads, rings, sockets); ``start``, ``shutdown``, ``stats``."""
 
-    def __init__(self, cfg: Any, replica_id: int) -> None:
+    def __init__(self, cfg: Any, replica_id: int, restarted: bool = False) -> None:
         from fabric.harness.config import config_to_dict
         from fabric.runtime.execute import Executor
         from protocols import registry
@@ -93,6 +94,9 @@ class Replica:
             raise ValueError(f"replica id {replica_id} not in 0..{cfg.cluster.replicas - 1}")
         self.cfg = cfg
         self.id = replica_id
+        # started again by the runner after a kill (failure kind restart): durable state
+        # in the run folder is this replica's own, to reload before it rejoins
+        self.restarted = restarted
         n = cfg.cluster.replicas
         rc = cfg.replica
         cap = rc.ring_capacity
@@ -367,11 +371,13 @@ class Replica:
         except Exception as exc:  # status is introspection only: never lose the stats for it
             status = {"error": repr(exc)}
         workers = self.workers
+        ledger_base_seq = getattr(self.executor.ledger, "base_seq", 0)
         return {
             "role": "replica",
             "node": self.id,
             "protocol": self.cfg.protocol.name,
             "pipeline": self.cfg.execution.pipeline,
+            "restarted": self.restarted,
             "started_at": self.started_at,
             "stopped_at": self.stopped_at,
             "t0": self.t0,
@@ -412,14 +418,21 @@ class Replica:
             "fatal": list(self.shared.fatal),
             "stuck_threads": self.stuck_threads,
             "ledger": [[seq, h.hex()] for seq, h in self.executor.ledger.chain()],
+            # the seq the chain starts after, and its hash (0 and genesis unless this replica's
+            # state was installed from an image at that seq): the audit compares from there
+            "ledger_base": [ledger_base_seq, self.executor.ledger.hash_at(ledger_base_seq).hex()],
         }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = process.parse_args(
-        "python -m fabric replica", __doc__.split("\n")[0], "replica id, 0..n-1", argv
+        "python -m fabric replica",
+        __doc__.split("\n")[0],
+        "replica id, 0..n-1",
+        argv,
+        restart=True,
     )
-    built = process.build("replica", args, Replica)
+    built = process.build("replica", args, lambda cfg, i: Replica(cfg, i, restarted=args.restart))
     if built is None:
         return 2
     cfg, replica = built

@@ -45,8 +45,8 @@ def spawned(monkeypatch):
     children: list[runner.Child] = []
     original = runner.Runner._spawn
 
-    def spawn(self, role, node):
-        child = original(self, role, node)
+    def spawn(self, role, node, **kw):
+        child = original(self, role, node, **kw)
         children.append(child)
         return child
 

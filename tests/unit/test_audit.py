@@ -138,3 +138,39 @@ def test_an_empty_shortest_ledger_is_not_reported_as_all_empty() -> None:
     assert "all empty" not in result.message
     assert "longest holds 2" in result.message
     assert "all empty" in audit_ledgers({0: [], 1: []}).message
+
+
+# --- a replica installed from a snapshot (state transfer after a restart) ------------------
+
+
+def test_a_snapshot_replica_is_compared_from_its_base_and_the_message_says_so() -> None:
+    good = chain_of(VALUES)
+    base_seq, base_hash = good[3]  # its state was installed at seq 4: it holds 5..10 only
+    chains = {0: good, 1: good, 2: good[4:], 3: good[:8]}
+    res = audit_ledgers(chains, bases={2: (base_seq, base_hash)})
+    assert res.ok, res.message
+    assert res.common_prefix == 8
+    assert "replica 2 compared from seq 4" in res.message and "snapshot" in res.message
+    # without its base the same chain is a gap at the start
+    assert not audit_ledgers(chains).ok
+
+
+def test_a_snapshot_whose_base_hash_disagrees_is_a_divergence_at_the_base() -> None:
+    good = chain_of(VALUES)
+    forked = chain_of(VALUES[:3] + [b"other"] + VALUES[4:])
+    res = audit_ledgers({0: good, 1: good, 2: good[4:]}, bases={2: (4, forked[3][1])})
+    assert not res.ok and res.first_divergence is not None
+    assert res.first_divergence[0] == 4 and "seq 4" in res.message
+
+
+def test_a_snapshot_replica_that_diverges_later_is_caught() -> None:
+    good = chain_of(VALUES)
+    forked = chain_of(VALUES[:6] + [b"other"] + VALUES[7:])
+    res = audit_ledgers({0: good, 1: good, 2: forked[4:]}, bases={2: good[3]})
+    assert not res.ok and res.first_divergence is not None and res.first_divergence[0] == 7
+
+
+def test_a_snapshot_chain_must_start_right_after_its_base() -> None:
+    good = chain_of(VALUES)
+    res = audit_ledgers({0: good, 1: good[5:]}, bases={1: good[3]})
+    assert not res.ok and "replica 1" in res.message and "not 5" in res.message

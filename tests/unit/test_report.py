@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import math
 import re
 import shutil
 from pathlib import Path
@@ -293,3 +294,18 @@ def test_a_crashed_replicas_line_ends_at_its_crash() -> None:
     crashed = lines["replica 0 (crashed at 3.2 s)"]
     assert max(crashed.get_xdata()) <= 3.2
     assert max(lines["replica 1 (executed)"].get_xdata()) == 9
+
+
+def test_a_restarted_replicas_line_breaks_while_it_was_down_and_goes_on_after() -> None:
+    rows = [(t, node, "replica", 100) for t in range(12) for node in (0, 1) if node or t < 4]
+    rows += [(t, 0, "replica", 150) for t in range(7, 12)]  # replica 0's second life
+    table = pd.DataFrame(rows, columns=["time_s", "node", "role", "txn"])
+    fig = plots.throughput_timeline(
+        table, "pbft", 1.0, [(3.5, "restart replica 0")], down={"0": (3.5, 6.8)}
+    )
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    back = lines["replica 0 (down at 3.5 s, back at 6.8 s)"]
+    ys = dict(zip(back.get_xdata(), back.get_ydata(), strict=True))
+    assert ys[3] == 100 and ys[7] == 150 and ys[11] == 150  # before and after the restart
+    assert all(math.isnan(ys[t]) for t in (4, 5))  # down: a break, not zeros
+    assert max(lines["replica 1 (executed)"].get_xdata()) == 11

@@ -435,3 +435,62 @@ def test_the_null_baseline_is_never_degraded_since_only_replica_0_executes():
     assert runner._degraded_lag_seq(load_config(None, ["protocol.name=null"])) == 0
     pbft = load_config(None, ["run.degraded_lag_seq=7"])
     assert runner._degraded_lag_seq(pbft) == 7
+
+
+def test_a_restarted_replica_keeps_both_lives_in_every_table(tmp_path: Path):
+    """Issue 12 item 4: the runner's samples until the kill and the restarted process's own
+    stats make one replica: per-second counts of both lives (none while down), CPU added, the
+    larger peak, the restarted process's ledger; honest, so DEGRADED applies to it."""
+    first = runner.Child("replica", 2, _FakeProc(), tmp_path / "r2.log")  # type: ignore[arg-type]
+    base = int(T0)
+    for s in range(1, 4):  # killed after three progress lines: 1000 txns, 10 seqs a second
+        first.samples.append((base + s + 0.5, 1000 * s, 10 * s, 0))
+    first.resources = {"cpu_s": 1.5, "peak_rss_mb": 70.0}
+    first.exited_at = T0 + 3.6
+    record = {
+        "kind": "restart",
+        "at": T0 + 3.6,
+        "at_s": 3.6,
+        "down_s": 2.0,
+        "seq_before": 30,
+        "txns_before": 3000,
+        "started_at_s": 5.6,
+        "back_at_s": 6.4,
+    }
+    after = replica_stats(2, seq=100, ledger_base=[40, "ab" * 32])
+    after["executed_per_s"] = [[base + s, 2000] for s in range(7, 12)]
+    after["resources"] = {"cpu_s": 2.0, "peak_rss_mb": 65.0}
+    merged = runner.merge_restart(first.sampled_stats(T0, "restart"), after, record)
+    per_s = dict(merged["executed_per_s"])
+    assert [per_s.get(base + s, 0) for s in range(0, 12)] == [0, 1000, 1000, 1000] + [0] * 3 + [
+        2000
+    ] * 5
+    assert merged["resources"] == {"cpu_s": 3.5, "peak_rss_mb": 70.0}
+    assert merged["executed_seq"] == 100 and merged["ledger_base"] == [40, "ab" * 32]
+    assert merged["failure"]["kind"] == "restart" and merged["failure"]["installed_seq"] == 40
+    assert merged["restart"]["before"]["executed_seq"] == 30
+    reps = {2: merged, **{i: replica_stats(i, seq=400) for i in (0, 1, 3)}}
+    inf = info(
+        failures=({"replica": 2, "at_s": 3.6, "kind": "restart", "down_s": 2.0},),
+        degraded_lag_seq=100,
+    )
+    summary, tables = build_summary(inf, reps, {4: client_stats()}, None, [], [])
+    # honest: it ended 300 behind the others, so the run is degraded and names it
+    assert summary["run"]["status"] == "degraded" and "replica 2" in summary["run"]["degraded"]
+    assert summary["final_seq"]["2"] == 100
+    assert (2, "replica", "restarted", 3.6, 100, 0, 300, "process") in tables.nodes
+    assert (2, "replica", 70.0, 3.5) in tables.memory
+    text = format_report(summary, tables)
+    assert "killed at 3.6 s, down 2 s, back at 6.4 s (seq 30 before" in text
+    assert "state from a snapshot at seq 40" in text
+    assert "(both lives: CPU added, the larger peak)" in text
+
+
+def test_a_restarted_replica_that_never_came_back_is_said_so():
+    from fabric.analysis.summary import restart_note
+
+    record = {"kind": "restart", "at_s": 3.6, "down_s": 2.0, "seq_before": 30}
+    assert (
+        restart_note(record)
+        == "killed at 3.6 s, down 2 s, never back: figures until the kill sampled by the runner"
+    )
