@@ -177,6 +177,37 @@ class TransportSection:
     max_frame_bytes: int
 
 
+#: one-way delays between two regions: (region, other region, ms) triples, each pair once
+RegionDelays = tuple[tuple[str, str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSection:
+    """WAN emulation (fabric.harness.network): how links between nodes are shaped."""
+
+    emulation: str  # none | netem | transport
+    delay_ms: float  # one-way, every link inside a region (or every link without regions)
+    jitter_ms: float
+    loss_pct: float
+    rate_mbit: float  # each node's egress cap, 0 = none
+    regions: tuple[str, ...]  # node j is in regions[j % len(regions)]; () = one region
+    region_delay_ms: RegionDelays  # one-way delay between two distinct regions
+
+    def region_of(self, node_id: int) -> str:
+        """The region of node ``node_id`` ("" without regions)."""
+        return self.regions[node_id % len(self.regions)] if self.regions else ""
+
+    def link_delay_ms(self, source: int, target: int) -> float:
+        """The one-way delay configured from node ``source`` to node ``target``."""
+        a, b = self.region_of(source), self.region_of(target)
+        if a == b:
+            return self.delay_ms
+        for x, y, ms in self.region_delay_ms:
+            if {x, y} == {a, b}:
+                return ms
+        raise ValueError(f"no network.region_delay_ms entry between {a} and {b}")
+
+
 @dataclass(frozen=True, slots=True)
 class RunSection:
     duration_s: float
@@ -214,6 +245,7 @@ _SECTIONS: dict[str, type] = {
     "ledger": LedgerSection,
     "workload": WorkloadSection,
     "transport": TransportSection,
+    "network": NetworkSection,
     "run": RunSection,
 }
 _FAILURES = "failures"  # the one section that is a list (of Failure), not a mapping
@@ -258,6 +290,7 @@ class Config:
     ledger: LedgerSection
     workload: WorkloadSection
     transport: TransportSection
+    network: NetworkSection
     run: RunSection
     failures: tuple[Failure, ...]
 
@@ -397,6 +430,10 @@ _NON_EMPTY = _Rule(lambda v: len(v) > 0 and all(v), lambda: "non-empty")
 _THREADS = _between(1, 64)
 _HOUR_MS = 3_600_000
 _DAY_S = 86_400
+#: the longest one-way delay (and jitter) a link may be given, ms
+_MAX_DELAY_MS = 10_000
+#: the most loss a link may be given, percent (TCP over more than this barely moves)
+_MAX_LOSS_PCT = 50
 
 _RULES: dict[str, _Rule] = {
     "cluster.replicas": _between(4, 1024, "n >= 3f+1 with f >= 1"),
@@ -465,6 +502,16 @@ _RULES: dict[str, _Rule] = {
     "transport.send_hwm": _between(1, 10_000_000),
     "transport.recv_hwm": _between(1, 10_000_000),
     "transport.max_frame_bytes": _between(1024, 1 << 30),
+    "network.emulation": _one_of("none", "netem", "transport"),
+    "network.delay_ms": _between(0, _MAX_DELAY_MS),
+    "network.jitter_ms": _between(0, _MAX_DELAY_MS),
+    "network.loss_pct": _between(0, _MAX_LOSS_PCT),
+    "network.rate_mbit": _between(0, 100_000, "0 = no cap"),
+    "network.regions": _Rule(lambda v: all(v), lambda: "a list of non-empty region names"),
+    "network.region_delay_ms": _Rule(
+        lambda v: all(0 <= ms <= _MAX_DELAY_MS for _, _, ms in v),
+        lambda: f"one-way delays 0..{_MAX_DELAY_MS} ms",
+    ),
     "run.duration_s": _positive(_DAY_S),
     "run.warmup_s": _between(0, _DAY_S),
     "run.seed": _between(0, 2**63 - 1),
@@ -484,6 +531,7 @@ _TYPE_NAMES: dict[Any, str] = {
     float: "a number",
     str: "a string",
     tuple[str, ...]: "a list of strings",
+    RegionDelays: "a mapping region -> {other region: one-way ms}",
 }
 
 
@@ -503,12 +551,50 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     if typ == tuple[str, ...] and isinstance(value, list | tuple):
         if all(isinstance(item, str) for item in value):
             return tuple(value)
+    if typ == RegionDelays and isinstance(value, Mapping):
+        return _region_delays(key, value)
     rule = _RULES.get(_rule_name(key))
     allowed = _TYPE_NAMES[typ] + (f", {rule.allowed()}" if rule else "")
     hint = ""
     if typ in (int, float) and isinstance(value, str) and _looks_numeric(value):
         hint = " (a quoted number, or an exponent without a sign such as 1e3: write 1000)"
     raise ConfigError(key, f"{value!r} is not {_TYPE_NAMES[typ]}{hint}; allowed: {allowed}")
+
+
+def _region_delays(key: str, value: Mapping[Any, Any]) -> RegionDelays:
+    """``{a: {b: ms}}`` -> ((a, b, ms), ...), each unordered pair once (a symmetric matrix)."""
+    seen: dict[frozenset[str], float] = {}
+    out: list[tuple[str, str, float]] = []
+    for a, row in value.items():
+        if not isinstance(a, str) or not isinstance(row, Mapping):
+            raise ConfigError(
+                key,
+                f"{a!r}: {row!r} is not region: {{other region: ms}}; allowed: "
+                f"{_TYPE_NAMES[RegionDelays]}",
+            )
+        for b, ms in row.items():
+            where = f"{key}.{a}.{b}"
+            if not isinstance(b, str) or isinstance(ms, bool) or not isinstance(ms, int | float):
+                raise ConfigError(
+                    where, f"{ms!r} is not a number of ms; allowed: 0..{_MAX_DELAY_MS}"
+                )
+            if a == b:
+                raise ConfigError(
+                    where,
+                    "a region to itself; allowed: distinct regions (inside one region "
+                    "every link takes network.delay_ms)",
+                )
+            pair = frozenset((a, b))
+            if pair in seen and seen[pair] != ms:
+                raise ConfigError(
+                    where,
+                    f"{ms} but {b} -> {a} says {seen[pair]}; allowed: one delay per "
+                    "pair (links are symmetric)",
+                )
+            if pair not in seen:
+                seen[pair] = float(ms)
+                out.append((a, b, float(ms)))
+    return tuple(out)
 
 
 def _as_float(value: float) -> float:
@@ -670,6 +756,59 @@ def _check_relations(cfg: Config) -> None:
     _check_mix(cfg.workload)
     _check_execution(cfg)
     _check_failures(cfg)
+    _check_network(cfg)
+
+
+def _check_network(cfg: Config) -> None:
+    net = cfg.network
+    if net.emulation == "none":
+        for key in ("delay_ms", "jitter_ms", "loss_pct", "rate_mbit"):
+            if getattr(net, key):
+                raise ConfigError(
+                    f"network.{key}",
+                    f"{getattr(net, key)} with network.emulation=none does nothing; allowed: 0, "
+                    "or network.emulation: netem | transport",
+                )
+        for key in ("regions", "region_delay_ms"):
+            if getattr(net, key):
+                raise ConfigError(
+                    f"network.{key}",
+                    "set with network.emulation=none does nothing; allowed: empty, or "
+                    "network.emulation: netem | transport",
+                )
+        return
+    if cfg.transport.kind != "tcp":
+        raise ConfigError(
+            "transport.kind",
+            f"{cfg.transport.kind} with network.emulation={net.emulation}; allowed: tcp (the "
+            "emulated links carry TCP between network namespaces)",
+        )
+    from fabric.harness.network import addresses
+
+    if list(cfg.cluster.hosts) not in (["127.0.0.1"], addresses(cfg.node_count)):
+        raise ConfigError(
+            "cluster.hosts",
+            f"{list(cfg.cluster.hosts)} with network.emulation={net.emulation}; allowed: "
+            "[127.0.0.1] (every node runs in its own namespace on this machine, and the runner "
+            "writes each node's namespace address here)",
+        )
+    used = sorted({net.region_of(node) for node in range(cfg.node_count)})
+    named = {r for x, y, _ in net.region_delay_ms for r in (x, y)}
+    for region in sorted(named - set(net.regions)):
+        raise ConfigError(
+            "network.region_delay_ms",
+            f"region {region!r} is in no node's network.regions; allowed: "
+            f"{', '.join(sorted(set(net.regions))) or 'no entries without regions'}",
+        )
+    pairs = {frozenset((x, y)) for x, y, _ in net.region_delay_ms}
+    for i, a in enumerate(used):
+        for b in used[i + 1 :]:
+            if frozenset((a, b)) not in pairs:
+                raise ConfigError(
+                    "network.region_delay_ms",
+                    f"no delay between regions {a} and {b}; allowed: a mapping naming every "
+                    f"pair of regions that have nodes, e.g. {{{a}: {{{b}: 40}}}}",
+                )
 
 
 def _check_mix(workload: WorkloadSection) -> None:
@@ -901,9 +1040,17 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
             value = getattr(section, key)
             if f"{name}.{key}" in _ONE_OR_LIST and len(value) == 1:
                 out[name][key] = value[0]  # written as the one name it was given
+    out["network"]["region_delay_ms"] = _region_matrix(cfg.network.region_delay_ms)
     out[_FAILURES] = [
         {key: getattr(failure, key) for key in _FAILURE_SCHEMA} for failure in cfg.failures
     ]
+    return out
+
+
+def _region_matrix(delays: RegionDelays) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for a, b, ms in delays:
+        out.setdefault(a, {})[b] = ms
     return out
 
 

@@ -30,6 +30,13 @@ disagree. A replica killed by a configured ``crash`` failure is expected: it is
 reported as an event and the run passes if the rest commit. Ctrl-C or SIGTERM
 stops every process the runner started and still writes what it has.
 
+With ``network.emulation`` netem or transport the runner first asks fabric.harness.network
+whether this machine can emulate that network (NetworkUnavailable, raised before a folder is
+made or a process started, names what is missing), writes each node's namespace address into
+cluster.hosts, builds the namespaces before the first process starts (each child runs under
+``ip netns exec``) and removes them after the last one is gone, on every path out (a failed
+run, Ctrl-C, SIGTERM); namespaces left behind make the run fail, named.
+
 Must not live here: the report's arithmetic and text (fabric.analysis.summary), plots
 (fabric.analysis.report), sweeps (fabric.harness.sweep), anything inside a replica.
 """
@@ -227,10 +234,11 @@ def _unique_folder(results_root: Path, cfg: Any, label: str) -> RunPaths:
 class Runner:
     """One run's processes and bookkeeping (``run_experiment`` drives it)."""
 
-    def __init__(self, cfg: Any, paths: RunPaths, progress: bool) -> None:
+    def __init__(self, cfg: Any, paths: RunPaths, progress: bool, network: Any = None) -> None:
         self.cfg = cfg
         self.paths = paths
         self.progress = progress
+        self.network = network  # fabric.harness.network.Network, or None (loopback)
         self.children: list[Child] = []
         self.problems: list[str] = []
         self.events: list[str] = []
@@ -271,6 +279,8 @@ class Runner:
             str(self.paths.root),
             *(["--restart"] if restart else []),
         ]
+        if self.network is not None:  # inside the node's namespace (ip netns exec execs)
+            argv = self.network.exec_prefix(node) + argv
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         proc = subprocess.Popen(
@@ -521,6 +531,33 @@ class Runner:
             child.signal_group(signal.SIGKILL)
         self._wait(self.children, TERM_TIMEOUT_S)
 
+    # the emulated network ------------------------------------------------------------------
+    def build_network(self) -> bool:
+        """Create the run's namespaces (if it has an emulated network); False if that failed
+        (the problem is noted, nothing was started)."""
+        if self.network is None:
+            return True
+        from fabric.harness.network import NetworkError, describe
+
+        try:
+            self.network.create()
+        except NetworkError as exc:
+            self.problems.append(f"the emulated network could not be built: {exc}")
+            return False
+        self.events.append(describe(self.cfg))
+        return True
+
+    def remove_network(self) -> None:
+        """Delete the run's namespaces, veths, bridge and qdiscs (after every process is gone)."""
+        if self.network is None:
+            return
+        try:
+            left = self.network.remove()
+        except Exception as exc:  # say so; never lose the run's results for it
+            left = [f"{type(exc).__name__}: {exc}"]
+        if left:
+            self.problems.append(f"network namespaces left behind: {', '.join(left)}")
+
     def close_logs(self) -> None:
         for log in self._log_files:
             try:
@@ -651,6 +688,20 @@ def _audit(cfg: Any, replicas: dict[int, dict[str, Any]]) -> dict[str, Any] | No
     }
 
 
+def _emulated_network(cfg: Any) -> tuple[Any, Any]:
+    """``cfg`` with each node's namespace address in cluster.hosts, and the Network to build
+    (or ``cfg``, None without emulation). NetworkUnavailable names what this machine lacks."""
+    if cfg.network.emulation == "none":
+        return cfg, None
+    from fabric.harness import network
+
+    network.check(cfg)
+    hosts = network.addresses(cfg.node_count)
+    return cfg.with_overrides([f"cluster.hosts={json.dumps(hosts)}"]), network.Network(
+        cfg.node_count, cfg.network
+    )
+
+
 def _with_free_ports(cfg: Any) -> Any:
     """``cfg``, moved to a free loopback port block if its tcp ports are taken right now.
 
@@ -680,16 +731,18 @@ def run_experiment(
     cfg: Any, results_root: Path, label: str = "", progress: bool = False, report: bool = True
 ) -> RunOutcome:
     """Run one experiment with ``cfg``; write its folder under ``results_root``; never raise
-    for a failed run (the outcome says why), only for a folder that cannot be written.
+    for a failed run (the outcome says why), only for a folder that cannot be written or an
+    emulated network this machine cannot build (fabric.harness.network.NetworkUnavailable).
     ``report`` draws the run's figures and report.html at the end (also after a failure)."""
     from fabric.harness.config import dump_config
 
     draw = report  # the name is taken below by the report's text
     results_root = Path(results_root)
+    cfg, network = _emulated_network(cfg)  # NetworkUnavailable before anything starts
     cfg = _with_free_ports(cfg)
     paths = _unique_folder(results_root, cfg, label or cfg.run.label).make()
     dump_config(cfg, paths.config)
-    runner = Runner(cfg, paths, progress)
+    runner = Runner(cfg, paths, progress, network)
     lag_seq = _degraded_lag_seq(cfg)
     interrupted = False
     stopped_at: float | None = None
@@ -701,8 +754,9 @@ def run_experiment(
 
         previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_term)
     try:
-        runner.start_all()
-        if runner.wait_ready(READY_TIMEOUT_S):
+        if runner.build_network():
+            runner.start_all()
+        if runner.children and runner.wait_ready(READY_TIMEOUT_S):
             runner.t0 = time.time()
             for child in runner.children:
                 child.say(f"start {runner.t0:.6f}")
@@ -719,6 +773,7 @@ def run_experiment(
         runner.problems.append(f"interrupted ({type(exc).__name__} {exc})".strip())
     finally:
         runner.kill_all()
+        runner.remove_network()
         runner.close_logs()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -887,6 +942,7 @@ def run_from_args(
     """Run the one experiment the parsed options name (``--sweep`` is dispatched before this,
     by fabric.harness.cli); the exit code: 0 ok, 3 degraded, 1 failed, 2 a usage error."""
     from fabric.harness.config import ConfigError, load_config
+    from fabric.harness.network import NetworkUnavailable
 
     if args.sweep:
         parser.error("--sweep is dispatched by fabric.harness.cli, not by the runner")
@@ -911,6 +967,9 @@ def run_from_args(
         print(f"run-cluster: note: {warning}", file=sys.stderr)
     try:
         outcome = run_experiment(cfg, results_root, label=label, progress=not args.quiet)
+    except NetworkUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:
         print(f"\nrun-cluster: interrupted; every process stopped. {exc}", file=sys.stderr)
         return 130

@@ -47,6 +47,7 @@ from fabric.analysis.metrics import (
 )
 from protocols.base import ReplyRule
 from protocols.common import Reply, Request, signed_request
+from transport.delay_line import line_stats
 
 # --- the sans-IO core -------------------------------------------------------------------
 
@@ -287,6 +288,7 @@ class ClientProcess:
 
     def __init__(self, cfg: Any, client_id: int) -> None:
         from fabric.harness.config import config_to_dict
+        from fabric.harness.network import shaped_sender
         from fabric.runtime.ring import Ring
         from protocols import registry
         from transport.auth import LinkAuth, derive_keys
@@ -338,12 +340,16 @@ class ClientProcess:
                 replica_kinds=frozenset({Reply.KIND}),
             ),
         )
-        self.sender = Sender(
-            self.ctx,
-            addressing,
+        self.sender = shaped_sender(  # network.emulation: transport delays in a delay line
+            cfg,
+            Sender(
+                self.ctx,
+                addressing,
+                client_id,
+                LinkAuth(mac, client_id, self.keys),
+                send_hwm=cfg.transport.send_hwm,
+            ),
             client_id,
-            LinkAuth(mac, client_id, self.keys),
-            send_hwm=cfg.transport.send_hwm,
         )
         # Each generator inserts in its own lane of keys (no two clients insert one key):
         # GENERATORS_PER_CLIENT lanes per client, the last for the inline generator.
@@ -543,6 +549,7 @@ class ClientProcess:
                     else {}
                 ),
             },
+            "delay_line": line_stats([self.sender]),  # network.emulation: transport
             "resources": process_resources(),
             "errors": self.errors,
         }

@@ -69,6 +69,7 @@ from protocols import codec, limits
 from protocols.common import Request
 from transport import wire
 from transport.auth import TAG_BYTES
+from transport.delay_line import line_stats
 
 #: seconds the whole stop sequence may take before the process gives up waiting
 STOP_BUDGET_S = 5.0
@@ -84,6 +85,7 @@ class Replica:
 
     def __init__(self, cfg: Any, replica_id: int, restarted: bool = False) -> None:
         from fabric.harness.config import config_to_dict
+        from fabric.harness.network import shaped_sender
         from fabric.runtime.execute import Executor
         from protocols import registry
         from transport.auth import LinkAuth, derive_keys, make_verifier
@@ -262,12 +264,17 @@ class Replica:
             OutputStage(
                 f"output-{k}",
                 shared,
-                Sender(
-                    self.ctx,
-                    addressing,
+                shaped_sender(  # network.emulation: transport delays in a delay line
+                    cfg,
+                    Sender(
+                        self.ctx,
+                        addressing,
+                        replica_id,
+                        LinkAuth(mac, replica_id, keys),
+                        send_hwm=cfg.transport.send_hwm,
+                    ),
                     replica_id,
-                    LinkAuth(mac, replica_id, keys),
-                    send_hwm=cfg.transport.send_hwm,
+                    f"delay-line-{k}",
                 ),
                 self.output_ring,
             )
@@ -387,6 +394,7 @@ class Replica:
             "rings": [ring.stats() for ring in self.rings],
             "messages": {"sent": sent, "received": received},
             "drops": drops,
+            "delay_line": line_stats(s.sender for s in self.outputs),  # network.emulation
             "executed_per_s": self.execute.executed_per_s.as_pairs(),
             "executed_txns": self.execute.txns_total,
             "executed_batches": self.execute.batches,
