@@ -1,0 +1,232 @@
+"""The floor of CPU per committed transaction: what a PBFT run must spend, against what it spends.
+
+Issue 16 asked for CPU per transaction cut by a third; where that is out of reach, this
+benchmark shows where the remaining time goes. It runs one cluster (PBFT with MAC votes by
+default, as ``bench cluster`` does) and then, in this process, measures the unavoidable
+work per transaction with the fabric's own code, one primitive at a time:
+
+- client signatures: one Ed25519 verify per request at every replica (the BFT rule: a
+  replica never trusts the primary's word for a client's request) and one sign per request
+  at the client (transport.auth, libsodium);
+- messages: for each kind and direction, the run's own message counts (messages.csv) times
+  the cost of building + sealing (sent) or opening + decoding (received) one such frame
+  with real sizes (transport.wire, transport.auth); sockets and thread hand-offs excluded;
+- execution: every replica executes every transaction (fabric.runtime.execute.Executor,
+  YCSB as configured, decode included);
+- workload: generating the client's transactions (workloads.ycsb).
+
+The floor is their sum per committed transaction; "above the floor" is the run's CPU
+ledger minus it: protocol logic, rings and thread hand-offs, ZeroMQ's I/O threads, the
+Python interpreter's loops around the primitives. Printed, never asserted.
+
+``python -m bench floor`` (BENCH_FLOOR_RUN=pbft|pbft-mac|null, default pbft-mac;
+BENCH_FLOOR_DURATION_S, default 12). Must not live here: anything the runtime imports.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PASSES = 5
+
+
+def _us(fn: Callable[[], Any], n: int) -> float:
+    """Median over PASSES of the mean CPU µs per call of ``fn`` (n calls per pass), from this
+    thread's CPU clock: like the run's CPU ledger, it does not count time spent waiting for
+    a core, so the floor and the ledger stay comparable on a busy machine."""
+    samples = []
+    for _ in range(PASSES):
+        started = time.thread_time()
+        for _ in range(n):
+            fn()
+        samples.append((time.thread_time() - started) / n * 1e6)
+    return statistics.median(samples)
+
+
+def _message_counts(folder: Path) -> dict[tuple[str, str], int]:
+    """(kind, direction) -> count, summed over every node of the run."""
+    counts: dict[tuple[str, str], int] = {}
+    with open(folder / "messages.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            key = (row["kind"], row["direction"])
+            counts[key] = counts.get(key, 0) + int(row["count"])
+    return counts
+
+
+def _samples(cfg: Any) -> dict[str, Any]:
+    """One real message of each kind a PBFT run sends, with the run's sizes."""
+    from protocols.common import Reply, make_batch, signed_request
+    from protocols.pbft.messages import Commit, Prepare, PrePrepare
+    from transport import auth
+    from workloads.txn import encode_txns
+    from workloads.ycsb import YcsbGenerator
+
+    keys = auth.derive_keys("bench-floor", 6)
+    w = cfg.workload
+    gen = YcsbGenerator(
+        1, w.record_count, w.value_size, key_chooser=w.key_chooser, zipf_theta=w.zipf_theta,
+        mix=w.mix,
+    )  # fmt: skip
+    per_request = cfg.client.txns_per_request or cfg.batching.batch_size
+    request = signed_request(auth.signer(keys, 5), 5, 1, encode_txns(gen.next_txns(per_request)))
+    batch = make_batch((request,) * max(1, cfg.batching.batch_size // per_request))
+    digest = batch.digest
+    return {
+        "keys": keys,
+        "gen": gen,
+        "per_request": per_request,
+        "request": request,
+        "batch": batch,
+        "messages": {
+            "Request": request,
+            "PrePrepare": PrePrepare(0, 0, 1, batch),
+            "Prepare": Prepare(0, 0, 1, digest, 1),
+            "Commit": Commit(0, 0, 1, digest, 1),
+            "Reply": Reply(0, 1, 1, 5, 1, digest, False),
+        },
+    }
+
+
+def _frame_costs(samples: dict[str, Any], scheme: str) -> dict[str, tuple[float, float]]:
+    """kind -> (µs to encode + seal one frame, µs to open + decode one) with ``scheme`` MACs."""
+    from transport import auth, wire
+
+    keys = samples["keys"]
+    out = {}
+    for kind, msg in samples["messages"].items():
+        sender, receiver = (5, 0) if kind == "Request" else (1, 0)
+        seal = auth.LinkAuth(scheme, sender, keys).seal
+        opener = auth.LinkAuth(scheme, receiver, keys).open
+        sealed = seal(receiver, wire.encode(msg, sender))
+        n = 300 if kind in ("PrePrepare", "Request") else 5000
+        send_us = _us(lambda: seal(receiver, wire.encode(msg, sender)), n)  # noqa: B023
+        recv_us = _us(lambda: wire.decode(opener(sealed)), n)  # noqa: B023
+        out[kind] = (send_us, recv_us)
+    return out
+
+
+def _execute_us_per_txn(cfg: Any, samples: dict[str, Any]) -> float:
+    from fabric.runtime.execute import Executor
+    from protocols.common import Request, make_batch
+    from workloads.txn import encode_txns
+
+    gen, per_request = samples["gen"], samples["per_request"]
+    blocks = [
+        make_batch((Request(7, ts, encode_txns(gen.next_txns(per_request)), b""),))
+        for ts in range(1, 201)
+    ]
+    ex = Executor(cfg.workload.record_count, cfg.workload.value_size)
+    try:
+        started = time.thread_time()
+        for seq, block in enumerate(blocks, 1):
+            ex.apply(seq, block)
+        return (time.thread_time() - started) / (len(blocks) * per_request) * 1e6
+    finally:
+        ex.close()
+
+
+def floor_rows(cfg: Any, folder: Path, ledger: dict[str, Any]) -> list[tuple[str, float, str]]:
+    """(component, µs per committed txn, how it was counted): the floor of the run in ``folder``."""
+    from transport import auth
+
+    txns = ledger["committed_txns"]
+    counts = _message_counts(folder)
+    samples = _samples(cfg)
+    n = cfg.n
+    per_request = samples["per_request"]
+    verifier = auth.Ed25519Verifier(0, samples["keys"])
+    client = auth.Ed25519Verifier(5, samples["keys"])
+    request = samples["request"]
+    payload = request.signing_payload()
+    verify_us = _us(lambda: verifier.verify(5, payload, request.signature), 300)
+    sign_us = _us(lambda: client.sign(payload), 500)
+    rows: list[tuple[str, float, str]] = []
+    signing = cfg.crypto.effective_client_signature == "ed25519"
+    if signing:
+        rows.append(
+            (
+                "client signature verify",
+                n * verify_us / per_request,
+                f"{n} replicas x {verify_us:.1f} us / {per_request} txns per request",
+            )
+        )
+        rows.append(("client signature sign", sign_us / per_request, f"{sign_us:.1f} us / request"))
+    scheme = cfg.crypto.effective_link_mac
+    costs = _frame_costs(samples, scheme)
+    for kind, (send_us, recv_us) in costs.items():
+        sent, received = counts.get((kind, "sent"), 0), counts.get((kind, "received"), 0)
+        if not sent and not received:
+            continue
+        us = (sent * send_us + received * recv_us) / txns
+        rows.append(
+            (
+                f"{kind} frames",
+                us,
+                f"{sent / txns * 100:.1f} sent x {send_us:.1f} us + "
+                f"{received / txns * 100:.1f} received x {recv_us:.1f} us per 100 txns",
+            )
+        )
+    exe_us = _execute_us_per_txn(cfg, samples)
+    executing = n if cfg.protocol.name != "null" else 1
+    rows.append(("execution", executing * exe_us, f"{executing} replicas x {exe_us:.2f} us"))
+    gen = samples["gen"]
+    gen_us = _us(lambda: gen.next_txns(100), 200) / 100
+    rows.append(("workload generation", gen_us, f"{gen_us:.2f} us per txn at the client"))
+    return rows
+
+
+def main() -> None:
+    from bench.cluster import RUNS
+    from fabric.analysis.summary import format_cpu_ledger
+    from fabric.harness.config import load_config
+    from fabric.harness.ports import free_port_block
+    from fabric.harness.runner import run_experiment
+
+    name = os.environ.get("BENCH_FLOOR_RUN", "pbft-mac")
+    if name not in RUNS:
+        raise SystemExit(f"BENCH_FLOOR_RUN: unknown run {name!r}; known: {list(RUNS)}")
+    duration = float(os.environ.get("BENCH_FLOOR_DURATION_S", "12"))
+    cfg = load_config(
+        None,
+        [
+            f"run.duration_s={duration}",
+            "run.warmup_s=3",
+            *RUNS[name],
+            f"transport.base_port={free_port_block(200)}",
+        ],
+    )
+    load = os.getloadavg()
+    print(f"   run {name}, {duration:g} s; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    outcome = run_experiment(cfg, Path(cfg.run.results_dir), label=f"bench-floor-{name}")
+    ledger = outcome.summary.get("cpu_ledger")
+    if not outcome.ok or not ledger or not ledger.get("committed_txns"):
+        raise SystemExit(
+            f"the run failed or committed nothing: {outcome.reason} ({outcome.folder})"
+        )
+    print(f"   {outcome.folder}: {outcome.summary['throughput_txn_s']:,.0f} txn/s")
+    for line in format_cpu_ledger(ledger, indent="   "):
+        print(line)
+    rows = floor_rows(cfg, Path(outcome.folder), ledger)
+    floor = sum(us for _, us, _ in rows)
+    measured = ledger["cluster_us_per_txn"]
+    print(f"   {'floor component':<26} {'us/txn':>7}   counted as")
+    for component, us, how in rows:
+        print(f"   {component:<26} {us:7.2f}   {how}")
+    print(f"   {'floor':<26} {floor:7.2f}")
+    print(
+        f"   {'measured (CPU ledger)':<26} {measured:7.2f}   above the floor: "
+        f"{measured - floor:.2f} us/txn ({(measured - floor) / measured:.0%}): protocol logic, "
+        f"rings, ZeroMQ I/O threads, interpreter loops"
+    )
+    load = os.getloadavg()
+    print(f"   load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
