@@ -97,6 +97,10 @@ class RunPaths:
     def stats(self) -> Path:
         return self.root / "stats"
 
+    def replica_dir(self, replica: int) -> Path:
+        """A replica's own data (its durable ledger, ledger.storage sqlite | lmdb)."""
+        return self.root / f"replica-{replica}"
+
     def replica_stats(self, replica: int) -> Path:
         return self.stats / f"replica-{replica}.json"
 

@@ -36,6 +36,12 @@ and the same ledger head (``state_digest``), whatever its engine.
   (store writes and replay-cache changes) until ``commit_upto`` covers it;
   ``rollback(to_seq)`` undoes such batches. A non-speculative batch, or one at or
   below the commit mark, is final and so is everything before it.
+- Changes for the persist stage (``record_changes=True``): every applied block also yields
+  ``(block, writes, clients)``: the (key, value after the block) it wrote, first-write order,
+  and the (client, timestamp, result) entries it added to the replay cache. Only final blocks
+  are handed out (``take_final``): a speculative one waits until ``commit_upto`` covers it
+  and is dropped by ``rollback``, so storage never holds a block that can be undone (the
+  wait is bounded by ``max_undo_batches``). ``redo`` applies such a record back (recovery).
 
 Must not live here: threads (the engines own theirs), rings, clocks, sockets, replies to
 clients (the runtime).
@@ -235,6 +241,10 @@ class _Undo:
     # (client_id, timestamp, evicted (ts, result) or None, previous floor, client was new)
 
 
+#: what the persist stage gets per final block: (block, writes, client entries)
+FinalBlock = tuple[Block, tuple[tuple[int, Any], ...], tuple[tuple[int, int, bytes], ...]]
+
+
 class Executor:
     """Applies ordered batches to the in-memory store and the ledger (see the module comment)."""
 
@@ -254,6 +264,7 @@ class Executor:
         threads: int = 1,
         txn_cost_us: float = 0.0,
         smallbank_accounts: int = DEFAULT_SMALLBANK_ACCOUNTS,
+        record_changes: bool = False,
     ) -> None:
         if record_count < 0 or value_size < 0:
             raise ValueError("record_count and value_size must be >= 0")
@@ -278,6 +289,9 @@ class Executor:
         self._final_seq = 0  # batches <= this can never be rolled back
         self._commit_mark = 0  # highest seq commit_upto was told about (may exceed last_seq)
         self._last_seq = 0
+        self.record_changes = record_changes
+        self._unfinal: deque[FinalBlock] = deque()  # speculative changes waiting for commit
+        self._final_out: list[FinalBlock] = []  # final changes not yet taken (take_final)
         # counters (cheap; read by stats())
         self._op_counts = [0] * len(OP_NAMES)
         self._batches = 0
@@ -363,16 +377,22 @@ class Executor:
             undo = _Undo(seq, [], [])
         admitted: list[tuple[Request, bytes | _Pending]] = []
         pending: list[_Pending] = []
+        record = self.record_changes
+        written: list[tuple[int, Any]] | None = None
+        remembered: list[tuple[int, int, Any]] | None = None
+        if record:
+            written = undo.store if undo is not None else []
+            remembered = []
         for req in batch.requests:
-            admitted.append((req, self._admit(req, undo, pending)))
+            admitted.append((req, self._admit(req, undo, pending, remembered)))
         if pending:
-            self._execute_pending(pending, undo)
+            self._execute_pending(pending, undo, written)
         out: list[tuple[Request, bytes]] = [
             (req, r.result if type(r) is _Pending else r)  # type: ignore[misc]
             for req, r in admitted
         ]
         results_digest = _sha256(b"".join(r for _, r in out)).digest()
-        self.ledger.append(seq, view, batch.digest, results_digest)
+        block = self.ledger.append(seq, view, batch.digest, results_digest)
         self._last_seq = seq
         self._batches += 1
         if undo is None:
@@ -380,9 +400,74 @@ class Executor:
             self._final_seq = seq
         else:
             self._undo.append(undo)
+        if record:
+            self._record(block, written, remembered, undo is None)  # type: ignore[arg-type]
         return out
 
-    def _admit(self, req: Request, undo: _Undo | None, pending: list[_Pending]) -> bytes | _Pending:
+    def _record(
+        self,
+        block: Block,
+        written: list[tuple[int, Any]],
+        remembered: list[tuple[int, int, Any]],
+        final: bool,
+    ) -> None:
+        store = self._store
+        writes = tuple({key: store[key] for key, _ in written}.items())
+        clients = tuple(
+            (cid, ts, r.result if type(r) is _Pending else r) for cid, ts, r in remembered
+        )
+        entry = (block, writes, clients)
+        if final:
+            if self._unfinal:
+                self._final_out.extend(self._unfinal)
+                self._unfinal.clear()
+            self._final_out.append(entry)
+        else:
+            self._unfinal.append(entry)
+
+    def take_final(self) -> list[FinalBlock]:
+        """The final blocks' changes applied since the last call, in seq order (record_changes)."""
+        out = self._final_out
+        if out:
+            self._final_out = []
+        return out
+
+    def redo(
+        self,
+        seq: int,
+        view: int,
+        batch_digest: bytes,
+        results_digest: bytes,
+        writes: Sequence[tuple[int, Any]],
+        clients: Sequence[tuple[int, int, bytes]],
+    ) -> Block:
+        """Apply a persisted final block back (recovery): its writes, its replay-cache entries
+        (through the same bounded window as ``apply``), its ledger block. Not handed out again."""
+        if seq != self._last_seq + 1:
+            raise ExecutionOrderError(f"redo of block {seq} after {self._last_seq}")
+        store = self._store
+        for key, value in writes:
+            store[key] = value
+        states = self._clients
+        for cid, ts, result in clients:
+            state = states.get(cid)
+            new_client = state is None
+            if state is None:
+                state = _ClientState()
+            self._remember(state, cid, ts, result, new_client, None)
+        block = self.ledger.append(seq, view, batch_digest, results_digest)
+        self._last_seq = seq
+        self._final_seq = seq
+        self._commit_mark = max(self._commit_mark, seq)
+        return block
+
+    def _admit(
+        self,
+        req: Request,
+        undo: _Undo | None,
+        pending: list[_Pending],
+        remembered: list[tuple[int, int, Any]] | None = None,
+    ) -> bytes | _Pending:
         """The replay-cache half of one request: its known result, or a ``_Pending`` slot
         whose transactions the engine runs with the rest of the block."""
         self._requests += 1
@@ -416,7 +501,21 @@ class Executor:
         else:
             result = _Pending(txns, state, ts)
             pending.append(result)
-        # remember the result for replays (bounded window per client)
+        if remembered is not None:
+            remembered.append((cid, ts, result))
+        self._remember(state, cid, ts, result, new_client, undo)
+        return result
+
+    def _remember(
+        self,
+        state: _ClientState,
+        cid: int,
+        ts: int,
+        result: Any,
+        new_client: bool,
+        undo: _Undo | None,
+    ) -> None:
+        """Remember ``result`` for replays of (cid, ts): a bounded window per client."""
         if new_client:
             self._clients[cid] = state
         results = state.results
@@ -430,9 +529,13 @@ class Executor:
                 state.floor = ev_ts
         if undo is not None:
             undo.clients.append((cid, ts, evicted, old_floor, new_client))
-        return result
 
-    def _execute_pending(self, pending: list[_Pending], undo: _Undo | None) -> None:
+    def _execute_pending(
+        self,
+        pending: list[_Pending],
+        undo: _Undo | None,
+        written: list[tuple[int, Any]] | None = None,
+    ) -> None:
         """Run every admitted request's transactions as one block on the engine, in order."""
         block: list[Txn] = []
         ends: list[int] = []
@@ -442,9 +545,9 @@ class Executor:
                 counts[txn[0]] += 1
             block.extend(p.txns)
             ends.append(len(block))
-        digests = self.engine.run(
-            block, ends, self._store, undo.store if undo is not None else None
-        )
+        if written is None and undo is not None:
+            written = undo.store
+        digests = self.engine.run(block, ends, self._store, written)
         for p, digest in zip(pending, digests, strict=True):
             p.result = digest
             if p.state.results.get(p.ts) is p:
@@ -471,6 +574,9 @@ class Executor:
             trimmed += 1
         if upto > self._final_seq:
             self._final_seq = upto
+        unfinal = self._unfinal
+        while unfinal and unfinal[0][0].seq <= upto:
+            self._final_out.append(unfinal.popleft())
         return trimmed
 
     def rollback(self, to_seq: int) -> int:
@@ -505,6 +611,9 @@ class Executor:
                 if new_client:
                     del clients[cid]
         self.ledger.truncate(to_seq)
+        unfinal = self._unfinal
+        while unfinal and unfinal[-1][0].seq > to_seq:
+            unfinal.pop()
         self._last_seq = to_seq
         self._rollbacks += 1
         self._rolled_back_batches += count

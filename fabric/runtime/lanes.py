@@ -254,7 +254,8 @@ class LaneCoordinator(Stage):
                 if note.seq > self.stable_seq:
                     self.stable_seq = note.seq
                     self.stable_count += 1
-                    self._queue(self.to_execute, (E_COMMIT, note.seq))
+                    proof = getattr(note, "proof", ())  # the certificate, when one is carried
+                    self._queue(self.to_execute, (E_COMMIT, note.seq, note.digest, proof))
             elif t is ViewEntered:
                 self.view = note.view
                 if len(self.view_changes) < 1000:

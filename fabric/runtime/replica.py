@@ -23,6 +23,12 @@ other replicas by the input thread that receives the batch-carrying message
 consults): the worker, which owns the protocol state, never spends 150 us per
 request on Ed25519 on its critical path unless the cache missed.
 
+A durable ledger (``ledger.storage: sqlite | lmdb``) adds the persist thread behind the
+execute stage (its own ring: fabric.runtime.stages.persist) and, before anything starts,
+recovery: the store in ``replica-<i>/`` is checked and redone into the executor
+(``self.recovered``); a ledger that fails its check refuses the start (exit 2, the file and
+the first bad block named).
+
 Lifecycle: bind sockets, start threads, print ``ready`` (fabric.harness.control);
 ``start <t0>`` from the runner fixes time zero for failure injection;
 ``stop``/EOF/SIGTERM/SIGINT stop every thread (bounded), close sockets and
@@ -65,6 +71,9 @@ from fabric.runtime.stages import (
     WorkerStage,
 )
 from fabric.runtime.stages.batch import max_batch_bytes
+from fabric.runtime.stages.persist import PersistStage
+from fabric.runtime.storage import LedgerStore, ledger_file, open_store
+from fabric.runtime.storage.recovery import RecoveredState, recover_into
 from protocols import codec, limits
 from protocols.common import Request
 from transport import wire
@@ -83,7 +92,9 @@ def kind_names() -> dict[int, str]:
 class Replica:
     """The pipeline of one replica (threads, rings, sockets); ``start``, ``shutdown``, ``stats``."""
 
-    def __init__(self, cfg: Any, replica_id: int, restarted: bool = False) -> None:
+    def __init__(
+        self, cfg: Any, replica_id: int, restarted: bool = False, run_dir: Path | None = None
+    ) -> None:
         from fabric.harness.config import config_to_dict
         from fabric.harness.network import shaped_sender
         from fabric.runtime.execute import Executor
@@ -167,7 +178,29 @@ class Replica:
             threads=cfg.execution.threads,
             txn_cost_us=cfg.execution.txn_cost_us,
             smallbank_accounts=wl.smallbank_accounts,
+            # a durable ledger: the executor hands each final block's changes to the persist stage
+            record_changes=cfg.ledger.storage != "memory",
         )
+        # ledger.storage sqlite | lmdb: the store in replica-<i>/ and what it held at start
+        # (checked and redone into the executor: fabric.runtime.storage.recovery); memory:
+        # nothing persisted, no persist thread
+        self.store: LedgerStore | None = None
+        self.recovered: RecoveredState | None = None
+        self.persist_ring: Ring | None = None
+        if cfg.ledger.storage != "memory":
+            if run_dir is None:
+                raise ValueError(f"ledger.storage {cfg.ledger.storage} needs the run folder")
+            led = cfg.ledger
+            self.store = open_store(
+                led.storage,
+                ledger_file(RunPaths(run_dir).replica_dir(replica_id), led.storage),
+                led.sync,
+                led.max_blocks_per_txn,
+                led.max_file_mb,
+            )
+            self.recovered = recover_into(self.executor, self.store)
+            self.persist_ring = Ring(cap, "persist")
+            self.rings.append(self.persist_ring)
 
         # stages (sockets are created here, on the main thread, and closed by their owners)
         shared = self.shared
@@ -223,6 +256,7 @@ class Replica:
             self.output_ring,
             self.checkpoint_ring,
             n,
+            persist_ring=self.persist_ring,
         )
         self.workers = [
             WorkerStage(
@@ -280,7 +314,13 @@ class Replica:
             )
             for k in range(rc.output_threads)
         ]
+        self.persist = (
+            PersistStage("persist", shared, self.store, self.persist_ring)
+            if self.store is not None and self.persist_ring is not None
+            else None
+        )
         self.stages: list[Stage] = [
+            *([self.persist] if self.persist is not None else []),
             *self.outputs,
             *([] if self.inline else [self.execute]),
             self.checkpoint,
@@ -420,6 +460,20 @@ class Replica:
                 "preverify": dict(sum((i.preverify for i in self.inputs), Counter())),
             },
             "executor": self.executor.stats(),
+            # ledger.storage sqlite | lmdb: what the persist stage wrote, what start recovered
+            "persist": self.persist.stats() if self.persist is not None else None,
+            "recovered": (
+                None
+                if self.recovered is None
+                else {
+                    "seq": self.recovered.seq,
+                    "blocks": self.recovered.blocks,
+                    "base_seq": self.recovered.base_seq,
+                    "checkpoint_seq": (
+                        self.recovered.checkpoint.seq if self.recovered.checkpoint else None
+                    ),
+                }
+            ),
             "protocol_status": process.jsonable(status),
             "resources": process_resources(),
             "failure": self.failure_event,
@@ -440,7 +494,11 @@ def main(argv: list[str] | None = None) -> int:
         argv,
         restart=True,
     )
-    built = process.build("replica", args, lambda cfg, i: Replica(cfg, i, restarted=args.restart))
+    built = process.build(
+        "replica",
+        args,
+        lambda cfg, i: Replica(cfg, i, restarted=args.restart, run_dir=Path(args.run_dir)),
+    )
     if built is None:
         return 2
     cfg, replica = built

@@ -180,7 +180,7 @@ def test_coordinator_assembles_rounds_tells_frontiers_and_checkpoints():
             (W_CHECKPOINT, 1, b"s2")
         ]
         chk.push_many([(C_LANE, L_STABLE, 0, 1, b"s2"), (C_LANE, L_STABLE, 1, 1, b"s2")])
-        assert drain(exe, 1) == [(E_COMMIT, 2)]
+        assert drain(exe, 1) == [(E_COMMIT, 2, b"s2", ())]  # (seq, digest, certificate)
         chk.push((C_LANE, L_VIEW, 1, 1, 2))
         deadline = time.monotonic() + 5
         while coord.view == 0 and time.monotonic() < deadline:

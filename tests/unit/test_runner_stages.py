@@ -238,7 +238,7 @@ def test_worker_turns_actions_into_ring_items_and_drives_timers():
     assert out[0] == ((0, 1, 3), req(1))  # Broadcast: every replica but this one
     assert out[1] == (N, req(2))  # Send to a client
     assert out[2] == (1, req(99))  # the timer fired after ~2 ticks
-    assert chk == [(C_STABLE, 7, b"d")]
+    assert chk == [(C_STABLE, 7, b"d", ())]  # (seq, digest, certificate: none given)
     assert proto.timeouts == [("t", 1)]  # the cancelled timer never fired
     assert proto.executed_seqs == [5]
     assert [s for s, _ in proto.received] == [1, 3]
@@ -357,7 +357,7 @@ def test_checkpoint_never_blocks_on_a_full_worker_ring_and_flushes_later():
     stage = CheckpointStage("checkpoint", shared, chk, worker, exe)
     with Running(stage, chk, worker, exe):
         chk.push_many([(C_EXECUTED, s, b"h") for s in range(1, 4)] + [(C_STABLE, 2, b"d")])
-        assert drain(exe, 1) == [(E_COMMIT, 2)]  # not stuck behind the full worker ring
+        assert drain(exe, 1) == [(E_COMMIT, 2, b"d", ())]  # not stuck behind the full worker ring
         assert len(stage.to_worker) == 3
         assert len(worker.pop_many(4, 1)) == 4  # the worker drains: room appears
         fed = drain(worker, 3)

@@ -30,10 +30,15 @@ W_CHECKPOINT = 4  # (W_CHECKPOINT, round, state_digest): lanes protocols
 E_FIRST = 16
 E_DELIVER = 16  # (E_DELIVER, seq, view, batch, speculative)
 E_ROLLBACK = 17  # (E_ROLLBACK, to_seq)
-E_COMMIT = 18  # (E_COMMIT, seq): a stable checkpoint; speculative state up to seq is final
+E_COMMIT = 18  # (E_COMMIT, seq, digest, proof): a stable checkpoint; state up to seq is final
+# (proof: the certificate's votes, () if the protocol gave none; persisted with the ledger)
+# persist ring items (fabric.runtime.stages.persist)
+P_BLOCK = 32  # (P_BLOCK, block, writes, clients): a final block and its state changes
+P_CHECKPOINT = 33  # (P_CHECKPOINT, seq, state_digest, proof): a certified stable checkpoint
+P_BASE = 34  # (P_BASE, seq, ledger head, encoded state image): state installed by a transfer
 # checkpoint ring items
 C_EXECUTED = 0  # (C_EXECUTED, seq, state_digest)
-C_STABLE = 1  # (C_STABLE, seq, digest)
+C_STABLE = 1  # (C_STABLE, seq, digest[, proof])
 C_LANE = 2  # (C_LANE, ...): a lane's decision for the lanes coordinator (fabric.runtime.lanes)
 
 #: items taken from a ring per pop

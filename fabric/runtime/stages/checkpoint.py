@@ -67,7 +67,8 @@ class CheckpointStage(Stage):
                     if item[1] > self.stable_seq:
                         self.stable_seq = item[1]
                         self.stable_count += 1
-                        self._queue(to_execute, (E_COMMIT, item[1]))
+                        proof = item[3] if len(item) > 3 else ()
+                        self._queue(to_execute, (E_COMMIT, item[1], item[2], proof))
             if to_worker:
                 self._flush(self.worker_ring, to_worker)
             if to_execute:

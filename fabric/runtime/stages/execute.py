@@ -1,6 +1,8 @@
 """The execute stage: applies committed batches in sequence order through the Executor
 (fabric.runtime.execute: engines, undo log, ledger), answers each request once, feeds
-executed(seq) back through the checkpoint ring. ``apply_items`` is that work without the
+executed(seq) back through the checkpoint ring, and (a durable ledger) the final blocks'
+state changes and certified checkpoints to the persist ring (``take_persist``: the persist
+stage writes them; a full persist ring parks this thread, never grows). ``apply_items`` is that work without the
 thread: with ``execution.pipeline: inline`` the stage is not started and the worker calls
 it (fabric.runtime.stages.worker), so both pipelines run the same code.
 
@@ -18,6 +20,8 @@ from fabric.runtime.stages.base import (
     C_EXECUTED,
     E_DELIVER,
     E_ROLLBACK,
+    P_BLOCK,
+    P_CHECKPOINT,
     ReplicaShared,
     Stage,
 )
@@ -38,6 +42,7 @@ class ExecuteStage(Stage):
         output_ring: Ring,
         checkpoint_ring: Ring,
         n: int,
+        persist_ring: Ring | None = None,
     ) -> None:
         super().__init__(name, shared)
         self.executor = executor
@@ -45,6 +50,8 @@ class ExecuteStage(Stage):
         self.output_ring = output_ring
         self.checkpoint_ring = checkpoint_ring
         self.n = n
+        self.persist_ring = persist_ring  # None: nothing is persisted (ledger.storage memory)
+        self._to_persist: list[Any] = []  # certified checkpoints seen by apply_items
         self.executed_per_s = PerSecond()
         self.txns_total = 0
         self.batches = 0
@@ -63,6 +70,17 @@ class ExecuteStage(Stage):
                 self.push_all(self.output_ring, replies)
             if feedback:
                 self.push_all(self.checkpoint_ring, feedback)
+            if self.persist_ring is not None:
+                self.push_all(self.persist_ring, self.take_persist())
+
+    def take_persist(self) -> list[Any]:
+        """The persist ring items since the last call: each final block with its changes
+        (Executor.take_final), then the certified checkpoints, in order."""
+        items: list[Any] = [(P_BLOCK, *entry) for entry in self.executor.take_final()]
+        if self._to_persist:
+            items.extend(self._to_persist)
+            self._to_persist = []
+        return items
 
     def apply_items(self, items: list[Any]) -> tuple[list[Any], list[Any]]:
         """Apply execute-ring items in order; the replies (for the output ring) and the
@@ -103,4 +121,7 @@ class ExecuteStage(Stage):
                 self.last_seq = executor.last_seq
             else:
                 executor.commit_upto(item[1])
+                if self.persist_ring is not None and len(item) > 3:
+                    # (E_COMMIT, seq, state_digest, proof): persisted with the ledger
+                    self._to_persist.append((P_CHECKPOINT, item[1], item[2], item[3]))
         return replies, feedback

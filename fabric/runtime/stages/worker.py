@@ -252,6 +252,8 @@ class WorkerStage(Stage):
             self.push_all(self.output_ring, replies)
         if feedback:
             self.push_all(self.checkpoint_ring, feedback)
+        if self.inline.persist_ring is not None:
+            self.push_all(self.inline.persist_ring, self.inline.take_persist())
 
     def _protocol_error(self, sender: int, msg: Any, exc: Exception) -> None:
         """A message made the protocol raise: count it by exception type and drop it; the
@@ -304,7 +306,8 @@ class WorkerStage(Stage):
             elif tp is CancelTimer:
                 self.timers.cancel(a.timer)
             elif tp is StableCheckpoint:
-                chk.append((C_STABLE, a.seq, a.digest))
+                # the certificate (2f+1 signed votes), when the protocol's action carries one
+                chk.append((C_STABLE, a.seq, a.digest, getattr(a, "proof", ())))
             elif tp is Rollback:
                 if self.inline is not None:
                     self._execute_inline([(E_ROLLBACK, a.to_seq)])

@@ -1,0 +1,52 @@
+"""Recovery on start: a store's checked records -> the executor's state.
+
+``recover_into(executor, store)`` asks the store for everything it holds (``recover()``
+checks the whole hash chain first and raises CorruptLedgerError naming the file and the
+first bad block, so nothing unchecked is ever applied), installs the base image if a state
+transfer left one (fabric.runtime.state_image), then has the executor redo every block after
+it (``Executor.redo``: the executor's own code, not a copy). It returns what the protocol
+needs to resume: the seq and state digest now held, and the newest certified checkpoint.
+
+Must not live here: reading files (the backends), threads, protocol calls (the replica).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fabric.runtime.storage.base import CheckpointRecord, LedgerStore
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredState:
+    path: str
+    seq: int  # the last block now executed (0: the store was empty)
+    state_digest: bytes  # executor.state_digest() after recovery
+    checkpoint: CheckpointRecord | None  # the newest certified checkpoint at or below seq
+    base_seq: int  # 0, or the seq of the state image blocks were redone from
+    blocks: int  # blocks redone
+
+
+def recover_into(executor: Any, store: LedgerStore) -> RecoveredState:
+    """Reinstall what ``store`` holds into a fresh ``executor`` (see the module comment)."""
+    if executor.last_seq != 0:
+        raise ValueError(f"recovery needs a fresh executor (it holds seq {executor.last_seq})")
+    recovered = store.recover()
+    base_seq = 0
+    if recovered.base is not None:
+        from fabric.runtime.state_image import StateImage
+
+        executor.install_image(StateImage.decode(recovered.base.image))
+        base_seq = recovered.base.seq
+    for r in recovered.blocks:
+        executor.redo(r.seq, r.view, r.batch_digest, r.results_digest, r.writes, r.clients)
+    store.last_seq = recovered.last_seq
+    return RecoveredState(
+        recovered.path,
+        recovered.last_seq,
+        executor.state_digest(),
+        recovered.last_checkpoint(),
+        base_seq,
+        len(recovered.blocks),
+    )

@@ -1,0 +1,155 @@
+"""The SQLite backend (standard library): one file ``ledger.sqlite`` in WAL journal mode.
+
+Tables: ``blocks(seq PRIMARY KEY, value)`` (base.pack_block), ``meta(name, value)`` (the head
+written with every transaction, the base image), ``checkpoints(seq, value)``. One explicit
+transaction (BEGIN ... COMMIT) per chunk of at most max_blocks_per_txn blocks.
+
+ledger.sync -> SQLite: ``none`` = PRAGMA synchronous=OFF (no fsync; the WAL is in the OS cache
+when COMMIT returns, so a killed process loses nothing committed, a power cut may);
+``batch`` = synchronous=FULL (the WAL is fsynced at every COMMIT, one per chunk);
+``every_block`` = synchronous=FULL with one COMMIT per block. ledger.max_file_mb -> PRAGMA
+max_page_count; reaching it, or a full disk (SQLITE_FULL), raises StorageFullError.
+
+Must not live here: the record encoding and checks (base.py), threads.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+
+from fabric.runtime.storage.base import (
+    MAX_CHECKPOINTS_KEPT,
+    BaseImage,
+    BlockRecord,
+    CheckpointRecord,
+    CorruptLedgerError,
+    LedgerStore,
+    Recovered,
+    StorageError,
+    StorageFullError,
+    is_full_errno,
+    pack_base,
+    pack_block,
+    pack_checkpoint,
+    pack_head,
+    unpack_base,
+    unpack_block,
+    unpack_checkpoint,
+    unpack_head,
+    verify_chain,
+)
+
+_SYNCHRONOUS = {"none": "OFF", "batch": "FULL", "every_block": "FULL"}
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS blocks (seq INTEGER PRIMARY KEY, value BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS checkpoints (seq INTEGER PRIMARY KEY, value BLOB NOT NULL)",
+)
+
+
+class SqliteStore(LedgerStore):
+    kind = "sqlite"
+
+    def __init__(
+        self, path: str, sync: str = "batch", max_blocks_per_txn: int = 64, max_file_mb: int = 4096
+    ) -> None:
+        super().__init__(path, sync, max_blocks_per_txn)
+        self.max_file_mb = max_file_mb
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[sync]}")
+            page = self.db.execute("PRAGMA page_size").fetchone()[0]
+            self.db.execute(f"PRAGMA max_page_count={max(1, (max_file_mb << 20) // page)}")
+            for statement in _SCHEMA:
+                self.db.execute(statement)
+        except sqlite3.DatabaseError as exc:
+            raise CorruptLedgerError(
+                path, 1, f"file unreadable ({exc}): no block could be verified"
+            ) from None
+
+    def _run(self, statements: Sequence[tuple[str, tuple]]) -> None:
+        db = self.db
+        try:
+            db.execute("BEGIN")
+            for sql, args in statements:
+                db.execute(sql, args)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            if full or is_full_errno(exc) or "full" in str(exc):
+                raise StorageFullError(
+                    self.path, f"disk or ledger.max_file_mb ({self.max_file_mb} MiB) full: {exc}"
+                ) from exc
+            raise StorageError(self.path, f"write failed: {exc}") from exc
+
+    def _write_txn(self, records: Sequence[BlockRecord]) -> None:
+        statements: list[tuple[str, tuple]] = []
+        for record in records:
+            raw = pack_block(record)
+            self.bytes_written += len(raw)
+            statements.append(("INSERT OR REPLACE INTO blocks VALUES (?, ?)", (record.seq, raw)))
+        last = records[-1]
+        statements.append(
+            ("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (pack_head(last.seq, last.hash),))
+        )
+        self._run(statements)
+
+    def _write_checkpoint(self, cp: CheckpointRecord) -> None:
+        self._run(
+            [
+                ("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", (cp.seq, pack_checkpoint(cp))),
+                (
+                    "DELETE FROM checkpoints WHERE seq NOT IN "
+                    "(SELECT seq FROM checkpoints ORDER BY seq DESC LIMIT ?)",
+                    (MAX_CHECKPOINTS_KEPT,),
+                ),
+            ]
+        )
+
+    def _install_base(self, base: BaseImage) -> None:
+        self._run(
+            [
+                ("DELETE FROM blocks", ()),
+                ("INSERT OR REPLACE INTO meta VALUES ('base', ?)", (pack_base(base),)),
+                (
+                    "INSERT OR REPLACE INTO meta VALUES ('head', ?)",
+                    (pack_head(base.seq, base.head),),
+                ),
+            ]
+        )
+
+    def recover(self) -> Recovered:
+        path = self.path
+        db = self.db
+        blocks = []
+        expected = None
+        try:
+            meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+            base = unpack_base(path, meta["base"]) if "base" in meta else None
+            head = unpack_head(path, meta["head"]) if "head" in meta else None
+            expected = (base.seq if base is not None else 0) + 1
+            for seq, raw in db.execute("SELECT seq, value FROM blocks ORDER BY seq"):
+                blocks.append(unpack_block(path, seq, raw))
+                expected = seq + 1
+            rows = db.execute("SELECT value FROM checkpoints ORDER BY seq").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptLedgerError(
+                path, expected or 1, f"unreadable ({exc}); blocks before it verify"
+            ) from None
+        verify_chain(path, base, blocks, head)
+        checkpoints = [unpack_checkpoint(path, raw) for (raw,) in rows]
+        return Recovered(path, base, [b[0] for b in blocks], checkpoints)
+
+    def file_bytes(self) -> int:
+        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+
+    def close(self) -> None:
+        self.db.close()

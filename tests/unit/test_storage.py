@@ -1,0 +1,335 @@
+"""fabric.runtime.storage and the persist stage: round trip per backend, recovery refuses a
+corrupt or truncated ledger by file and block, a full disk fails loudly, only final blocks are
+persisted, and a full persist ring pushes back on the execute stage."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fabric.runtime.execute import Executor
+from fabric.runtime.ring import Ring
+from fabric.runtime.stages import E_COMMIT, E_DELIVER, ExecuteStage, ReplicaShared
+from fabric.runtime.stages.base import P_BLOCK, P_CHECKPOINT
+from fabric.runtime.stages.persist import PersistStage, block_record, decode_proof, encode_proof
+from fabric.runtime.storage import (
+    BACKENDS,
+    SYNC_POLICIES,
+    CheckpointRecord,
+    CorruptLedgerError,
+    LedgerStore,
+    MemoryStore,
+    StorageFullError,
+    ledger_file,
+    open_store,
+)
+from fabric.runtime.storage.base import is_full_errno
+from fabric.runtime.storage.recovery import recover_into
+from protocols.checkpoints import Checkpoint
+from protocols.common import Batch, Request, make_batch
+from workloads.txn import encode_txns
+from workloads.ycsb import YcsbGenerator
+
+RC, VS = 1_000, 32
+DURABLE = ("sqlite", "lmdb")
+
+
+def batches(count: int, seed: int = 1, mix: str = "a") -> list[Batch]:
+    gen = YcsbGenerator(seed=seed, record_count=RC, value_size=VS, mix=mix)
+    return [
+        make_batch(
+            tuple(
+                Request(100 + c, s, encode_txns(gen.next_txns(10)), b"")
+                for c in range(3)  # three clients per batch
+            )
+        )
+        for s in range(1, count + 1)
+    ]
+
+
+def executor(**kw: Any) -> Executor:
+    return Executor(RC, VS, replay_window=8, **kw)
+
+
+def state_of(ex: Executor) -> tuple[Any, ...]:
+    clients = {cid: (dict(st.results), st.floor) for cid, st in ex._clients.items()}
+    return dict(ex._store), clients, ex.ledger.chain(), ex.state_digest(), ex.last_seq
+
+
+def store_at(kind: str, tmp_path: Path, **kw: Any) -> LedgerStore:
+    return open_store(
+        kind, ledger_file(tmp_path / "replica-0", kind) if kind != "memory" else None, **kw
+    )
+
+
+def persist_all(ex: Executor, store: LedgerStore) -> int:
+    entries = ex.take_final()
+    store.write([block_record((0, *e)) for e in entries])
+    return len(entries)
+
+
+def test_backends_and_policies_match_the_config_rules() -> None:
+    from fabric.harness.config import _RULES
+
+    assert "memory | sqlite | lmdb" == _RULES["ledger.storage"].allowed()
+    assert " | ".join(SYNC_POLICIES) == _RULES["ledger.sync"].allowed()
+    assert BACKENDS == ("memory", "sqlite", "lmdb")
+
+
+@pytest.mark.parametrize("kind", DURABLE)
+@pytest.mark.parametrize("sync", SYNC_POLICIES)
+def test_round_trip_recovers_the_same_state(kind: str, sync: str, tmp_path: Path) -> None:
+    ex = executor(record_changes=True)
+    store = store_at(kind, tmp_path, sync=sync, max_blocks_per_txn=7)
+    for seq, b in enumerate(batches(40), 1):
+        ex.apply(seq, b)
+        if seq % 9 == 0:
+            persist_all(ex, store)
+    persist_all(ex, store)
+    store.write_checkpoint(CheckpointRecord(30, ex.ledger.hash_at(30), (b"vote-a", b"vote-b")))
+    assert store.last_seq == 40
+    assert store.transactions == (40 if sync == "every_block" else 9)  # 5 chunks of <= 7 blocks
+    store.close()
+
+    again = open_store(kind, ledger_file(tmp_path / "replica-0", kind))
+    fresh = executor(record_changes=True)
+    got = recover_into(fresh, again)
+    assert state_of(fresh) == state_of(ex)
+    assert got.seq == 40 and got.blocks == 40 and got.state_digest == ex.state_digest()
+    assert got.checkpoint == CheckpointRecord(30, ex.ledger.hash_at(30), (b"vote-a", b"vote-b"))
+    assert fresh.take_final() == []  # redone blocks are not persisted again
+    # and it goes on from there exactly like the original
+    more = batches(45)[40:]
+    for seq, b in enumerate(more, 41):
+        assert fresh.apply(seq, b) == ex.apply(seq, b)
+    assert state_of(fresh) == state_of(ex)
+    again.close()
+
+
+def test_memory_store_round_trip() -> None:
+    ex = executor(record_changes=True)
+    store = MemoryStore()
+    for seq, b in enumerate(batches(12, mix="d"), 1):  # inserts
+        ex.apply(seq, b)
+    persist_all(ex, store)
+    fresh = executor()
+    recover_into(fresh, store)
+    assert state_of(fresh) == state_of(ex)
+
+
+def test_only_final_blocks_are_persisted(tmp_path: Path) -> None:
+    """PoE: speculative blocks wait for commit_upto; rolled-back ones never reach storage."""
+    bs = batches(10)
+    ex = executor(record_changes=True)
+    ref = executor()
+    for seq in range(1, 4):
+        ex.apply(seq, bs[seq - 1])
+        ref.apply(seq, bs[seq - 1])
+    for seq in range(4, 8):
+        ex.apply(seq, bs[seq - 1], speculative=True)
+    assert [e[0].seq for e in ex.take_final()] == [1, 2, 3]
+    ex.commit_upto(5)
+    assert [e[0].seq for e in ex.take_final()] == [4, 5]
+    ex.rollback(5)  # 6 and 7 are undone: never persisted
+    other = batches(10, seed=2)
+    ex.apply(6, other[5], speculative=True)
+    ex.apply(7, other[6])  # final: 6 becomes final with it
+    assert [e[0].seq for e in ex.take_final()] == [6, 7]
+    assert ex.take_final() == []
+
+
+def test_speculative_changes_record_the_values_of_their_own_block() -> None:
+    """A key a later speculative block overwrites is persisted with the earlier block's value."""
+    ex = executor(record_changes=True)
+    ref = executor(record_changes=True)
+    bs = batches(6)
+    for seq, b in enumerate(bs, 1):
+        ex.apply(seq, b, speculative=True)
+        ref.apply(seq, b)
+    ex.commit_upto(6)
+    assert ex.take_final() == ref.take_final()
+
+
+@pytest.mark.parametrize("kind", [*DURABLE, "memory"])
+def test_a_flipped_byte_in_a_block_is_refused_naming_file_and_block(
+    kind: str, tmp_path: Path
+) -> None:
+    ex = executor(record_changes=True)
+    store = store_at(kind, tmp_path)
+    for seq, b in enumerate(batches(30), 1):
+        ex.apply(seq, b)
+    persist_all(ex, store)
+    target = ex.ledger.recent_blocks()[16]  # block 17
+    assert target.seq == 17
+    if kind == "memory":
+        raw = bytearray(store.blocks[17])  # type: ignore[attr-defined]
+        at = raw.find(target.batch_digest)
+        raw[at + 3] ^= 0x40
+        store.blocks[17] = bytes(raw)  # type: ignore[attr-defined]
+        path = store.path
+    else:
+        store.close()
+        path = str(ledger_file(tmp_path / "replica-0", kind))
+        data = bytearray(Path(path).read_bytes())
+        at = data.find(target.batch_digest)
+        assert at >= 0
+        while at >= 0:  # LMDB may keep a freed copy of the page: flip every copy
+            data[at + 3] ^= 0x40
+            at = data.find(target.batch_digest, at + 1)
+        Path(path).write_bytes(bytes(data))
+        store = open_store(kind, path)
+    with pytest.raises(CorruptLedgerError) as err:
+        recover_into(executor(), store)
+    assert err.value.seq == 17
+    assert path in str(err.value) and "block 17" in str(err.value)
+
+
+@pytest.mark.parametrize("kind", DURABLE)
+def test_a_truncated_file_is_refused_naming_the_file(kind: str, tmp_path: Path) -> None:
+    ex = executor(record_changes=True)
+    store = store_at(kind, tmp_path)
+    for seq, b in enumerate(batches(60), 1):
+        ex.apply(seq, b)
+    persist_all(ex, store)
+    store.close()
+    path = ledger_file(tmp_path / "replica-0", kind)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(CorruptLedgerError) as err:
+        recover_into(executor(), open_store(kind, path))
+    message = str(err.value)
+    assert str(path) in message and "block 1" in message, message
+    assert err.value.seq == 1  # nothing in a torn file can be trusted
+
+
+def test_missing_tail_blocks_are_refused_by_the_head_record() -> None:
+    ex = executor(record_changes=True)
+    store = MemoryStore()
+    for seq, b in enumerate(batches(10), 1):
+        ex.apply(seq, b)
+    persist_all(ex, store)
+    del store.blocks[10], store.blocks[9]
+    with pytest.raises(CorruptLedgerError, match="block 9: truncated: the head says block 10"):
+        store.recover()
+    del store.blocks[5]
+    with pytest.raises(CorruptLedgerError, match="block 5: block missing"):
+        store.recover()
+
+
+def test_a_full_file_cap_raises_storage_full(tmp_path: Path) -> None:
+    for kind in DURABLE:
+        ex = executor(record_changes=True)
+        store = open_store(kind, tmp_path / kind / "ledger", max_file_mb=1)
+        with pytest.raises(StorageFullError, match="full") as err:
+            for seq, b in enumerate(batches(2_000), 1):
+                ex.apply(seq, b)
+                if seq % 50 == 0:
+                    persist_all(ex, store)
+        assert str(tmp_path / kind / "ledger") in str(err.value)
+        store.close()
+
+
+def test_enospc_counts_as_full() -> None:
+    inner = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise inner
+        except OSError as exc:
+            raise RuntimeError("write failed") from exc
+    except RuntimeError as outer:
+        assert is_full_errno(outer)
+    assert not is_full_errno(RuntimeError("other"))
+
+
+class _FullStore(MemoryStore):
+    def _write_txn(self, records: Any) -> None:
+        raise StorageFullError(self.path, "disk full: [Errno 28] No space left on device")
+
+
+def test_persist_stage_dies_loudly_on_a_full_disk() -> None:
+    shared = ReplicaShared(2, 4)
+    ring = Ring(64, "persist")
+    stage = PersistStage("persist", shared, _FullStore(), ring)
+    ex = executor(record_changes=True)
+    ex.apply(1, batches(1)[0])
+    ring.push_many([(P_BLOCK, *e) for e in ex.take_final()], 1.0)
+    stage.start()
+    assert shared.stop.wait(5.0)
+    stage.join(5.0)
+    assert len(shared.fatal) == 1 and "persist" in shared.fatal[0]
+    assert "No space left on device" in shared.fatal[0]
+
+
+def test_persist_stage_writes_blocks_and_certificates_in_bounded_transactions() -> None:
+    shared = ReplicaShared(0, 4)
+    ring = Ring(256, "persist")
+    store = MemoryStore(max_blocks_per_txn=16)
+    stage = PersistStage("persist", shared, store, ring)
+    ex = executor(record_changes=True)
+    for seq, b in enumerate(batches(100), 1):
+        ex.apply(seq, b)
+    vote = Checkpoint(0, 100, ex.state_digest(), 3, b"s" * 64)
+    items = [(P_BLOCK, *e) for e in ex.take_final()] + [
+        (P_CHECKPOINT, 100, ex.state_digest(), [vote])
+    ]
+    stage.start()
+    ring.push_many(items, 1.0)
+    deadline = time.monotonic() + 5.0
+    while stage.checkpoints < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    shared.stop.set()
+    stage.join(5.0)
+    assert stage.blocks == 100 and store.last_seq == 100
+    assert all(n <= 16 for n in [store.max_blocks_per_txn])
+    assert store.transactions >= 100 // 16
+    rec = store.recover()
+    assert rec.last_seq == 100 and rec.head == ex.state_digest()
+    cp = rec.last_checkpoint()
+    assert cp is not None and decode_proof(cp.proof) == [vote]
+    assert encode_proof(()) == ()
+
+
+def test_a_full_persist_ring_pushes_back_on_the_execute_stage() -> None:
+    """The execute stage parks on a full persist ring (the ring never grows), and resumes
+    as soon as the persist stage drains it."""
+    shared = ReplicaShared(0, 4)
+    execute_ring, output_ring = Ring(1024, "execute"), Ring(4096, "output")
+    checkpoint_ring, persist_ring = Ring(1024, "checkpoint"), Ring(64, "persist")
+    ex = executor(record_changes=True)
+    stage = ExecuteStage(
+        "execute", shared, ex, execute_ring, output_ring, checkpoint_ring, 4, persist_ring
+    )
+    bs = batches(300)
+    execute_ring.push_many(
+        [(E_DELIVER, seq, 0, b, False) for seq, b in enumerate(bs, 1)]
+        + [(E_COMMIT, 300, b"d" * 32, ())],
+        1.0,
+    )
+    stage.start()
+    deadline = time.monotonic() + 5.0
+    while len(persist_ring) < 64 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert len(persist_ring) == 64 and persist_ring.capacity == 64
+    assert ex.last_seq < 300  # the execute stage waits for the disk
+    store = MemoryStore()
+    persist = PersistStage("persist", shared, store, persist_ring)
+    persist.start()
+    deadline = time.monotonic() + 10.0
+    while persist.checkpoints < 1 and time.monotonic() < deadline:
+        output_ring.pop_many(4096, 0)
+        checkpoint_ring.pop_many(1024, 0)
+        time.sleep(0.01)
+    shared.stop.set()
+    for r in (execute_ring, output_ring, checkpoint_ring, persist_ring):
+        r.close()
+    stage.join(5.0)
+    persist.join(5.0)
+    assert not shared.fatal
+    assert persist.blocks == 300 and ex.last_seq == 300
+    assert store.recover().last_checkpoint() == CheckpointRecord(300, b"d" * 32, ())
