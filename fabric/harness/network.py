@@ -308,6 +308,25 @@ def shaped_sender(cfg: Any, sender: Any, node_id: int, name: str = "delay-line")
     )
 
 
+def egress_report(
+    cfg: Any, before: dict[int, dict[str, int]], after: dict[int, dict[str, int]], seconds: float
+) -> tuple[dict[str, Any], str]:
+    """Each node's egress over a window (Mbit/s, qdisc drops) from two egress_counters
+    samples: the summary's ``network.egress`` and one line for res.out's events."""
+    nodes: dict[str, Any] = {}
+    words = []
+    for j in sorted(set(before) & set(after)):
+        sent = after[j]["tx_bytes"] - before[j]["tx_bytes"]
+        mbit = sent * 8 / 1e6 / seconds if seconds > 0 else 0.0
+        drops = after[j]["qdisc_drops"] - before[j]["qdisc_drops"]
+        name = f"r{j}" if j < cfg.cluster.replicas else f"c{j}"
+        nodes[name] = {"mbit_s": round(mbit, 3), "qdisc_drops": drops}
+        words.append(f"{name} {mbit:.1f}" + (f" ({drops} dropped)" if drops else ""))
+    cap = f", cap {cfg.network.rate_mbit:g}" if cfg.network.rate_mbit else ""
+    line = f"egress in the measured window (Mbit/s per node{cap}): " + ", ".join(words)
+    return {"window_s": round(seconds, 3), "nodes": nodes}, line
+
+
 def describe(cfg: Any) -> str:
     """One line on the emulated network (for res.out's events)."""
     net = cfg.network
@@ -515,6 +534,27 @@ class Network:
         if rate and net.rate_mbit:
             args += ["rate", f"{net.rate_mbit:g}mbit"]
         return args
+
+    def egress_counters(self) -> dict[int, dict[str, int]]:
+        """Per node: bytes its eth0 sent so far and packets its root qdisc dropped (a full
+        tbf or netem queue); a node whose counters cannot be read is left out."""
+        import json
+
+        out: dict[int, dict[str, int]] = {}
+        for j in range(self.node_count):
+            ns = self.namespace(j)
+            try:
+                link = json.loads(
+                    _run(["ip", "-n", ns, "-s", "-j", "link", "show", "dev", "eth0"]).stdout
+                )
+                qdiscs = json.loads(
+                    _run(["tc", "-n", ns, "-s", "-j", "qdisc", "show", "dev", "eth0"]).stdout
+                )
+            except (NetworkError, ValueError):
+                continue
+            drops = sum(int(q.get("drops", 0)) for q in qdiscs if q.get("root"))
+            out[j] = {"tx_bytes": int(link[0]["stats64"]["tx"]["bytes"]), "qdisc_drops": drops}
+        return out
 
     def remove(self) -> list[str]:
         """Delete every namespace of this run (veths, bridge and qdiscs go with them); what

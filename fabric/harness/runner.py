@@ -239,6 +239,9 @@ class Runner:
         self.paths = paths
         self.progress = progress
         self.network = network  # fabric.harness.network.Network, or None (loopback)
+        # (epoch s, fabric.harness.network.Network.egress_counters()) at t0 + warm-up and at
+        # the end of the measured window
+        self.egress_samples: list[tuple[float, dict[int, dict[str, int]]]] = []
         self.children: list[Child] = []
         self.problems: list[str] = []
         self.events: list[str] = []
@@ -348,14 +351,15 @@ class Runner:
                 self.dead_tails.append(f"  {child.label} ({child.log_path}):\n{child.log_tail()}")
         return False
 
-    def monitor(self, until: float) -> None:
-        """Watch the processes until ``until`` (epoch); return early if one dies unexpectedly."""
+    def monitor(self, until: float) -> bool:
+        """Watch the processes until ``until`` (epoch, then True); return False early if one
+        dies unexpectedly."""
         while True:
             now = time.time()
             if now >= until:
-                return
+                return True
             if self.check_deaths():
-                return
+                return False
             self._apply_stalls(now)
             self._apply_restarts(now)
             self._show_progress(now)
@@ -547,6 +551,22 @@ class Runner:
         self.events.append(describe(self.cfg))
         return True
 
+    def sample_egress(self) -> None:
+        """Read every node's egress counters (an emulated network only)."""
+        if self.network is not None and not self.problems:
+            self.egress_samples.append((time.time(), self.network.egress_counters()))
+
+    def egress(self) -> dict[str, Any] | None:
+        """The measured window's egress per node, and its event line (None: not sampled)."""
+        if len(self.egress_samples) < 2:
+            return None
+        from fabric.harness.network import egress_report
+
+        (t_a, before), (t_b, after) = self.egress_samples[:2]
+        report, line = egress_report(self.cfg, before, after, t_b - t_a)
+        self.events.append(line)
+        return report
+
     def remove_network(self) -> None:
         """Delete the run's namespaces, veths, bridge and qdiscs (after every process is gone)."""
         if self.network is None:
@@ -734,7 +754,7 @@ def run_experiment(
     for a failed run (the outcome says why), only for a folder that cannot be written or an
     emulated network this machine cannot build (fabric.harness.network.NetworkUnavailable).
     ``report`` draws the run's figures and report.html at the end (also after a failure)."""
-    from fabric.harness.config import dump_config
+    from fabric.harness.config import config_to_dict, dump_config
 
     draw = report  # the name is taken below by the report's text
     results_root = Path(results_root)
@@ -760,7 +780,12 @@ def run_experiment(
             runner.t0 = time.time()
             for child in runner.children:
                 child.say(f"start {runner.t0:.6f}")
-            runner.monitor(runner.t0 + cfg.run.duration_s)
+            if runner.network is None:
+                runner.monitor(runner.t0 + cfg.run.duration_s)
+            elif runner.monitor(runner.t0 + cfg.run.warmup_s):  # egress counters around
+                runner.sample_egress()  # the measured window
+                if runner.monitor(runner.t0 + cfg.run.duration_s):
+                    runner.sample_egress()
         if runner.progress and runner._tty:
             sys.stderr.write("\n")
         runner.stop_group("client", STOP_TIMEOUT_S)
@@ -804,6 +829,7 @@ def run_experiment(
         degraded_lag_seq=lag_seq,
         stopped_at=stopped_at if runner.t0 and stopped_at else None,
     )
+    egress = runner.egress()
     summary, tables = build_summary(info, replicas, clients, audit, runner.problems, runner.events)
     if not runner.problems and (
         summary["throughput_txn_s"] <= 0 or summary["committed_batches"] <= 0
@@ -814,6 +840,11 @@ def run_experiment(
         summary, tables = build_summary(
             info, replicas, clients, audit, runner.problems, runner.events
         )
+    if runner.network is not None:
+        summary["network"] = {
+            **{k: v for k, v in config_to_dict(cfg)["network"].items()},
+            "egress": egress,
+        }
     report = format_report(summary, tables)
     if runner.dead_tails:
         report += (

@@ -167,7 +167,7 @@ def _cluster(*extra: str):
         [
             "network.emulation=transport",
             "network.delay_ms=5",
-            "network.rate_mbit=50",
+            "network.rate_mbit=2",
             "run.duration_s=4",
             "run.warmup_s=1",
             *extra,
@@ -191,6 +191,11 @@ def test_a_cluster_in_namespaces_commits_and_its_audit_passes(tmp_path, no_lefto
     # the client waits at least the four one-way hops of PBFT's normal case (request,
     # pre-prepare, prepare, commit) and the reply: 5 x 5 ms
     assert summary["latency_ms"]["p50"] >= 25
+    # the primary's egress (a pre-prepare per batch to every backup) runs into the tbf cap,
+    # the backups' (small votes) stay far below it
+    egress = summary["network"]["egress"]["nodes"]
+    assert 0.5 < egress["r0"]["mbit_s"] <= 2 * 1.1, egress
+    assert egress["r1"]["mbit_s"] < egress["r0"]["mbit_s"], egress
 
 
 def test_the_network_is_removed_when_the_run_fails(tmp_path, no_leftovers, monkeypatch) -> None:
