@@ -14,6 +14,10 @@ COMMANDS = {
     "config": ("fabric.harness.config", "load, validate and print the resolved config"),
     "sim": ("fabric.sim.cli", "run a protocol in the deterministic simulator over many seeds"),
     "sweep": ("fabric.harness.sweep", "run a grid of experiments from a sweep YAML"),
+    "fuzz": (
+        "fabric.harness.fuzz",
+        "run a cluster while hostile frames flood one replica; check every frame is counted",
+    ),
     "report": (
         "fabric.analysis.report",
         "redraw tables, plots and report.html from a results folder",

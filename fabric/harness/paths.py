@@ -72,6 +72,11 @@ class RunPaths:
         return self.root / "drops.csv"
 
     @property
+    def fuzz(self) -> Path:
+        """What the live fuzzer sent and what the target counted (python -m fabric fuzz)."""
+        return self.root / "fuzz.json"
+
+    @property
     def memory(self) -> Path:
         return self.root / "memory.csv"
 

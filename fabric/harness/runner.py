@@ -52,6 +52,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -748,12 +749,20 @@ def _with_free_ports(cfg: Any) -> Any:
 
 
 def run_experiment(
-    cfg: Any, results_root: Path, label: str = "", progress: bool = False, report: bool = True
+    cfg: Any,
+    results_root: Path,
+    label: str = "",
+    progress: bool = False,
+    report: bool = True,
+    on_start: Callable[[Any, RunPaths, float], None] | None = None,
 ) -> RunOutcome:
     """Run one experiment with ``cfg``; write its folder under ``results_root``; never raise
     for a failed run (the outcome says why), only for a folder that cannot be written or an
     emulated network this machine cannot build (fabric.harness.network.NetworkUnavailable).
-    ``report`` draws the run's figures and report.html at the end (also after a failure)."""
+    ``report`` draws the run's figures and report.html at the end (also after a failure).
+    ``on_start(cfg, paths, t0)`` is called once every process was told to start (with the
+    config the run really uses, its folder and t0): the live fuzzer starts there, in its
+    own thread (it must return at once)."""
     from fabric.harness.config import config_to_dict, dump_config
 
     draw = report  # the name is taken below by the report's text
@@ -780,6 +789,8 @@ def run_experiment(
             runner.t0 = time.time()
             for child in runner.children:
                 child.say(f"start {runner.t0:.6f}")
+            if on_start is not None:
+                on_start(cfg, paths, runner.t0)
             if runner.network is None:
                 runner.monitor(runner.t0 + cfg.run.duration_s)
             elif runner.monitor(runner.t0 + cfg.run.warmup_s):  # egress counters around

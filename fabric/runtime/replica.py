@@ -84,6 +84,17 @@ from transport.delay_line import line_stats
 STOP_BUDGET_S = 5.0
 
 
+def replica_frame_policy(cfg: Any) -> wire.FramePolicy:
+    """Who may send a replica what: clients only requests, each in a bounded frame (checked
+    on the header). The live fuzzer (fabric.harness.fuzz) predicts drops with it."""
+    return wire.FramePolicy(
+        replicas=cfg.cluster.replicas,
+        client_kinds=frozenset({Request.KIND}),
+        max_client_frame_bytes=min(cfg.transport.max_frame_bytes, limits.MAX_CLIENT_FRAME_BYTES)
+        + TAG_BYTES[cfg.crypto.effective_link_mac],
+    )
+
+
 def kind_names() -> dict[int, str]:
 
     return {kind: cls.__name__ for kind, cls in codec.registered_kinds().items()}
@@ -204,13 +215,7 @@ class Replica:
 
         # stages (sockets are created here, on the main thread, and closed by their owners)
         shared = self.shared
-        # clients may send requests only, each in a bounded frame (checked on the header)
-        frame_policy = wire.FramePolicy(
-            replicas=n,
-            client_kinds=frozenset({Request.KIND}),
-            max_client_frame_bytes=min(cfg.transport.max_frame_bytes, limits.MAX_CLIENT_FRAME_BYTES)
-            + TAG_BYTES[mac],
-        )
+        frame_policy = replica_frame_policy(cfg)
         self.inputs = [
             InputStage(
                 f"input-{k}",
@@ -435,6 +440,14 @@ class Replica:
             "messages": {"sent": sent, "received": received},
             "drops": drops,
             "delay_line": line_stats(s.sender for s in self.outputs),  # network.emulation
+            # every frame the input sockets delimited and every byte they read, good or bad
+            "inbound": {
+                "frames": sum(i.receiver.received_frames for i in self.inputs),
+                "bytes": sum(i.receiver.received_bytes for i in self.inputs),
+                "peak_buffered_bytes": max(
+                    (i.receiver.peak_buffered_bytes for i in self.inputs), default=0
+                ),
+            },
             "executed_per_s": self.execute.executed_per_s.as_pairs(),
             "executed_txns": self.execute.txns_total,
             "executed_batches": self.execute.batches,

@@ -1,0 +1,552 @@
+"""``python -m fabric fuzz``: hostile frames into a live replica's input sockets while the
+clients run, every frame accounted for against the replica's own drop counters.
+
+The command takes the run command's options (``fabric.harness.runner.parser``) and its own
+(``--frames``, ``--rate``, ``--target``, ``--peer``, ``--fuzz-seed``, ``--no-baseline``).
+It runs an undisturbed baseline of the same config first (same session, so the machine's
+load is comparable), then the same run with the fuzzer: once every process was told to
+start, a thread of this process (``LiveFuzzer``) waits out the warm-up and sends bursts of
+frames from ``fabric.harness.fuzz_frames.FrameSource`` into the target replica's input
+sockets, one TCP connection per burst (plain sockets: the replica's Receiver reads raw
+streams), round-robin over its inputs, paced to ``--rate`` frames/s, until ``--frames``
+are sent or the measured window is about to end. Afterwards it reads the target's stats
+and writes what it sent (per class and expected fate), what the target counted (drops by
+reason, in the fuzz run and the baseline) and where they differ, frames/s sustained and
+the throughput cost, into the run's ``fuzz.json``, ``summary.json`` (key ``fuzz``),
+``res.out`` and stdout. The exit code is 1 if the run failed (a crash, an audit failure,
+nothing committed) or a counter differs from what the frames sent make it expect.
+
+Bounds: one connection open at a time (bursts are sent one after another; the target
+allows 512), one burst in memory,
+every socket call under a timeout, the frame count and rate bounded by the options' rules,
+the thread stopped before the clients are. Seeded: ``--fuzz-seed`` (default run.seed)
+replays the same frames.
+
+Must not live here: the frames themselves (fabric.harness.fuzz_frames), running a cluster
+(fabric.harness.runner), anything inside a replica.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from fabric.harness import fuzz_frames, runner
+from fabric.harness.paths import RunPaths
+
+#: frames and rate the command accepts (a run is bounded in frames, frames/s and time)
+FRAMES_RANGE = (1, 100_000_000)
+RATE_RANGE = (100, 1_000_000)
+DEFAULT_FRAMES = 1_000_000
+DEFAULT_RATE = 20_000
+#: seconds one connect or send may block (the target pushing back) before the burst is given up
+SOCKET_TIMEOUT_S = 10.0
+#: the fuzzer stops this long before the measured window ends (the clients stop then)
+STOP_MARGIN_S = 1.0
+#: without --duration, the run lasts warm-up + frames / rate + this
+DURATION_MARGIN_S = 4.0
+#: seconds the command waits for the fuzzer thread after the run returned
+JOIN_TIMEOUT_S = 30.0
+#: drop reasons the fuzzer's frames can make the target count (the comparison's rows)
+FUZZ_REASONS = (
+    "mac",
+    "unknown_sender",
+    "body",
+    "shape",
+    "field_too_long",
+    "too_many_items",
+    "magic",
+    "version",
+    "unknown_kind",
+    "bad_sender",
+    "client_kind",
+    "too_long",
+    "too_long_for_kind",
+    "client_too_long",
+    "length",
+    "partial_frame",
+)
+
+
+class LiveFuzzer(threading.Thread):
+    """Sends ``frames`` hostile frames to ``target``'s inputs at ``rate`` frames/s between
+    ``start_at`` and ``stop_at`` (epoch s); counts what it sent by class and expected fate."""
+
+    def __init__(
+        self,
+        source: fuzz_frames.FrameSource,
+        endpoints: list[tuple[str, int]],
+        frames: int,
+        rate: float,
+        start_at: float,
+        stop_at: float,
+    ) -> None:
+        super().__init__(name="live-fuzzer", daemon=True)
+        self.source = source
+        self.endpoints = endpoints
+        self.frames = frames
+        self.rate = rate
+        self.start_at = start_at
+        self.stop_at = stop_at
+        self.stop = threading.Event()
+        self.sent_frames = 0
+        self.sent_bytes = 0
+        self.connections = 0
+        self.by_class: Counter[str] = Counter()
+        self.by_fate: Counter[str] = Counter()
+        self.class_fate: Counter[tuple[str, str]] = Counter()
+        # bursts a socket error cut short: their frames are not in the counts above
+        self.aborted_bursts = 0
+        self.aborted_frames = 0
+        self.errors: Counter[str] = Counter()
+        self.began = 0.0
+        self.ended = 0.0
+        self.cpu_s = 0.0
+        # where the sending time went: connecting, handing bytes to the kernel (the target
+        # pushing back shows here), waiting to keep to the rate
+        self.connect_s = 0.0
+        self.send_s = 0.0
+        self.paced_s = 0.0
+
+    def run(self) -> None:
+        delay = self.start_at - time.time()
+        if delay > 0 and self.stop.wait(delay):
+            return
+        cpu0 = time.thread_time()
+        self.began = began = time.time()
+        clock0 = time.monotonic()
+        try:
+            while self.sent_frames < self.frames and not self.stop.is_set():
+                if time.time() >= self.stop_at:
+                    break
+                burst = self.source.burst(self.frames - self.sent_frames)
+                if not burst:
+                    break
+                self._send(burst)
+                ahead = self.sent_frames / self.rate - (time.monotonic() - clock0)
+                if ahead > 0:
+                    self.paced_s += ahead
+                    self.stop.wait(ahead)
+        finally:
+            self.ended = time.time() if self.sent_frames else began
+            self.cpu_s = time.thread_time() - cpu0
+
+    def _send(self, burst: list[fuzz_frames.Frame]) -> None:
+        host, port = self.endpoints[self.connections % len(self.endpoints)]
+        self.connections += 1
+        data = b"".join(f.data for f in burst)
+        clock = time.monotonic
+        t0 = clock()
+        try:
+            with socket.create_connection((host, port), timeout=SOCKET_TIMEOUT_S) as conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                t1 = clock()
+                self.connect_s += t1 - t0
+                conn.sendall(data)
+                self.send_s += clock() - t1
+        except OSError as exc:
+            self.aborted_bursts += 1
+            self.aborted_frames += len(burst)
+            self.errors[type(exc).__name__] += 1
+            return
+        self.sent_frames += len(burst)
+        self.sent_bytes += len(data)
+        for frame in burst:
+            self.by_class[frame.cls] += 1
+            self.by_fate[frame.fate] += 1
+            self.class_fate[(frame.cls, frame.fate)] += 1
+
+    def report(self) -> dict[str, Any]:
+        elapsed = max(1e-9, self.ended - self.began)
+        return {
+            "frames_sent": self.sent_frames,
+            "bytes_sent": self.sent_bytes,
+            "connections": self.connections,
+            "seconds": round(elapsed, 3),
+            "frames_per_s": round(self.sent_frames / elapsed, 1) if self.sent_frames else 0.0,
+            "fuzzer_cpu_s": round(self.cpu_s, 3),
+            "connect_s": round(self.connect_s, 3),
+            "send_s": round(self.send_s, 3),
+            "paced_s": round(self.paced_s, 3),
+            "by_class": dict(sorted(self.by_class.items())),
+            "by_fate": dict(sorted(self.by_fate.items())),
+            "by_class_and_fate": {
+                cls: {fate: n for (c, fate), n in sorted(self.class_fate.items()) if c == cls}
+                for cls in sorted(self.by_class)
+            },
+            "aborted_bursts": self.aborted_bursts,
+            "aborted_frames": self.aborted_frames,
+            "errors": dict(self.errors),
+        }
+
+
+# --- what the target knows ------------------------------------------------------------------
+
+
+def target_kinds(protocol: str) -> frozenset[int]:
+    """The wire kinds a replica process of ``protocol`` registers: asked of a fresh
+    interpreter that imports what a replica imports (this process may hold more
+    protocols' messages, and a kind the target does not know it drops as unknown_kind)."""
+    script = (
+        "import fabric.runtime.replica, fabric.runtime.execute, transport.zmq_io\n"
+        "from protocols import codec, registry\n"
+        f"registry.get({protocol!r})\n"
+        "print(' '.join(str(k) for k in sorted(codec.registered_kinds())))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=str(runner.REPO_ROOT),
+    ).stdout
+    return frozenset(int(k) for k in out.split())
+
+
+def fuzz_target(cfg: Any, target: int, peer: int, kinds: frozenset[int]) -> fuzz_frames.FuzzTarget:
+    """The FuzzTarget of a run's config: the link key of ``peer`` <-> ``target`` only."""
+    from fabric.runtime.replica import replica_frame_policy
+    from transport.auth import derive_keys
+
+    mac = cfg.crypto.effective_link_mac
+    key = None
+    if mac != "none":
+        keys = derive_keys(cfg.crypto.cluster_secret, cfg.node_count, only_node=target)
+        key = keys.link_key(mac, peer, target)
+    return fuzz_frames.FuzzTarget(
+        n=cfg.cluster.replicas,
+        node_count=cfg.node_count,
+        target=target,
+        peer=peer,
+        mac=mac,
+        link_key=key,
+        max_frame_bytes=cfg.transport.max_frame_bytes,
+        policy=replica_frame_policy(cfg),
+        kinds=kinds,
+    )
+
+
+def target_endpoints(cfg: Any, target: int) -> list[tuple[str, int]]:
+    """(host, port) of every input socket of ``target`` (tcp only)."""
+    from fabric.harness.config import config_to_dict
+    from transport.zmq_io import Addressing
+
+    addressing = Addressing.from_config(config_to_dict(cfg))
+    out = []
+    for k in range(addressing.inputs_of(target)):
+        host, port = addressing.address(target, k).removeprefix("tcp://").rsplit(":", 1)
+        out.append((host, int(port)))
+    return out
+
+
+# --- the comparison -------------------------------------------------------------------------
+
+
+def compare(
+    sent: dict[str, Any], fuzz_drops: dict[str, int], base_drops: dict[str, int] | None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows (reason, expected from the frames sent, counted by the target in the fuzz run
+    and in the baseline) and the differences that the frames sent do not explain."""
+    expected = {
+        fate: n for fate, n in sent["by_fate"].items() if not fate.startswith(fuzz_frames.ACCEPTED)
+    }
+    reasons = [r for r in FUZZ_REASONS if r in expected or fuzz_drops.get(r)]
+    reasons += sorted(r for r in expected if r not in reasons)
+    rows = []
+    problems = []
+    for reason in reasons:
+        want = expected.get(reason, 0)
+        got = int(fuzz_drops.get(reason, 0))
+        base = None if base_drops is None else int(base_drops.get(reason, 0))
+        rows.append({"reason": reason, "expected": want, "counted": got, "baseline": base})
+        if got != want:
+            problems.append(f"{reason}: the frames sent make {want:,}, the target counted {got:,}")
+    for reason, count in sorted(fuzz_drops.items()):
+        if reason.startswith(("error:", "protocol_error:")) and count:
+            problems.append(f"{reason}: {count} (an exception in the replica, counted)")
+    return rows, problems
+
+
+def fuzz_report(
+    sent: dict[str, Any],
+    fuzz_summary: dict[str, Any],
+    target_stats: dict[str, Any] | None,
+    base_summary: dict[str, Any] | None,
+    base_target: dict[str, Any] | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """fuzz.json: the options, what was sent, what the target counted, the cost."""
+    fuzz_drops = dict((target_stats or {}).get("drops", {}))
+    base_drops = None if base_target is None else dict(base_target.get("drops", {}))
+    rows, problems = compare(sent, fuzz_drops, base_drops)
+    if sent["aborted_frames"]:
+        problems.append(
+            f"{sent['aborted_bursts']} burst(s) ({sent['aborted_frames']} frames) cut short by "
+            f"socket errors {sent['errors']}: not in the expected counts"
+        )
+    if target_stats is None:
+        problems.append(f"replica {options['target']} wrote no stats (it did not survive)")
+    accepted = {
+        fate.removeprefix(fuzz_frames.ACCEPTED): n
+        for fate, n in sent["by_fate"].items()
+        if fate.startswith(fuzz_frames.ACCEPTED)
+    }
+    tput = float(fuzz_summary.get("throughput_txn_s", 0.0))
+    base_tput = None if base_summary is None else float(base_summary.get("throughput_txn_s", 0))
+    cost = None if not base_tput else round(1.0 - tput / base_tput, 4)
+    return {
+        "options": options,
+        "sent": sent,
+        "accepted_by_the_target": accepted,
+        "drops": rows,
+        "target_drops_fuzz_run": fuzz_drops,
+        "target_drops_baseline": base_drops,
+        "target_inbound": (target_stats or {}).get("inbound"),
+        "target_resources": (target_stats or {}).get("resources"),
+        "throughput_txn_s": tput,
+        "baseline_throughput_txn_s": base_tput,
+        "throughput_cost": cost,
+        "baseline_run": None if base_summary is None else base_summary.get("run", {}).get("name"),
+        "problems": problems,
+    }
+
+
+def format_fuzz(report: dict[str, Any]) -> str:
+    """The fuzz section of res.out and stdout."""
+    sent = report["sent"]
+    opt = report["options"]
+    lines = [
+        "",
+        f"Live fuzzing of replica {opt['target']} (compromised link: replica {opt['peer']}; "
+        f"seed {opt['seed']}; asked {opt['frames']:,} frames at {opt['rate']:,} frames/s)",
+        f"  sent {sent['frames_sent']:,} frames ({sent['bytes_sent'] / 1e6:.1f} MB) on "
+        f"{sent['connections']:,} connections in {sent['seconds']:.1f} s: "
+        f"{sent['frames_per_s']:,.0f} frames/s sustained",
+        f"  the fuzzer's time: CPU {sent['fuzzer_cpu_s']:.1f} s, connecting "
+        f"{sent['connect_s']:.1f} s, sending {sent['send_s']:.1f} s, waiting for the rate "
+        f"{sent['paced_s']:.1f} s",
+        "  frames by class: " + ", ".join(f"{cls} {n:,}" for cls, n in sent["by_class"].items()),
+    ]
+    accepted = report["accepted_by_the_target"]
+    if accepted:
+        lines.append(
+            f"  passed MAC and decode (handed to the input stage and the protocol): "
+            f"{sum(accepted.values()):,} ("
+            + ", ".join(f"{k} {n:,}" for k, n in sorted(accepted.items()))
+            + ")"
+        )
+    lines.append(f"  {'drop reason':<20}{'expected':>12}{'counted':>12}{'baseline':>12}")
+    for row in report["drops"]:
+        base = "-" if row["baseline"] is None else f"{row['baseline']:,}"
+        lines.append(f"  {row['reason']:<20}{row['expected']:>12,}{row['counted']:>12,}{base:>12}")
+    others = {
+        k: v
+        for k, v in report["target_drops_fuzz_run"].items()
+        if k not in {r["reason"] for r in report["drops"]} and v
+    }
+    if others:
+        lines.append(
+            "  other drops at the target (genuine traffic, or the input stage's own limits on "
+            "frames that passed, e.g. fetch_rate on hostile Fetch requests): "
+            + ", ".join(f"{k} {v:,}" for k, v in sorted(others.items()))
+        )
+    inbound = report["target_inbound"]
+    if inbound:
+        lines.append(
+            f"  the target's inputs delimited {inbound['frames']:,} frames, read "
+            f"{inbound['bytes'] / 1e6:.1f} MB, held at most {inbound['peak_buffered_bytes']:,} "
+            "bytes of unfinished frames"
+        )
+    if report["throughput_cost"] is not None:
+        lines.append(
+            f"  throughput {report['throughput_txn_s']:,.0f} txn/s vs "
+            f"{report['baseline_throughput_txn_s']:,.0f} undisturbed "
+            f"({report['baseline_run']}): cost {100 * report['throughput_cost']:.1f} %"
+        )
+    else:
+        lines.append(f"  throughput {report['throughput_txn_s']:,.0f} txn/s (no baseline run)")
+    if report["problems"]:
+        lines.append("  DIFFERENCES: " + "; ".join(report["problems"]))
+    else:
+        lines.append("  every frame sent is counted by the target as its class predicts")
+    return "\n".join(lines) + "\n"
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = runner.parser()
+    p.prog = "python -m fabric fuzz"
+    p.description = (
+        "Run an undisturbed baseline, then the same run while hostile frames flood one "
+        "replica's input sockets; compare every frame sent with the replica's drop counters "
+        "and report frames/s and the throughput cost. Takes the run command's options."
+    )
+    g = p.add_argument_group("fuzzing")
+    g.add_argument(
+        "--frames",
+        type=int,
+        default=DEFAULT_FRAMES,
+        help=f"hostile frames to send ({FRAMES_RANGE[0]}..{FRAMES_RANGE[1]:,}; default "
+        f"{DEFAULT_FRAMES:,})",
+    )
+    g.add_argument(
+        "--rate",
+        type=float,
+        default=DEFAULT_RATE,
+        help=f"frames per second at most ({RATE_RANGE[0]}..{RATE_RANGE[1]:,}; default "
+        f"{DEFAULT_RATE:,})",
+    )
+    g.add_argument("--target", type=int, default=0, help="replica fuzzed (default 0)")
+    g.add_argument(
+        "--peer",
+        type=int,
+        default=None,
+        help="replica whose link key to the target is compromised (default target+1 mod n)",
+    )
+    g.add_argument("--fuzz-seed", type=int, default=None, help="frames' seed (default run.seed)")
+    g.add_argument(
+        "--no-baseline", action="store_true", help="skip the undisturbed run (no cost figure)"
+    )
+    return p
+
+
+def _check_options(args: argparse.Namespace, cfg: Any) -> str | None:
+    n = cfg.cluster.replicas
+    if not FRAMES_RANGE[0] <= args.frames <= FRAMES_RANGE[1]:
+        return f"--frames {args.frames}: allowed {FRAMES_RANGE[0]}..{FRAMES_RANGE[1]}"
+    if not RATE_RANGE[0] <= args.rate <= RATE_RANGE[1]:
+        return f"--rate {args.rate:g}: allowed {RATE_RANGE[0]}..{RATE_RANGE[1]}"
+    if not 0 <= args.target < n:
+        return f"--target {args.target}: allowed 0..{n - 1} (cluster.replicas={n})"
+    if args.peer is not None and not (0 <= args.peer < n and args.peer != args.target):
+        return f"--peer {args.peer}: allowed 0..{n - 1} except the target {args.target}"
+    if n < 2 and args.peer is None:
+        return "fuzzing needs cluster.replicas >= 2 (a compromised peer replica)"
+    if cfg.transport.kind != "tcp":
+        return f"transport.kind={cfg.transport.kind}: the fuzzer speaks tcp only (choose tcp)"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fabric.harness.config import ConfigError, load_config
+
+    argv = sys.argv[1:] if argv is None else argv
+    p = parser()
+    args = p.parse_args(argv)
+    if args.sweep:
+        p.error("--sweep does not apply to fuzz")
+    try:
+        base = load_config(args.config, args.set or [])
+        cfg = base.with_overrides(runner.overrides(args, base))
+        problem = _check_options(args, cfg)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        if args.duration is None:  # long enough for every frame after the warm-up
+            duration = cfg.run.warmup_s + args.frames / args.rate + DURATION_MARGIN_S
+            cfg = cfg.with_overrides([f"run.duration_s={duration:.1f}"])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    target = args.target
+    peer = args.peer if args.peer is not None else (target + 1) % cfg.cluster.replicas
+    seed = args.fuzz_seed if args.fuzz_seed is not None else cfg.run.seed
+    results_root = Path(args.results_dir or cfg.run.results_dir)
+    label = args.label if args.label is not None else cfg.run.label
+    label = f"{label}-fuzz" if label else "fuzz"
+    kinds = target_kinds(cfg.protocol.name)
+    genuine = fuzz_frames.genuine_messages(
+        cfg.protocol.name, cfg.cluster.replicas, peer, target, seed
+    )
+    options = {"frames": args.frames, "rate": args.rate, "target": target, "peer": peer}
+    options |= {"seed": seed, "genuine_messages": len(genuine), "command": ["fuzz", *argv]}
+    print(
+        f"fuzz: {cfg.protocol.name}, {cfg.cluster.replicas} replicas, "
+        f"{cfg.run.duration_s:g} s per run; {args.frames:,} frames at up to "
+        f"{args.rate:,.0f}/s into replica {target} (compromised link: replica {peer})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        base_outcome = None
+        if not args.no_baseline:
+            print("fuzz: the undisturbed baseline run ...", file=sys.stderr, flush=True)
+            base_outcome = runner.run_experiment(
+                cfg, results_root, label=f"{label}-baseline", progress=not args.quiet
+            )
+        fuzzers: list[LiveFuzzer] = []
+
+        def on_start(run_cfg: Any, paths: RunPaths, t0: float) -> None:
+            source = fuzz_frames.FrameSource(
+                fuzz_target(run_cfg, target, peer, kinds), genuine, seed
+            )
+            fuzzer = LiveFuzzer(
+                source,
+                target_endpoints(run_cfg, target),
+                args.frames,
+                args.rate,
+                start_at=t0 + run_cfg.run.warmup_s,
+                stop_at=t0 + run_cfg.run.duration_s - STOP_MARGIN_S,
+            )
+            fuzzers.append(fuzzer)
+            fuzzer.start()
+
+        print("fuzz: the run with the fuzzer ...", file=sys.stderr, flush=True)
+        try:
+            outcome = runner.run_experiment(
+                cfg, results_root, label=label, progress=not args.quiet, on_start=on_start
+            )
+        finally:
+            for fuzzer in fuzzers:
+                fuzzer.stop.set()
+                fuzzer.join(JOIN_TIMEOUT_S)
+    except KeyboardInterrupt as exc:
+        print(f"\nfuzz: interrupted; every process stopped. {exc}", file=sys.stderr)
+        return 130
+    if not fuzzers:
+        print(f"fuzz: RUN FAILED before the fuzzer started: {outcome.reason}", file=sys.stderr)
+        return 1
+    paths = RunPaths(outcome.folder)
+    report = fuzz_report(
+        fuzzers[0].report(),
+        outcome.summary,
+        _read_json(paths.replica_stats(target)),
+        None if base_outcome is None else base_outcome.summary,
+        None
+        if base_outcome is None
+        else _read_json(RunPaths(base_outcome.folder).replica_stats(target)),
+        options,
+    )
+    if not outcome.ok:
+        report["problems"].insert(0, f"the run is {outcome.status}: {outcome.reason}")
+    text = format_fuzz(report)
+    paths.fuzz.write_text(json.dumps(report, indent=2) + "\n")
+    summary = dict(outcome.summary)
+    summary["fuzz"] = report
+    paths.summary.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    with paths.res_out.open("a") as res_out:
+        res_out.write(text)
+    print(paths.res_out.read_text(), end="")
+    print(f"results: {outcome.folder} (fuzz.json)", file=sys.stderr)
+    if report["problems"]:
+        print("fuzz: FAILED: " + "; ".join(report["problems"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
