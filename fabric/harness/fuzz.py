@@ -435,6 +435,13 @@ def _check_options(args: argparse.Namespace, cfg: Any) -> str | None:
         return "fuzzing needs cluster.replicas >= 2 (a compromised peer replica)"
     if cfg.transport.kind != "tcp":
         return f"transport.kind={cfg.transport.kind}: the fuzzer speaks tcp only (choose tcp)"
+    if cfg.network.emulation != "none":
+        return (
+            f"network.emulation={cfg.network.emulation}: the fuzzer reaches replicas on this "
+            "machine's loopback only (choose none)"
+        )
+    if any(host not in runner.LOOPBACK for host in cfg.cluster.hosts):
+        return f"cluster.hosts={list(cfg.cluster.hosts)}: the fuzzer sends to loopback only"
     return None
 
 

@@ -130,6 +130,8 @@ def test_frames_stay_small_oversized_ones_are_sent_as_a_header_only() -> None:
         ("--rate", "5", "--rate 5: allowed 100..1000000"),
         ("--target", "4", "--target 4: allowed 0..3"),
         ("--peer", "0", "--peer 0: allowed 0..3 except the target 0"),
+        ("--set", "network.emulation=transport", "network.emulation=transport: the fuzzer"),
+        ("--set", "cluster.hosts=[10.0.0.1]", "the fuzzer sends to loopback only"),
     ],
 )
 def test_bad_options_are_refused_by_name(option: str, value: str, named: str, capsys) -> None:
