@@ -18,6 +18,7 @@ BENCHMARKS = {
     "execute": "bench.execute",  # execute stage: serial µs/txn, engines x threads x contention x cost
     "transport": "bench.transport",  # frames/s one Sender process -> one Receiver, 200 B and 8 KB
     "cluster": "bench.cluster",  # default PBFT cluster vs the null-protocol baseline
+    "persist": "bench.persist",  # persist stage: us per block per backend x sync policy
     "floor": "bench.floor",  # CPU per txn: a PBFT run's ledger against its measured floor
     "attacks": "bench.attacks",  # issue 19 attack recipes vs an undisturbed PBFT run
 }

@@ -15,7 +15,7 @@ import pytest
 from fabric.runtime.execute import Executor
 from fabric.runtime.ring import Ring
 from fabric.runtime.stages import E_COMMIT, E_DELIVER, ExecuteStage, ReplicaShared
-from fabric.runtime.stages.base import P_BLOCK, P_CHECKPOINT
+from fabric.runtime.stages.base import P_BASE, P_BLOCK, P_CHECKPOINT
 from fabric.runtime.stages.persist import PersistStage, block_record, decode_proof, encode_proof
 from fabric.runtime.storage import (
     BACKENDS,
@@ -333,3 +333,33 @@ def test_a_full_persist_ring_pushes_back_on_the_execute_stage() -> None:
     assert not shared.fatal
     assert persist.blocks == 300 and ex.last_seq == 300
     assert store.recover().last_checkpoint() == CheckpointRecord(300, b"d" * 32, ())
+
+
+def test_an_installed_state_image_replaces_the_blocks_before_it_in_order() -> None:
+    """persist_base (after a state transfer): blocks before the image are written first, the
+    image then replaces them, blocks after it follow; recovery starts from the image."""
+    shared = ReplicaShared(0, 4)
+    persist_ring = Ring(64, "persist")
+    ex = executor(record_changes=True)
+    stage = ExecuteStage(
+        "execute", shared, ex, Ring(64, "e"), Ring(64, "o"), Ring(64, "c"), 4, persist_ring
+    )
+    bs = batches(5)
+    stage.apply_items([(E_DELIVER, s, 0, bs[s - 1], False) for s in (1, 2, 3)])
+    stage.persist_base(3, ex.state_digest(), b"image-at-3")
+    stage.apply_items([(E_DELIVER, s, 0, bs[s - 1], False) for s in (4, 5)])
+    items = stage.take_persist()
+    assert [(i[0], i[1] if i[0] != P_BLOCK else i[1].seq) for i in items] == [
+        (P_BLOCK, 1),
+        (P_BLOCK, 2),
+        (P_BLOCK, 3),
+        (P_BASE, 3),
+        (P_BLOCK, 4),
+        (P_BLOCK, 5),
+    ]
+    assert stage.take_persist() == []
+    store = MemoryStore()
+    PersistStage("persist", shared, store, persist_ring).persist(items)
+    rec = store.recover()
+    assert rec.base is not None and (rec.base.seq, rec.base.image) == (3, b"image-at-3")
+    assert [b.seq for b in rec.blocks] == [4, 5] and rec.head == ex.state_digest()

@@ -20,6 +20,7 @@ from fabric.runtime.stages.base import (
     C_EXECUTED,
     E_DELIVER,
     E_ROLLBACK,
+    P_BASE,
     P_BLOCK,
     P_CHECKPOINT,
     ReplicaShared,
@@ -74,13 +75,20 @@ class ExecuteStage(Stage):
                 self.push_all(self.persist_ring, self.take_persist())
 
     def take_persist(self) -> list[Any]:
-        """The persist ring items since the last call: each final block with its changes
-        (Executor.take_final), then the certified checkpoints, in order."""
-        items: list[Any] = [(P_BLOCK, *entry) for entry in self.executor.take_final()]
-        if self._to_persist:
-            items.extend(self._to_persist)
-            self._to_persist = []
+        """The persist ring items since the last call, in the order they happened: certified
+        checkpoints and an installed state image (``persist_base``), then each final block
+        with its changes (Executor.take_final)."""
+        items, self._to_persist = self._to_persist, []
+        items.extend((P_BLOCK, *entry) for entry in self.executor.take_final())
         return items
+
+    def persist_base(self, seq: int, head: bytes, image: bytes) -> None:
+        """After a state transfer installed the state at ``seq`` (ledger hash ``head``,
+        ``image`` its encoding: fabric.runtime.state_image): the store replaces what it held
+        by that image, blocks follow from seq + 1. Call on the thread that executes."""
+        if self.persist_ring is not None:
+            self._to_persist = self.take_persist()  # blocks before the image go first
+            self._to_persist.append((P_BASE, seq, head, image))
 
     def apply_items(self, items: list[Any]) -> tuple[list[Any], list[Any]]:
         """Apply execute-ring items in order; the replies (for the output ring) and the
