@@ -55,6 +55,12 @@ STOP_MARGIN_S = 1.0
 DURATION_MARGIN_S = 4.0
 #: seconds the command waits for the fuzzer thread after the run returned
 JOIN_TIMEOUT_S = 30.0
+#: genuine frames are captured during the warm-up, for at most this long (a packet socket
+#: sees all loopback traffic: capture costs this process CPU)
+CAPTURE_MAX_S = 2.0
+#: seconds one capture read waits, and the bytes it takes (a loopback segment is < 64 KiB)
+CAPTURE_POLL_S = 0.1
+CAPTURE_READ_BYTES = 70_000
 #: drop reasons the fuzzer's frames can make the target count (the comparison's rows)
 FUZZ_REASONS = (
     "mac",
@@ -82,15 +88,23 @@ class LiveFuzzer(threading.Thread):
 
     def __init__(
         self,
-        source: fuzz_frames.FrameSource,
+        target: fuzz_frames.FuzzTarget,
+        genuine: list[Any],
+        seed: int,
         endpoints: list[tuple[str, int]],
         frames: int,
         rate: float,
         start_at: float,
         stop_at: float,
+        capture: bool = True,
     ) -> None:
         super().__init__(name="live-fuzzer", daemon=True)
-        self.source = source
+        self.target = target
+        self.genuine = genuine
+        self.seed = seed
+        self.capture = capture
+        self.genuine_source = ""
+        self.source: fuzz_frames.FrameSource | None = None
         self.endpoints = endpoints
         self.frames = frames
         self.rate = rate
@@ -116,7 +130,28 @@ class LiveFuzzer(threading.Thread):
         self.send_s = 0.0
         self.paced_s = 0.0
 
+    def _make_source(self) -> fuzz_frames.FrameSource:
+        """Capture genuine frames of the compromised link during the warm-up (bounded), else
+        use the simulated ones; build the seeded source."""
+        captured: list[bytes] = []
+        why = "not asked (--no-capture)"
+        if self.capture:
+            t = self.target
+            ports = {port for _, port in self.endpoints}
+            until = min(self.start_at, time.time() + CAPTURE_MAX_S)
+            captured, why = capture_link(
+                ports, t.peer, t.tag_size, t.max_frame_bytes, until, self.stop
+            )
+        if captured:
+            self.genuine_source = why
+        else:
+            self.genuine_source = (
+                f"{len(self.genuine)} messages of a simulated run (live capture: {why})"
+            )
+        return fuzz_frames.FrameSource(self.target, self.genuine, self.seed, captured)
+
     def run(self) -> None:
+        self.source = source = self._make_source()
         delay = self.start_at - time.time()
         if delay > 0 and self.stop.wait(delay):
             return
@@ -127,7 +162,7 @@ class LiveFuzzer(threading.Thread):
             while self.sent_frames < self.frames and not self.stop.is_set():
                 if time.time() >= self.stop_at:
                     break
-                burst = self.source.burst(self.frames - self.sent_frames)
+                burst = source.burst(self.frames - self.sent_frames)
                 if not burst:
                     break
                 self._send(burst)
@@ -176,6 +211,7 @@ class LiveFuzzer(threading.Thread):
             "connect_s": round(self.connect_s, 3),
             "send_s": round(self.send_s, 3),
             "paced_s": round(self.paced_s, 3),
+            "genuine_frames": self.genuine_source,
             "by_class": dict(sorted(self.by_class.items())),
             "by_fate": dict(sorted(self.by_fate.items())),
             "by_class_and_fate": {
@@ -186,6 +222,67 @@ class LiveFuzzer(threading.Thread):
             "aborted_frames": self.aborted_frames,
             "errors": dict(self.errors),
         }
+
+
+# --- capturing genuine frames -------------------------------------------------------------------
+
+_ETH_P_IP = 0x0800
+_PACKET_OUTGOING = 4  # a loopback packet is seen leaving and arriving: keep the arrival
+_ETH_HEADER_BYTES = 14
+_TCP = 6
+
+
+def capture_link(
+    ports: set[int],
+    sender: int,
+    tag_size: int,
+    max_frame_bytes: int,
+    until: float,
+    stop: threading.Event,
+) -> tuple[list[bytes], str]:
+    """Genuine sealed frames ``sender`` sent to the target's input ``ports``, read off the
+    loopback interface with a packet socket until epoch ``until`` or MAX_GENUINE frames
+    (needs CAP_NET_RAW); the frames and how they were obtained, or [] and why not."""
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_IP))
+    except (OSError, AttributeError) as exc:
+        return [], f"no capture ({type(exc).__name__}: {exc})"
+    frames: list[bytes] = []
+    segments = 0
+    try:
+        sock.bind(("lo", 0))
+        sock.settimeout(CAPTURE_POLL_S)
+        while time.time() < until and len(frames) < fuzz_frames.MAX_GENUINE:
+            if stop.is_set():
+                break
+            try:
+                packet, address = sock.recvfrom(CAPTURE_READ_BYTES)
+            except TimeoutError:
+                continue
+            if address[2] == _PACKET_OUTGOING:
+                continue
+            ip = _ETH_HEADER_BYTES
+            if len(packet) < ip + 20 or packet[ip + 9] != _TCP:
+                continue
+            tcp = ip + (packet[ip] & 0x0F) * 4
+            if len(packet) < tcp + 20:
+                continue
+            if int.from_bytes(packet[tcp + 2 : tcp + 4], "big") not in ports:
+                continue
+            total = int.from_bytes(packet[ip + 2 : ip + 4], "big")
+            payload = packet[tcp + (packet[tcp + 12] >> 4) * 4 : ip + total]
+            if payload:
+                segments += 1
+                frames += fuzz_frames.whole_frames(payload, sender, tag_size, max_frame_bytes)
+    except OSError as exc:
+        return [], f"no capture ({type(exc).__name__}: {exc})"
+    finally:
+        sock.close()
+    frames = frames[: fuzz_frames.MAX_GENUINE]
+    return (
+        frames,
+        f"captured on lo: {len(frames)} frames of replica {sender} in {segments} segments",
+    )
 
 
 # --- what the target knows ------------------------------------------------------------------
@@ -334,6 +431,7 @@ def format_fuzz(report: dict[str, Any]) -> str:
         f"  the fuzzer's time: CPU {sent['fuzzer_cpu_s']:.1f} s, connecting "
         f"{sent['connect_s']:.1f} s, sending {sent['send_s']:.1f} s, waiting for the rate "
         f"{sent['paced_s']:.1f} s",
+        f"  genuine frames (replays, mutations): {sent['genuine_frames']}",
         "  frames by class: " + ", ".join(f"{cls} {n:,}" for cls, n in sent["by_class"].items()),
     ]
     accepted = report["accepted_by_the_target"]
@@ -418,6 +516,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--no-baseline", action="store_true", help="skip the undisturbed run (no cost figure)"
     )
+    g.add_argument(
+        "--no-capture",
+        action="store_true",
+        help="replay genuine frames of a seeded simulated run instead of capturing the "
+        "peer's real frames off loopback during the warm-up (needs root; this makes every "
+        "frame a function of the seed)",
+    )
     return p
 
 
@@ -495,16 +600,16 @@ def main(argv: list[str] | None = None) -> int:
         fuzzers: list[LiveFuzzer] = []
 
         def on_start(run_cfg: Any, paths: RunPaths, t0: float) -> None:
-            source = fuzz_frames.FrameSource(
-                fuzz_target(run_cfg, target, peer, kinds), genuine, seed
-            )
             fuzzer = LiveFuzzer(
-                source,
+                fuzz_target(run_cfg, target, peer, kinds),
+                genuine,
+                seed,
                 target_endpoints(run_cfg, target),
                 args.frames,
                 args.rate,
                 start_at=t0 + run_cfg.run.warmup_s,
                 stop_at=t0 + run_cfg.run.duration_s - STOP_MARGIN_S,
+                capture=not args.no_capture,
             )
             fuzzers.append(fuzzer)
             fuzzer.start()

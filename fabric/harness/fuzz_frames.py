@@ -26,12 +26,14 @@ padded genuine bodies, or random bytes); terminal frames ``random_bytes``,
 replica's kind), ``oversized`` (over the frame bound, the kind's bound, the client bound:
 the header alone is sent, it is refused before its body) and ``truncated``.
 
-Genuine frames are what a replica of this protocol sends the target: the messages the
-compromised peer sent the target in a short seeded run of the simulator (the runtime's
-own protocol code), sealed as the peer's Sender seals them.
+Genuine frames are what the compromised peer really sent the target: the live fuzzer
+captures them off the loopback interface during the warm-up (``whole_frames`` cuts the
+TCP segments into frames); without the rights to capture (or with ``--no-capture``) they
+are the messages the peer sent the target in a short seeded run of the simulator (the
+runtime's own protocol code), sealed as the peer's Sender seals them.
 
 Sans-IO: no sockets, clocks or global randomness (one ``random.Random(seed)``), so a seed
-replays the same frames. Must not live here: sockets and pacing (fabric.harness.fuzz).
+replays the same frames (given the same genuine ones: captured frames differ per run). Must not live here: sockets and pacing (fabric.harness.fuzz).
 """
 
 from __future__ import annotations
@@ -293,12 +295,30 @@ class FrameSource:
     """Seeded bursts of hostile frames (module note); ``counts`` says how many frames of each
     class and fate it made."""
 
-    def __init__(self, target: FuzzTarget, genuine: Sequence[Any], seed: int) -> None:
+    def __init__(
+        self,
+        target: FuzzTarget,
+        genuine: Sequence[Any],
+        seed: int,
+        captured: Sequence[bytes] = (),
+    ) -> None:
+        """``genuine``: messages of the protocol (simulated); ``captured``: sealed frames the
+        peer really sent the target (``whole_frames`` of captured segments). Captured frames,
+        when there are any, are the ones replayed byte for byte, and their messages are the
+        ones mutated."""
         self.target = target
         self.rng = random.Random(seed)
         self.seal = target.peer_auth().seal
         self._opener = target.target_auth()
-        self.genuine = list(genuine)[:MAX_GENUINE]
+        captured = list(captured)[:MAX_GENUINE]
+        live = []
+        for sealed in captured:
+            try:
+                frame = self._opener.open(sealed)
+                live.append(wire.decode(frame, target.max_frame_bytes)[1])
+            except wire.DecodeError:
+                pass  # replayed as it is; its fate says why the target refuses it
+        self.genuine = (live or list(genuine))[:MAX_GENUINE]
         registered = codec.registered_kinds()
         self.kinds = sorted(k for k in registered if k in target.kinds)
         self.classes = [registered[k] for k in self.kinds]
@@ -309,8 +329,9 @@ class FrameSource:
             if (codec.max_body_of(k) or target.max_frame_bytes) + wire.HEADER_SIZE
             < target.max_frame_bytes
         ]
-        # genuine frames sealed on the compromised link, byte for byte what the peer sends
-        self.sealed_genuine = [
+        # genuine frames on the compromised link: captured ones, else the genuine messages
+        # sealed as the peer's Sender seals them (byte for byte what it would send)
+        self.sealed_genuine = captured or [
             self.seal(target.target, wire.encode(msg, target.peer)) for msg in self.genuine
         ]
         wrong = random.Random(seed ^ 0x5EED)
@@ -492,6 +513,29 @@ class FrameSource:
         # at least the magic and at most one byte short: the connection closes mid-frame
         cut = rng.randint(2, len(whole) - 1)
         return Frame("truncated", whole[:cut], "partial_frame")
+
+
+def whole_frames(payload: bytes, sender: int, tag_size: int, max_frame_bytes: int) -> list[bytes]:
+    """The sealed frames from ``sender`` in ``payload`` if it is exactly a sequence of whole
+    frames (a TCP segment that starts on a frame boundary, as a Sender's sends do), else
+    none: a segment that starts mid-frame or ends mid-frame is skipped, not guessed at."""
+    out: list[bytes] = []
+    pos = 0
+    size = len(payload)
+    while pos < size:
+        if size - pos < wire.HEADER_SIZE:
+            return []
+        try:
+            _, frame_sender, length = wire.check_header(payload, pos, max_frame_bytes)
+        except wire.DecodeError:
+            return []
+        end = pos + wire.HEADER_SIZE + length + tag_size
+        if end > size:
+            return []
+        if frame_sender == sender:
+            out.append(payload[pos:end])
+        pos = end
+    return out
 
 
 def expected_counts(frames: Sequence[Frame]) -> dict[str, dict[str, int]]:

@@ -147,3 +147,29 @@ def test_the_fuzzer_holds_only_its_one_link_key() -> None:
     assert target.policy == cfg_policy
     peer = target.peer_auth()
     assert peer.knows(0) and not peer.knows(2) and not peer.knows(3)
+
+
+def test_whole_frames_cuts_a_segment_into_the_senders_frames_and_skips_a_torn_one() -> None:
+    target = _target()
+    source = fuzz_frames.FrameSource(target, GENUINE, 1)
+    mine = source.sealed_genuine[:3]
+    other_auth = auth.LinkAuth("cmac-aes", 2, auth.derive_keys(SECRET, 5, only_node=2))
+    other = other_auth.seal(0, wire.encode(GENUINE[0], 2))
+    segment = mine[0] + other + mine[1] + mine[2]
+    cut = fuzz_frames.whole_frames
+    assert cut(segment, 1, 16, wire.DEFAULT_MAX_FRAME_BYTES) == mine
+    assert cut(segment, 2, 16, wire.DEFAULT_MAX_FRAME_BYTES) == [other]
+    assert cut(segment[5:], 1, 16, wire.DEFAULT_MAX_FRAME_BYTES) == []  # starts mid-frame
+    assert cut(segment[:-1], 1, 16, wire.DEFAULT_MAX_FRAME_BYTES) == []  # ends mid-frame
+
+
+def test_captured_frames_are_replayed_byte_for_byte_and_their_messages_mutated() -> None:
+    target = _target()
+    captured = fuzz_frames.FrameSource(target, GENUINE, 1).sealed_genuine[5:9]
+    source = fuzz_frames.FrameSource(target, [], 4, captured)
+    assert source.sealed_genuine == captured
+    assert len(source.genuine) == 4  # decoded from the captured frames
+    frames = [f for b in _frames(source, 5000) for f in b]
+    replays = {f.data for f in frames if f.cls == "replay"}
+    assert replays and replays <= set(captured)
+    assert all(f.fate.startswith(fuzz_frames.ACCEPTED) for f in frames if f.cls == "replay")
