@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -206,6 +207,8 @@ class LiveFuzzer(threading.Thread):
             "bytes_sent": self.sent_bytes,
             "connections": self.connections,
             "seconds": round(elapsed, 3),
+            "began": round(self.began, 3),
+            "ended": round(self.ended, 3),
             "frames_per_s": round(self.sent_frames / elapsed, 1) if self.sent_frames else 0.0,
             "fuzzer_cpu_s": round(self.cpu_s, 3),
             "connect_s": round(self.connect_s, 3),
@@ -373,6 +376,19 @@ def compare(
     return rows, problems
 
 
+def window_rate(stats: dict[str, Any] | None, lo_s: float, hi_s: float) -> float | None:
+    """Transactions/s a replica executed in the whole seconds between ``lo_s`` and ``hi_s``
+    after its t0 (its ``executed_per_s``); None without stats or a whole second."""
+    if not stats or stats.get("t0") is None:
+        return None
+    t0 = float(stats["t0"])
+    first, last = math.ceil(t0 + lo_s), math.floor(t0 + hi_s)
+    if last <= first:
+        return None
+    per_s = {int(sec): int(count) for sec, count in stats.get("executed_per_s", [])}
+    return sum(per_s.get(sec, 0) for sec in range(first, last)) / (last - first)
+
+
 def fuzz_report(
     sent: dict[str, Any],
     fuzz_summary: dict[str, Any],
@@ -400,6 +416,21 @@ def fuzz_report(
     tput = float(fuzz_summary.get("throughput_txn_s", 0.0))
     base_tput = None if base_summary is None else float(base_summary.get("throughput_txn_s", 0))
     cost = None if not base_tput else round(1.0 - tput / base_tput, 4)
+    # the same comparison over the seconds the fuzzer was sending (the target's executed
+    # transactions/s, in the fuzz run and over the same seconds of the baseline)
+    window = None
+    if target_stats and target_stats.get("t0") is not None and sent["frames_sent"]:
+        lo_s = sent["began"] - float(target_stats["t0"])
+        hi_s = sent["ended"] - float(target_stats["t0"])
+        during = window_rate(target_stats, lo_s, hi_s)
+        before = window_rate(base_target, lo_s, hi_s)
+        window = {
+            "from_s": round(lo_s, 2),
+            "to_s": round(hi_s, 2),
+            "executed_txn_s": None if during is None else round(during, 1),
+            "baseline_executed_txn_s": None if before is None else round(before, 1),
+            "cost": None if not before or during is None else round(1.0 - during / before, 4),
+        }
     return {
         "options": options,
         "sent": sent,
@@ -412,6 +443,7 @@ def fuzz_report(
         "throughput_txn_s": tput,
         "baseline_throughput_txn_s": base_tput,
         "throughput_cost": cost,
+        "fuzzed_window": window,
         "baseline_run": None if base_summary is None else base_summary.get("run", {}).get("name"),
         "problems": problems,
     }
@@ -472,6 +504,14 @@ def format_fuzz(report: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"  throughput {report['throughput_txn_s']:,.0f} txn/s (no baseline run)")
+    window = report.get("fuzzed_window")
+    if window and window["cost"] is not None:
+        lines.append(
+            f"  while the fuzzer sent (t={window['from_s']:.0f}..{window['to_s']:.0f} s): the "
+            f"target executed {window['executed_txn_s']:,.0f} txn/s vs "
+            f"{window['baseline_executed_txn_s']:,.0f} in the same seconds undisturbed: cost "
+            f"{100 * window['cost']:.1f} %"
+        )
     if report["problems"]:
         lines.append("  DIFFERENCES: " + "; ".join(report["problems"]))
     else:

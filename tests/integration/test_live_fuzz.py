@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from collections import Counter
 
 import pytest
 
-from fabric.harness import fuzz, fuzz_frames, runner
+from fabric.harness import fuzz, fuzz_frames
 from fabric.harness.config import load_config
 from fabric.harness.paths import RunPaths
 from fabric.runtime.replica import replica_frame_policy
@@ -79,29 +78,6 @@ def test_every_frame_of_the_source_is_counted_by_a_real_receiver_as_its_fate_say
     finally:
         rx.close()
         assert zmq_io.close_context(ctx)
-
-
-@pytest.fixture
-def spawned(monkeypatch):
-    """Every Child the runner spawns in this test; after the test, none may be alive."""
-    children: list[runner.Child] = []
-    original = runner.Runner._spawn
-
-    def spawn(self, role, node):
-        child = original(self, role, node)
-        children.append(child)
-        return child
-
-    monkeypatch.setattr(runner.Runner, "_spawn", spawn)
-    yield children
-    alive = [c for c in children if c.proc.poll() is None]
-    for child in alive:
-        try:
-            os.killpg(child.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        child.proc.wait(5)
-    assert not alive, f"processes left running: {[c.label for c in alive]}"
 
 
 @pytest.mark.timeout(180)
