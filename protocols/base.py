@@ -58,6 +58,10 @@ class Deliver:
     view: int
     batch: Batch
     speculative: bool = False
+    # Zyzzyva: the history digest h_seq and the replica's signature over (view, seq, h_seq),
+    # copied by the execute stage into every Reply of this batch (b"" elsewhere)
+    history: bytes = b""
+    signature: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +128,7 @@ class Verifier(TypingProtocol):
 
 #: Reply fields a rule may ask replies to agree on (client and timestamp always agree: a
 #: client counts replies per outstanding timestamp)
-REPLY_MATCH_FIELDS = ("view", "seq", "result")
+REPLY_MATCH_FIELDS = ("view", "seq", "result", "history")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +146,19 @@ class ReplyRule:
     quorum: int
     match: tuple[str, ...] = ("seq", "result")
     speculative: bool = False
+    #: the slow path (Zyzzyva §3.2): with this many matching speculative replies but fewer
+    #: than ``quorum``, the client sends the protocol's ``commit_message`` (a commit
+    #: certificate) to every replica and accepts on this many matching non-speculative
+    #: replies (LOCAL-COMMITs); 0: no slow path, non-speculative replies count to ``quorum``
+    commit_quorum: int = 0
 
     def __post_init__(self) -> None:
         if self.quorum < 1:
             raise ValueError(f"reply quorum {self.quorum} < 1")
+        if not 0 <= self.commit_quorum <= self.quorum:
+            raise ValueError(f"commit quorum {self.commit_quorum} not in 0..{self.quorum}")
+        if self.commit_quorum and not self.speculative:
+            raise ValueError("a slow path (commit_quorum) needs speculative replies")
         bad = [name for name in self.match if name not in REPLY_MATCH_FIELDS]
         if bad or len(set(self.match)) != len(self.match):
             raise ValueError(f"reply rule matches on {self.match}; fields are {REPLY_MATCH_FIELDS}")
@@ -199,6 +212,12 @@ class Protocol(ABC):
     #: the protocol executes speculatively (Deliver(speculative=True), Rollback) and its
     #: clients accept speculative replies
     speculative_replies: ClassVar[bool] = False
+    #: message classes a client may send besides its Request (Zyzzyva's commit
+    #: certificate): the runtime's input stage hands them to the protocol, others are dropped
+    client_messages: ClassVar[tuple[type, ...]] = ()
+    #: why the protocol is known to be unsafe ("" if it is not): the CLI marks it and a
+    #: real run refuses it unless ``protocol.allow_unsafe: true``
+    unsafe: ClassVar[str] = ""
 
     def __init__(self, config: ProtocolConfig, verifier: Verifier) -> None:
         self.config = config
@@ -220,6 +239,20 @@ class Protocol(ABC):
         A protocol whose paper asks more (PoE: the view too) overrides this.
         """
         return ReplyRule(cls.reply_quorum(n, f), ("seq", "result"), cls.speculative_replies)
+
+    @classmethod
+    def commit_message(
+        cls, client_id: int, timestamp: int, replies: tuple[Reply, ...], params: Mapping[str, Any]
+    ) -> Any:
+        """The slow path's message (``ReplyRule.commit_quorum``): what a client sends every
+        replica once it holds ``replies``, that many matching speculative replies. Only a
+        protocol whose rule has a commit quorum is asked."""
+        raise NotImplementedError(f"{cls.__name__} has no slow path")
+
+    @classmethod
+    def commit_wait_ticks(cls, params: Mapping[str, Any]) -> int:
+        """Ticks a client waits for the fast quorum before it starts the slow path."""
+        return 0
 
     @classmethod
     @abstractmethod

@@ -95,6 +95,11 @@ class Reply:
     # seq and result always (PBFT, RCC), and the view too for PoE
     result: Digest
     speculative: bool  # True for PoE INFORM replies (executed before commit)
+    # Zyzzyva's SPEC-RESPONSE (Kotla et al. SOSP'07 §3.2) also carries the history digest h_n
+    # of the ORDER-REQ it answers and the replica's signature over (view, seq, h_n): 2f+1 of
+    # them are the commit certificate a client sends on the slow path. b"" elsewhere.
+    history: Digest = b""
+    signature: Signature = b""
 
 
 NULL_DIGEST = hashlib.sha256(b"null-batch").digest()

@@ -16,6 +16,7 @@ _BUILTIN_MODULES = {
     "poe": "protocols.poe",
     "rcc": "protocols.rcc",
     "null": "protocols.null",
+    "zyzzyva": "protocols.zyzzyva",
 }
 _REGISTRY: dict[str, type[Protocol]] = {}
 
@@ -36,6 +37,18 @@ def available() -> list[str]:
         if importlib.util.find_spec(module) is not None:
             names.add(name)
     return sorted(names)
+
+
+def describe() -> str:
+    """The names a config may use, each known-unsafe one marked (for --help texts)."""
+    parts = []
+    for name in available():
+        try:
+            unsafe = get(name).unsafe
+        except Exception:  # a built-in whose module fails to import: still listed
+            unsafe = ""
+        parts.append(f"{name} (KNOWN UNSAFE: needs protocol.allow_unsafe)" if unsafe else name)
+    return " | ".join(parts)
 
 
 def get(name: str) -> type[Protocol]:

@@ -121,6 +121,8 @@ class ProtocolSection:
     rcc_permute_rounds: bool
     rcc_noop_timeout_ms: float
     rcc_max_lag_rounds: int
+    zyzzyva_commit_wait_ms: float
+    allow_unsafe: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +267,14 @@ _FAILURE_OPTIONAL = frozenset({"duration_s", "down_s"})
 REPLICA_FAILURE_KINDS = ("crash", "silent")
 #: protocol keys every protocol reads; the others (poe_*, rcc_*, ...) go to ProtocolConfig.params
 _GENERIC_PROTOCOL_KEYS = frozenset(
-    {"name", "tick_ms", "view_change_timeout_ms", "watermark_window", "max_buffered_msgs"}
+    {
+        "name",
+        "tick_ms",
+        "view_change_timeout_ms",
+        "watermark_window",
+        "max_buffered_msgs",
+        "allow_unsafe",
+    }
 )
 
 
@@ -360,6 +369,7 @@ class Config:
         params["rcc_instances"] = proto.rcc_instances or self.cluster.replicas
         params["tick_ms"] = proto.tick_ms
         params["rcc_noop_ticks"] = _ticks(proto.rcc_noop_timeout_ms, proto.tick_ms)
+        params["zyzzyva_commit_wait_ticks"] = _ticks(proto.zyzzyva_commit_wait_ms, proto.tick_ms)
         return ProtocolConfig(
             replica_id=replica_id,
             n=self.cluster.replicas,
@@ -469,6 +479,7 @@ _RULES: dict[str, _Rule] = {
     "protocol.rcc_instances": _between(0, 1024),  # and <= n: checked with the cluster
     "protocol.rcc_noop_timeout_ms": _positive(_HOUR_MS),
     "protocol.rcc_max_lag_rounds": _between(0, 1_000_000),
+    "protocol.zyzzyva_commit_wait_ms": _positive(_HOUR_MS),
     "execution.engine": _Rule(
         lambda v: len(v) > 0 and all(name in _ENGINE_NAMES for name in v),
         lambda: f"{' | '.join(_ENGINE_NAMES)}, or a list of them with one per replica",
@@ -730,6 +741,13 @@ def _check_relations(cfg: Config) -> None:
             f"{window} is under two checkpoint periods; allowed: 0 (= two periods) or "
             f">= 2 * checkpoint period ({2 * cfg.checkpoint_period} = 2 * "
             f"checkpoint.txn_per_chkpt // batching.batch_size)",
+        )
+    unsafe = registry.get(cfg.protocol.name).unsafe
+    if unsafe and not cfg.protocol.allow_unsafe:
+        raise ConfigError(
+            "protocol.allow_unsafe",
+            f"false with protocol.name={cfg.protocol.name}, a protocol known to be unsafe "
+            f"({unsafe}); allowed: true, to run it anyway",
         )
     if cfg.protocol.rcc_instances > n:
         raise ConfigError(

@@ -913,6 +913,7 @@ def _read_quietly(runner: Runner) -> tuple[dict[int, dict[str, Any]], dict[int, 
 
 def parser() -> argparse.ArgumentParser:
     from fabric.harness.config import add_config_args
+    from protocols import registry
 
     parser = argparse.ArgumentParser(
         prog="./run-cluster.sh",
@@ -924,7 +925,7 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--replicas", type=int, help="replica processes n (cluster.replicas)")
     parser.add_argument("--clients", type=int, help="client processes (cluster.clients)")
-    parser.add_argument("--protocol", help="pbft | poe | rcc | null (protocol.name)")
+    parser.add_argument("--protocol", help=f"{registry.describe()} (protocol.name)")
     parser.add_argument(
         "--duration",
         type=float,

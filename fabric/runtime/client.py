@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,11 @@ class Outstanding:
     retries: int = 0
     keys_of: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)  # replica -> its keys
     votes: dict[tuple[Any, ...], set[int]] = field(default_factory=dict)  # key -> replicas
+    # slow path only (rule.commit_quorum): key -> replica -> its speculative reply (what a
+    # commit certificate is made of), and when the certificate may be sent
+    spec: dict[tuple[Any, ...], dict[int, Reply]] = field(default_factory=dict)
+    commit_at: float = 0.0
+    commit_sent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +102,12 @@ class ClientCore:
     ``MAX_KEYS_PER_REPLICA``), never twice for one. A request unanswered for
     ``request_timeout_s`` is due for a re-send to all replicas, at most
     ``max_retries`` times, then given up (counted, its window freed).
+
+    Slow path (a rule with ``commit_quorum``, Zyzzyva §3.2): ``commit_wait_s`` after a send
+    (or a re-send), a request holding ``commit_quorum`` matching speculative replies but not
+    ``quorum`` is due for its commit certificate (``due_commits``: ``make_commit`` builds the
+    message from those replies, the IO layer sends it to every replica); it is accepted on
+    ``commit_quorum`` matching non-speculative replies (LOCAL-COMMITs), counted apart.
     """
 
     def __init__(
@@ -111,6 +123,8 @@ class ClientCore:
         rate_txn_s: float = 0.0,
         latency_capacity: int = 200_000,
         seed: int = 0,
+        commit_wait_s: float = 0.0,
+        make_commit: Callable[[int, int, tuple[Reply, ...]], Any] | None = None,
     ) -> None:
         if not 1 <= rule.quorum <= n:
             raise ValueError(f"reply quorum {rule.quorum} not in 1..{n}")
@@ -118,6 +132,10 @@ class ClientCore:
             raise ValueError(f"mode {mode!r} is not closed | open")
         if mode == "open" and rate_txn_s <= 0:
             raise ValueError("open loop needs rate_txn_s > 0")
+        if rule.commit_quorum and make_commit is None:
+            raise ValueError("a reply rule with a commit quorum needs make_commit")
+        self.commit_wait_s = commit_wait_s
+        self.make_commit = make_commit
         self.client_id = client_id
         self.n = n
         self.f = f
@@ -170,7 +188,12 @@ class ClientCore:
         if timestamp in self.outstanding:
             raise ValueError(f"timestamp {timestamp} already outstanding")
         self.outstanding[timestamp] = Outstanding(
-            timestamp, payload, txns, first_sent=now, deadline=now + self.request_timeout_s
+            timestamp,
+            payload,
+            txns,
+            first_sent=now,
+            deadline=now + self.request_timeout_s,
+            commit_at=now + self.commit_wait_s,
         )
         self.in_flight_txn += txns
         self.counters["requests_sent"] += 1
@@ -198,6 +221,13 @@ class ClientCore:
             self.counters["speculative_replies_ignored"] += 1
             return None
         key = rule.key(reply)
+        quorum = rule.quorum
+        if rule.commit_quorum:
+            if reply.speculative:
+                entry.spec.setdefault(key, {})[sender] = reply
+            else:  # a LOCAL-COMMIT: its own tally, and its own (smaller) quorum
+                key = ("local-commit", *key)
+                quorum = rule.commit_quorum
         mine = entry.keys_of.setdefault(sender, [])
         if key in mine:
             self.counters["duplicate_replies"] += 1
@@ -210,8 +240,12 @@ class ClientCore:
         voters.add(sender)
         if len(entry.votes) > 1:
             self.counters["mismatched_replies"] += 1
-        if len(voters) < rule.quorum:
+        if len(voters) < quorum:
             return None
+        if quorum != rule.quorum:
+            self.counters["slow_path_accepted"] += 1
+        elif rule.commit_quorum:
+            self.counters["fast_path_accepted"] += 1
         del self.outstanding[reply.timestamp]
         self.in_flight_txn -= entry.txns
         latency = now - entry.first_sent
@@ -231,6 +265,37 @@ class ClientCore:
         if certified > self.view:
             self.view = certified
             self.counters["view_changes_seen"] += 1
+
+    def due_commits(self, now: float) -> list[Any]:
+        """Slow path: the commit certificates due now (one per request, once per send or
+        re-send), built by ``make_commit`` from ``commit_quorum`` matching speculative replies."""
+        need = self.rule.commit_quorum
+        if not need:
+            return []
+        out: list[Any] = []
+        for entry in self.outstanding.values():
+            if entry.commit_sent or now < entry.commit_at:
+                continue
+            for replies in entry.spec.values():
+                if len(replies) >= need:
+                    chosen = tuple(replies[r] for r in sorted(replies)[:need])
+                    out.append(self.make_commit(self.client_id, entry.timestamp, chosen))  # type: ignore[misc]
+                    entry.commit_sent = True
+                    self.counters["commits_sent"] += 1
+                    break
+        return out
+
+    def next_commit_at(self, now: float) -> float | None:
+        """The earliest time after ``now`` a commit certificate falls due (None: none
+        pending; one already due waits for the replies that complete it)."""
+        if not self.rule.commit_quorum:
+            return None
+        times = [
+            e.commit_at
+            for e in self.outstanding.values()
+            if not e.commit_sent and e.commit_at > now
+        ]
+        return min(times) if times else None
 
     # timeouts -------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -254,6 +319,9 @@ class ClientCore:
                 continue
             entry.retries += 1
             entry.deadline = now + self.request_timeout_s
+            if entry.commit_sent:  # re-send the commit certificate with the request
+                entry.commit_sent = False
+                entry.commit_at = now
             outstanding.move_to_end(ts)
             self.counters["retransmissions"] += 1
             due.append(entry)
@@ -315,6 +383,10 @@ class ClientProcess:
             mode=cfg.client.mode,
             rate_txn_s=float(cfg.client.rate_txn_s),
             seed=cfg.run.seed * 7919 + client_id,
+            commit_wait_s=self.protocol_cls.commit_wait_ticks(self.params)
+            * cfg.protocol.tick_ms
+            / 1000.0,
+            make_commit=self._make_commit,
         )
         # only this node's links and private key: a process never holds the others' secrets
         self.keys = derive_keys(cfg.crypto.cluster_secret, cfg.node_count, only_node=client_id)
@@ -384,6 +456,9 @@ class ClientProcess:
         self.errors: list[str] = []
         self.generated_inline = 0
         self.context_closed = True
+
+    def _make_commit(self, client_id: int, timestamp: int, replies: tuple[Reply, ...]) -> Any:
+        return self.protocol_cls.commit_message(client_id, timestamp, replies, self.params)
 
     # lifecycle ----------------------------------------------------------------------------
     def start_threads(self) -> None:
@@ -484,6 +559,9 @@ class ClientProcess:
                 wait = min(wait, deadline - now)
             if core.mode == "open" and core.next_send_at is not None:
                 wait = min(wait, core.next_send_at - now)
+            commit_at = core.next_commit_at(now)
+            if commit_at is not None:
+                wait = min(wait, commit_at - now)
             if sends >= MAX_SENDS_PER_PASS:
                 wait = 0  # more to send: only drain what has arrived
             got = recv(RECV_CHUNK, 0)
@@ -501,6 +579,10 @@ class ClientProcess:
             for entry in core.due_retransmits(time.time()):
                 for to in replicas:
                     send_frame(to, entry.payload)
+            for commit in core.due_commits(time.time()):  # the slow path (Zyzzyva)
+                frame = wire.encode(commit, me)
+                for to in replicas:
+                    send_frame(to, frame)
 
     # stats ---------------------------------------------------------------------------------
     def progress_line(self) -> str:

@@ -85,11 +85,15 @@ STOP_BUDGET_S = 5.0
 
 
 def replica_frame_policy(cfg: Any) -> wire.FramePolicy:
-    """Who may send a replica what: clients only requests, each in a bounded frame (checked
-    on the header). The live fuzzer (fabric.harness.fuzz) predicts drops with it."""
+    """Who may send a replica what: clients only requests (and the protocol's
+    ``client_messages``: Zyzzyva's COMMIT), each in a bounded frame (checked on the header).
+    The live fuzzer (fabric.harness.fuzz) predicts drops with it."""
+    from protocols import registry
+
+    extra = registry.get(cfg.protocol.name).client_messages
     return wire.FramePolicy(
         replicas=cfg.cluster.replicas,
-        client_kinds=frozenset({Request.KIND}),
+        client_kinds=frozenset({Request.KIND, *(m.KIND for m in extra)}),
         max_client_frame_bytes=min(cfg.transport.max_frame_bytes, limits.MAX_CLIENT_FRAME_BYTES)
         + TAG_BYTES[cfg.crypto.effective_link_mac],
     )
@@ -233,6 +237,7 @@ class Replica:
                 pre_verify,
                 worker_of=self._worker_of if self.lanes_mode else None,
                 output_ring=self.output_ring,
+                client_messages=protocol_cls.client_messages,
             )
             for k in range(rc.input_threads)
         ]

@@ -37,7 +37,12 @@ PROGRESS_EVERY_S = 2.0
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fabric sim", description=__doc__.split("\n")[0])
-    p.add_argument("--protocol", default="pbft", help="registered protocol name (default pbft)")
+    p.add_argument(
+        "--protocol",
+        default="pbft",
+        help=f"registered protocol name (default pbft): {registry.describe()}; the simulator "
+        "runs unsafe ones too (that is how it shows them unsafe)",
+    )
     p.add_argument("--replicas", type=int, default=4, help="replicas n >= 4 (default 4)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 (default 100)")

@@ -13,7 +13,9 @@ Must not live here: acceptance logic of its own, the network, timers (simulator.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fabric.runtime.client import ClientCore
 from fabric.runtime.client import Outstanding as CoreOutstanding
@@ -53,6 +55,8 @@ class SimClient:
         in_flight: int,
         request_timeout_ticks: float,
         horizon_ticks: float,
+        commit_wait_ticks: float = 0.0,
+        make_commit: Callable[[int, int, tuple[Reply, ...]], Any] | None = None,
     ) -> None:
         if total < 0 or in_flight < 1:
             raise ValueError("client needs total >= 0, in_flight >= 1")
@@ -68,6 +72,8 @@ class SimClient:
             request_timeout_s=request_timeout_ticks,
             # never give up inside the run: the liveness deadline decides, not the core
             max_retries=math.ceil(horizon_ticks / request_timeout_ticks) + 1,
+            commit_wait_s=commit_wait_ticks,  # the slow path (Zyzzyva), in ticks
+            make_commit=make_commit,
         )
         self.issued = 0
         self.scheduled = 0  # submit events scheduled but not yet run

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fabric.sim.forgery import FORGERS
+from fabric.sim.forgery import AMNESIA, FORGERS
 from protocols.common import NULL_DIGEST, Batch, Reply, Request, make_batch
 
 MIXES = ("none", "lossy", "reorder", "partition", "crash", "byzantine", "mixed")
@@ -45,9 +45,17 @@ MIXES = ("none", "lossy", "reorder", "partition", "crash", "byzantine", "mixed")
 # the honest replica, same id and keys; while faults last, phases split the replicas into
 # two sides (copy c of a twin is on side c) and only one side hears each copy; after
 # ``fault_end`` both copies talk to everyone (a Byzantine node that keeps equivocating).
-TARGETED_MIXES = ("lane_cut", "twins")
+# stale_cc (Abraham, Gueta, Malkhi, Alvisi, Kotla, Martin, "Revisiting Fast Practical
+# Byzantine Fault Tolerance", 2017): the schedule of their Zyzzyva counter-example, for a
+# primary-based protocol with a commit certificate (``stale_cc_plan``); other protocols run
+# it as a Byzantine primary with message cuts.
+TARGETED_MIXES = ("lane_cut", "twins", "stale_cc")
 ALL_MIXES = MIXES + TARGETED_MIXES
 BEHAVIOURS = ("equivocate", "conflicting_votes", "bad_digest", "silence")
+#: behaviours only targeted schedules use (not drawn by the byzantine mix): amnesia = the
+#: replica's first view-change message claims it ordered nothing (forgery.AMNESIA), its
+#: later ones tell the truth
+SCRIPTED_BEHAVIOURS = ("amnesia",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,7 @@ class FaultPlan:
     byzantine: tuple[tuple[int, str], ...] = ()  # (replica, behaviour in BEHAVIOURS)
     byz_group_b: tuple[int, ...] = ()  # recipients that get the "other" version
     lane_cuts: tuple[LaneCut, ...] = ()  # one instance's messages to one replica lost
+    kind_cuts: tuple[KindCut, ...] = ()  # messages of one class between given nodes lost
     twins: tuple[int, ...] = ()  # replica ids that run as two honest copies (Twins)
     twin_phases: tuple[TwinPhase, ...] = ()  # who hears which copy, over time
 
@@ -121,6 +130,11 @@ class FaultPlan:
             parts.append("group_b=" + ",".join(map(str, self.byz_group_b)))
         for c in self.lane_cuts:
             parts.append(f"lane_cut[{c.start:.0f},{c.heal:.0f})=i{c.instance}->r{c.target}")
+        for k in self.kind_cuts:
+            src = ",".join(map(str, k.sources)) or "*"
+            seq = f"(seq>={k.min_seq})" if k.min_seq else ""
+            dst = ",".join(map(str, k.targets))
+            parts.append(f"cut[{k.start:.0f},{k.heal:.0f})={k.kind}{seq}:{src}->{dst}")
         if self.twins:
             parts.append("twins=" + ",".join(f"r{t}" for t in self.twins))
         for ph in self.twin_phases:
@@ -193,6 +207,72 @@ def _partitions(rng: random.Random, n: int, window: float) -> tuple[Partition, .
     return tuple(episodes)
 
 
+@dataclass(frozen=True, slots=True)
+class KindCut:
+    """From ``start`` to ``heal`` (ticks) messages of class ``kind`` from ``sources`` (any
+    node, clients too, if empty) to ``targets`` are lost; with ``min_seq``, only those whose
+    ``seq`` field is at least that."""
+
+    start: float
+    heal: float
+    kind: str
+    sources: tuple[int, ...]
+    targets: tuple[int, ...]
+    min_seq: int = 0
+
+    def cuts(self, src: int, dst: int, msg: Any, now: float) -> bool:
+        return (
+            self.start <= now < self.heal
+            and dst in self.targets
+            and (not self.sources or src in self.sources)
+            and type(msg).__name__ == self.kind
+            and getattr(msg, "seq", 0) >= self.min_seq
+        )
+
+
+def stale_cc_plan(n: int, primary: int, window: float) -> FaultPlan:
+    """The Zyzzyva counter-example of Abraham et al. (2017) as a schedule, for n = 3f+1
+    with views whose primary is view mod n (``primary`` leads view 0, the next id view 1,
+    the one after view 2). While the faults last (4 windows):
+
+    - the view-0 primary is Byzantine (``amnesia``): it orders the first batch for every
+      replica but the last, and nothing after it reaches anyone (so the next requests
+      starve and every honest replica suspects it);
+    - clients' COMMITs reach only that primary: the client of the first batch holds 2f+1
+      speculative replies, a valid commit certificate, which only the liar keeps;
+    - the view-2 primary's VIEW-CHANGE for view 1 does not reach the view-1 primary, which
+      so builds its NEW-VIEW from its own, the liar's (amnesia: "I ordered nothing") and
+      the last replica's: the first batch is in one of three, so view 1 drops it and orders
+      other requests from seq 1, which every replica executes: 3f+1 matching speculative
+      replies, the fast path, no certificate;
+    - the view-1 primary's ORDER-REQs from seq 3 on reach nobody (so those requests starve
+      and the replicas suspect it; it stays honest: one faulty replica in all) and its
+      VIEW-CHANGE does not reach the view-2 primary, whose NEW-VIEW so holds the liar's
+      VIEW-CHANGE, honest this time: its certificate of view 0 for seq 1 is the highest
+      one, and the published rule puts the view-0 batch back at seq 1 over the batch a
+      client accepted there on the fast path in view 1.
+    """
+    liar = primary
+    second = (primary + 1) % n
+    third = (primary + 2) % n
+    last = (primary - 1) % n
+    end = 4 * window
+    others = tuple(r for r in range(n) if r != liar)
+    return FaultPlan(
+        "stale_cc",
+        end,
+        byzantine=((liar, "amnesia"),),
+        kind_cuts=(
+            KindCut(0.0, end, "OrderReq", (liar,), (last,)),
+            KindCut(0.0, end, "OrderReq", (liar,), others, min_seq=2),
+            KindCut(0.0, end, "Commit", (), others),
+            KindCut(0.0, end, "ViewChange", (third,), (second,)),
+            KindCut(0.0, end, "OrderReq", (second,), tuple(r for r in range(n) if r != second), 3),
+            KindCut(0.0, end, "ViewChange", (second,), (third,)),
+        ),
+    )
+
+
 def _pick_faulty(
     rng: random.Random, n: int, count: int, primary: int, p_primary: float
 ) -> list[int]:
@@ -262,6 +342,8 @@ def make_plan(
             twins=twins,
             twin_phases=_twin_phases(rng, n, twins, window),
         )
+    if mix == "stale_cc":
+        return stale_cc_plan(n, primary, window)
     if mix == "lane_cut":
         return FaultPlan(
             mix, window, jitter_ticks=rng.uniform(0, 3), lane_cuts=_lane_cuts(rng, n, window)
@@ -343,6 +425,7 @@ class ByzantineMutator:
         self.alternatives: dict[bytes, Batch] = {}
         self.pool: deque[Request] = deque(maxlen=pool_size)
         self.mutated: Counter[str] = Counter()  # behaviour -> messages changed or dropped
+        self.amnesia_view: dict[int, int] = {}  # amnesia: the view of the liar's first lie
 
     def observe(self, msg: Any) -> None:
         """Remember requests a Byzantine replica saw (material for alternative batches)."""
@@ -388,6 +471,8 @@ class ByzantineMutator:
             return None
         if isinstance(msg, Request):
             return msg
+        if how == "amnesia":
+            return self._amnesia(src, msg)
         if how == "equivocate":
             if dst not in self.group_b:
                 return self._forged(src, msg, msg, how)
@@ -413,6 +498,20 @@ class ByzantineMutator:
             return out
         return self._forged(src, msg, out, how)
 
+    def _amnesia(self, src: int, msg: Any) -> Any:
+        """``src``'s first view-change message (per view it names) claims it ordered
+        nothing; once it has sent one, its later view changes are honest."""
+        forget = AMNESIA.get(type(msg))
+        if forget is None or self.sign is None:
+            return msg
+        view = msg.new_view
+        first = self.amnesia_view.setdefault(src, view)
+        if view != first:
+            return msg
+        sign = self.sign
+        self.mutated["amnesia"] += 1
+        return forget(msg, lambda payload: sign(src, payload))
+
     def _forged(self, src: int, msg: Any, out: Any, how: str) -> Any:
         """``out`` re-signed by ``src`` as a lie where forgery.py knows one (else as is)."""
         forge = FORGERS.get(type(out))
@@ -428,6 +527,8 @@ class ByzantineMutator:
     def reply(self, src: int, reply: Reply) -> Reply | None:
         """A Byzantine replica's reply to a client: silent, or a lie about the result."""
         how = self.behaviour[src]
+        if how == "amnesia":
+            return reply  # the liar answers clients truthfully
         self.mutated[how] += 1
         if how == "silence":
             return None

@@ -30,6 +30,8 @@ from protocols.poe.messages import (
     VcRequest,
     vc_request_payload,
 )
+from protocols.zyzzyva.messages import ViewChange as ZyzzyvaViewChange
+from protocols.zyzzyva.messages import view_change_payload as zyzzyva_view_change_payload
 
 Sign = Callable[[bytes], bytes]
 
@@ -79,9 +81,27 @@ def _capped(keys: list[tuple[int, bytes]], make: Callable[[int, bytes], Any]) ->
     return tuple(out)
 
 
+def forget_zyzzyva_view_change(vc: ZyzzyvaViewChange, sign: Sign) -> ZyzzyvaViewChange:
+    """Amnesia: a VIEW-CHANGE that claims no ordered history and no commit certificate
+    beyond the stable checkpoint (a valid message: nothing in it can be checked missing)."""
+    lie = dataclasses.replace(vc, cc=None, cc_order=None, history=(), signature=b"")
+    return dataclasses.replace(lie, signature=sign(zyzzyva_view_change_payload(lie)))
+
+
+#: message class -> what an ``amnesia`` replica sends instead (faults.SCRIPTED_BEHAVIOURS)
+AMNESIA: dict[type, Callable[[Any, Sign], Any]] = {
+    ZyzzyvaViewChange: forget_zyzzyva_view_change,
+}
+
 FORGERS: dict[type, Callable[[Any, Sign], Any]] = {
     VcRequest: forge_poe_vc_request,
     ViewChange: forge_pbft_view_change,
 }
 
-__all__ = ["FORGERS", "forge_pbft_view_change", "forge_poe_vc_request"]
+__all__ = [
+    "AMNESIA",
+    "FORGERS",
+    "forge_pbft_view_change",
+    "forge_poe_vc_request",
+    "forget_zyzzyva_view_change",
+]

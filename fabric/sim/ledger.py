@@ -110,7 +110,17 @@ class SimExecution:
         for req, result in results:
             cid, ts = req.client_id, req.timestamp
             if cid >= self.n:
-                reply = Reply(action.view, action.seq, me, cid, ts, result, action.speculative)
+                reply = Reply(
+                    action.view,
+                    action.seq,
+                    me,
+                    cid,
+                    ts,
+                    result,
+                    action.speculative,
+                    action.history,
+                    action.signature,
+                )
                 self.replies.put((cid, ts), reply)
                 replies.append(reply)
         entry = Entry(

@@ -73,10 +73,21 @@ CLIENT_COUNTERS = (
     "reply_keys_capped",
     "view_changes_seen",
 )
+#: and those of a client with a slow path (Zyzzyva): which path completed each request
+SLOW_PATH_COUNTERS = ("fast_path_accepted", "slow_path_accepted", "commits_sent")
 
 # event types (the third element of a heap entry)
-_MSG, _TIMER, _EXECUTED, _CUT, _SUBMIT, _CLIENT_TIMEOUT, _CRASH = range(7)
-_EVENT_NAMES = ("msg", "timer", "executed", "cut", "submit", "client_timeout", "crash")
+_MSG, _TIMER, _EXECUTED, _CUT, _SUBMIT, _CLIENT_TIMEOUT, _CRASH, _CLIENT_COMMIT = range(8)
+_EVENT_NAMES = (
+    "msg",
+    "timer",
+    "executed",
+    "cut",
+    "submit",
+    "client_timeout",
+    "crash",
+    "client_commit",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +282,15 @@ class Simulator:
             + options.settle_ticks
         )
         rule = self.rule = self.cls.reply_rule(n, self.f)
+        # the slow path (a rule with a commit quorum: Zyzzyva), in ticks as the core counts
+        self.commit_wait_ticks = float(self.cls.commit_wait_ticks(params))
+        make_commit = None
+        if rule.commit_quorum:
+            cls = self.cls
+
+            def make_commit(client_id: int, ts: int, replies: tuple[Reply, ...]) -> Any:
+                return cls.commit_message(client_id, ts, replies, params)
+
         self.clients = [
             SimClient(
                 n + c,
@@ -281,6 +301,8 @@ class Simulator:
                 options.in_flight,
                 options.request_timeout_ticks,
                 self.max_ticks,
+                commit_wait_ticks=self.commit_wait_ticks,
+                make_commit=make_commit,
             )
             for c in range(options.clients)
         ]
@@ -425,6 +447,11 @@ class Simulator:
             if not (n <= dst < self.twin_base) and self._twins_split(src, dst):
                 self.counters["twins_split_dropped"] += 1
                 return
+        if faulty_now and plan.kind_cuts:
+            for k in plan.kind_cuts:
+                if k.cuts(sid, dst, msg, self.now):
+                    self.counters["kind_cut_dropped"] += 1
+                    return
         if faulty_now and src < n and dst < n:
             for p in plan.partitions:
                 if p.splits(src, dst, self.now):
@@ -788,6 +815,8 @@ class Simulator:
             self._line(f"c{client.id} SUBMIT ts={ts} -> r{target}")
         self._transmit(client.id, target, req)
         self._arm_client_timer(client, ts)
+        if self.rule.commit_quorum:
+            self._push(self.now + self.commit_wait_ticks, _CLIENT_COMMIT, client.id)
 
     def _arm_client_timer(self, client: SimClient, ts: int) -> None:
         """Wake the client when the core's re-send timeout of ``ts`` passes (or its deadline)."""
@@ -816,6 +845,16 @@ class Simulator:
             for r in range(self.n):
                 self._transmit(client.id, r, req)
             self._arm_client_timer(client, req.timestamp)
+        self._client_commits(client)
+
+    def _client_commits(self, client: SimClient) -> None:
+        """The slow path: send every commit certificate the client's core has due."""
+        for commit in client.core.due_commits(self.now):
+            self.counters["client_commits"] += 1
+            if self.opt.trace:
+                self._line(f"c{client.id} COMMIT {_short(commit, 120)}")
+            for r in range(self.n):
+                self._transmit(client.id, r, commit)
 
     def _client_receive(self, client: SimClient, src: int, msg: Any) -> None:
         if not isinstance(msg, Reply):
@@ -823,6 +862,8 @@ class Simulator:
             return
         acc = client.on_reply(src, msg, self.now)
         if acc is None:
+            if self.rule.commit_quorum:
+                self._client_commits(client)
             return
         self.accepted[(acc.client, acc.timestamp)] = acc
         if self.opt.trace:
@@ -950,6 +991,8 @@ class Simulator:
                 self._submit(self._client(a))
             elif etype == _CLIENT_TIMEOUT:
                 self._client_timeout(self._client(a), b)
+            elif etype == _CLIENT_COMMIT:
+                self._client_commits(self._client(a))
             elif etype == _CRASH:
                 update(b"%r|c|%d" % (at, a))
                 self.crashed.add(a)
@@ -1029,7 +1072,7 @@ class Simulator:
         for how, count in self.mutator.mutated.items():
             counters[f"byzantine_{how}"] += count
         for client in self.clients:
-            for reason in CLIENT_COUNTERS:
+            for reason in CLIENT_COUNTERS + (SLOW_PATH_COUNTERS if self.rule.commit_quorum else ()):
                 counters[f"client_{reason}"] += client.core.counters[reason]
         counters["max_view"] = max(self.views) if self.views else 0
         return SimResult(

@@ -28,7 +28,7 @@ W_CHECKPOINT = 4  # (W_CHECKPOINT, round, state_digest): lanes protocols
 # inline the worker ring is also the execute ring (the worker executes), and the worker tells
 # them apart by tag (E_FIRST and above are execute items)
 E_FIRST = 16
-E_DELIVER = 16  # (E_DELIVER, seq, view, batch, speculative)
+E_DELIVER = 16  # (E_DELIVER, seq, view, batch, speculative[, history, signature])
 E_ROLLBACK = 17  # (E_ROLLBACK, to_seq)
 E_COMMIT = 18  # (E_COMMIT, seq, digest, proof): a stable checkpoint; state up to seq is final
 # (proof: the certificate's votes, () if the protocol gave none; persisted with the ledger)

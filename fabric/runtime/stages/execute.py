@@ -106,7 +106,8 @@ class ExecuteStage(Stage):
         for item in items:
             tag = item[0]
             if tag == E_DELIVER:
-                _, seq, view, batch, speculative = item
+                seq, view, batch, speculative = item[1:5]
+                history, signature = item[5:7] if len(item) > 5 else (b"", b"")
                 results = apply(seq, batch, speculative, view)
                 total = executor.txns_executed
                 txns = total - self.txns_total
@@ -115,7 +116,9 @@ class ExecuteStage(Stage):
                     cid = req.client_id
                     if cid >= n:
                         ts = req.timestamp
-                        reply = Reply(view, seq, me, cid, ts, result, speculative)
+                        reply = Reply(
+                            view, seq, me, cid, ts, result, speculative, history, signature
+                        )
                         remember((cid, ts), reply)
                         replies.append((cid, reply))
                 self.batches += 1

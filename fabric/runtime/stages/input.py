@@ -210,8 +210,12 @@ class InputStage(Stage):
         worker_of: Callable[[Any], int] | None = None,
         output_ring: Ring | None = None,
         clock: Callable[[], float] = time.monotonic,
+        client_messages: tuple[type, ...] = (),
     ) -> None:
         super().__init__(name, shared)
+        # what a client may send besides a Request (the protocol's ``client_messages``:
+        # Zyzzyva's commit certificate), handed to the protocol as is
+        self.client_messages = frozenset(client_messages)
         self.receiver = receiver
         self.worker_rings = list(worker_rings)
         self.batch_rings = list(batch_rings)
@@ -278,6 +282,7 @@ class InputStage(Stage):
         clock = self.clock
         timeout_ms = int(PARK_S * 1000)
         output_ring = self.output_ring
+        client_messages = self.client_messages
         cached_reply = shared.replies.get
         pre_verify = self.pre_verify
         fetch_take = self.fetch_budgets.take
@@ -297,20 +302,22 @@ class InputStage(Stage):
             for sender, msg in got:
                 if sender >= n:  # a client
                     if type(msg) is not Request:
-                        drops["client_sent_non_request"] += 1
-                        continue
-                    if output_ring is not None:
-                        reply = cached_reply((msg.client_id, msg.timestamp))
-                        if reply is not None:  # executed already: answer again, order nothing
-                            if output_ring.push((msg.client_id, reply), 0):
-                                self.replies_resent += 1
-                            else:
-                                drops["output_ring_full"] += 1
+                        if type(msg) not in client_messages:
+                            drops["client_sent_non_request"] += 1
                             continue
-                    if proposer and nbatch:
-                        if not batch_rings[msg.client_id % nbatch].push(msg, 0):
-                            drops["batch_ring_full"] += 1
-                        continue
+                    else:
+                        if output_ring is not None:
+                            reply = cached_reply((msg.client_id, msg.timestamp))
+                            if reply is not None:  # executed already: answer again, order nothing
+                                if output_ring.push((msg.client_id, reply), 0):
+                                    self.replies_resent += 1
+                                else:
+                                    drops["output_ring_full"] += 1
+                                continue
+                        if proposer and nbatch:
+                            if not batch_rings[msg.client_id % nbatch].push(msg, 0):
+                                drops["batch_ring_full"] += 1
+                            continue
                 else:
                     if getattr(msg, "IS_FETCH", False) and not fetch_take(sender):
                         drops["fetch_rate"] += 1  # catch-up requests: a bounded rate per peer

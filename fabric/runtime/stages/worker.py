@@ -297,6 +297,8 @@ class WorkerStage(Stage):
             elif tp is Deliver:
                 self.delivered += 1
                 item = (E_DELIVER, a.seq, a.view, a.batch, a.speculative)
+                if a.history:  # Zyzzyva: its replies carry h_seq and the replica's signature
+                    item = (*item, a.history, a.signature)
                 if self.inline is not None:
                     self._execute_inline([item])  # before the next action and message
                 else:
