@@ -363,3 +363,21 @@ def test_an_installed_state_image_replaces_the_blocks_before_it_in_order() -> No
     rec = store.recover()
     assert rec.base is not None and (rec.base.seq, rec.base.image) == (3, b"image-at-3")
     assert [b.seq for b in rec.blocks] == [4, 5] and rec.head == ex.state_digest()
+
+
+def test_a_clean_stop_drains_the_ring_in_bounded_transactions_even_under_every_block() -> None:
+    shared = ReplicaShared(0, 4)
+    ring = Ring(256, "persist")
+    store = MemoryStore(sync="every_block", max_blocks_per_txn=64)
+    assert store.max_blocks_per_txn == 1  # while running: one transaction (fsync) per block
+    ex = executor(record_changes=True)
+    for seq, b in enumerate(batches(200), 1):
+        ex.apply(seq, b)
+    ring.push_many([(P_BLOCK, *e) for e in ex.take_final()], 1.0)
+    shared.stop.set()  # stopped before it ever ran: everything is left to the drain
+    stage = PersistStage("persist", shared, store, ring)
+    stage.start()
+    stage.join(5.0)
+    assert not stage.is_alive() and stage.blocks == 200
+    assert store.transactions == 4  # 64 + 64 + 64 + 8
+    assert store.recover().last_seq == 200

@@ -9,7 +9,9 @@ faster than its disk persists, and the ring never grows). This stage pops at mos
 ``max_blocks_per_txn`` items, writes the blocks among them in one transaction (``sync``
 decides the fsync, see fabric.runtime.storage), and is the store's only writer. A write that
 fails (a full disk, the file cap) raises out of ``loop``: Stage.run reports the stage failed,
-naming the replica, and the replica stops and exits 1, so the run fails loudly.
+naming the replica, and the replica stops and exits 1, so the run fails loudly. At a clean
+stop it writes what the ring still holds in transactions of ledger.max_blocks_per_txn blocks
+(also under every_block: one fsync per block of a full ring would outlast the stop budget).
 
 Must not live here: how records are stored or checked (fabric.runtime.storage).
 """
@@ -83,9 +85,10 @@ class PersistStage(Stage):
             items = self.pop(ring, chunk=chunk)
             if items:
                 self.persist(items)
-        self.persist(ring.pop_many(ring.capacity, 0))  # what was handed over before the stop
+        # what was handed over before the stop: written in ledger.max_blocks_per_txn chunks
+        self.persist(ring.pop_many(ring.capacity, 0), draining=True)
 
-    def persist(self, items: list[Any]) -> None:
+    def persist(self, items: list[Any], draining: bool = False) -> None:
         """Write ``items`` in order (blocks batched into the store's transactions)."""
         store = self.store
         blocks: list[BlockRecord] = []
@@ -96,7 +99,7 @@ class PersistStage(Stage):
                 blocks.append(block_record(item))
                 continue
             if blocks:
-                self._write(blocks)
+                self._write(blocks, draining)
                 blocks = []
             if tag == P_CHECKPOINT:
                 store.write_checkpoint(CheckpointRecord(item[1], item[2], encode_proof(item[3])))
@@ -105,11 +108,11 @@ class PersistStage(Stage):
                 store.install_base(BaseImage(item[1], item[2], item[3]))
                 self.last_seq = item[1]
         if blocks:
-            self._write(blocks)
+            self._write(blocks, draining)
         self.write_s += time.perf_counter() - started
 
-    def _write(self, blocks: list[BlockRecord]) -> None:
-        self.store.write(blocks)
+    def _write(self, blocks: list[BlockRecord], draining: bool = False) -> None:
+        self.store.write(blocks, draining)
         self.blocks += len(blocks)
         self.last_seq = blocks[-1].seq
         self.persisted_per_s.add(time.time(), len(blocks))

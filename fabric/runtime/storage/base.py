@@ -266,15 +266,20 @@ class LedgerStore:
         self.path = path
         self.sync = sync
         self.max_blocks_per_txn = 1 if sync == "every_block" else max_blocks_per_txn
+        self.drain_blocks_per_txn = max_blocks_per_txn  # at a clean stop (see ``write``)
         self.blocks_written = 0
         self.transactions = 0
         self.bytes_written = 0
         self.checkpoints_written = 0
         self.last_seq = 0
 
-    def write(self, records: Sequence[BlockRecord]) -> None:
-        """Persist ``records`` (consecutive, after everything stored) in bounded transactions."""
-        step = self.max_blocks_per_txn
+    def write(self, records: Sequence[BlockRecord], draining: bool = False) -> None:
+        """Persist ``records`` (consecutive, after everything stored) in bounded transactions.
+
+        ``draining`` (a clean stop writing what the ring still holds): transactions of up to
+        ledger.max_blocks_per_txn blocks whatever the sync policy, so every_block's backlog
+        is on disk, fsynced, within the stop budget instead of one fsync per block."""
+        step = self.drain_blocks_per_txn if draining else self.max_blocks_per_txn
         for i in range(0, len(records), step):
             chunk = records[i : i + step]
             self._write_txn(chunk)
