@@ -5,19 +5,26 @@ The command takes the run command's options (``fabric.harness.runner.parser``) a
 (``--frames``, ``--rate``, ``--target``, ``--peer``, ``--fuzz-seed``, ``--no-baseline``).
 It runs an undisturbed baseline of the same config first (same session, so the machine's
 load is comparable), then the same run with the fuzzer: once every process was told to
-start, a thread of this process (``LiveFuzzer``) waits out the warm-up and sends bursts of
-frames from ``fabric.harness.fuzz_frames.FrameSource`` into the target replica's input
-sockets, one TCP connection per burst (plain sockets: the replica's Receiver reads raw
-streams), round-robin over its inputs, paced to ``--rate`` frames/s, until ``--frames``
-are sent or the measured window is about to end. Afterwards it reads the target's stats
+start, a thread of this process (``LiveFuzzer``) captures genuine frames of the
+compromised link during the warm-up, then sends bursts of frames from
+``fabric.harness.fuzz_frames.FrameSource`` into the target replica's input sockets (plain
+TCP sockets: the replica's Receiver reads raw streams), paced to ``--rate`` frames/s, until
+``--frames`` are sent or the measured window is about to end. Stream frames go on one
+long connection (``STREAM_CONNECTION_FRAMES``, then the next, round-robin over the
+target's inputs), so TCP back-pressure holds the fuzzer to what the target reads; each
+terminal frame (one that makes the target cut its connection) goes on a connection of
+its own. A connection per burst let the fuzzer open connections faster than a loaded
+target read them: past its 512 open connections the target cut new ones at open
+(``cut_connections``), and every frame on them went uncounted. Afterwards it reads the target's stats
 and writes what it sent (per class and expected fate), what the target counted (drops by
 reason, in the fuzz run and the baseline) and where they differ, frames/s sustained and
 the throughput cost, into the run's ``fuzz.json``, ``summary.json`` (key ``fuzz``),
 ``res.out`` and stdout. The exit code is 1 if the run failed (a crash, an audit failure,
-nothing committed) or a counter differs from what the frames sent make it expect.
+nothing committed) or a counter differs from what the frames sent make it expect, 3 if
+the run is DEGRADED (an honest replica ended behind, as ``run`` says), else 0.
 
-Bounds: one connection open at a time (bursts are sent one after another; the target
-allows 512), one burst in memory,
+Bounds: at most two connections open at a time (the stream one and a terminal one; the
+target allows 512), one burst in memory,
 every socket call under a timeout, the frame count and rate bounded by the options' rules,
 the thread stopped before the clients are. Seeded: ``--fuzz-seed`` (default run.seed)
 replays the same frames.
@@ -50,6 +57,8 @@ DEFAULT_FRAMES = 1_000_000
 DEFAULT_RATE = 20_000
 #: seconds one connect or send may block (the target pushing back) before the burst is given up
 SOCKET_TIMEOUT_S = 10.0
+#: stream frames one connection carries before the fuzzer opens the next (on the next input)
+STREAM_CONNECTION_FRAMES = 50_000
 #: the fuzzer stops this long before the measured window ends (the clients stop then)
 STOP_MARGIN_S = 1.0
 #: without --duration, the run lasts warm-up + frames / rate + this
@@ -115,6 +124,9 @@ class LiveFuzzer(threading.Thread):
         self.sent_frames = 0
         self.sent_bytes = 0
         self.connections = 0
+        # the connection stream frames go on, and how many it carried
+        self._stream_conn: socket.socket | None = None
+        self._stream_frames = 0
         self.by_class: Counter[str] = Counter()
         self.by_fate: Counter[str] = Counter()
         self.class_fate: Counter[tuple[str, str]] = Counter()
@@ -172,33 +184,69 @@ class LiveFuzzer(threading.Thread):
                     self.paced_s += ahead
                     self.stop.wait(ahead)
         finally:
+            self._close_stream()
             self.ended = time.time() if self.sent_frames else began
             self.cpu_s = time.thread_time() - cpu0
 
     def _send(self, burst: list[fuzz_frames.Frame]) -> None:
+        """A burst's stream frames on the stream connection (TCP back-pressure paces the
+        fuzzer to what the target reads), its terminal frame on a connection of its own."""
+        stream = [f for f in burst if f.cls in fuzz_frames.STREAM_CLASSES]
+        terminal = burst[len(stream) :]
+        if stream:
+            conn = self._stream_conn
+            if conn is None or self._stream_frames >= STREAM_CONNECTION_FRAMES:
+                self._close_stream()
+                conn = self._stream_conn = self._connect()
+            if conn is not None and self._sendall(conn, stream):
+                self._stream_frames += len(stream)
+            else:
+                self._close_stream()  # whatever was in flight on it is unknown: not counted
+        if terminal:
+            conn = self._connect()
+            if conn is not None:
+                with conn:
+                    self._sendall(conn, terminal)
+
+    def _connect(self) -> socket.socket | None:
         host, port = self.endpoints[self.connections % len(self.endpoints)]
         self.connections += 1
-        data = b"".join(f.data for f in burst)
-        clock = time.monotonic
-        t0 = clock()
+        t0 = time.monotonic()
         try:
-            with socket.create_connection((host, port), timeout=SOCKET_TIMEOUT_S) as conn:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                t1 = clock()
-                self.connect_s += t1 - t0
-                conn.sendall(data)
-                self.send_s += clock() - t1
+            conn = socket.create_connection((host, port), timeout=SOCKET_TIMEOUT_S)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            self.errors[f"connect:{type(exc).__name__}"] += 1
+            return None
+        finally:
+            self.connect_s += time.monotonic() - t0
+        return conn
+
+    def _sendall(self, conn: socket.socket, frames: list[fuzz_frames.Frame]) -> bool:
+        data = b"".join(f.data for f in frames)
+        t0 = time.monotonic()
+        try:
+            conn.sendall(data)
         except OSError as exc:
             self.aborted_bursts += 1
-            self.aborted_frames += len(burst)
+            self.aborted_frames += len(frames)
             self.errors[type(exc).__name__] += 1
-            return
-        self.sent_frames += len(burst)
+            return False
+        finally:
+            self.send_s += time.monotonic() - t0
+        self.sent_frames += len(frames)
         self.sent_bytes += len(data)
-        for frame in burst:
+        for frame in frames:
             self.by_class[frame.cls] += 1
             self.by_fate[frame.fate] += 1
             self.class_fate[(frame.cls, frame.fate)] += 1
+        return True
+
+    def _close_stream(self) -> None:
+        if self._stream_conn is not None:
+            self._stream_conn.close()
+        self._stream_conn = None
+        self._stream_frames = 0
 
     def report(self) -> dict[str, Any]:
         elapsed = max(1e-9, self.ended - self.began)
@@ -389,6 +437,12 @@ def window_rate(stats: dict[str, Any] | None, lo_s: float, hi_s: float) -> float
     return sum(per_s.get(sec, 0) for sec in range(first, last)) / (last - first)
 
 
+def _ignored(stats: dict[str, Any] | None) -> dict[str, int]:
+    status = (stats or {}).get("protocol_status") or {}
+    ignored = status.get("ignored") if isinstance(status, dict) else None
+    return {str(k): int(v) for k, v in (ignored or {}).items()}
+
+
 def fuzz_report(
     sent: dict[str, Any],
     fuzz_summary: dict[str, Any],
@@ -439,6 +493,9 @@ def fuzz_report(
         "target_drops_fuzz_run": fuzz_drops,
         "target_drops_baseline": base_drops,
         "target_inbound": (target_stats or {}).get("inbound"),
+        # where the frames that passed went: what the target's protocol ignored, by reason
+        "protocol_ignored": _ignored(target_stats),
+        "protocol_ignored_baseline": None if base_target is None else _ignored(base_target),
         "target_resources": (target_stats or {}).get("resources"),
         "throughput_txn_s": tput,
         "baseline_throughput_txn_s": base_tput,
@@ -489,6 +546,18 @@ def format_fuzz(report: dict[str, Any]) -> str:
             "frames that passed, e.g. fetch_rate on hostile Fetch requests): "
             + ", ".join(f"{k} {v:,}" for k, v in sorted(others.items()))
         )
+    ignored = report.get("protocol_ignored") or {}
+    if ignored:
+        base_ignored = report.get("protocol_ignored_baseline")
+        lines.append(
+            "  the target's protocol ignored (fuzz run"
+            + (" / baseline" if base_ignored is not None else "")
+            + "): "
+            + ", ".join(
+                f"{k} {v:,}" + ("" if base_ignored is None else f"/{base_ignored.get(k, 0):,}")
+                for k, v in sorted(ignored.items(), key=lambda kv: -kv[1])
+            )
+        )
     inbound = report["target_inbound"]
     if inbound:
         lines.append(
@@ -512,6 +581,8 @@ def format_fuzz(report: dict[str, Any]) -> str:
             f"{window['baseline_executed_txn_s']:,.0f} in the same seconds undisturbed: cost "
             f"{100 * window['cost']:.1f} %"
         )
+    if report.get("run_degraded"):
+        lines.append(f"  the run is DEGRADED: {report['run_degraded']}")
     if report["problems"]:
         lines.append("  DIFFERENCES: " + "; ".join(report["problems"]))
     else:
@@ -680,8 +751,12 @@ def main(argv: list[str] | None = None) -> int:
         else _read_json(RunPaths(base_outcome.folder).replica_stats(target)),
         options,
     )
-    if not outcome.ok:
-        report["problems"].insert(0, f"the run is {outcome.status}: {outcome.reason}")
+    if outcome.status == "failed":
+        report["problems"].insert(0, f"the run failed: {outcome.reason}")
+    # DEGRADED (an honest replica ended behind) is the run's verdict, said as run says it;
+    # the fuzzer's own check is the counters
+    report["run_status"] = outcome.status
+    report["run_degraded"] = outcome.reason if outcome.status == "degraded" else None
     text = format_fuzz(report)
     paths.fuzz.write_text(json.dumps(report, indent=2) + "\n")
     summary = dict(outcome.summary)
@@ -694,6 +769,9 @@ def main(argv: list[str] | None = None) -> int:
     if report["problems"]:
         print("fuzz: FAILED: " + "; ".join(report["problems"]), file=sys.stderr)
         return 1
+    if outcome.status == "degraded":
+        print(f"fuzz: RUN DEGRADED: {outcome.reason}", file=sys.stderr)
+        return runner.DEGRADED_EXIT_CODE
     return 0
 
 
