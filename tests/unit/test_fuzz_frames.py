@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from fabric.harness import fuzz, fuzz_frames
+from fabric.harness import fuzz, fuzz_frames, fuzz_report
 from fabric.harness.config import load_config
 from fabric.runtime.replica import replica_frame_policy
 from protocols import codec
@@ -177,13 +177,15 @@ def test_captured_frames_are_replayed_byte_for_byte_and_their_messages_mutated()
 
 def test_compare_names_every_counter_that_differs_from_what_was_sent() -> None:
     sent = {"by_fate": {"mac": 10, "magic": 2, "accepted:Commit": 7}}
-    rows, problems = fuzz.compare(sent, {"mac": 10, "magic": 2, "fetch_rate": 3}, None)
+    rows, problems = fuzz_report.compare(sent, {"mac": 10, "magic": 2, "fetch_rate": 3}, None)
     assert [(r["reason"], r["expected"], r["counted"]) for r in rows] == [
         ("mac", 10, 10),
         ("magic", 2, 2),
     ]
     assert problems == []
-    _, problems = fuzz.compare(sent, {"mac": 9, "magic": 2, "body": 1, "error:KeyError": 1}, {})
+    _, problems = fuzz_report.compare(
+        sent, {"mac": 9, "magic": 2, "body": 1, "error:KeyError": 1}, {}
+    )
     assert problems == [
         "mac: the frames sent make 10, the target counted 9",
         "body: the frames sent make 0, the target counted 1",
@@ -193,6 +195,6 @@ def test_compare_names_every_counter_that_differs_from_what_was_sent() -> None:
 
 def test_window_rate_averages_the_whole_seconds_inside_the_window() -> None:
     stats = {"t0": 100.5, "executed_per_s": [[101, 10], [102, 20], [103, 30], [104, 40]]}
-    assert fuzz.window_rate(stats, 0.5, 3.5) == 20.0  # seconds 101, 102, 103 (not 104)
-    assert fuzz.window_rate(stats, 0.6, 1.0) is None  # no whole second inside
-    assert fuzz.window_rate(None, 0, 10) is None
+    assert fuzz_report.window_rate(stats, 0.5, 3.5) == 20.0  # seconds 101, 102, 103 (not 104)
+    assert fuzz_report.window_rate(stats, 0.6, 1.0) is None  # no whole second inside
+    assert fuzz_report.window_rate(None, 0, 10) is None
