@@ -9,7 +9,12 @@ simulator (fabric/sim/) drive the same code. Inputs:
                               or a client (ids >= n; client Requests at backups)
     timeout(timer)            a timer set earlier with SetTimer expired
     executed(seq, digest)     the execute stage applied ``seq``; ``digest`` is
-                              the state digest after it (feeds checkpoints)
+                              the state digest after it (feeds checkpoints; b"" at a
+                              seq that is not a checkpoint: only those are digested)
+    state_installed(seq, digest, proof)
+                              the execute stage now holds the state after ``seq``
+                              (a snapshot fetched after ``FetchState``, or durable
+                              state reloaded at a restart): the protocol moves to it
 
 Each returns a list of actions (below). Time is counted in ticks; the runtime
 maps a tick to ``protocol.tick_ms`` of wall time, the simulator to virtual time.
@@ -73,10 +78,28 @@ class Rollback:
 
 @dataclass(frozen=True, slots=True)
 class StableCheckpoint:
-    """Sequence ``seq`` is stable (2f+1 matching checkpoints): state below it may be discarded."""
+    """Sequence ``seq`` is stable (2f+1 matching checkpoints): state below it may be discarded.
+
+    ``proof`` holds the signed Checkpoint votes (protocols.checkpoints.Checkpoint) that made
+    it stable, a transferable certificate of ``digest`` the runtime persists and serves
+    with the state (empty where a protocol has none: RCC's rounds, a restart's own state).
+    """
 
     seq: int
     digest: bytes
+    proof: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FetchState:
+    """The replica cannot reach stable checkpoint ``seq`` by replaying batches (peers keep a
+    bounded history): fetch the state image at ``seq`` from peers, verify it against
+    ``digest`` (certified by ``proof``, the 2f+1 signed Checkpoint votes), install it, and
+    answer with ``state_installed``. A newer FetchState supersedes an older one."""
+
+    seq: int
+    digest: bytes
+    proof: tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +124,15 @@ class ViewEntered:
 
 
 Action = (
-    Send | Broadcast | Deliver | Rollback | StableCheckpoint | SetTimer | CancelTimer | ViewEntered
+    Send
+    | Broadcast
+    | Deliver
+    | Rollback
+    | StableCheckpoint
+    | FetchState
+    | SetTimer
+    | CancelTimer
+    | ViewEntered
 )
 
 
@@ -284,7 +315,22 @@ class Protocol(ABC):
     def executed(self, seq: int, state_digest: bytes) -> list[Action]:
         """Feedback from the execute stage after applying ``seq``."""
 
+    def state_installed(
+        self, seq: int, state_digest: bytes, proof: tuple[Any, ...] = ()
+    ) -> list[Action]:
+        """The execute stage holds the state after ``seq`` (digest ``state_digest``): a
+        snapshot installed after ``FetchState`` (``proof`` certifies it), or durable state a
+        restarted replica reloaded (``proof`` as persisted, maybe empty). The protocol takes
+        ``seq`` as delivered and catches up the rest by its batch fetch. A protocol without
+        state transfer ignores it."""
+        return []
+
     # introspection -----------------------------------------------------------------
+    def checkpoint_seq_period(self) -> int:
+        """Global sequence numbers between two checkpoints (the execute stage digests its
+        state at multiples of it; RCC counts rounds of m seqs)."""
+        return self.config.checkpoint_period
+
     def status(self) -> dict[str, Any]:
         """A small snapshot for metrics and tests (view, last delivered, stable checkpoint)."""
         return {}

@@ -32,6 +32,17 @@ and the same ledger head (``state_digest``), whatever its engine.
   The view is recorded but not hashed: replicas may commit the same batch at the
   same seq in different views. Only (seq, hash) is kept for every block (32 bytes
   each, for the audit); full block records for the last ``max_recent_blocks``.
+- State digest (``state_digest``, what checkpoints sign): commits to the ledger head, the
+  store and the replay state through two order-independent accumulators
+  (fabric.runtime.state_image): the store's is folded lazily from the keys written since
+  the last digest (O(writes), not O(store)), the clients' per admitted request. The execute
+  stage asks for it at checkpoint seqs only (``is_checkpoint``).
+- Images: ``export_image()`` is the whole state as a ``StateImage``; with
+  ``checkpoint_period`` set the Executor keeps the images of its last ``max_images``
+  checkpoints as copy-on-write layers (the first write of a key, or the first change of a
+  client, after a checkpoint saves the old value), so a state-transfer server can answer
+  with the image at a stable checkpoint while execution runs on. ``install_image`` replaces
+  the state by one (the ledger then starts at the image's seq, ``Ledger.base_seq``).
 - Speculation (PoE): a batch applied with ``speculative=True`` keeps an undo log
   (store writes and replay-cache changes) until ``commit_upto`` covers it;
   ``rollback(to_seq)`` undoes such batches. A non-speculative batch, or one at or
@@ -61,6 +72,15 @@ from typing import Any
 from fabric.runtime.engines import TxnEnv, make_engine
 from fabric.runtime.engines.cost import make_burn
 from fabric.runtime.engines.serial import MISSING
+from fabric.runtime.state_image import (
+    ACC_MOD,
+    ClientImage,
+    StateImage,
+    client_element,
+    result_element,
+    state_digest,
+    store_element,
+)
 from protocols.common import Batch, Request
 from workloads.txn import (
     DEFAULT_MAX_SCAN_LENGTH,
@@ -74,6 +94,9 @@ from workloads.txn import (
 from workloads.ycsb import initial_value_fn
 
 DEFAULT_SMALLBANK_ACCOUNTS = 10_000  # accounts an Executor knows when nobody says (tests, sim)
+#: checkpoint images an Executor keeps (copy-on-write layers): the stable one and those
+#: executed since, which a watermark window bounds (window / period + 2 with the defaults)
+DEFAULT_MAX_IMAGES = 8
 
 _sha256 = hashlib.sha256
 _SEQ = struct.Struct("!Q")
@@ -141,19 +164,38 @@ def verify_blocks(blocks: Sequence[Block], prev_hash: bytes = GENESIS_HASH) -> i
 class Ledger:
     """The hash chain of executed batches: every (seq, hash) kept, full blocks for a recent window.
 
-    Sequence numbers start at 1 and have no gaps; seq 0 is the genesis hash.
+    Sequence numbers start at 1 and have no gaps; seq 0 is the genesis hash. A ledger
+    installed from a state image (``reset``) starts at that image's seq: it holds no
+    blocks at or below ``base_seq``, only the head hash there.
     """
 
     def __init__(self, max_recent_blocks: int = 1024) -> None:
         if max_recent_blocks < 0:
             raise ValueError("max_recent_blocks must be >= 0")
-        self._hashes = bytearray()  # hash of seq s at [(s-1)*32, s*32)
+        self._hashes = bytearray()  # hash of seq base+s at [(s-1)*32, s*32)
         self._recent: deque[Block] = deque(maxlen=max_recent_blocks)
         self._head = GENESIS_HASH
+        self._base_seq = 0
+        self._base_hash = GENESIS_HASH
+
+    @property
+    def base_seq(self) -> int:
+        """The seq the chain starts after (0, or the seq of an installed state image)."""
+        return self._base_seq
 
     @property
     def last_seq(self) -> int:
-        return len(self._hashes) // HASH_BYTES
+        return self._base_seq + len(self._hashes) // HASH_BYTES
+
+    def reset(self, seq: int, head: bytes) -> None:
+        """Forget every block: the chain continues after ``seq`` whose hash is ``head``."""
+        if seq < 0 or len(head) != HASH_BYTES:
+            raise ValueError(f"ledger reset to seq {seq} with a {len(head)}-byte head")
+        self._hashes = bytearray()
+        self._recent.clear()
+        self._head = head
+        self._base_seq = seq
+        self._base_hash = head
 
     @property
     def head(self) -> bytes:
@@ -174,12 +216,12 @@ class Ledger:
 
     def truncate(self, to_seq: int) -> int:
         """Drop every block after ``to_seq``; return how many were dropped."""
-        if to_seq < 0:
-            raise ValueError(f"cannot truncate to seq {to_seq}")
+        if to_seq < self._base_seq:
+            raise ValueError(f"cannot truncate to seq {to_seq} (chain starts at {self._base_seq})")
         last = self.last_seq
         if to_seq >= last:
             return 0
-        del self._hashes[to_seq * HASH_BYTES :]
+        del self._hashes[(to_seq - self._base_seq) * HASH_BYTES :]
         recent = self._recent
         while recent and recent[-1].seq > to_seq:
             recent.pop()
@@ -187,18 +229,23 @@ class Ledger:
         return last - to_seq
 
     def hash_at(self, seq: int) -> bytes:
-        """The hash of block ``seq`` (``GENESIS_HASH`` for 0); IndexError outside 0..last_seq."""
-        if seq == 0:
-            return GENESIS_HASH
-        if not 0 < seq <= self.last_seq:
-            raise IndexError(f"no block {seq} (ledger holds 1..{self.last_seq})")
-        return bytes(self._hashes[(seq - 1) * HASH_BYTES : seq * HASH_BYTES])
+        """The hash of block ``seq`` (``GENESIS_HASH`` for 0, the installed head for
+        ``base_seq``); IndexError outside base_seq..last_seq."""
+        base = self._base_seq
+        if seq == base:
+            return self._base_hash
+        if not base < seq <= self.last_seq:
+            raise IndexError(f"no block {seq} (ledger holds {base + 1}..{self.last_seq})")
+        i = seq - base
+        return bytes(self._hashes[(i - 1) * HASH_BYTES : i * HASH_BYTES])
 
     def chain(self) -> list[tuple[int, bytes]]:
-        """Every block's (seq, hash), in order (what the audit compares across replicas)."""
+        """Every block's (seq, hash), in order (what the audit compares across replicas);
+        after an installed image it starts at ``base_seq + 1``."""
         hs = bytes(self._hashes)
+        first = self._base_seq + 1
         return [
-            (i // HASH_BYTES + 1, hs[i : i + HASH_BYTES]) for i in range(0, len(hs), HASH_BYTES)
+            (i // HASH_BYTES + first, hs[i : i + HASH_BYTES]) for i in range(0, len(hs), HASH_BYTES)
         ]
 
     def recent_blocks(self) -> list[Block]:
@@ -210,13 +257,46 @@ class Ledger:
 
 
 class _ClientState:
-    """Replay cache of one client: timestamp -> result (insertion order), and the eviction floor."""
+    """Replay cache of one client: timestamp -> result (insertion order), the eviction floor,
+    and how many results were ever inserted (``results`` holds positions
+    [inserted - len(results), inserted): FIFO eviction keeps them contiguous)."""
 
-    __slots__ = ("results", "floor")
+    __slots__ = ("results", "floor", "inserted")
 
     def __init__(self) -> None:
         self.results: dict[int, bytes] = {}
         self.floor = -1  # highest timestamp evicted from ``results``
+        self.inserted = 0
+
+    def element_sum(self, cid: int) -> int:
+        """This client's contribution to the clients accumulator (not reduced)."""
+        first = self.inserted - len(self.results)
+        acc = client_element(cid, self.floor, self.inserted)
+        for i, (ts, result) in enumerate(self.results.items()):
+            acc += result_element(cid, first + i, ts, result)
+        return acc
+
+    def copy(self) -> _ClientState:
+        c = _ClientState()
+        c.results = dict(self.results)
+        c.floor = self.floor
+        c.inserted = self.inserted
+        return c
+
+
+class _Layer:
+    """Copy-on-write record of checkpoint ``seq``: the value at ``seq`` of every store key
+    and the client state at ``seq`` of every client changed since (first change only),
+    so the image at ``seq`` is the current state overridden by this and every newer layer."""
+
+    __slots__ = ("seq", "head", "digest", "store", "clients")
+
+    def __init__(self, seq: int, head: bytes, digest: bytes) -> None:
+        self.seq = seq
+        self.head = head
+        self.digest = digest
+        self.store: dict[int, Any] = {}  # key -> value at seq, or _MISSING
+        self.clients: dict[int, _ClientState | None] = {}  # cid -> state at seq (None: absent)
 
 
 class _Pending:
@@ -265,11 +345,15 @@ class Executor:
         txn_cost_us: float = 0.0,
         smallbank_accounts: int = DEFAULT_SMALLBANK_ACCOUNTS,
         record_changes: bool = False,
+        checkpoint_period: int = 0,
+        max_images: int = DEFAULT_MAX_IMAGES,
     ) -> None:
         if record_count < 0 or value_size < 0:
             raise ValueError("record_count and value_size must be >= 0")
         if max_undo_batches < 0 or replay_window < 1 or max_clients < 1:
             raise ValueError("max_undo_batches >= 0, replay_window >= 1, max_clients >= 1")
+        if checkpoint_period < 0 or max_images < 1:
+            raise ValueError("checkpoint_period >= 0 and max_images >= 1")
         self.record_count = record_count
         self.value_size = value_size
         self.max_undo_batches = max_undo_batches
@@ -292,6 +376,18 @@ class Executor:
         self.record_changes = record_changes
         self._unfinal: deque[FinalBlock] = deque()  # speculative changes waiting for commit
         self._final_out: list[FinalBlock] = []  # final changes not yet taken (take_final)
+        # the state digest's accumulators (fabric.runtime.state_image): the store's is folded
+        # lazily from ``_dirty`` (key -> value at the last fold), the clients' per request
+        self._dirty: dict[int, Any] = {}
+        self._store_acc = 0
+        self._clients_acc = 0
+        # images kept at checkpoints (copy-on-write layers, oldest first, at most max_images)
+        self.checkpoint_period = checkpoint_period
+        self.max_images = max_images
+        self._layers: deque[_Layer] = deque()
+        # this batch's result elements, folded once the engine filled its results:
+        # (sign, client, position, timestamp, result or _Pending)
+        self._result_events: list[tuple[int, int, int, int, Any]] = []
         # counters (cheap; read by stats())
         self._op_counts = [0] * len(OP_NAMES)
         self._batches = 0
@@ -302,6 +398,8 @@ class Executor:
         self._refused_clients = 0
         self._rollbacks = 0
         self._rolled_back_batches = 0
+        self._images_exported = 0
+        self._images_installed = 0
 
     # --- reading ---------------------------------------------------------------------
     @property
@@ -322,8 +420,18 @@ class Executor:
         return value
 
     def state_digest(self) -> bytes:
-        """The ledger head: it chains every batch and its results, so equal heads mean equal state."""
-        return self.ledger.head
+        """The state digest after ``last_seq``: commits to the ledger head, the store and the
+        replay state (fabric.runtime.state_image.state_digest). Equal to
+        ``export_image().digest()``; costs O(keys written since it was last asked for)."""
+        if self._dirty:
+            self._fold_dirty()
+        return state_digest(self._last_seq, self.ledger.head, self._store_acc, self._clients_acc)
+
+    def is_checkpoint(self, seq: int) -> bool:
+        """True if ``seq`` is a checkpoint seq (every seq when no period is set): where the
+        execute stage asks for the state digest."""
+        period = self.checkpoint_period
+        return not period or seq % period == 0
 
     def speculative_batches(self) -> int:
         """Speculative batches still waiting for commit (each holds an undo log)."""
@@ -346,6 +454,9 @@ class Executor:
             "speculative_batches": len(self._undo),
             "store_keys_written": len(self._store),
             "clients_tracked": len(self._clients),
+            "images_kept": len(self._layers),
+            "images_exported": self._images_exported,
+            "images_installed": self._images_installed,
             "engine": {**self.engine.stats(), "txn_cost_us": self.txn_cost_us},
         }
 
@@ -378,15 +489,17 @@ class Executor:
         admitted: list[tuple[Request, bytes | _Pending]] = []
         pending: list[_Pending] = []
         record = self.record_changes
-        written: list[tuple[int, Any]] | None = None
-        remembered: list[tuple[int, int, Any]] | None = None
-        if record:
-            written = undo.store if undo is not None else []
-            remembered = []
+        # every write is logged (the state digest's accumulator needs them)
+        written: list[tuple[int, Any]] = undo.store if undo is not None else []
+        remembered: list[tuple[int, int, Any]] | None = [] if record else None
         for req in batch.requests:
             admitted.append((req, self._admit(req, undo, pending, remembered)))
         if pending:
             self._execute_pending(pending, undo, written)
+        if written:
+            self._note_writes(written)
+        if self._result_events:
+            self._fold_results()
         out: list[tuple[Request, bytes]] = [
             (req, r.result if type(r) is _Pending else r)  # type: ignore[misc]
             for req, r in admitted
@@ -402,6 +515,9 @@ class Executor:
             self._undo.append(undo)
         if record:
             self._record(block, written, remembered, undo is None)  # type: ignore[arg-type]
+        period = self.checkpoint_period
+        if period and seq % period == 0:
+            self._open_layer(seq)
         return out
 
     def _record(
@@ -425,6 +541,146 @@ class Executor:
         else:
             self._unfinal.append(entry)
 
+    # --- the state digest's accumulators ----------------------------------------------
+    def _note_writes(self, writes: list[tuple[int, Any]]) -> None:
+        """Remember the value before this batch of every key it wrote (first write wins), for
+        the store accumulator (``_dirty``, folded when a digest is asked for) and the newest
+        image layer: two dict checks per write, no hashing."""
+        dirty = self._dirty
+        if self._layers:
+            saved = self._layers[-1].store
+            for key, old in writes:
+                if key not in dirty:
+                    dirty[key] = old
+                if key not in saved:
+                    saved[key] = old
+        else:
+            for key, old in writes:
+                if key not in dirty:
+                    dirty[key] = old
+
+    def _fold_dirty(self) -> None:
+        """Bring the store accumulator up to date: one element out (the value at the last
+        fold) and one in (the value now) per key written since, however often it was."""
+        acc = self._store_acc
+        store = self._store
+        for key, old in self._dirty.items():
+            if old is not _MISSING:
+                acc -= store_element(key, old)
+            new = store.get(key)
+            if new is not None:
+                acc += store_element(key, new)
+        self._store_acc = acc % ACC_MOD
+        self._dirty.clear()
+
+    def _fold_results(self) -> None:
+        """Add (and subtract, for evictions) this batch's result elements to the clients
+        accumulator, now that every pending result is known: O(requests)."""
+        acc = self._clients_acc
+        for sign, cid, pos, ts, result in self._result_events:
+            if type(result) is _Pending:
+                result = result.result
+            if sign > 0:
+                acc += result_element(cid, pos, ts, result)
+            else:
+                acc -= result_element(cid, pos, ts, result)
+        self._clients_acc = acc % ACC_MOD
+        self._result_events.clear()
+
+    # --- state images -----------------------------------------------------------------
+    def _open_layer(self, seq: int) -> None:
+        layers = self._layers
+        layers.append(_Layer(seq, self.ledger.head, self.state_digest()))
+        while len(layers) > self.max_images:
+            layers.popleft()
+
+    def image_seqs(self) -> list[int]:
+        """The checkpoint seqs whose image ``export_image`` can still build (oldest first)."""
+        return [layer.seq for layer in self._layers]
+
+    def image_digest(self, seq: int) -> bytes | None:
+        """The state digest at kept checkpoint ``seq`` (None if no image is kept there)."""
+        for layer in self._layers:
+            if layer.seq == seq:
+                return layer.digest
+        return None
+
+    def release_images_below(self, seq: int) -> int:
+        """Forget the images of checkpoints before ``seq`` (a newer one is stable); return how
+        many were dropped. Newer layers still hold what the kept images need."""
+        dropped = 0
+        layers = self._layers
+        while layers and layers[0].seq < seq:
+            layers.popleft()
+            dropped += 1
+        return dropped
+
+    def export_image(self, seq: int | None = None) -> StateImage:
+        """The state after ``seq`` (default ``last_seq``) as a ``StateImage``; ``seq`` must be
+        ``last_seq`` or a kept checkpoint (``image_seqs``), else KeyError. O(store)."""
+        store: dict[int, Any] = self._store
+        clients: dict[int, Any] = self._clients
+        head = self.ledger.head
+        at = self._last_seq
+        if seq is not None and seq != self._last_seq:
+            index = next((i for i, la in enumerate(self._layers) if la.seq == seq), None)
+            if index is None:
+                raise KeyError(f"no image kept at seq {seq} (kept: {self.image_seqs()})")
+            store = dict(store)
+            clients = dict(clients)
+            for layer in reversed(list(self._layers)[index:]):  # newest first: oldest wins
+                for key, old in layer.store.items():
+                    if old is _MISSING:
+                        store.pop(key, None)
+                    else:
+                        store[key] = old
+                for cid, state in layer.clients.items():
+                    if state is None:
+                        clients.pop(cid, None)
+                    else:
+                        clients[cid] = state
+            head = self._layers[index].head
+            at = seq
+        self._images_exported += 1
+        return StateImage(
+            at,
+            head,
+            tuple(sorted(store.items())),
+            tuple(
+                ClientImage(cid, c.floor, c.inserted, tuple(c.results.items()))
+                for cid, c in sorted(clients.items())
+            ),
+        )
+
+    def install_image(self, image: StateImage) -> bytes:
+        """Replace the whole state by ``image`` (a snapshot verified by the caller, or durable
+        state reloaded at start); return the state digest after it. Everything installed is
+        final; the ledger holds no blocks at or below ``image.seq``."""
+        if self._undo:
+            self._undo.clear()
+        self._store.clear()
+        self._store.update(image.store)
+        self._clients = {}
+        for c in image.clients:
+            state = _ClientState()
+            state.floor = c.floor
+            state.inserted = c.inserted
+            state.results = dict(c.results)
+            self._clients[c.client] = state
+        self._store_acc, self._clients_acc = image.accumulators()
+        self._dirty.clear()
+        self.ledger.reset(image.seq, image.ledger_head)
+        self._last_seq = image.seq
+        self._final_seq = image.seq
+        self._commit_mark = max(self._commit_mark, image.seq)
+        self._layers.clear()
+        self._result_events.clear()
+        self._images_installed += 1
+        period = self.checkpoint_period
+        if period and image.seq % period == 0:
+            self._open_layer(image.seq)
+        return self.state_digest()
+
     def take_final(self) -> list[FinalBlock]:
         """The final blocks' changes applied since the last call, in seq order (record_changes)."""
         out = self._final_out
@@ -446,19 +702,32 @@ class Executor:
         if seq != self._last_seq + 1:
             raise ExecutionOrderError(f"redo of block {seq} after {self._last_seq}")
         store = self._store
+        written = []
         for key, value in writes:
+            written.append((key, store.get(key, _MISSING)))
             store[key] = value
+        if written:
+            self._note_writes(written)
         states = self._clients
         for cid, ts, result in clients:
             state = states.get(cid)
             new_client = state is None
             if state is None:
                 state = _ClientState()
+            if self._layers:
+                saved = self._layers[-1].clients
+                if cid not in saved:
+                    saved[cid] = None if new_client else state.copy()
             self._remember(state, cid, ts, result, new_client, None)
+        if self._result_events:
+            self._fold_results()
         block = self.ledger.append(seq, view, batch_digest, results_digest)
         self._last_seq = seq
         self._final_seq = seq
         self._commit_mark = max(self._commit_mark, seq)
+        period = self.checkpoint_period
+        if period and seq % period == 0:
+            self._open_layer(seq)
         return block
 
     def _admit(
@@ -503,6 +772,10 @@ class Executor:
             pending.append(result)
         if remembered is not None:
             remembered.append((cid, ts, result))
+        if self._layers:  # copy-on-write: the client's state at the newest kept checkpoint
+            saved = self._layers[-1].clients
+            if cid not in saved:
+                saved[cid] = None if new_client else state.copy()
         self._remember(state, cid, ts, result, new_client, undo)
         return result
 
@@ -520,13 +793,22 @@ class Executor:
             self._clients[cid] = state
         results = state.results
         results[ts] = result  # type: ignore[assignment]  # a _Pending is patched after the block
-        evicted: tuple[int, bytes] | None = None
         old_floor = state.floor
+        pos = state.inserted
+        acc = self._clients_acc
+        if not new_client:
+            acc -= client_element(cid, old_floor, pos)
+        state.inserted = pos + 1
+        events = self._result_events
+        events.append((1, cid, pos, ts, result))
+        evicted: tuple[int, bytes] | None = None
         if len(results) > self.replay_window:
             ev_ts = next(iter(results))
             evicted = (ev_ts, results.pop(ev_ts))
+            events.append((-1, cid, pos - len(results), ev_ts, evicted[1]))
             if ev_ts > state.floor:
                 state.floor = ev_ts
+        self._clients_acc = (acc + client_element(cid, state.floor, pos + 1)) % ACC_MOD
         if undo is not None:
             undo.clients.append((cid, ts, evicted, old_floor, new_client))
 
@@ -594,6 +876,17 @@ class Executor:
         assert len(self._undo) >= count and self._undo[-1].seq == self._last_seq
         store = self._store
         clients = self._clients
+        undone = list(self._undo)[-count:]
+        dirty = self._dirty
+        for rec in undone:
+            for key, _ in rec.store:
+                if key not in dirty:
+                    dirty[key] = store.get(key, _MISSING)
+        cids = {entry[0] for rec in undone for entry in rec.clients}
+        clients_acc = self._clients_acc
+        for cid in cids:
+            if cid in clients:
+                clients_acc -= clients[cid].element_sum(cid)
         for _ in range(count):
             rec = self._undo.pop()
             for key, old in reversed(rec.store):
@@ -608,8 +901,16 @@ class Executor:
                     # put the evicted entry back first, so eviction order stays as before
                     state.results = {evicted[0]: evicted[1], **state.results}
                 state.floor = old_floor
+                state.inserted -= 1
                 if new_client:
                     del clients[cid]
+        for cid in cids:
+            if cid in clients:
+                clients_acc += clients[cid].element_sum(cid)
+        self._clients_acc = clients_acc % ACC_MOD
+        layers = self._layers
+        while layers and layers[-1].seq > to_seq:  # re-executed later: their images are void
+            layers.pop()
         self.ledger.truncate(to_seq)
         unfinal = self._unfinal
         while unfinal and unfinal[-1][0].seq > to_seq:
@@ -645,8 +946,10 @@ def main() -> None:
                 started = time.perf_counter()
                 for seq, b in enumerate(batches, 1):
                     ex.apply(seq, b, speculative)
-                    if speculative and seq % 10 == 0:
-                        ex.commit_upto(seq)
+                    if seq % 10 == 0:  # a checkpoint: the state digest (folds the writes)
+                        ex.state_digest()
+                        if speculative:
+                            ex.commit_upto(seq)
                 passes.append(time.perf_counter() - started)
             median = sorted(passes)[1]
             per_txn_us = median / (n_batches * size) * 1e6

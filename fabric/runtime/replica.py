@@ -195,6 +195,8 @@ class Replica:
             smallbank_accounts=wl.smallbank_accounts,
             # a durable ledger: the executor hands each final block's changes to the persist stage
             record_changes=cfg.ledger.storage != "memory",
+            # digest and keep images at the protocol's checkpoints (state transfer serves them)
+            checkpoint_period=self.protocol.checkpoint_seq_period(),
         )
         # ledger.storage sqlite | lmdb: the store in replica-<i>/ and what it held at start
         # (checked and redone into the executor: fabric.runtime.storage.recovery); memory:

@@ -71,6 +71,7 @@ class SimExecution:
         self.replica = replica
         self.n = n if n is not None else replica + 1  # requests from ids >= n get replies
         self.executor = Executor(SIM_RECORDS, SIM_VALUE_BYTES)
+        self.genesis = self.executor.state_digest()  # the state digest before any batch
         self.replies = ReplyCache(SIM_REPLY_CACHE)
         self.entries: list[Entry] = []
         self.rolled_back = 0
@@ -88,7 +89,7 @@ class SimExecution:
 
     def head_at(self, seq: int) -> bytes | None:
         if seq == 0:
-            return GENESIS
+            return self.genesis
         e = self.entry(seq)
         return e.head if e is not None else None
 

@@ -42,7 +42,7 @@ class PbftCheckpoints:
         self._move_watermarks(seq, digest, proof, (self.slots, self.certs, self.pre_prepared))
         if self.last_delivered >= seq:
             self._stable_unannounced = False
-            out.append(StableCheckpoint(seq, digest))
+            out.append(StableCheckpoint(seq, digest, proof))
         else:
             self._stable_unannounced = True  # announced once delivery catches up
         if replay:

@@ -416,4 +416,4 @@ class PbftNormalCase:
                 self.backoff_exp = 0  # the view change succeeded: reset the doubling
         if self._stable_unannounced and self.last_delivered >= self.low:
             self._stable_unannounced = False
-            out.append(StableCheckpoint(self.low, self.stable_digest))
+            out.append(StableCheckpoint(self.low, self.stable_digest, self.stable_proof))

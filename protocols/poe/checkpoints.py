@@ -76,7 +76,7 @@ class PoeCheckpoints:
                 del self.own_digest[s]
             for s in [s for s in self.finals if s <= self.low]:
                 del self.finals[s]
-            out.append(StableCheckpoint(self.low, self.stable_digest))
+            out.append(StableCheckpoint(self.low, self.stable_digest, self.stable_proof))
             if self.pending_plan is not None:
                 self._reconcile(out)
             return

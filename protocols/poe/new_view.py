@@ -232,7 +232,7 @@ class PoeNewView:
             # our state matches the plan's (proven stable) base: final there, not above
             self.final_mark = plan.base
             self.verified_to = max(self.verified_to, plan.base)
-            out.append(StableCheckpoint(plan.base, plan.base_digest))
+            out.append(StableCheckpoint(plan.base, plan.base_digest, plan.proof))
         if self.final_mark < plan.base:
             return  # catch up to the plan's base first (fetch); _check_final calls us again
         self.pending_plan = None

@@ -213,6 +213,9 @@ class Rcc(Protocol):
         self._collect(i, self.lanes[i].timeout(timer), out)
         return out
 
+    def checkpoint_seq_period(self) -> int:
+        return self.m * self.period  # a checkpoint every ``period`` rounds of m seqs
+
     def executed(self, seq: int, state_digest: bytes) -> list[Action]:
         out: list[Action] = []
         self._apply(self.coordinator.executed(seq, state_digest), out)

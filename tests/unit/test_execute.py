@@ -283,7 +283,8 @@ def test_ledger_blocks_chain() -> None:
         assert cur.hash == block_hash(prev.hash, cur.seq, cur.batch_digest, cur.results_digest)
     assert verify_blocks(blocks) is None
     assert ex.ledger.chain() == [(b.seq, b.hash) for b in blocks]
-    assert ex.state_digest() == ex.ledger.head == blocks[-1].hash == ex.ledger.hash_at(6)
+    assert ex.ledger.head == blocks[-1].hash == ex.ledger.hash_at(6)
+    assert ex.state_digest() == ex.export_image().digest()  # commits to head, store, replays
     assert ex.ledger.hash_at(0) == GENESIS_HASH
 
 

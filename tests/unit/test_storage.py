@@ -288,7 +288,7 @@ def test_persist_stage_writes_blocks_and_certificates_in_bounded_transactions() 
     assert all(n <= 16 for n in [store.max_blocks_per_txn])
     assert store.transactions >= 100 // 16
     rec = store.recover()
-    assert rec.last_seq == 100 and rec.head == ex.state_digest()
+    assert rec.last_seq == 100 and rec.head == ex.ledger.head
     cp = rec.last_checkpoint()
     assert cp is not None and decode_proof(cp.proof) == [vote]
     assert encode_proof(()) == ()
@@ -346,7 +346,7 @@ def test_an_installed_state_image_replaces_the_blocks_before_it_in_order() -> No
     )
     bs = batches(5)
     stage.apply_items([(E_DELIVER, s, 0, bs[s - 1], False) for s in (1, 2, 3)])
-    stage.persist_base(3, ex.state_digest(), b"image-at-3")
+    stage.persist_base(3, ex.ledger.head, b"image-at-3")
     stage.apply_items([(E_DELIVER, s, 0, bs[s - 1], False) for s in (4, 5)])
     items = stage.take_persist()
     assert [(i[0], i[1] if i[0] != P_BLOCK else i[1].seq) for i in items] == [
@@ -362,7 +362,7 @@ def test_an_installed_state_image_replaces_the_blocks_before_it_in_order() -> No
     PersistStage("persist", shared, store, persist_ring).persist(items)
     rec = store.recover()
     assert rec.base is not None and (rec.base.seq, rec.base.image) == (3, b"image-at-3")
-    assert [b.seq for b in rec.blocks] == [4, 5] and rec.head == ex.state_digest()
+    assert [b.seq for b in rec.blocks] == [4, 5] and rec.head == ex.ledger.head
 
 
 def test_a_clean_stop_drains_the_ring_in_bounded_transactions_even_under_every_block() -> None:

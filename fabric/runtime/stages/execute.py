@@ -124,14 +124,17 @@ class ExecuteStage(Stage):
                 self.batches += 1
                 self.last_seq = seq
                 per_s.add(time.time(), txns)
-                feedback.append((C_EXECUTED, seq, executor.state_digest()))
+                # the state digest only where a checkpoint signs it (O(keys written since))
+                digest = executor.state_digest() if executor.is_checkpoint(seq) else b""
+                feedback.append((C_EXECUTED, seq, digest))
             elif tag == E_ROLLBACK:
                 executor.rollback(item[1])
                 self.shared.replies.clear()  # speculative replies past the rollback are void
                 self.rollbacks += 1
                 self.last_seq = executor.last_seq
-            else:
+            else:  # a stable checkpoint: final up to it, older images are not served
                 executor.commit_upto(item[1])
+                executor.release_images_below(item[1])
                 if self.persist_ring is not None and len(item) > 3:
                     # (E_COMMIT, seq, state_digest, proof): persisted with the ledger
                     self._to_persist.append((P_CHECKPOINT, item[1], item[2], item[3]))
