@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
+from fabric.harness.config import ConfigError, load_config
 from fabric.runtime.client import ClientCore
 from fabric.sim.simulator import run_seed
 from protocols import registry
@@ -128,3 +131,12 @@ def test_3_5_history_rule_f_plus_1_after_the_highest_certificate() -> None:
     assert batches[1].digest == _batch(c).digest and len(batches) == 2
     no_cc = (vcs[1], vcs[2], _vc(1, [], None))
     assert [x.digest for x in new_view_history(no_cc, 1)[1]] == [_batch(b).digest]
+
+
+def test_a_real_run_refuses_zyzzyva_unless_allow_unsafe() -> None:
+    """Known unsafe: the config names protocol.allow_unsafe and what it allows."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["protocol.name=zyzzyva"])
+    assert err.value.key == "protocol.allow_unsafe" and "allowed: true" in str(err.value)
+    cfg = load_config(None, ["protocol.name=zyzzyva", "protocol.allow_unsafe=true"])
+    assert cfg.protocol_config(0).params["zyzzyva_commit_wait_ticks"] == 20  # 200 ms / 10 ms
