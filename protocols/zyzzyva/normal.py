@@ -59,6 +59,14 @@ class ZyzzyvaNormalCase:
             return
         key = (req.client_id, req.timestamp)
         if self._request_done(req.client_id, req.timestamp):
+            seq = self.ordered_ts.get(req.client_id, {}).get(req.timestamp)
+            order = self.log.get(seq) if seq is not None else None
+            if 0 <= sender < self.n and order is not None and order.view == self.view:
+                # §3.3: a replica forwards a request the primary ordered already: it missed
+                # the ORDER-REQ, which the primary sends it again (a gap then fills)
+                out.append(Send(sender, order))
+                self._ignore("request_ordered_resent")
+                return
             self._ignore("request_executed")
             return
         if self._request_pending(key):
@@ -103,7 +111,7 @@ class ZyzzyvaNormalCase:
         self._execute(order, out)
 
     def _on_order_req(self: Any, sender: int, order: OrderReq, out: list[Action]) -> None:
-        if self.in_vc:
+        if self.in_vc and order.view <= self.view:
             self._ignore("order_req_in_view_change")
             return
         if order.view != self.view:

@@ -300,7 +300,7 @@ class ZyzzyvaViewChange:
         self._enter_view(nv, out)
 
     def _enter_view(self: Any, nv: NewView, out: list[Action]) -> None:
-        """Roll back to where our history and the new view's agree, execute the rest."""
+        """Roll back to the new view's start and execute its history in the new view."""
         start = nv.start_seq
         view = nv.view
         self.view = view
@@ -316,13 +316,11 @@ class ZyzzyvaViewChange:
             self._ignore("new_view_behind_stable")  # no state transfer here
             self.behind = True
         else:
-            orders = {o.seq: o for o in nv.orders}
+            # Everything after the start is rolled back and executed again in the new view,
+            # the same batches too: SPEC-RESPONSEs match on the view, and a client holding
+            # old-view replies from some replicas and new-view ones from others would match
+            # neither quorum.
             keep = start
-            while keep < self.max_n:
-                mine, theirs = self.log.get(keep + 1), orders.get(keep + 1)
-                if mine is None or theirs is None or mine.batch.digest != theirs.batch.digest:
-                    break
-                keep += 1
             if keep < self.max_n:
                 if keep < self.low:
                     self._ignore("new_view_below_stable")
@@ -336,9 +334,6 @@ class ZyzzyvaViewChange:
                         self._forget_ordered(order.batch)
                 self.max_n = keep
                 self.history = self.history_low if keep == self.low else self.history_at[keep]
-            for s in range(start + 1, keep + 1):  # same batches: the new view's ORDER-REQs
-                if s in orders:
-                    self.log[s] = orders[s]
             for order in nv.orders:
                 if order.seq > self.max_n:
                     if order.history != extend_history(self.history, order.batch.digest):
