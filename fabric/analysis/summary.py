@@ -207,6 +207,7 @@ def build_summary(
             "failure": st.get("failure"),
             "stats_source": st.get("stats_source", "process"),
             "execution": _engine_counters(st),
+            **({"restart": st["restart"]} if st.get("restart") else {}),  # both lives' figures
         }
     per_client: dict[str, dict[str, Any]] = {}
     accepted_total = 0.0

@@ -478,6 +478,9 @@ def test_a_restarted_replica_keeps_both_lives_in_every_table(tmp_path: Path):
     # honest: it ended 300 behind the others, so the run is degraded and names it
     assert summary["run"]["status"] == "degraded" and "replica 2" in summary["run"]["degraded"]
     assert summary["final_seq"]["2"] == 100
+    lives = summary["per_node"]["2"]["restart"]  # summary.json keeps both lives' figures
+    assert lives["before"]["executed_seq"] == 30 and lives["after"]["executed_seq"] == 100
+    assert "restart" not in summary["per_node"]["0"]
     assert (2, "replica", "restarted", 3.6, 100, 0, 300, "process") in tables.nodes
     assert (2, "replica", 70.0, 3.5) in tables.memory
     text = format_report(summary, tables)
