@@ -262,7 +262,7 @@ def check(cfg: Any) -> None:
     if missing:
         raise NetworkUnavailable(
             f"network.emulation={net.emulation} cannot run on this machine; missing: "
-            + "; ".join(missing)
+            + "; ".join(m.rstrip(".") for m in missing)
             + (
                 ". network.emulation=transport emulates delay, jitter and loss without sch_netem"
                 if net.emulation == "netem"
