@@ -111,3 +111,17 @@ ASKED_NEW_VIEW_PER_REPLICA = 4
 MAX_NV_RETRIES = 2
 #: PoE: the finality probe's period doubles while nothing becomes final, at most this often
 MAX_FINAL_PROBE_DOUBLINGS = 6
+
+# --- Zyzzyva (protocols/zyzzyva) ---------------------------------------------------------
+
+#: ORDER-REQs one VIEW-CHANGE may carry, and one NEW-VIEW re-issue, in watermark windows (an
+#: honest replica holds at most one window above its stable checkpoint): each costs a
+#: signature check, so a longer one is refused before any is checked
+ZYZZYVA_HISTORY_WINDOWS = 1
+#: ORDER-REQs kept beyond a hole until it fills (fill-hole), in windows
+ZYZZYVA_FUTURE_WINDOWS = 1
+#: ORDER-REQs one FILL-HOLE answer sends, in windows
+ZYZZYVA_FILL_WINDOWS = 1
+#: commit certificates remembered as verified (a client re-sends its COMMIT with each
+#: re-send of its request), in windows
+ZYZZYVA_CHECKED_CERTS_WINDOWS = 1

@@ -142,7 +142,7 @@ class ZyzzyvaNormalCase:
             self._ignore("order_req_bad_batch")
             return
         if seq > self.max_n + 1:  # §3.3: a hole before it
-            if len(self.future) < self.window and seq not in self.future:
+            if len(self.future) < self.max_future and seq not in self.future:
                 self.future[seq] = order
             self._ask_fill(out)
             return
@@ -224,7 +224,7 @@ class ZyzzyvaNormalCase:
         if msg.view != self.view or msg.first_seq > msg.last_seq:
             self._ignore("fill_hole_stale")
             return
-        last = min(msg.last_seq, msg.first_seq + self.window - 1, self.max_n)
+        last = min(msg.last_seq, msg.first_seq + self.fill_span - 1, self.max_n)
         for seq in range(max(msg.first_seq, self.low + 1), last + 1):
             order = self.log.get(seq)
             if order is not None and order.view == self.view:
@@ -234,7 +234,10 @@ class ZyzzyvaNormalCase:
 
     def _valid_cert(self: Any, cc: CommitCert) -> bool:
         """2f+1 distinct replicas signed spec_payload(view, seq, history)."""
-        if len(cc.signers) != len(cc.signatures) or len(set(cc.signers)) < self.cc_quorum:
+        # exactly 2f+1 distinct signers: a longer list would only cost more checks
+        if len(cc.signers) != self.cc_quorum or len(cc.signatures) != self.cc_quorum:
+            return False
+        if len(set(cc.signers)) != self.cc_quorum:
             return False
         if any(not 0 <= r < self.n for r in cc.signers):
             return False
@@ -248,7 +251,7 @@ class ZyzzyvaNormalCase:
         for signer, sig in zip(cc.signers, cc.signatures, strict=True):
             if not self.verifier.verify(signer, payload, sig):
                 return False
-        if len(self.certs_checked) >= self.window:
+        if len(self.certs_checked) >= self.max_checked_certs:
             self.certs_checked.pop(next(iter(self.certs_checked)))
         self.certs_checked[key] = None
         return True

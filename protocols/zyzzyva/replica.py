@@ -35,7 +35,14 @@ from typing import Any
 from protocols.base import ProtocolConfig, ReplyRule, Verifier
 from protocols.checkpoints import Checkpoint
 from protocols.common import Reply, Request
-from protocols.limits import QUEUED_BATCHES_PER_WINDOW, REPLAY_WINDOW_PER_CLIENT
+from protocols.limits import (
+    QUEUED_BATCHES_PER_WINDOW,
+    REPLAY_WINDOW_PER_CLIENT,
+    ZYZZYVA_CHECKED_CERTS_WINDOWS,
+    ZYZZYVA_FILL_WINDOWS,
+    ZYZZYVA_FUTURE_WINDOWS,
+    ZYZZYVA_HISTORY_WINDOWS,
+)
 from protocols.replica_core import ReplicaCore
 from protocols.zyzzyva.messages import (
     GENESIS_HISTORY,
@@ -85,6 +92,10 @@ class Zyzzyva(ZyzzyvaNormalCase, ZyzzyvaViewChange, ReplicaCore[_NoSlot]):
         self.max_queued = QUEUED_BATCHES_PER_WINDOW * self.window
         self.max_waiting = max(1, config.max_buffered)
         self.replay_window = REPLAY_WINDOW_PER_CLIENT
+        self.max_history = max(1, ZYZZYVA_HISTORY_WINDOWS * self.window)
+        self.max_future = max(1, ZYZZYVA_FUTURE_WINDOWS * self.window)
+        self.fill_span = max(1, ZYZZYVA_FILL_WINDOWS * self.window)
+        self.max_checked_certs = max(1, ZYZZYVA_CHECKED_CERTS_WINDOWS * self.window)
 
         self.t_request = ("zyzzyva", "request")
         self.t_fill = ("zyzzyva", "fill_hole")

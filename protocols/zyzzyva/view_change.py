@@ -182,7 +182,7 @@ class ZyzzyvaViewChange:
     # --- 2, 3: VIEW-CHANGE, NEW-VIEW ---------------------------------------------------
 
     def _valid_view_change(self: Any, vc: ViewChange) -> bool:
-        if not 0 <= vc.replica < self.n:
+        if not 0 <= vc.replica < self.n or len(vc.history) > self.max_history:
             return False
         try:
             payload = view_change_payload(vc)
@@ -273,6 +273,9 @@ class ZyzzyvaViewChange:
             self._ignore("new_view_old")
             return
         replicas = {vc.replica for vc in nv.proofs}
+        if len(nv.orders) > self.max_history:
+            self._ignore("new_view_too_long")
+            return
         if len(nv.proofs) != self.vc_quorum or len(replicas) != self.vc_quorum:
             self._ignore("new_view_bad_quorum")
             return

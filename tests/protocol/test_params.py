@@ -17,9 +17,16 @@ from protocols.poe import Poe
 from protocols.poe.params import PoeParams
 from protocols.rcc.params import RccParams
 from protocols.rcc.replica import Rcc
+from protocols.zyzzyva import Zyzzyva
+from protocols.zyzzyva.params import ZyzzyvaParams
 from tests.protocol.scenario import FakeVerifier
 
-PARAMS = ((PbftParams, "pbft_"), (PoeParams, "poe_"), (RccParams, "rcc_"))
+PARAMS = (
+    (PbftParams, "pbft_"),
+    (PoeParams, "poe_"),
+    (RccParams, "rcc_"),
+    (ZyzzyvaParams, "zyzzyva_"),
+)
 
 
 def _config(params: dict[str, object]) -> ProtocolConfig:
@@ -41,6 +48,7 @@ def test_defaults_are_the_declared_ones() -> None:
         (Rcc, "rcc_noop_ticks", -1, ">= 0"),
         (Rcc, "rcc_permute_rounds", 0, "true | false"),
         (Rcc, "rcc_max_lag_rounds", True, "an integer"),
+        (Zyzzyva, "zyzzyva_commit_wait_ticks", 0, ">= 1"),
     ],
 )
 def test_a_wrong_value_names_the_key_and_what_is_allowed(
@@ -83,5 +91,8 @@ def test_default_yaml_lists_every_parameter_with_its_default() -> None:
             assert f.metadata["meaning"]
             if key == "rcc_noop_ticks":  # set through its wall-time form, rcc_noop_timeout_ms
                 assert "rcc_noop_timeout_ms" in section
+                continue
+            if key == "zyzzyva_commit_wait_ticks":  # its wall-time form: zyzzyva_commit_wait_ms
+                assert section["zyzzyva_commit_wait_ms"] == f.default * 10  # protocol.tick_ms
                 continue
             assert section[key] == f.default, key

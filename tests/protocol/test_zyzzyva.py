@@ -140,3 +140,42 @@ def test_a_real_run_refuses_zyzzyva_unless_allow_unsafe() -> None:
     assert err.value.key == "protocol.allow_unsafe" and "allowed: true" in str(err.value)
     cfg = load_config(None, ["protocol.name=zyzzyva", "protocol.allow_unsafe=true"])
     assert cfg.protocol_config(0).params["zyzzyva_commit_wait_ticks"] == 20  # 200 ms / 10 ms
+
+
+class _CountingVerifier:
+    """Counts signature checks (every one fails: nothing here should get that far)."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+
+    def sign(self, payload: bytes) -> bytes:
+        return b"s" * 64
+
+    def verify(self, signer: int, payload: bytes, signature: bytes) -> bool:
+        self.checks += 1
+        return False
+
+    def verify_request(self, request: object) -> bool:
+        return True
+
+
+def _replica() -> tuple[Zyzzyva, _CountingVerifier]:
+    from protocols.base import ProtocolConfig
+
+    v = _CountingVerifier()
+    cfg = ProtocolConfig(replica_id=1, n=4, checkpoint_period=5, watermark_window=10)
+    return Zyzzyva(cfg, v), v
+
+
+def test_hostile_bounds_refuse_before_any_signature_check() -> None:
+    """protocols.limits: a COMMIT with more than 2f+1 signers, a VIEW-CHANGE with more than
+    a window of ORDER-REQs, cost no signature check."""
+    from protocols.zyzzyva import CommitCert, OrderReq, ViewChange
+
+    z, v = _replica()
+    cert = CommitCert(0, 1, b"h" * 32, (0, 1, 2, 3), (b"s" * 64,) * 4)
+    assert z.receive(5, Commit(5, 1, b"r" * 32, cert)) == []
+    assert z.ignored == {"commit_bad_cert": 1} and v.checks == 0
+    order = OrderReq(0, 1, b"h" * 32, make_batch(()), b"s" * 64)
+    vc = ViewChange(1, 2, 0, (), None, None, (order,) * 11, b"s" * 64)
+    assert not z._valid_view_change(vc) and v.checks == 0
