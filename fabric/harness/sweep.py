@@ -720,6 +720,19 @@ def resume_options(
     return stored, stored_quick, stored_sets
 
 
+def _check_networks(plan: SweepPlan) -> None:
+    """SweepError before anything runs if a point's emulated network cannot be built here
+    (fabric.harness.network.check names what is missing)."""
+    from fabric.harness.network import NetworkUnavailable, check
+
+    for point in plan.points:
+        if point.config.network.emulation != "none":
+            try:
+                check(point.config)
+            except NetworkUnavailable as exc:
+                raise SweepError(f"point {point.label}: {exc}") from None
+
+
 def run_sweep(
     spec: SweepSpec,
     results_root: Path,
@@ -739,6 +752,8 @@ def run_sweep(
     goes on. ``report`` draws the sweep report at the end.
     """
     plan = plan_sweep(spec, quick=quick, overrides=overrides)
+    if runner is None:
+        _check_networks(plan)
     run_one = runner or default_runner()
     stream = stream or sys.stderr
     for note in plan.notes:

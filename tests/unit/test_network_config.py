@@ -156,3 +156,25 @@ def test_the_probe_names_root_when_it_is_missing(monkeypatch: pytest.MonkeyPatch
     finally:
         network._probe.cache_clear()
     assert network.probe("none") == []
+
+
+def test_a_sweep_with_a_network_this_machine_lacks_is_refused_before_it_starts(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fabric.harness import sweep
+
+    def lacking(cfg):
+        raise network.NetworkUnavailable("network.emulation=netem cannot run; missing: netem")
+
+    monkeypatch.setattr(network, "check", lacking)
+    spec = sweep.spec_from_mapping(
+        {
+            "name": "wan-test",
+            "description": "refused",
+            "base": {"network": {"emulation": "netem", "delay_ms": 10}},
+            "grid": {"protocol.name": ["pbft"]},
+        }
+    )
+    with pytest.raises(sweep.SweepError, match="point .*missing: netem"):
+        sweep.run_sweep(spec, tmp_path, progress=False, report=False)
+    assert list(tmp_path.iterdir()) == []  # no sweep folder, no run
