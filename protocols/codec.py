@@ -20,8 +20,8 @@ is run with that kind's ``max_array_len`` / ``max_bin_len`` / ``max_str_len`` an
 or extensions, so one array header claiming millions of items fails in C before any
 object is built.
 
-Kind ranges: 1-15 client/common, 16-47 PBFT, 48-79 PoE, 80-111 RCC,
-112-199 other protocols, 200-255 runtime control.
+Kind ranges: 1-15 client/common, 16-47 PBFT, 48-79 PoE, 80-111 RCC, 112-127 HotStuff,
+128-199 other protocols (Zyzzyva from 160), 200-255 runtime control.
 
 Must not live here: frame headers and who may send what (transport.wire), MACs
 (transport.auth), any protocol's messages (they register themselves).

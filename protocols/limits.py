@@ -125,3 +125,24 @@ ZYZZYVA_FILL_WINDOWS = 1
 #: commit certificates remembered as verified (a client re-sends its COMMIT with each
 #: re-send of its request), in windows
 ZYZZYVA_CHECKED_CERTS_WINDOWS = 1
+
+# --- chained HotStuff (protocols/hotstuff) ------------------------------------------------
+
+#: blocks one FETCH-BLOCKS answer carries (the asked block and its ancestors, newest first):
+#: a lagging replica walks back this many heights per round trip
+MAX_FETCH_BLOCKS = 16
+#: uncommitted blocks one replica keeps in its block tree, in watermark windows: honest
+#: leaders add one per view and the chain commits within a few views; a Byzantine leader
+#: adds at most one fork per view it leads, dropped at the next commit
+TREE_BLOCKS_PER_WINDOW = 4
+#: blocks kept while their parent is fetched (orphans), in watermark windows
+ORPHAN_BLOCKS_PER_WINDOW = 1
+#: views ahead of ours a proposal, vote or NEW-VIEW may be for and still be kept (a replica
+#: this far behind catches up through the QCs of later proposals instead)
+MAX_VIEWS_AHEAD = 64
+#: quorum certificates remembered as verified (each QC is verified once, however many
+#: messages carry it: a proposal's justify, NEW-VIEW high QCs, fetched blocks)
+MAX_VERIFIED_QCS = 512
+#: distinct block digests a replica asks its peers for at once (missing ancestors, blocks a
+#: QC names)
+MAX_WANTED_BLOCKS = 64

@@ -27,9 +27,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-#: the key prefix of each protocol's parameters (pbft, poe, rcc); a key with none of them
-#: (and not in SHARED_KEYS) is refused as unknown by every protocol
-PREFIXES = ("pbft_", "poe_", "rcc_", "zyzzyva_")
+#: the key prefix of each protocol's parameters (pbft, poe, rcc, zyzzyva, hotstuff); a key
+#: with none of them (and not in SHARED_KEYS) is refused as unknown by every protocol
+PREFIXES = ("pbft_", "poe_", "rcc_", "zyzzyva_", "hotstuff_")
 #: keys the runtime passes every protocol that are no protocol's parameter: the wall time of
 #: a tick (``protocol.tick_ms``) and RCC's no-op timeout before its conversion to ticks
 SHARED_KEYS = frozenset({"tick_ms", "rcc_noop_timeout_ms", "zyzzyva_commit_wait_ms"})

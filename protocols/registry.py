@@ -15,6 +15,7 @@ _BUILTIN_MODULES = {
     "pbft": "protocols.pbft",
     "poe": "protocols.poe",
     "rcc": "protocols.rcc",
+    "hotstuff": "protocols.hotstuff",
     "null": "protocols.null",
     "zyzzyva": "protocols.zyzzyva",
 }

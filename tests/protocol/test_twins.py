@@ -64,8 +64,19 @@ def test_poe_twins_request_accepted_after_heal_issue_19() -> None:
         ("rcc", 4, 40, PBFT_MACS),  # RCC's instances are PBFT: MAC-only votes there too
         ("pbft", 7, 30, SIGNED),
         ("poe", 7, 30, POE_MACS),
+        ("hotstuff", 4, 40, SIGNED),
     ],
-    ids=["pbft", "pbft-macs", "poe", "poe-macs", "rcc", "rcc-macs", "pbft-n7", "poe-macs-n7"],
+    ids=[
+        "pbft",
+        "pbft-macs",
+        "poe",
+        "poe-macs",
+        "rcc",
+        "rcc-macs",
+        "pbft-n7",
+        "poe-macs-n7",
+        "hotstuff",
+    ],
 )
 def test_twins_seed_mix_safe_and_live(protocol: str, n: int, seeds: int, options) -> None:
     summary = run_many(protocol, n, range(seeds), "twins", options, keep_failures=3)
