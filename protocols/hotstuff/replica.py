@@ -261,7 +261,7 @@ class HotStuff(
         self._move_watermarks(seq, digest, proof, ())
         if self.last_delivered >= seq:
             self._stable_unannounced = False
-            out.append(StableCheckpoint(seq, digest))
+            out.append(StableCheckpoint(seq, digest, proof))
         else:
             self._stable_unannounced = True  # announced once delivery catches up
 

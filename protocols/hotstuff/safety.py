@@ -124,7 +124,7 @@ class HotStuffSafety:
         self.tree.mark_committed(chain)
         if self._stable_unannounced and self.last_delivered >= self.low:
             self._stable_unannounced = False
-            out.append(StableCheckpoint(self.low, self.stable_digest))
+            out.append(StableCheckpoint(self.low, self.stable_digest, self.stable_proof))
 
 
 __all__ = ["HotStuffSafety"]
