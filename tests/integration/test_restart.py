@@ -100,7 +100,7 @@ def _check_restarted_run(outcome: Any, spawned: list[runner.Child]) -> dict[str,
     ("protocol", "storage"),
     [
         ("pbft", "memory"),
-        ("poe", "memory"),
+        ("poe", "memory"),  # with execution.pipeline inline (below)
         ("rcc", "memory"),
     ],
 )
@@ -108,6 +108,9 @@ def test_a_backup_down_3_s_comes_back_catches_up_and_its_ledger_agrees(
     base_port: int, tmp_path: Path, spawned: list[runner.Child], protocol: str, storage: str
 ) -> None:
     extra = [f"protocol.name={protocol}", f"ledger.storage={storage}", *LIGHT_LOAD]
+    if protocol == "poe":
+        # the worker executes (and rolls back) itself: the restart path is the same
+        extra.append("execution.pipeline=inline")
     if protocol == "rcc":
         extra.append("cluster.clients=4")  # one client per instance
     cfg = _config(base_port, *extra)
