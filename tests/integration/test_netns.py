@@ -134,10 +134,18 @@ def test_two_namespaces_see_the_configured_delay_on_a_real_round_trip(emulation:
     assert statistics.median(rtts) < 2 * delay_ms + 40, rtts  # loose: a loaded machine
 
 
+def _root_links() -> set[str]:
+    """The interfaces of the host's own namespace (a run must never add one)."""
+    done = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True)
+    return {line.split(":")[1].strip().split("@")[0] for line in done.stdout.splitlines()}
+
+
 @pytest.fixture
 def no_leftovers():
-    """After the test: none of this process's namespaces, and no child process, is left."""
+    """After the test: none of this process's namespaces, no interface in the host's own
+    namespace that was not there before, and no child process, is left."""
     before = set(_owned_by_this_process())
+    links_before = _root_links()
     children: list[runner.Child] = []
     original = runner.Runner._spawn
 
@@ -159,6 +167,8 @@ def no_leftovers():
     for name in left:
         subprocess.run(["ip", "netns", "del", name], check=False)
     assert not left, f"namespaces left behind: {sorted(left)}"
+    added = {name for name in _root_links() - links_before if name.startswith(("v", "br", "eth"))}
+    assert not added, f"interfaces added to the host's namespace: {sorted(added)}"
 
 
 def _cluster(*extra: str):
@@ -198,7 +208,21 @@ def test_a_cluster_in_namespaces_commits_and_its_audit_passes(tmp_path, no_lefto
     assert egress["r1"]["mbit_s"] < egress["r0"]["mbit_s"], egress
 
 
-def test_the_network_is_removed_when_the_run_fails(tmp_path, no_leftovers, monkeypatch) -> None:
+def test_the_network_is_removed_when_a_replica_dies(tmp_path, no_leftovers, monkeypatch) -> None:
+    _skip_unless("transport")
+    original = runner.Runner.monitor
+
+    def monitor_then_kill(self, until):
+        replica = next(c for c in self.children if c.role == "replica" and c.node == 2)
+        os.killpg(replica.proc.pid, signal.SIGKILL)
+        return original(self, until)
+
+    monkeypatch.setattr(runner.Runner, "monitor", monitor_then_kill)
+    outcome = runner.run_experiment(_cluster(), tmp_path, report=False)
+    assert not outcome.ok and "replica 2 exited unexpectedly" in outcome.reason
+
+
+def test_the_network_is_removed_when_the_runner_fails(tmp_path, no_leftovers, monkeypatch) -> None:
     _skip_unless("transport")
 
     def broken(self, timeout_s):
