@@ -667,6 +667,33 @@ def throughput_by_protocol(stats: pd.DataFrame) -> Figure:
     return fig
 
 
+def fuzz_timeline(
+    fuzzed: Sequence[tuple[float, int]],
+    baseline: Sequence[tuple[float, int]],
+    window_s: tuple[float, float],
+    title: str,
+) -> Figure:
+    """The fuzzed replica's executed transactions per second (t from its run's t0) in the
+    fuzz run and the undisturbed baseline, with the seconds the fuzzer sent shaded
+    (``python -m fabric fuzz``)."""
+    fig = _new_figure(8.0, 4.0)
+    ax = fig.add_subplot()
+    ax.axvspan(*window_s, color="#d62728", alpha=0.08, label="fuzzer sending")
+    if baseline:
+        t, txn = zip(*baseline, strict=True)
+        ax.plot(t, txn, color="#7f7f7f", lw=1.2, label="undisturbed baseline")
+    if fuzzed:
+        t, txn = zip(*fuzzed, strict=True)
+        ax.plot(t, txn, color="#d62728", lw=1.4, label="under fuzzing")
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("executed txn/s (fuzzed replica)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return fig
+
+
 def save(fig: Figure, path: Path) -> None:
     """Write ``fig`` as a PNG at ``path``."""
     fig.savefig(path, format="png", dpi=110)

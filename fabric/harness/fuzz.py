@@ -528,14 +528,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fuzz: RUN FAILED before the fuzzer started: {outcome.reason}", file=sys.stderr)
         return 1
     paths = RunPaths(outcome.folder)
+    target_stats = _read_json(paths.replica_stats(target))
+    base_target = (
+        None
+        if base_outcome is None
+        else _read_json(RunPaths(base_outcome.folder).replica_stats(target))
+    )
     report = fuzz_report(
         fuzzers[0].report(),
         outcome.summary,
-        _read_json(paths.replica_stats(target)),
+        target_stats,
         None if base_outcome is None else base_outcome.summary,
-        None
-        if base_outcome is None
-        else _read_json(RunPaths(base_outcome.folder).replica_stats(target)),
+        base_target,
         options,
     )
     if outcome.status == "failed":
@@ -546,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     report["run_degraded"] = outcome.reason if outcome.status == "degraded" else None
     text = format_fuzz(report)
     paths.fuzz.write_text(json.dumps(report, indent=2) + "\n")
+    _draw(paths, report, target_stats, base_target)
     summary = dict(outcome.summary)
     summary["fuzz"] = report
     paths.summary.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
@@ -560,6 +565,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fuzz: RUN DEGRADED: {outcome.reason}", file=sys.stderr)
         return runner.DEGRADED_EXIT_CODE
     return 0
+
+
+def _per_s(stats: dict[str, Any] | None) -> list[tuple[float, int]]:
+    """A replica's executed transactions per whole second, t from its t0."""
+    if not stats or stats.get("t0") is None:
+        return []
+    t0 = float(stats["t0"])
+    return [(sec - t0, int(n)) for sec, n in sorted(stats.get("executed_per_s", []))]
+
+
+def _draw(
+    paths: RunPaths,
+    report: dict[str, Any],
+    target_stats: dict[str, Any] | None,
+    base_target: dict[str, Any] | None,
+) -> None:
+    """fuzz-throughput.png in the run folder; a figure that cannot be drawn fails nothing."""
+    window = report.get("fuzzed_window") or {}
+    if not target_stats or window.get("from_s") is None:
+        return
+    sent = report["sent"]
+    title = (
+        f"replica {report['options']['target']}: {sent['frames_sent']:,} hostile frames at "
+        f"{sent['frames_per_s']:,.0f}/s"
+        + ("" if window.get("cost") is None else f", throughput cost {100 * window['cost']:.0f} %")
+    )
+    try:
+        from fabric.analysis import plots
+
+        fig = plots.fuzz_timeline(
+            _per_s(target_stats), _per_s(base_target), (window["from_s"], window["to_s"]), title
+        )
+        plots.save(fig, paths.fuzz_figure)
+    except Exception as exc:  # the run's files are written: say so, keep the outcome
+        print(f"fuzz: figure not drawn ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

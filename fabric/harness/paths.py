@@ -77,6 +77,11 @@ class RunPaths:
         return self.root / "fuzz.json"
 
     @property
+    def fuzz_figure(self) -> Path:
+        """The fuzzed replica's throughput under fuzzing and undisturbed (python -m fabric fuzz)."""
+        return self.root / "fuzz-throughput.png"
+
+    @property
     def memory(self) -> Path:
         return self.root / "memory.csv"
 
