@@ -52,9 +52,7 @@ class ZyzzyvaNormalCase:
     def _on_request(self: Any, sender: int, req: Request, out: list[Action]) -> None:
         """A client's request (re-sent to every replica, §3.3): order it (primary) or pass
         it to the primary and time it (backup); executed ones are answered by the runtime."""
-        if sender < self.n and sender != self.id:
-            pass  # forwarded by a replica: the primary orders it like a client's own
-        elif sender >= self.n and sender != req.client_id:
+        if sender >= self.n and sender != req.client_id:  # (a replica may forward it)
             self._ignore("request_wrong_client")
             return
         key = (req.client_id, req.timestamp)

@@ -76,6 +76,8 @@ class Zyzzyva(ZyzzyvaNormalCase, ZyzzyvaViewChange, ReplicaCore[_NoSlot]):
     speculative_replies = True
     client_messages = (Commit,)
     unsafe = UNSAFE
+    checkpoint_revotes = True  # a replica re-executing after a new view votes again
+    checkpoints_from_self = False  # so one in our own name could replace our vote: refused
 
     def __init__(self, config: ProtocolConfig, verifier: Verifier) -> None:
         super().__init__(config, verifier, _NoSlot)

@@ -179,3 +179,12 @@ def test_hostile_bounds_refuse_before_any_signature_check() -> None:
     order = OrderReq(0, 1, b"h" * 32, make_batch(()), b"s" * 64)
     vc = ViewChange(1, 2, 0, (), None, None, (order,) * 11, b"s" * 64)
     assert not z._valid_view_change(vc) and v.checks == 0
+
+
+def test_3_4_a_replica_that_re_executed_votes_its_new_checkpoint() -> None:
+    """§3.4 with §3.5: a new view rolls back and re-executes; the replica's checkpoint vote
+    for that seq follows its new state (else 2f+1 matching votes might never form)."""
+    z, _ = _replica()
+    z.executed(5, b"A" * 32)
+    z.executed(5, b"B" * 32)
+    assert z.ckpt_of[z.id][5] == b"B" * 32
