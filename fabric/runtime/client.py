@@ -2,7 +2,8 @@
 
 Lives here: ``ClientCore``, the sans-IO acceptance logic (reply quorum
 matching under the protocol's ``reply_rule``, latency accounting, the in-flight window, retransmission decisions,
-learning the view), unit-tested without sockets; and ``main``, the client
+learning the view, and a slow path where the rule has one: Zyzzyva's commit certificate, sent
+to every replica, and its LOCAL-COMMIT quorum), unit-tested without sockets; and ``main``, the client
 process (``python -m fabric client --config F --id C --run-dir D``) that wraps
 the core with generator threads and one IO thread.
 

@@ -12,7 +12,8 @@ Per replica the simulator plays the runtime's stages: a batch stage at the propo
 timers in ticks, and an execute stage (fabric.sim.ledger: the runtime's ``Executor`` and
 reply cache) that feeds ``executed`` back and answers clients. Clients are the runtime's
 ``ClientCore`` (fabric.sim.client adds the workload and liveness deadlines), accepting by
-the protocol's ``reply_rule``.
+the protocol's ``reply_rule`` (with a slow path, as Zyzzyva's, the core's commit certificates
+go to every replica).
 
 Checks, on every step: no two honest replicas commit different batches (or chain heads) at
 one sequence number; deliveries are in order without gaps; a committed entry is never
