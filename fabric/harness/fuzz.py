@@ -2,7 +2,8 @@
 clients run, every frame accounted for against the replica's own drop counters.
 
 The command takes the run command's options (``fabric.harness.runner.parser``) and its own
-(``--frames``, ``--rate``, ``--target``, ``--peer``, ``--fuzz-seed``, ``--no-baseline``).
+(``--frames``, ``--rate``, ``--target``, ``--peer``, ``--fuzz-seed``, ``--no-baseline``,
+``--no-capture``).
 It runs an undisturbed baseline of the same config first (same session, so the machine's
 load is comparable), then the same run with the fuzzer: once every process was told to
 start, a thread of this process (``LiveFuzzer``) captures genuine frames of the
@@ -26,7 +27,7 @@ the run is DEGRADED (an honest replica ended behind, as ``run`` says), else 0.
 Bounds: at most two connections open at a time (the stream one and a terminal one; the
 target allows 512), one burst in memory, every socket call under a timeout, the frame
 count and rate bounded by the options' rules, the thread stopped before the clients are. Seeded: ``--fuzz-seed`` (default run.seed)
-replays the same frames.
+replays the same frames (with ``--no-capture``; captured genuine frames differ per run).
 
 Must not live here: the frames themselves (fabric.harness.fuzz_frames), the report's
 arithmetic and text (fabric.harness.fuzz_report), running a cluster
@@ -418,8 +419,8 @@ def parser() -> argparse.ArgumentParser:
         "--no-capture",
         action="store_true",
         help="replay genuine frames of a seeded simulated run instead of capturing the "
-        "peer's real frames off loopback during the warm-up (needs root; this makes every "
-        "frame a function of the seed)",
+        "peer's real frames off loopback during the warm-up (capturing needs root); every "
+        "frame is then a function of the seed",
     )
     return p
 
