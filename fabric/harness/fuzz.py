@@ -26,8 +26,9 @@ the run is DEGRADED (an honest replica ended behind, as ``run`` says), else 0.
 
 Bounds: at most two connections open at a time (the stream one and a terminal one; the
 target allows 512), one burst in memory, every socket call under a timeout, the frame
-count and rate bounded by the options' rules, the thread stopped before the clients are. Seeded: ``--fuzz-seed`` (default run.seed)
-replays the same frames (with ``--no-capture``; captured genuine frames differ per run).
+count and rate bounded by the options' rules, the thread stopped before the clients are.
+Seeded: ``--fuzz-seed`` (default run.seed) replays the same frames (with ``--no-capture``;
+captured genuine frames differ per run).
 
 Must not live here: the frames themselves (fabric.harness.fuzz_frames), the report's
 arithmetic and text (fabric.harness.fuzz_report), running a cluster
