@@ -143,6 +143,7 @@ class LedgerSection:
     sync: str  # none | batch | every_block
     max_blocks_per_txn: int
     max_file_mb: int
+    persist_ring_blocks: int  # the persist ring: final blocks executed, not yet written
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,6 +493,7 @@ _RULES: dict[str, _Rule] = {
     "ledger.sync": _one_of("none", "batch", "every_block"),
     "ledger.max_blocks_per_txn": _between(1, 4096),
     "ledger.max_file_mb": _between(1, 1 << 20),
+    "ledger.persist_ring_blocks": _power_of_two(64, 1 << 24),
     "workload.kind": _one_of("ycsb", "smallbank"),
     "workload.record_count": _between(1, 1_000_000_000),
     "workload.value_size": _between(1, 1 << 20),

@@ -216,7 +216,7 @@ class Replica:
                 led.max_file_mb,
             )
             self.recovered = recover_into(self.executor, self.store)
-            self.persist_ring = Ring(cap, "persist")
+            self.persist_ring = Ring(led.persist_ring_blocks, "persist")
             self.rings.append(self.persist_ring)
 
         # stages (sockets are created here, on the main thread, and closed by their owners)

@@ -310,6 +310,11 @@ def _error(overrides: list[str]) -> ConfigError:
         (["ledger.sync=always"], "ledger.sync", ["none | batch | every_block"]),
         (["max_blocks_per_txn=0"], "ledger.max_blocks_per_txn", ["1..4096"]),
         (["max_file_mb=0"], "ledger.max_file_mb", ["1..1048576"]),
+        (
+            ["persist_ring_blocks=100"],
+            "ledger.persist_ring_blocks",
+            ["a power of two in 64..16777216"],
+        ),
         # relations between keys
         (["max_txn_in_flight=50"], "client.max_txn_in_flight", ["batching.batch_size (100)"]),
         (
