@@ -33,7 +33,10 @@ are the messages the peer sent the target in a short seeded run of the simulator
 runtime's own protocol code), sealed as the peer's Sender seals them.
 
 Sans-IO: no sockets, clocks or global randomness (one ``random.Random(seed)``), so a seed
-replays the same frames (given the same genuine ones: captured frames differ per run). Must not live here: sockets and pacing (fabric.harness.fuzz).
+replays the same frames (given the same genuine ones: captured frames differ per run).
+
+Must not live here: sockets, capture and pacing (fabric.harness.fuzz), the report
+(fabric.harness.fuzz_report).
 """
 
 from __future__ import annotations
