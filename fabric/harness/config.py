@@ -122,6 +122,7 @@ class ProtocolSection:
     rcc_noop_timeout_ms: float
     rcc_max_lag_rounds: int
     zyzzyva_commit_wait_ms: float
+    hotstuff_batches_per_block: int
     allow_unsafe: bool
 
 
@@ -481,6 +482,7 @@ _RULES: dict[str, _Rule] = {
     "protocol.rcc_noop_timeout_ms": _positive(_HOUR_MS),
     "protocol.rcc_max_lag_rounds": _between(0, 1_000_000),
     "protocol.zyzzyva_commit_wait_ms": _positive(_HOUR_MS),
+    "protocol.hotstuff_batches_per_block": _between(1, 4096),
     "execution.engine": _Rule(
         lambda v: len(v) > 0 and all(name in _ENGINE_NAMES for name in v),
         lambda: f"{' | '.join(_ENGINE_NAMES)}, or a list of them with one per replica",

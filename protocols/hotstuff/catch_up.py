@@ -3,8 +3,9 @@ replica "fetches" a node it lacks, Yin et al. PODC'19 §4.2; here FETCH-BLOCKS).
 
 A replica asks for a block it lacks when a checked block's parent is unknown (the block
 waits as an orphan, protocols/hotstuff/tree.py), a verified QC names an unknown block, or
-(at the next leader) a validly signed vote does: an equivocating leader may have sent the
-voter a block, and a QC inside it, that we never got.
+(at the next leader, ``VOTED_FETCH_TICKS`` later) a validly signed vote named a block it has
+not received: an equivocating leader may have sent the voter a block, and a QC inside it, that
+it did not send us.
 It asks the sender of what named the block first, and everyone on the ``fetch`` timer
 while blocks are still missing. A digest asked for is named by a verified QC or a signed
 vote, so one answer whose block hashes to it is enough: no quorum of answers is needed (a
@@ -59,6 +60,13 @@ class HotStuffCatchUp:
             out.append(Broadcast(FetchBlocks(d, MAX_FETCH_BLOCKS, self.id)))
             self.fetches_sent += 1
         self._set_timer(self.t_fetch, self.fetch_ticks, out)
+
+    def _on_voted_timer(self, out: list[Action]) -> None:
+        """Blocks we got votes for and still lack: fetch them from a voter."""
+        for digest, voter in self.voted_unknown.items():
+            if digest not in self.tree:
+                self._want(digest, voter, out)
+        self.voted_unknown.clear()
 
     def _on_fetch_blocks(self, sender: int, m: FetchBlocks, out: list[Action]) -> None:
         if sender != m.replica or not 0 <= sender < self.n or sender == self.id:

@@ -33,7 +33,7 @@ from protocols.hotstuff.messages import (
     block_digest,
     vote_payload,
 )
-from protocols.limits import MAX_BATCH_REQUESTS, MAX_VIEWS_AHEAD
+from protocols.limits import MAX_BATCH_REQUESTS, MAX_VIEWS_AHEAD, VOTED_FETCH_TICKS
 
 #: heights between a block and the one whose proposal commits it at the others (the block
 #: three above carries the QC that completes its three-chain), plus one: a leader may put a
@@ -230,10 +230,13 @@ class HotStuffNormal:
         if not self._valid_vote_signature(v.view, v.replica, v.block_digest, v.signature):
             self._ignore("bad_signature")
             return
-        if v.block_digest not in self.tree:
-            # a block we lack (its leader sent us another one, or nothing): the voter has
-            # it, and with it the QC it carries, which we extend if it is the highest
-            self._want(v.block_digest, sender, out)
+        if v.block_digest not in self.tree and len(self.voted_unknown) < self.n:
+            # a block we lack: usually its proposal is still on its way; if it is still
+            # missing after VOTED_FETCH_TICKS we fetch it from the voter (its leader may have
+            # sent us another one), for the QC it carries (catch_up.py)
+            self.voted_unknown.setdefault(v.block_digest, sender)
+            if self.t_voted not in self.armed:
+                self._set_timer(self.t_voted, VOTED_FETCH_TICKS, out)
         self._count_vote(v, out)
 
     def _count_vote(self, v: Vote, out: list[Action]) -> None:

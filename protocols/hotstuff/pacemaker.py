@@ -6,8 +6,8 @@ leader, view timeouts in ticks, NEW-VIEW, and when a leader proposes.
   timer for v-1 fired, or after n-f NEW-VIEWs for v (at v's leader).
 - View timer (``hotstuff.view``): armed in each view while there is work (pending requests
   here, a non-empty block not yet committed everywhere, or a WAKE); base
-  ``protocol.view_change_timeout_ms`` in ticks, doubled per consecutive timeout (at most
-  ``MAX_BACKOFF_EXP`` times), back to the base when a new QC arrives. On expiry the replica
+  ``protocol.view_change_timeout_ms`` in ticks, doubled per n views since the high QC's
+  view (at most ``MAX_BACKOFF_EXP`` times): replicas that know the same QC wait alike. On expiry the replica
   gives up view v, enters v+1 and sends NEW-VIEW(v+1, high QC, last vote).
 - NEW-VIEW goes to every replica (the paper: to the next leader): f+1 of them for views
   past ours make a replica give up its view too, so timers that drift apart still meet.
@@ -44,6 +44,8 @@ class HotStuffPacemaker:
         if view <= self.view:
             return
         self.view = view
+        for d in [d for d in self.voted_unknown if d in self.tree]:
+            del self.voted_unknown[d]
         if timed_out:
             out.append(ViewEntered(view, self.leader_of(view)))
         self._check_ready()
@@ -97,6 +99,11 @@ class HotStuffPacemaker:
                 out.append(Broadcast(Wake(self.view, self.id)))
         if self.timer_view != self.view and self._has_work():
             self.timer_view = self.view
+            # the exponent counts the leader rotations since the high QC's view: replicas
+            # that know the same QC wait alike in a view (a per-replica count of its own
+            # timeouts drifts apart), and one dead leader per rotation costs no doubling
+            since = max(0, self.view - self.high_qc.view - 1)
+            self.backoff_exp = min(since // self.n, MAX_BACKOFF_EXP)
             self._set_timer(self.t_view, self.base_ticks << self.backoff_exp, out)
 
     # --- timeouts and NEW-VIEW ----------------------------------------------------------
@@ -108,7 +115,6 @@ class HotStuffPacemaker:
             self.timer_view = -1  # idle: armed again when work appears
             return
         self.timeouts += 1
-        self.backoff_exp = min(self.backoff_exp + 1, MAX_BACKOFF_EXP)
         self._leave_for(self.view + 1, out)
 
     def _leave_for(self, view: int, out: list[Action]) -> None:

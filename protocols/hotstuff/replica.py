@@ -105,6 +105,7 @@ class HotStuff(
 
         self.t_view = ("hotstuff", "view")
         self.t_fetch = ("hotstuff", "fetch")
+        self.t_voted = ("hotstuff", "voted")
 
         # views (pacemaker.py)
         self.view = 1  # view 0 is genesis's; replica 1 leads the first block
@@ -133,6 +134,7 @@ class HotStuff(
 
         # catch-up (catch_up.py)
         self.wanted: dict[bytes, None] = {}
+        self.voted_unknown: dict[bytes, int] = {}  # block we got a vote for -> a voter (<= n)
 
         # checkpoints (protocols/checkpoints.py reads these)
         self.low = 0
@@ -167,7 +169,11 @@ class HotStuff(
             Checkpoint: self._on_checkpoint,
             Request: self._on_request,
         }
-        self._timers = {self.t_view: self._on_view_timer, self.t_fetch: self._on_fetch_timer}
+        self._timers = {
+            self.t_view: self._on_view_timer,
+            self.t_fetch: self._on_fetch_timer,
+            self.t_voted: self._on_voted_timer,
+        }
 
     # --- who proposes, what a client accepts ----------------------------------------------
 

@@ -87,7 +87,6 @@ class HotStuffSafety:
             return
         if qc.view > self.high_qc.view:
             self.high_qc = qc
-            self.backoff_exp = 0  # the chain moved: view timeouts back to the base
         if qc.view > self._tip_view:
             self._tip_view, self._tip = qc.view, qc.block_digest
         if qc.view == 0:

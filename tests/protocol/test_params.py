@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from protocols.base import ProtocolConfig
+from protocols.hotstuff import HotStuff
+from protocols.hotstuff.params import HotStuffParams
 from protocols.pbft import Pbft
 from protocols.pbft.params import PbftParams
 from protocols.poe import Poe
@@ -26,6 +28,7 @@ PARAMS = (
     (PoeParams, "poe_"),
     (RccParams, "rcc_"),
     (ZyzzyvaParams, "zyzzyva_"),
+    (HotStuffParams, "hotstuff_"),
 )
 
 
@@ -49,6 +52,8 @@ def test_defaults_are_the_declared_ones() -> None:
         (Rcc, "rcc_permute_rounds", 0, "true | false"),
         (Rcc, "rcc_max_lag_rounds", True, "an integer"),
         (Zyzzyva, "zyzzyva_commit_wait_ticks", 0, ">= 1"),
+        (HotStuff, "hotstuff_batches_per_block", 0, ">= 1"),
+        (HotStuff, "hotstuff_batches_per_block", True, "an integer"),
     ],
 )
 def test_a_wrong_value_names_the_key_and_what_is_allowed(
@@ -65,6 +70,7 @@ def test_a_wrong_value_names_the_key_and_what_is_allowed(
         (Pbft, "pbft_fetch_ticks"),  # a bound now (protocols.limits), no longer a knob
         (Poe, "poe_replay_window"),
         (Rcc, "rcc_instance"),
+        (HotStuff, "hotstuff_batch"),
         (Pbft, "signed_votes"),  # no protocol's prefix
     ],
 )

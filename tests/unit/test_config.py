@@ -701,3 +701,16 @@ def test_config_error_pickles() -> None:
 
 def test_config_type_is_exported() -> None:
     assert isinstance(load_config(), Config)
+
+
+def test_hotstuff_batches_per_block_is_validated_and_reaches_the_protocol() -> None:
+    """protocol.hotstuff_batches_per_block: an integer 1..4096 (default.yaml), refused
+    naming the key otherwise; the value reaches HotStuff's typed params."""
+    err = _error(["protocol.hotstuff_batches_per_block=0"])
+    assert err.key == "protocol.hotstuff_batches_per_block"
+    cfg = load_config(overrides=["protocol.name=hotstuff", "protocol.hotstuff_batches_per_block=8"])
+    params = cfg.protocol_config(0).params
+    assert params["hotstuff_batches_per_block"] == 8
+    from protocols.hotstuff.params import HotStuffParams
+
+    assert HotStuffParams.from_params(params).batches_per_block == 8
