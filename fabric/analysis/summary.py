@@ -123,7 +123,14 @@ HEADERS: dict[str, tuple[str, ...]] = {
 #: drop reasons counted on the send side (a full ZeroMQ send queue, a silent replica's sends,
 #: catch-up answers shed to keep protocol messages flowing); see results/README.md
 SEND_DROPS = frozenset(
-    {"send_full", "send_full_to_client", "silent_send", "send_to_self", "fetch_answer_shed"}
+    {
+        "send_full",
+        "send_full_to_client",
+        "silent_send",
+        "send_to_self",
+        "fetch_answer_shed",
+        "send_to_unknown_node",
+    }
 )
 #: drop reasons inside the replica's pipeline (a full ring or backlog between its stages, a
 #: protocol that raised or returned what the runtime cannot do)

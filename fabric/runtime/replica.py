@@ -323,6 +323,7 @@ class Replica:
                     f"delay-line-{k}",
                 ),
                 self.output_ring,
+                nodes=cfg.node_count,
             )
             for k in range(rc.output_threads)
         ]

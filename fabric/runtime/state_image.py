@@ -74,19 +74,29 @@ def store_element(key: int, value: bytes) -> int:
 
 
 def result_element(client: int, position: int, timestamp: int, result: bytes) -> int:
-    """The element of ``client``'s result for ``timestamp``, its ``position``-th insertion."""
+    """The element of ``client``'s result for ``timestamp``, its ``position``-th insertion.
+    A timestamp is a u64 (protocols.common.Request): packed unsigned (the same bytes as
+    signed below 2**63; a hostile 2**63 or more raised here and killed the execute stage)."""
     return _from(
         _blake(
-            _RESULT_TAG + _q.pack(client) + _Q.pack(position) + _q.pack(timestamp) + result
+            _RESULT_TAG + _q.pack(client) + _Q.pack(position) + _Q.pack(timestamp) + result
         ).digest(),
         "big",
     )
 
 
+def _floor_bytes(floor: int) -> bytes:
+    """A client's eviction floor: -1 (nothing evicted) or a u64 timestamp. Signed 8 bytes
+    as before for -1..2**63-1; 9 bytes (a marker, then unsigned) above, so no two floors
+    share their bytes (the element's input length tells the two forms apart)."""
+    return _q.pack(floor) if floor < 1 << 63 else b"\x01" + _Q.pack(floor)
+
+
 def client_element(client: int, floor: int, inserted: int) -> int:
     """The element of ``client``'s eviction floor and insertion count."""
     return _from(
-        _blake(_CLIENT_TAG + _q.pack(client) + _q.pack(floor) + _Q.pack(inserted)).digest(), "big"
+        _blake(_CLIENT_TAG + _q.pack(client) + _floor_bytes(floor) + _Q.pack(inserted)).digest(),
+        "big",
     )
 
 

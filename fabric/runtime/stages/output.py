@@ -1,5 +1,6 @@
 """The output stage: encode each frame once, MAC it per destination, send without
-blocking (a full peer drops, counted). The frames of one popped chunk are grouped per
+blocking (a full peer drops, counted; a destination that is no node of the run drops,
+counted: ``send_to_unknown_node``). The frames of one popped chunk are grouped per
 destination and handed over in one send each (transport.zmq_io.Sender.send_frames), in
 their order for that destination.
 
@@ -23,10 +24,21 @@ class OutputStage(Stage):
 
     role = "output"
 
-    def __init__(self, name: str, shared: ReplicaShared, sender: Any, output_ring: Ring) -> None:
+    def __init__(
+        self,
+        name: str,
+        shared: ReplicaShared,
+        sender: Any,
+        output_ring: Ring,
+        nodes: int | None = None,
+    ) -> None:
+        """``nodes``: the run's node count (replicas and clients, ids 0..nodes-1); a frame
+        to any other id is dropped and counted (``send_to_unknown_node``). None: the
+        sender's own check (tests with a fake sender)."""
         super().__init__(name, shared)
         self.sender = sender
         self.output_ring = output_ring
+        self.nodes = nodes
 
     def loop(self) -> None:
         shared = self.shared
@@ -37,6 +49,7 @@ class OutputStage(Stage):
         send_frame = self.sender.send_frame
         send_frames = self.sender.send_frames
         drops = self.drops
+        nodes = self.nodes
         while not stop.is_set():
             items = self.pop(ring)
             if not items:
@@ -61,6 +74,11 @@ class OutputStage(Stage):
                         else:
                             frames.append(frame)
             for to, frames in per_dest.items():
+                if nodes is not None and not 0 <= to < nodes:
+                    # a destination named by a message's field (a Reply to a request's
+                    # client_id): an id outside the run has no address, no key, no socket
+                    drops["send_to_unknown_node"] += len(frames)
+                    continue
                 if len(frames) == 1:
                     send_frame(to, frames[0])
                 else:
