@@ -249,6 +249,12 @@ class Protocol(ABC):
     #: why the protocol is known to be unsafe ("" if it is not): the CLI marks it and a
     #: real run refuses it unless ``protocol.allow_unsafe: true``
     unsafe: ClassVar[str] = ""
+    #: what the protocol's wire offers a Byzantine replica (a declared fact, read by
+    #: fabric.runtime.byzantine and by config validation, never attack code here): the
+    #: message classes that carry a primary's proposal (a batch at a sequence number) and
+    #: the votes on a proposal's digest. Empty: nothing to equivocate, throttle or vote on.
+    proposal_messages: ClassVar[tuple[type, ...]] = ()
+    vote_messages: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, config: ProtocolConfig, verifier: Verifier) -> None:
         self.config = config

@@ -351,6 +351,12 @@ def _node_states(paths: RunPaths, table: pd.DataFrame) -> list[str]:
     ]
 
 
+def _delay_label(fault: dict[str, Any]) -> str:
+    """`` 50 ms`` for a throttle/slow failure's delay, "" for none."""
+    delay = fault.get("delay_ms")
+    return f" {delay:g} ms" if isinstance(delay, int | float) and delay > 0 else ""
+
+
 def _fault_events(config: dict[str, Any]) -> list[tuple[float, str]]:
     events = []
     failures = config.get("failures")
@@ -359,7 +365,8 @@ def _fault_events(config: dict[str, Any]) -> list[tuple[float, str]]:
             events.append(
                 (
                     float(fault["at_s"]),
-                    f"{fault.get('kind', 'fault')} replica {fault.get('replica', '?')}",
+                    f"{fault.get('kind', 'fault')}{_delay_label(fault)} replica "
+                    f"{fault.get('replica', '?')}",
                 )
             )
     return events

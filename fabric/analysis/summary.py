@@ -13,9 +13,10 @@ counts with the fraction of the second inside the window.
 
 A run's status is ``ok``, ``degraded`` (no problem, but an honest replica ended more than
 ``degraded_lag_seq`` sequence numbers behind the most advanced honest one: it is named) or
-``failed``. Honest = not configured to crash or go silent; a stalled or restarted replica is
-honest. A replica that crashed as configured has no stats of its own: the runner hands in what
-it sampled while the replica ran (``stats_source: runner``), shown as crashed at t everywhere.
+``failed``. Honest = not configured to crash, go silent or lie (a Byzantine kind but
+``slow``); a stalled, restarted or slow replica is honest. A replica that crashed as
+configured has no stats of its own: the runner hands in what it sampled while the replica
+ran (``stats_source: runner``), shown as crashed at t everywhere.
 A restarted replica's stats are both lives merged by the runner (fabric.harness.runner
 ``merge_restart``): its ``failure`` says when it was killed and back (``restart_note``).
 
@@ -68,12 +69,17 @@ class RunInfo:
     stopped_at: float | None = None  # epoch s the run was cut short (interrupted), else None
 
 
-#: failure kinds that make a replica not honest (a stalled replica is slow, not faulty)
-FAULTY_KINDS = ("crash", "silent")
+#: failure kinds that make a replica not honest: crash, silent and the Byzantine kinds whose
+#: messages lie or never authenticate (fabric.runtime.byzantine). A stalled replica and a
+#: ``slow`` one (every frame late, none false) are slow, not faulty: audited as honest.
+FAULTY_KINDS = ("crash", "silent", "equivocate", "bad_mac", "wrong_digest", "throttle")
+#: failure kinds played by the replica's Byzantine output (their counters: ``byzantine``)
+BYZANTINE_KINDS = ("equivocate", "bad_mac", "wrong_digest", "throttle", "slow")
 
 
 def faulty_replicas(failures: Iterable[Mapping[str, Any]]) -> set[int]:
-    """Replicas a configured failure makes faulty (crash, silent); stalls stay honest."""
+    """Replicas a configured failure makes faulty (crash, silent, Byzantine but slow); stalls
+    and slow replicas stay honest."""
     return {int(f["replica"]) for f in failures if f.get("kind", "crash") in FAULTY_KINDS}
 
 
@@ -216,6 +222,8 @@ def build_summary(
             "execution": _engine_counters(st),
             **({"restart": st["restart"]} if st.get("restart") else {}),  # both lives' figures
         }
+        if st.get("byzantine"):
+            per_node[str(node)]["byzantine"] = dict(st["byzantine"])
     per_client: dict[str, dict[str, Any]] = {}
     accepted_total = 0.0
     all_latencies: list[float] = []
@@ -294,6 +302,7 @@ def build_summary(
     for node, st in sorted(replica_stats.items()):
         fail = st.get("failure") or {}
         state = str(fail.get("kind", "")) or ("no_stats" if not st else "ok")
+        # a Byzantine kind is its own state (equivocate, bad_mac, wrong_digest, throttle, slow)
         state = {
             "crash": "crashed",
             "silent": "silent",
@@ -371,8 +380,38 @@ def build_summary(
         "audit": dict(audit) if audit is not None else None,
         "messages_per_batch": messages_per_batch,
         "cpu_ledger": cpu_ledger(replica_stats, client_stats, failed),
+        "byzantine": byzantine_effects(info.failures, replica_stats, failed),
     }
     return summary, tables
+
+
+def byzantine_effects(
+    failures: Iterable[Mapping[str, Any]],
+    replica_stats: Mapping[int, Mapping[str, Any]],
+    failed: Iterable[int] = (),
+) -> dict[str, Any] | None:
+    """Per Byzantine replica: its kind, when, its delay, what its output did (counters), and
+    what the honest replicas saw (MAC drops of its frames, view changes); None without one."""
+    out: dict[str, Any] = {}
+    failed = set(failed)
+    honest = {n: st for n, st in replica_stats.items() if n not in failed}
+    for fault in failures:
+        if fault.get("kind") not in BYZANTINE_KINDS:
+            continue
+        node = int(fault["replica"])
+        st = replica_stats.get(node, {})
+        out[str(node)] = {
+            "kind": fault["kind"],
+            "at_s": fault.get("at_s"),
+            "delay_ms": fault.get("delay_ms", 0.0),
+            "active": bool(st.get("failure")),
+            "output": dict(st.get("byzantine") or {}),
+            "honest_mac_drops": sum(int(h.get("drops", {}).get("mac", 0)) for h in honest.values()),
+            "honest_view_changes": max(
+                (len(h.get("view_changes", [])) for h in honest.values()), default=0
+            ),
+        }
+    return out or None
 
 
 #: the ledger's name for a process's CPU its stage clocks do not cover (ZeroMQ's I/O threads,
@@ -555,6 +594,11 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
             note = f"   [{kind} at {fail['at_s']:.1f} s"
             if fail.get("duration_s"):
                 note += f" for {fail['duration_s']:g} s"
+            if fail.get("delay_ms"):
+                note += f", delay {fail['delay_ms']:g} ms"
+            if row.get("byzantine"):
+                did = ", ".join(f"{k} {v}" for k, v in sorted(row["byzantine"].items()))
+                note += f"; did: {did}"
             if row.get("stats_source") == "runner":
                 note += "; figures until then sampled by the runner"
             note += "]"
@@ -640,6 +684,15 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
         if drops.get(where)
     ]
     add("Drops: " + ("; ".join(parts) if parts else "none"))
+    for node, byz in (summary.get("byzantine") or {}).items():
+        delay = f" {byz['delay_ms']:g} ms" if byz.get("delay_ms") else ""
+        did = ", ".join(f"{k} {v}" for k, v in sorted(byz["output"].items())) or "nothing"
+        add(
+            f"Byzantine: replica {node} {byz['kind']}{delay} from {byz['at_s']:g} s "
+            f"({'active' if byz['active'] else 'never active'}): did {did}; honest replicas "
+            f"dropped {byz['honest_mac_drops']} frames for a bad MAC, saw "
+            f"{byz['honest_view_changes']} view change(s)"
+        )
     audit = summary.get("audit")
     if audit is None:
         add("Audit: not run")

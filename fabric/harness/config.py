@@ -228,13 +228,16 @@ class Failure:
     (``stall``) the runner freezes its process (SIGSTOP) at ``at_s`` for ``duration_s`` seconds
     (SIGCONT after): a slow, honest replica, not a faulty one; or (``restart``) the runner
     SIGKILLs it at ``at_s`` and starts it again (same id, same ports, flagged as a restart)
-    ``down_s`` seconds later: it reloads its durable state and rejoins."""
+    ``down_s`` seconds later: it reloads its durable state and rejoins. A Byzantine kind
+    (BYZANTINE_KINDS) makes its honest protocol instance's output lie from ``at_s`` on
+    (fabric.runtime.byzantine)."""
 
     replica: int
     at_s: float
     kind: str
     duration_s: float = 0.0  # stall only: seconds frozen; optional in YAML (0 for crash/silent)
     down_s: float = 0.0  # restart only: seconds between the kill and the new start; optional
+    delay_ms: float = 0.0  # throttle, slow only: ms each proposal / frame is held; optional
 
 
 _SECTIONS: dict[str, type] = {
@@ -264,9 +267,21 @@ def _field_types(cls: type) -> dict[str, Any]:
 _SCHEMA: dict[str, dict[str, Any]] = {name: _field_types(cls) for name, cls in _SECTIONS.items()}
 _FAILURE_SCHEMA: dict[str, Any] = _field_types(Failure)
 #: failure keys a YAML entry may leave out (their dataclass default applies)
-_FAILURE_OPTIONAL = frozenset({"duration_s", "down_s"})
+_FAILURE_OPTIONAL = frozenset({"duration_s", "down_s", "delay_ms"})
+#: Byzantine failure kinds (fabric.runtime.byzantine plays them around the honest protocol)
+#: -> the Protocol class attribute (a declared tuple of message classes) the kind needs
+#: non-empty; "" = any protocol can play it
+BYZANTINE_KINDS: dict[str, str] = {
+    "equivocate": "proposal_messages",  # as primary: batch A to one half, batch B to the other
+    "bad_mac": "",  # corrupts the MAC of every frame it sends
+    "wrong_digest": "vote_messages",  # votes for a wrong digest
+    "throttle": "proposal_messages",  # as primary: each proposal held delay_ms
+    "slow": "",  # every frame held delay_ms
+}
+#: kinds that take delay_ms (> 0); the others must leave it out
+DELAY_KINDS = ("throttle", "slow")
 #: failure kinds the replica itself carries out; the others (stall, restart) the runner does to it
-REPLICA_FAILURE_KINDS = ("crash", "silent")
+REPLICA_FAILURE_KINDS = ("crash", "silent", *BYZANTINE_KINDS)
 #: protocol keys every protocol reads; the others (poe_*, rcc_*, ...) go to ProtocolConfig.params
 _GENERIC_PROTOCOL_KEYS = frozenset(
     {
@@ -533,9 +548,11 @@ _RULES: dict[str, _Rule] = {
     "run.results_dir": _NON_EMPTY,
     "failures.replica": _between(0, 1023),  # and < n: checked with the cluster
     "failures.at_s": _between(0, _DAY_S),  # and < run.duration_s: checked with the run
-    "failures.kind": _one_of("crash", "silent", "stall", "restart"),
+    "failures.kind": _one_of("crash", "silent", "stall", "restart", *BYZANTINE_KINDS),
     "failures.duration_s": _between(0, _DAY_S),  # > 0 for stall, 0 otherwise: checked below
     "failures.down_s": _between(0, _DAY_S),  # > 0 for restart, 0 otherwise: checked below
+    # > 0 for throttle/slow, 0 otherwise; throttle < protocol.view_change_timeout_ms: below
+    "failures.delay_ms": _between(0, 60_000),
     "run.degraded_lag_seq": _between(0, 1_000_000_000),
 }
 _PROPORTIONS = ("read", "update", "insert", "scan", "rmw")
@@ -923,6 +940,56 @@ def _check_failures(cfg: Config) -> None:
                 f"{failure.down_s} with kind {failure.kind}; allowed: only kind restart "
                 f"has a down time (leave it out)",
             )
+        if failure.kind in BYZANTINE_KINDS:
+            _check_byzantine(cfg, i, failure)
+        elif failure.delay_ms:
+            raise ConfigError(
+                f"{_FAILURES}[{i}].delay_ms",
+                f"{failure.delay_ms} with kind {failure.kind}; allowed: only kinds "
+                f"{' and '.join(DELAY_KINDS)} take a delay (leave it out)",
+            )
+
+
+def _check_byzantine(cfg: Config, i: int, failure: Failure) -> None:
+    """A Byzantine kind the protocol can play (its declared capability), with its delay."""
+    key = f"{_FAILURES}[{i}]"
+    need = BYZANTINE_KINDS[failure.kind]
+    cls = registry.get(cfg.protocol.name)
+    if need and not getattr(cls, need, ()):
+        playable = [k for k, attr in BYZANTINE_KINDS.items() if not attr or getattr(cls, attr, ())]
+        raise ConfigError(
+            f"{key}.kind",
+            f"{failure.kind} cannot be played by protocol {cfg.protocol.name} (it declares no "
+            f"{need}); allowed for {cfg.protocol.name}: crash, silent, stall, restart, "
+            f"{', '.join(playable)}",
+        )
+    if failure.kind == "bad_mac" and cfg.crypto.effective_link_mac == "none":
+        raise ConfigError(
+            f"{key}.kind",
+            "bad_mac with no link MACs (crypto.link_mac none or crypto off); allowed: "
+            "crypto.link_mac cmac-aes | hmac-sha256 with crypto enabled",
+        )
+    if failure.kind not in DELAY_KINDS:
+        if failure.delay_ms:
+            raise ConfigError(
+                f"{key}.delay_ms",
+                f"{failure.delay_ms} with kind {failure.kind}; allowed: only kinds "
+                f"{' and '.join(DELAY_KINDS)} take a delay (leave it out)",
+            )
+        return
+    timeout = cfg.protocol.view_change_timeout_ms
+    if failure.delay_ms <= 0:
+        raise ConfigError(
+            f"{key}.delay_ms",
+            f"{failure.delay_ms} with kind {failure.kind}; allowed: > 0 ms",
+        )
+    if failure.kind == "throttle" and failure.delay_ms >= timeout:
+        raise ConfigError(
+            f"{key}.delay_ms",
+            f"{failure.delay_ms} with kind throttle; allowed: 0 < delay_ms < "
+            f"protocol.view_change_timeout_ms ({timeout:g}): a throttling primary stays just "
+            f"inside the view-change timeout",
+        )
 
 
 # --- reading, merging, overriding ------------------------------------------------------------

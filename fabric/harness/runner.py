@@ -482,7 +482,7 @@ class Runner:
 
     def drain(self, lag_seq: int, max_s: float = DRAIN_MAX_S) -> None:
         """Wait (bounded) until the honest replicas' reported seqs are within ``lag_seq``."""
-        faulty = {f.replica for f in self.cfg.failures if f.kind in ("crash", "silent")}
+        faulty = faulty_replicas({"replica": f.replica, "kind": f.kind} for f in self.cfg.failures)
         group = [
             c
             for c in self.children
@@ -833,6 +833,7 @@ def run_experiment(
             {"replica": f.replica, "at_s": f.at_s, "kind": f.kind}
             | ({"duration_s": f.duration_s} if f.kind == "stall" else {})
             | ({"down_s": f.down_s} if f.kind == "restart" else {})
+            | ({"delay_ms": f.delay_ms} if f.delay_ms else {})
             for f in cfg.failures
         ),
         crypto=_crypto_label(cfg),

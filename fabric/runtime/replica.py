@@ -34,9 +34,11 @@ Lifecycle: bind sockets, start threads, print ``ready`` (fabric.harness.control)
 ``stop``/EOF/SIGTERM/SIGINT stop every thread (bounded), close sockets and
 write ``stats/replica-<i>.json`` (counters, rings, threads, per-second executed
 transactions, the ledger hash chain for the audit). A ``failures:`` entry for
-this replica crashes it (os._exit with CRASH_EXIT_CODE, no stats: a crash) or
-silences it (drops every frame in and out) at ``t0 + at_s``; a ``restart`` is the runner's
-(SIGKILL, then this command again with ``--restart``: ``Replica.restarted``). A stage that dies
+this replica crashes it (os._exit with CRASH_EXIT_CODE, no stats: a crash), silences it
+(drops every frame in and out) or turns its output Byzantine (equivocate, bad_mac,
+wrong_digest, throttle, slow: fabric.runtime.byzantine around the honest protocol) at
+``t0 + at_s``; a ``restart`` is the runner's (SIGKILL, then this command again with
+``--restart``: ``Replica.restarted``). A stage that dies
 of an exception stops the replica and makes it exit 1.
 
 Must not live here: the stages' loops (fabric.runtime.stages), protocol logic, report tables.
@@ -52,10 +54,11 @@ from pathlib import Path
 from typing import Any
 
 from fabric.analysis.metrics import process_resources
-from fabric.harness.config import REPLICA_FAILURE_KINDS
+from fabric.harness.config import BYZANTINE_KINDS, REPLICA_FAILURE_KINDS
 from fabric.harness.control import CRASH_EXIT_CODE, ChildControl, format_progress
 from fabric.harness.paths import RunPaths
 from fabric.runtime import process
+from fabric.runtime.byzantine import ByzantineOutput
 from fabric.runtime.lanes import LaneCoordinator, LaneGroup, has_lanes
 from fabric.runtime.ring import Ring
 from fabric.runtime.stages import (
@@ -347,6 +350,25 @@ class Replica:
         self.failure_event: dict[str, Any] | None = None
         self.stuck_threads: list[str] = []
         self.context_closed = True
+        # a Byzantine failures entry of this replica: its lies, switched on at at_s
+        self.byzantine = self._byzantine_output(cfg, verifier)
+
+    def _byzantine_output(self, cfg: Any, verifier: Any) -> ByzantineOutput | None:
+        failure = next(
+            (f for f in cfg.failures if f.replica == self.id and f.kind in BYZANTINE_KINDS), None
+        )
+        if failure is None:
+            return None
+        cls = type(self.protocol)
+        return ByzantineOutput(
+            failure.kind,
+            self.id,
+            cfg.cluster.replicas,
+            proposal_messages=cls.proposal_messages,
+            vote_messages=cls.vote_messages,
+            delay_ms=failure.delay_ms,
+            sign=verifier.sign,  # its own key only: a liar signs as itself
+        )
 
     # lanes routing (several workers) ------------------------------------------------------
     def _worker_of(self, msg: Any) -> int:
@@ -398,6 +420,10 @@ class Replica:
 
     def go_silent(self) -> None:
         self.shared.silent = True
+
+    def turn_byzantine(self) -> None:
+        """From now on every frame goes out through this replica's Byzantine output."""
+        self.shared.byzantine = self.byzantine
 
     # progress and stats ------------------------------------------------------------------
     def progress_line(self) -> str:
@@ -498,6 +524,8 @@ class Replica:
             "protocol_status": process.jsonable(status),
             "resources": process_resources(),
             "failure": self.failure_event,
+            # what the Byzantine output did (per kind of lie; empty: honest or not yet active)
+            "byzantine": dict(sum((o.byzantine for o in self.outputs), Counter())),
             "fatal": list(self.shared.fatal),
             "stuck_threads": self.stuck_threads,
             "ledger": [[seq, h.hex()] for seq, h in self.executor.ledger.chain()],
@@ -561,7 +589,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if failure.kind == "crash":
                     os._exit(CRASH_EXIT_CODE)
-                replica.go_silent()
+                if failure.kind in BYZANTINE_KINDS:
+                    replica.failure_event["delay_ms"] = failure.delay_ms
+                    replica.turn_byzantine()
+                else:
+                    replica.go_silent()
         if time.monotonic() >= next_progress:
             next_progress += 1.0
             control.say(replica.progress_line())

@@ -7,13 +7,13 @@ partitions that heal), which replicas crash and when, which are Byzantine and ho
 down (PBFT keeps no durable state, so a restart is not simulated) and Byzantine replicas
 keep lying (a BFT protocol must stay live with f of them once the network is synchronous).
 
-``ByzantineMutator`` rewrites a Byzantine replica's outgoing messages per recipient,
-generically over the wire dataclasses: fields of type ``Batch`` and bytes fields named
-``digest``/``*_digest`` (or tuples ``digests``/``*_digests``), recursively through nested
-messages and tuples. It therefore works for PBFT, PoE and RCC unchanged. It never signs
-in another replica's name: a mutated message that carries a signature fails verification
-at the receiver, except where fabric/sim/forgery.py knows how the liar re-signs its own
-message (claims a protocol accepts without proof) and the simulator handed in its key.
+``ByzantineMutator`` rewrites a Byzantine replica's outgoing messages per recipient with the
+runtime's own rewriting (fabric.runtime.byzantine: ``rewrite`` over Batch and digest fields,
+``Alternatives`` for batch A -> batch B), so it works for PBFT, PoE and RCC unchanged and the
+simulator tests the code a real Byzantine run uses. It never signs in another replica's
+name: a mutated message that carries a signature fails verification at the receiver, except
+where fabric/runtime/forgery.py knows how the liar re-signs its own message (claims a
+protocol accepts without proof) and the simulator handed in its key.
 So that an equivocating proposer can still sign both versions, the simulator proposes
 the alternative batch on a copy of the Byzantine replica's state (which holds only that
 replica's own key) and sends the copy's messages to group B (simulator._propose_twice);
@@ -28,13 +28,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fabric.sim.forgery import AMNESIA, FORGERS
-from protocols.common import NULL_DIGEST, Batch, Reply, Request, make_batch
+from fabric.runtime.byzantine import Alternatives, rewrite
+from fabric.runtime.forgery import AMNESIA, FORGERS
+from protocols.common import Batch, Reply, Request
 
 MIXES = ("none", "lossy", "reorder", "partition", "crash", "byzantine", "mixed")
 # Targeted schedules: named and replayable like MIXES, but not part of "all" (so the seed ->
@@ -363,44 +364,6 @@ def _lane_cuts(rng: random.Random, n: int, window: float) -> tuple[LaneCut, ...]
 # --- Byzantine senders -------------------------------------------------------------------
 
 
-def _digest_field(name: str) -> bool:
-    return name in ("digest", "digests") or name.endswith(("_digest", "_digests"))
-
-
-def rewrite(
-    value: Any, on_batch: Callable[[Batch], Batch], on_digest: Callable[[bytes], bytes]
-) -> Any:
-    """``value`` with every Batch and digest field replaced (recursively); same object if unchanged."""
-    if isinstance(value, Batch):
-        return on_batch(value)
-    if isinstance(value, Request):
-        return value
-    if type(value) is tuple:
-        items = tuple(rewrite(v, on_batch, on_digest) for v in value)
-        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
-    if not dataclasses.is_dataclass(value) or isinstance(value, type):
-        return value
-    changes: dict[str, Any] = {}
-    for field in dataclasses.fields(value):
-        old = getattr(value, field.name)
-        if _digest_field(field.name) and type(old) is bytes:
-            new = on_digest(old)
-        elif _digest_field(field.name) and type(old) is tuple:
-            new = tuple(on_digest(x) if type(x) is bytes else x for x in old)
-            if all(a is b for a, b in zip(new, old, strict=True)):
-                new = old
-        else:
-            new = rewrite(old, on_batch, on_digest)
-        if new is not old:
-            changes[field.name] = new
-    if not changes:
-        return value
-    try:
-        return dataclasses.replace(value, **changes)
-    except (TypeError, ValueError):  # the class validates its fields: send it unchanged
-        return value
-
-
 class ByzantineMutator:
     """Rewrites the outgoing messages of the plan's Byzantine replicas, per recipient.
 
@@ -421,44 +384,16 @@ class ByzantineMutator:
         self.sign = sign  # (replica, payload) -> that replica's signature: own-key lies
         self.group_b = frozenset(plan.byz_group_b)
         self.rng = rng
-        self.max_alternatives = max_alternatives
-        self.alternatives: dict[bytes, Batch] = {}
-        self.pool: deque[Request] = deque(maxlen=pool_size)
+        # batch A -> batch B, the runtime's own table (fabric.runtime.byzantine)
+        self.alt = Alternatives(rng, max_alternatives, pool_size)
+        self.alternatives = self.alt.alternatives
+        self.alternative = self.alt.alternative
+        self.observe = self.alt.observe  # remember requests a Byzantine replica saw
         self.mutated: Counter[str] = Counter()  # behaviour -> messages changed or dropped
         self.amnesia_view: dict[int, int] = {}  # amnesia: the view of the liar's first lie
 
-    def observe(self, msg: Any) -> None:
-        """Remember requests a Byzantine replica saw (material for alternative batches)."""
-        if isinstance(msg, Request):
-            self.pool.append(msg)
-
-    def alternative(self, batch: Batch) -> Batch:
-        """The batch group B sees instead of ``batch`` (the same one every time; ``batch``
-        itself when no valid alternative exists: a null batch and no other request seen)."""
-        known = self.alternatives.get(batch.digest)
-        if known is not None:
-            return known
-        reqs = batch.requests
-        for req in reqs:
-            self.pool.append(req)
-        if len(reqs) >= 2:
-            alt = make_batch(tuple(reversed(reqs)))
-        else:
-            spare = [r for r in self.pool if r not in reqs]
-            if spare:
-                alt = make_batch(reqs + (self.rng.choice(spare),))
-            elif batch.digest != NULL_DIGEST:
-                alt = make_batch(())
-            else:
-                return batch
-        if len(self.alternatives) >= self.max_alternatives:
-            self.alternatives.pop(next(iter(self.alternatives)))
-        self.alternatives[batch.digest] = alt
-        return alt
-
     def _swap_digest(self, digest: bytes) -> bytes:
-        alt = self.alternatives.get(digest)
-        return alt.digest if alt is not None else digest
+        return self.alt.swap_digest(digest)
 
     def _garbage(self, _: bytes) -> bytes:
         return self.rng.randbytes(32)

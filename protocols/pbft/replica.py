@@ -69,6 +69,8 @@ class Pbft(
     """One PBFT replica (or one PBFT instance of RCC when ``instance`` > 0)."""
 
     name = "pbft"
+    proposal_messages = (PrePrepare,)
+    vote_messages = (Prepare, Commit)
 
     def __init__(self, config: ProtocolConfig, verifier: Verifier, *, instance: int = 0) -> None:
         super().__init__(config, verifier, _Slot)

@@ -82,6 +82,8 @@ class Poe(
 
     name = "poe"
     speculative_replies = True
+    proposal_messages = (Propose,)
+    vote_messages = (Support, Certify)
     checkpoint_revotes = True  # a replica re-executing after a rollback votes again
     checkpoints_from_self = False  # so one in our own name could replace our vote: refused
 

@@ -90,6 +90,9 @@ class Rcc(Protocol):
     """One RCC replica: m PBFT lanes, a round assembler and a stable-checkpoint merger."""
 
     name = "rcc"
+    # every instance is a PBFT lane: its proposals and votes are PBFT's
+    proposal_messages = Pbft.proposal_messages
+    vote_messages = Pbft.vote_messages
     #: the instance state machine (a test may put a broken PBFT here on purpose)
     pbft_class: ClassVar[type[Pbft]] = Pbft
 

@@ -211,7 +211,7 @@ def test_poe_1050_seeds_n4_all_mixes() -> None:
 @pytest.mark.slow
 def test_poe_macs_1050_seeds_n4_all_mixes() -> None:
     """BIG RUN: the all-to-all MAC variant, seeds 0..1049 at n=4 (150 per mix). Byzantine
-    replicas sign lying VC-REQUESTs here (fabric/sim/forgery.py): claims of view-commits
+    replicas sign lying VC-REQUESTs here (fabric/runtime/forgery.py): claims of view-commits
     and supports of their alternative batches in the latest view they may name."""
     summary = _run_many_checked(4, range(1050), MIXES, MACS)
     _print_figures("macs", summary)

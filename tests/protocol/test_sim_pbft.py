@@ -197,7 +197,7 @@ UNSIGNED = SimOptions(params={"pbft_signed_votes": False})
 @pytest.mark.slow
 def test_pbft_unsigned_votes_1050_seeds_n4_all_mixes() -> None:
     """BIG RUN: MAC-only votes, seeds 0..1049 at n=4 (150 per mix). Byzantine replicas sign
-    lying VIEW-CHANGEs (fabric/sim/forgery.py): prepared claims of their alternative
+    lying VIEW-CHANGEs (fabric/runtime/forgery.py): prepared claims of their alternative
     batches in the latest view they may name, backed by pre-prepare claims."""
     summary = run_many("pbft", 4, range(1050), MIXES, UNSIGNED)
     _print_figures(summary)

@@ -466,6 +466,88 @@ def test_bad_restart(entry: str, key: str, fragments: list[str]) -> None:
         assert fragment in str(err), str(err)
 
 
+# Byzantine kinds (fabric/runtime/byzantine.py): refused before anything starts, by key
+@pytest.mark.parametrize(
+    ("overrides", "key", "fragments"),
+    [
+        (  # the null protocol declares no proposals and no votes
+            _failures("[{replica: 0, at_s: 1, kind: equivocate}]", "protocol.name=null"),
+            "failures[0].kind",
+            ["equivocate cannot be played by protocol null", "proposal_messages", "bad_mac, slow"],
+        ),
+        (
+            _failures("[{replica: 0, at_s: 1, kind: wrong_digest}]", "protocol.name=null"),
+            "failures[0].kind",
+            ["vote_messages"],
+        ),
+        (
+            _failures(
+                "[{replica: 0, at_s: 1, kind: throttle, delay_ms: 50}]", "protocol.name=null"
+            ),
+            "failures[0].kind",
+            ["throttle cannot be played"],
+        ),
+        (
+            _failures(
+                "[{replica: 0, at_s: 1, kind: throttle, delay_ms: 2000}]",
+                "protocol.view_change_timeout_ms=2000",
+            ),
+            "failures[0].delay_ms",
+            ["protocol.view_change_timeout_ms (2000)"],
+        ),
+        (
+            _failures("[{replica: 0, at_s: 1, kind: throttle}]"),
+            "failures[0].delay_ms",
+            ["> 0 ms"],
+        ),
+        (_failures("[{replica: 2, at_s: 1, kind: slow}]"), "failures[0].delay_ms", ["> 0 ms"]),
+        (
+            _failures("[{replica: 2, at_s: 1, kind: crash, delay_ms: 5}]"),
+            "failures[0].delay_ms",
+            ["throttle and slow"],
+        ),
+        (
+            _failures("[{replica: 2, at_s: 1, kind: equivocate, delay_ms: 5}]"),
+            "failures[0].delay_ms",
+            ["throttle and slow"],
+        ),
+        (
+            _failures("[{replica: 2, at_s: 1, kind: bad_mac}]", "crypto.link_mac=none"),
+            "failures[0].kind",
+            ["crypto.link_mac"],
+        ),
+        (
+            _failures("[{replica: 2, at_s: 1, kind: bad_mac}]", "crypto.enabled=false"),
+            "failures[0].kind",
+            ["crypto.link_mac"],
+        ),
+        (
+            _failures(
+                "[{replica: 0, at_s: 1, kind: equivocate}, {replica: 1, at_s: 1, kind: slow,"
+                " delay_ms: 5}]"
+            ),
+            "failures",
+            ["at most f", "= 1"],
+        ),
+        (
+            _failures("[{replica: 1, at_s: 1, kind: lie}]"),
+            "failures[0].kind",
+            ["equivocate | bad_mac | wrong_digest | throttle | slow"],
+        ),
+        (
+            _failures("[{replica: 1, at_s: 1, kind: slow, delay_ms: 70000}]"),
+            "failures[0].delay_ms",
+            ["0..60000"],
+        ),
+    ],
+)
+def test_bad_byzantine_failures(overrides: list[str], key: str, fragments: list[str]) -> None:
+    err = _error(overrides)
+    assert err.key == key
+    for fragment in fragments:
+        assert fragment in str(err), str(err)
+
+
 def test_a_restart_counts_against_f() -> None:
     err = _error(
         _failures(
@@ -481,6 +563,29 @@ def test_pipeline_knob() -> None:
     err = _error(["execution.pipeline=monolithic"])
     assert err.key == "execution.pipeline"
     assert "decoupled" in str(err) and "inline" in str(err)
+
+
+@pytest.mark.parametrize("protocol", ["pbft", "poe", "rcc"])
+def test_every_byzantine_kind_is_accepted_where_the_protocol_can_play_it(protocol: str) -> None:
+    for kind, delay in [
+        ("equivocate", ""),
+        ("bad_mac", ""),
+        ("wrong_digest", ""),
+        ("throttle", ", delay_ms: 500"),
+        ("slow", ", delay_ms: 20"),
+    ]:
+        cfg = load_config(
+            overrides=_failures(
+                f"[{{replica: 0, at_s: 1, kind: {kind}{delay}}}]", f"protocol.name={protocol}"
+            )
+        )
+        assert cfg.failures[0].kind == kind
+    null = load_config(
+        overrides=_failures(
+            "[{replica: 0, at_s: 1, kind: slow, delay_ms: 5}]", "protocol.name=null"
+        )
+    )
+    assert null.failures[0].delay_ms == 5.0
 
 
 # --- experiment files ------------------------------------------------------------------------

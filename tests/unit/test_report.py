@@ -309,3 +309,18 @@ def test_a_restarted_replicas_line_breaks_while_it_was_down_and_goes_on_after() 
     assert ys[3] == 100 and ys[7] == 150 and ys[11] == 150  # before and after the restart
     assert all(math.isnan(ys[t]) for t in (4, 5))  # down: a break, not zeros
     assert max(lines["replica 1 (executed)"].get_xdata()) == 11
+
+
+def test_fault_marks_on_the_timeline_name_the_kind_and_its_delay():
+    from fabric.analysis.report import _fault_events
+
+    config = {
+        "failures": [
+            {"replica": 0, "at_s": 2.0, "kind": "throttle", "delay_ms": 150.0},
+            {"replica": 1, "at_s": 3.0, "kind": "equivocate", "delay_ms": 0.0},
+        ]
+    }
+    assert _fault_events(config) == [
+        (2.0, "throttle 150 ms replica 0"),
+        (3.0, "equivocate replica 1"),
+    ]

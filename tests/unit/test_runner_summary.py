@@ -497,3 +497,44 @@ def test_a_restarted_replica_that_never_came_back_is_said_so():
         restart_note(record)
         == "killed at 3.6 s, down 2 s, never back: figures until the kill sampled by the runner"
     )
+
+
+@pytest.mark.parametrize(
+    ("kind", "honest"),
+    [
+        ("equivocate", False),
+        ("bad_mac", False),
+        ("wrong_digest", False),
+        ("throttle", False),
+        ("slow", True),  # every frame late, none false: audited as honest, like a stall
+    ],
+)
+def test_byzantine_kinds_are_reported_and_left_out_of_the_honest_figures(kind, honest):
+    from fabric.analysis.summary import faulty_replicas
+
+    fault = {"replica": 0, "at_s": 2.0, "kind": kind, "delay_ms": 50.0}
+    assert (faulty_replicas([fault]) == set()) is honest
+    reps = {i: replica_stats(i, seq=100) for i in range(1, 4)}
+    failure = {"kind": kind, "at": T0 + 2, "at_s": 2.0, "delay_ms": 50.0}
+    reps[0] = replica_stats(0, seq=900, failure=failure, byzantine={"frames_delayed": 7})
+    reps[0]["view_changes"] = []
+    reps[2]["view_changes"] = [[T0 + 3, 1, 1]]
+    summary, tables = build_summary(
+        info(failures=(fault,)), reps, {4: client_stats()}, None, [], []
+    )
+    assert summary["committed_batches"] == (900 if honest else 100)
+    byz = summary["byzantine"]["0"]
+    assert byz["kind"] == kind and byz["active"] and byz["output"] == {"frames_delayed": 7}
+    assert byz["honest_mac_drops"] == 2 and byz["honest_view_changes"] == 1  # replica 1's drops
+    assert summary["per_node"]["0"]["byzantine"] == {"frames_delayed": 7}
+    assert ("0", kind) in {(str(row[0]), row[2]) for row in tables.nodes}
+    text = format_report(summary, tables)
+    assert f"[{kind} at 2.0 s, delay 50 ms; did: frames_delayed 7]" in text
+    assert f"Byzantine: replica 0 {kind} 50 ms from 2 s (active): did frames_delayed 7" in text
+
+
+def test_a_run_without_byzantine_failures_has_no_byzantine_section():
+    reps = {i: replica_stats(i) for i in range(4)}
+    summary, tables = build_summary(info(), reps, {4: client_stats()}, None, [], [])
+    assert summary["byzantine"] is None
+    assert "Byzantine:" not in format_report(summary, tables)

@@ -70,6 +70,9 @@ class ReplicaShared:
         self.is_proposer = False  # any worker's protocol proposes (input routes requests by it)
         self.proposer_flags = [False] * workers
         self.silent = False  # an injected "silent" failure: receive nothing, send nothing
+        # an active Byzantine failure (fabric.runtime.byzantine.ByzantineOutput) the output
+        # stage sends through; None: honest output
+        self.byzantine: Any = None
         self.fatal: list[str] = []  # what killed a stage (the process then stops, failed)
         self.replies = ReplyCache()  # written by the execute stage, read by input stages
 

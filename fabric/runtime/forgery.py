@@ -1,8 +1,8 @@
 """Lies a Byzantine replica can sign: protocol-specific rewrites of its own signed messages.
 
-``ByzantineMutator`` (faults.py) rewrites messages generically and never signs, so a lie in
-a message the liar signs itself (a view-change message, say) used to fail verification and
-count as silence. A real Byzantine replica holds its own key and can sign any claim it
+The generic rewriting (fabric.runtime.byzantine.rewrite) never signs, so a lie in a message
+the liar signs itself (a view-change message, say) used to fail verification and count as
+silence. A real Byzantine replica holds its own key and can sign any claim it
 likes; where a protocol accepts *unproven claims* in such a message, the simulator must
 send signed lies too, or it never tests the rule that weighs them.
 
@@ -10,11 +10,17 @@ send signed lies too, or it never tests the rule that weighs them.
 liar's claims made as damaging as the protocol lets them be, re-signed with ``sign`` (the
 liar's own key). Today: PoE's VC-REQUEST with MACs and PBFT's VIEW-CHANGE with unsigned
 votes (claims of view-commits / prepares carry no certificate, so the liar claims them in
-the latest view it may name; with the mutator's swapped batches that is "I prepared batch
-B in view w−1", backed by its own support / pre-prepare claim). With signatures a claim
+the latest view it may name; with the equivocator's swapped batches that is "I prepared
+batch B in view w−1", backed by its own support / pre-prepare claim). With signatures a claim
 carries its certificate and a forged one fails, so those messages are left alone.
 
-Must not live here: generic rewriting (faults.py), honest protocol logic.
+``RESIGNERS`` maps a proposal or vote class to ``resign(msg, sign) -> msg``: the message's
+own signature (or share) made again over its rewritten fields with the liar's key, so a
+conflicting proposal or a vote for a wrong digest verifies as the liar's (left empty where
+the protocol runs without that signature). The simulator and the runtime's Byzantine
+output (fabric.runtime.byzantine) both use these tables: a liar signs only as itself.
+
+Must not live here: generic rewriting (fabric.runtime.byzantine), honest protocol logic.
 """
 
 from __future__ import annotations
@@ -24,10 +30,22 @@ from collections.abc import Callable
 from typing import Any
 
 from protocols.claims import MAX_CLAIMED_PER_SEQ
-from protocols.pbft.messages import PreparedCert, PrePrepared, ViewChange, view_change_payload
+from protocols.pbft.messages import (
+    Prepare,
+    PreparedCert,
+    PrePrepare,
+    PrePrepared,
+    ViewChange,
+    pre_prepare_payload,
+    prepare_payload,
+    view_change_payload,
+)
 from protocols.poe.messages import (
+    Propose,
+    Support,
     Supported,
     VcRequest,
+    support_payload,
     vc_request_payload,
 )
 from protocols.zyzzyva.messages import ViewChange as ZyzzyvaViewChange
@@ -98,10 +116,53 @@ FORGERS: dict[type, Callable[[Any, Sign], Any]] = {
     ViewChange: forge_pbft_view_change,
 }
 
+
+def resign_pre_prepare(pp: PrePrepare, sign: Sign) -> PrePrepare:
+    """PBFT signed votes: the primary's signature over the (possibly swapped) batch digest."""
+    if not pp.signature:
+        return pp
+    payload = pre_prepare_payload(pp.instance, pp.view, pp.seq, pp.batch.digest)
+    return dataclasses.replace(pp, signature=sign(payload))
+
+
+def resign_prepare(p: Prepare, sign: Sign) -> Prepare:
+    """PBFT signed votes: the backup's signature over the (possibly wrong) digest."""
+    if not p.signature:
+        return p
+    payload = prepare_payload(p.instance, p.view, p.seq, p.replica, p.digest)
+    return dataclasses.replace(p, signature=sign(payload))
+
+
+def resign_propose(p: Propose, sign: Sign) -> Propose:
+    """PoE: the primary's own support share over the (possibly swapped) batch digest."""
+    if not p.share:
+        return p
+    return dataclasses.replace(p, share=sign(support_payload(p.view, p.seq, p.batch.digest)))
+
+
+def resign_support(s: Support, sign: Sign) -> Support:
+    """PoE: a backup's support share over the (possibly wrong) digest."""
+    if not s.share:
+        return s
+    return dataclasses.replace(s, share=sign(support_payload(s.view, s.seq, s.digest)))
+
+
+RESIGNERS: dict[type, Callable[[Any, Sign], Any]] = {
+    PrePrepare: resign_pre_prepare,
+    Prepare: resign_prepare,
+    Propose: resign_propose,
+    Support: resign_support,
+}
+
 __all__ = [
     "AMNESIA",
     "FORGERS",
+    "RESIGNERS",
     "forge_pbft_view_change",
     "forge_poe_vc_request",
     "forget_zyzzyva_view_change",
+    "resign_pre_prepare",
+    "resign_prepare",
+    "resign_propose",
+    "resign_support",
 ]
