@@ -18,6 +18,10 @@ COMMANDS = {
         "fabric.harness.fuzz",
         "run a cluster while hostile frames flood one replica; check every frame is counted",
     ),
+    "network": (
+        "fabric.harness.network",
+        "which network.emulation modes this machine can run; --cleanup stale namespaces",
+    ),
     "report": (
         "fabric.analysis.report",
         "redraw tables, plots and report.html from a results folder",

@@ -573,3 +573,39 @@ class Network:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+# --- python -m fabric network ----------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fabric network [--cleanup]``: what this machine can emulate (each mode
+    probed for real, with rate caps and regions), and with ``--cleanup`` remove the
+    namespaces of runners that are gone. Exit 0 if some emulation works, 1 if none does."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m fabric network",
+        description="Probe which network.emulation modes this machine can run (root, "
+        "iproute2, namespaces, veth, bridge, tbf, netem, htb, u32), and remove namespaces "
+        "that killed runners left behind.",
+    )
+    parser.add_argument(
+        "--cleanup",
+        action="store_true",
+        help=f"delete the {NS_PREFIX}<pid>x... namespaces whose runner process is gone",
+    )
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.cleanup:
+        gone = remove_stale() if shutil.which("ip") else []
+        print(f"removed {len(gone)} stale namespace(s)" + (f": {', '.join(gone)}" if gone else ""))
+    works = False
+    for mode in ("transport", "netem"):
+        missing = probe(mode, rate_mbit=1.0, regions=True)
+        works = works or not missing
+        state = "available" if not missing else "missing: " + "; ".join(missing)
+        print(f"network.emulation={mode} (with rate_mbit and regions): {state}")
+    return 0 if works else 1

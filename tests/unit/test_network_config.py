@@ -178,3 +178,18 @@ def test_a_sweep_with_a_network_this_machine_lacks_is_refused_before_it_starts(
     with pytest.raises(sweep.SweepError, match="point .*missing: netem"):
         sweep.run_sweep(spec, tmp_path, progress=False, report=False)
     assert list(tmp_path.iterdir()) == []  # no sweep folder, no run
+
+
+def test_the_network_command_prints_each_mode_and_fails_when_none_works(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr(network, "probe", lambda mode, **_: [f"{mode}-piece"])
+    assert network.main([]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "network.emulation=transport (with rate_mbit and regions): missing: transport-piece" in out
+    )
+    assert "network.emulation=netem" in out
+    monkeypatch.setattr(network, "probe", lambda mode, **_: [] if mode == "transport" else ["x"])
+    assert network.main([]) == 0
+    assert "transport (with rate_mbit and regions): available" in capsys.readouterr().out
