@@ -108,6 +108,7 @@ class DelayedSender:
         self.retransmits = 0  # modelled TCP retransmissions (lost segments)
         self.peak_delayed_bytes = 0
         self.errors: Counter[str] = Counter()  # frames the Sender raised on, by exception
+        self.thread_cpu_s = 0.0  # the delay thread's own CPU time (set when it ends)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -202,6 +203,7 @@ class DelayedSender:
             "line_full_drops": sum(self.line_full.values()),
             "peak_delayed_bytes": self.peak_delayed_bytes,
             "send_errors": sum(self.errors.values()),
+            "thread_cpu_ms": round(self.thread_cpu_s * 1000),
         }
 
     def close(self) -> None:
@@ -254,6 +256,7 @@ class DelayedSender:
                         self.errors[type(exc).__name__] += len(frames)
         finally:
             self._sender.close()
+            self.thread_cpu_s = time.thread_time()
 
 
 def line_stats(senders: Iterable[Any]) -> dict[str, int]:
