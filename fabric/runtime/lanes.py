@@ -254,7 +254,7 @@ class LaneCoordinator(Stage):
                 if note.seq > self.stable_seq:
                     self.stable_seq = note.seq
                     self.stable_count += 1
-                    proof = getattr(note, "proof", ())  # the certificate, when one is carried
+                    proof = note.proof  # the certificate (2f+1 signed votes; () if none)
                     self._queue(self.to_execute, (E_COMMIT, note.seq, note.digest, proof))
             elif t is ViewEntered:
                 self.view = note.view

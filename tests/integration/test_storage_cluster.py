@@ -18,6 +18,7 @@ from fabric.harness.config import dump_config, load_config
 from fabric.harness.paths import RunPaths
 from fabric.runtime import replica as replica_process
 from fabric.runtime.execute import Executor
+from fabric.runtime.stages.persist import decode_proof
 from fabric.runtime.storage import ledger_file, open_store
 from fabric.runtime.storage.recovery import recover_into
 
@@ -51,6 +52,11 @@ def test_every_replica_ledger_file_recovers_the_chain_it_executed(base_port, tmp
         assert got.seq == persist["persisted_seq"] >= stats["executed_seq"] - 128
         assert chain == stats["ledger"][: got.seq]
         assert got.checkpoint is not None and got.checkpoint.seq <= got.seq
+        votes = decode_proof(got.checkpoint.proof)  # the certificate: 2f+1 signed votes
+        assert len(votes) == 2 * cfg.f + 1 and len({v.replica for v in votes}) == len(votes)
+        assert all(
+            (v.seq, v.state_digest) == (got.checkpoint.seq, got.checkpoint.digest) for v in votes
+        )
 
 
 def test_a_full_ledger_file_fails_the_run_naming_the_replica(base_port, tmp_path, spawned):

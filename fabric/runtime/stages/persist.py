@@ -45,7 +45,11 @@ def encode_proof(proof: Any) -> tuple[bytes, ...]:
 
 
 def decode_proof(blobs: Any) -> list[Any]:
-    """``encode_proof``'s bytes back as messages (bounded decode: protocols.codec)."""
+    """``encode_proof``'s bytes back as messages (bounded decode: protocols.codec). The
+    votes' kind must be registered: protocols.checkpoints (Checkpoint) is imported here; a
+    protocol's own vote kinds are once its module is (as in any replica running it)."""
+    import protocols.checkpoints  # noqa: F401  (registers the Checkpoint kind)
+
     out = []
     for blob in blobs:
         (kind,) = _KIND.unpack_from(blob)

@@ -309,7 +309,7 @@ class WorkerStage(Stage):
                 self.timers.cancel(a.timer)
             elif tp is StableCheckpoint:
                 # the certificate (2f+1 signed votes), when the protocol's action carries one
-                chk.append((C_STABLE, a.seq, a.digest, getattr(a, "proof", ())))
+                chk.append((C_STABLE, a.seq, a.digest, a.proof))
             elif tp is Rollback:
                 if self.inline is not None:
                     self._execute_inline([(E_ROLLBACK, a.to_seq)])
