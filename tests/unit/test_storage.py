@@ -381,3 +381,56 @@ def test_a_clean_stop_drains_the_ring_in_bounded_transactions_even_under_every_b
     assert not stage.is_alive() and stage.blocks == 200
     assert store.transactions == 4  # 64 + 64 + 64 + 8
     assert store.recover().last_seq == 200
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Any:
+    """A 12 MiB tmpfs mounted for this test (root only; skipped elsewhere), always unmounted."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=10)
+
+
+@pytest.mark.parametrize("kind", DURABLE)
+def test_a_really_full_filesystem_is_refused_by_name_and_what_was_written_recovers(
+    kind: str, tiny_filesystem: Path
+) -> None:
+    """12 MiB of disk, an 8 MiB margin: the store stops with StorageFullError naming the file
+    (LMDB would otherwise fault the process on a page of its map), and every block committed
+    before it recovers."""
+    from fabric.runtime.storage.base import MIN_FREE_DISK_BYTES
+
+    path = tiny_filesystem / f"ledger.{kind}"
+    store = open_store(kind, path, max_file_mb=64)
+    ex = executor(record_changes=True)
+    with pytest.raises(StorageFullError) as err:
+        for seq, b in enumerate(batches(5_000), 1):
+            ex.apply(seq, b)
+            if seq % 20 == 0:
+                persist_all(ex, store)
+    assert f"{path}: disk full" in str(err.value)
+    assert os.statvfs(tiny_filesystem).f_bavail * os.statvfs(tiny_filesystem).f_frsize < (
+        MIN_FREE_DISK_BYTES
+    )
+    written = store.last_seq
+    assert written > 0
+    store.close()
+    fresh = executor()
+    assert recover_into(fresh, open_store(kind, path, max_file_mb=64)).seq == written
+    assert fresh.ledger.chain() == ex.ledger.chain()[:written]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,11 @@ _sha256 = hashlib.sha256
 MAX_CHECKPOINTS_KEPT = 8
 #: sync policies, in order of cost (ledger.sync)
 SYNC_POLICIES = ("none", "batch", "every_block")
+#: free bytes the ledger's filesystem must keep before each write transaction; below it the
+#: write is refused (StorageFullError). LMDB maps its file: on a filesystem that fills up
+#: mid-transaction a page it touches can fault the process (SIGBUS) instead of failing a call,
+#: so the store stops, named, while there is still room
+MIN_FREE_DISK_BYTES = 8 << 20
 #: errno values that mean the disk (or the file's cap) is full
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -282,18 +288,36 @@ class LedgerStore:
         step = self.drain_blocks_per_txn if draining else self.max_blocks_per_txn
         for i in range(0, len(records), step):
             chunk = records[i : i + step]
+            self.check_free_disk()
             self._write_txn(chunk)
             self.transactions += 1
             self.blocks_written += len(chunk)
             self.last_seq = chunk[-1].seq
 
+    def check_free_disk(self) -> None:
+        """Refuse to write (StorageFullError) when the file's filesystem has fewer than
+        MIN_FREE_DISK_BYTES free (one statvfs call; a store without a file skips it)."""
+        folder = os.path.dirname(self.path)
+        if not folder or not os.path.isdir(folder):
+            return
+        st = os.statvfs(folder)
+        free = st.f_bavail * st.f_frsize
+        if free < MIN_FREE_DISK_BYTES:
+            raise StorageFullError(
+                self.path,
+                f"disk full: {free} bytes free on {folder}, below the "
+                f"{MIN_FREE_DISK_BYTES >> 20} MiB margin (storage.base.MIN_FREE_DISK_BYTES)",
+            )
+
     def write_checkpoint(self, cp: CheckpointRecord) -> None:
         """Persist a certified checkpoint; keep the newest MAX_CHECKPOINTS_KEPT."""
+        self.check_free_disk()
         self._write_checkpoint(cp)
         self.checkpoints_written += 1
 
     def install_base(self, base: BaseImage) -> None:
         """Replace everything stored by a state image at ``base.seq`` (after a state transfer)."""
+        self.check_free_disk()
         self._install_base(base)
         self.last_seq = base.seq
 
