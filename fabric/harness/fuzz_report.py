@@ -134,6 +134,7 @@ def fuzz_report(
         "protocol_ignored": _ignored(target_stats),
         "protocol_ignored_baseline": None if base_target is None else _ignored(base_target),
         "target_resources": (target_stats or {}).get("resources"),
+        "target_resources_baseline": None if base_target is None else base_target.get("resources"),
         "throughput_txn_s": tput,
         "baseline_throughput_txn_s": base_tput,
         "throughput_cost": cost,
@@ -201,6 +202,19 @@ def format_fuzz(report: dict[str, Any]) -> str:
             f"  the target's inputs delimited {inbound['frames']:,} frames, read "
             f"{inbound['bytes'] / 1e6:.1f} MB, held at most {inbound['peak_buffered_bytes']:,} "
             "bytes of unfinished frames"
+        )
+    res = report.get("target_resources") or {}
+    if res:
+        base_res = report.get("target_resources_baseline") or {}
+        lines.append(
+            f"  the target's peak RSS {res.get('peak_rss_mb', 0):.1f} MB, CPU "
+            f"{res.get('cpu_s', 0):.1f} s"
+            + (
+                f" (undisturbed: {base_res.get('peak_rss_mb', 0):.1f} MB, "
+                f"{base_res.get('cpu_s', 0):.1f} s)"
+                if base_res
+                else ""
+            )
         )
     if report["throughput_cost"] is not None:
         lines.append(
