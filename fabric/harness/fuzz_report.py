@@ -122,10 +122,35 @@ def fuzz_report(
             "baseline_executed_txn_s": None if before is None else round(before, 1),
             "cost": None if not before or during is None else round(1.0 - during / before, 4),
         }
+    received = dict(((target_stats or {}).get("messages") or {}).get("received") or {})
+    base_received = (
+        None
+        if base_target is None
+        else dict((base_target.get("messages") or {}).get("received") or {})
+    )
+    # frames that passed: the target's received count per kind is the fuzzer's plus the
+    # genuine traffic's (for kinds no honest node sends it, the fuzzer's alone)
+    accepted_rows = [
+        {
+            "kind": kind,
+            "expected": accepted.get(kind, 0),
+            "received": int(received.get(kind, 0)),
+            "genuine": int(received.get(kind, 0)) - accepted.get(kind, 0),
+            "baseline": None if base_received is None else int(base_received.get(kind, 0)),
+        }
+        for kind in sorted(set(accepted) | set(received))
+    ]
+    for row in accepted_rows:
+        if row["genuine"] < 0:
+            problems.append(
+                f"{row['kind']}: {row['expected']:,} passed MAC and decode, the target "
+                f"received {row['received']:,}"
+            )
     return {
         "options": options,
         "sent": sent,
         "accepted_by_the_target": accepted,
+        "accepted": accepted_rows,
         "drops": rows,
         "target_drops_fuzz_run": fuzz_drops,
         "target_drops_baseline": base_drops,
@@ -169,6 +194,18 @@ def format_fuzz(report: dict[str, Any]) -> str:
             + ", ".join(f"{k} {n:,}" for k, n in sorted(accepted.items()))
             + ")"
         )
+    rows = report.get("accepted") or []
+    if rows:
+        lines.append(
+            f"  {'passed, by kind':<20}{'expected':>12}{'received':>12}{'genuine':>12}"
+            f"{'baseline':>12}"
+        )
+        for row in rows:
+            base = "-" if row["baseline"] is None else f"{row['baseline']:,}"
+            lines.append(
+                f"  {row['kind']:<20}{row['expected']:>12,}{row['received']:>12,}"
+                f"{row['genuine']:>12,}{base:>12}"
+            )
     lines.append(f"  {'drop reason':<20}{'expected':>12}{'counted':>12}{'baseline':>12}")
     for row in report["drops"]:
         base = "-" if row["baseline"] is None else f"{row['baseline']:,}"

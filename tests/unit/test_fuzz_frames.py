@@ -198,3 +198,21 @@ def test_window_rate_averages_the_whole_seconds_inside_the_window() -> None:
     assert fuzz_report.window_rate(stats, 0.5, 3.5) == 20.0  # seconds 101, 102, 103 (not 104)
     assert fuzz_report.window_rate(stats, 0.6, 1.0) is None  # no whole second inside
     assert fuzz_report.window_rate(None, 0, 10) is None
+
+
+def test_frames_that_passed_are_found_in_the_targets_received_counts() -> None:
+    sent = {
+        "by_fate": {"accepted:Commit": 7, "accepted:Reply": 2, "mac": 1},
+        "aborted_frames": 0,
+        "frames_sent": 10,
+    }
+    stats = {"drops": {"mac": 1}, "messages": {"received": {"Commit": 19, "Reply": 2}}}
+    report = fuzz_report.fuzz_report(sent, {}, stats, None, None, {})
+    assert report["accepted"] == [
+        {"kind": "Commit", "expected": 7, "received": 19, "genuine": 12, "baseline": None},
+        {"kind": "Reply", "expected": 2, "received": 2, "genuine": 0, "baseline": None},
+    ]
+    assert report["problems"] == []
+    stats["messages"]["received"]["Reply"] = 1  # one that passed is missing at the target
+    report = fuzz_report.fuzz_report(sent, {}, stats, None, None, {})
+    assert report["problems"] == ["Reply: 2 passed MAC and decode, the target received 1"]
