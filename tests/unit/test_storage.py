@@ -183,10 +183,14 @@ def test_a_flipped_byte_in_a_block_is_refused_naming_file_and_block(
             at = data.find(target.batch_digest, at + 1)
         Path(path).write_bytes(bytes(data))
         store = open_store(kind, path)
+    fresh = executor()
     with pytest.raises(CorruptLedgerError) as err:
-        recover_into(executor(), store)
+        recover_into(fresh, store)
     assert err.value.seq == 17
     assert path in str(err.value) and "block 17" in str(err.value)
+    # recovery streams: blocks before the bad one were redone (the replica refuses to start
+    # and discards this executor), nothing from block 17 on
+    assert fresh.last_seq == 16
 
 
 @pytest.mark.parametrize("kind", DURABLE)

@@ -24,6 +24,7 @@ from fabric.runtime.storage.base import (
     CorruptLedgerError,
     LedgerStore,
     Recovered,
+    Scan,
     StorageError,
     StorageFullError,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "MAX_CHECKPOINTS_KEPT",
     "MemoryStore",
     "Recovered",
+    "Scan",
     "SYNC_POLICIES",
     "StorageError",
     "StorageFullError",

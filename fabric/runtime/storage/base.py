@@ -4,8 +4,8 @@ and ``LedgerStore``, the interface the persist stage writes through and recovery
 A backend keeps, per replica: the final blocks in seq order, each with the state changes it
 made (store writes, replay-cache entries), sealed by a record digest; optionally a base image
 (the state at a seq installed by state transfer, blocks start after it); the newest certified
-checkpoints (seq, state digest, the encoded 2f+1 votes). ``recover()`` reads it all back and
-checks it before anything is used: every block's hash (fabric.runtime.execute.block_hash), its
+checkpoints (seq, state digest, the encoded 2f+1 votes). ``scan()`` reads it back block by block and
+checks each before it is used: every block's hash (fabric.runtime.execute.block_hash), its
 link to the one before, its record digest, and that the blocks reach the head the last
 transaction wrote. The first failure raises ``CorruptLedgerError`` naming the file and block.
 
@@ -23,7 +23,7 @@ import errno
 import hashlib
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,16 +218,19 @@ def unpack_head(path: str, raw: bytes) -> tuple[int, bytes]:
     return _SEQ.unpack(raw[:8])[0], raw[8:]
 
 
-def verify_chain(
+def verified_blocks(
     path: str,
     base: BaseImage | None,
-    blocks: Sequence[tuple[BlockRecord, bytes, bytes]],
+    raws: Iterable[tuple[int, bytes]],
     head: tuple[int, bytes] | None,
-) -> None:
-    """Check every block (hash, link, seq, record digest) and the head; raise at the first bad."""
+) -> Iterator[BlockRecord]:
+    """Decode and check each stored (seq, value) in order, yielding a block only once it
+    verifies (hash, link, seq, record digest); at the end the head must match the last
+    block. The first failure raises CorruptLedgerError naming the file and that block."""
     prev = base.head if base is not None else GENESIS_HASH
     expected = (base.seq if base is not None else 0) + 1
-    for record, digest, changes in blocks:
+    for seq, raw in raws:
+        record, digest, changes = unpack_block(path, seq, raw)
         if record.seq != expected:
             raise CorruptLedgerError(
                 path, expected, f"block missing (the next stored block is {record.seq})"
@@ -238,6 +241,7 @@ def verify_chain(
             raise CorruptLedgerError(path, record.seq, "hash does not match its contents")
         if record.record_digest(changes) != digest:
             raise CorruptLedgerError(path, record.seq, "record digest does not match its changes")
+        yield record
         prev = record.hash
         expected += 1
     last = expected - 1
@@ -251,6 +255,18 @@ def verify_chain(
             raise CorruptLedgerError(path, head_seq, "the head record does not match the blocks")
     elif last:
         raise CorruptLedgerError(path, None, "blocks but no head record")
+
+
+@dataclass(slots=True)
+class Scan:
+    """A store's contents as a stream: base image and checkpoints read up front, ``blocks``
+    an iterator that yields each block once it verifies (one block in memory at a time) and
+    raises CorruptLedgerError at the first bad one or at a bad head after the last."""
+
+    path: str
+    base: BaseImage | None
+    checkpoints: list[CheckpointRecord]  # oldest first
+    blocks: Iterator[BlockRecord]
 
 
 class LedgerStore:
@@ -321,9 +337,15 @@ class LedgerStore:
         self._install_base(base)
         self.last_seq = base.seq
 
-    def recover(self) -> Recovered:
-        """Everything stored, checked (see the module comment); raises CorruptLedgerError."""
+    def scan(self) -> Scan:
+        """Everything stored as a checked stream (see ``Scan``; recovery redoes block by
+        block, so memory holds one block, not the file)."""
         raise NotImplementedError
+
+    def recover(self) -> Recovered:
+        """Everything stored, checked, in memory (tests and tools; recovery uses ``scan``)."""
+        scan = self.scan()
+        return Recovered(self.path, scan.base, list(scan.blocks), scan.checkpoints)
 
     def close(self) -> None:
         raise NotImplementedError

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import lmdb
 
@@ -31,7 +31,7 @@ from fabric.runtime.storage.base import (
     CheckpointRecord,
     CorruptLedgerError,
     LedgerStore,
-    Recovered,
+    Scan,
     StorageError,
     StorageFullError,
     is_full_errno,
@@ -40,10 +40,9 @@ from fabric.runtime.storage.base import (
     pack_checkpoint,
     pack_head,
     unpack_base,
-    unpack_block,
     unpack_checkpoint,
     unpack_head,
-    verify_chain,
+    verified_blocks,
 )
 
 _KEY = struct.Struct("!Q")
@@ -146,29 +145,37 @@ class LmdbStore(LedgerStore):
             clear=self.blocks,
         )
 
-    def recover(self) -> Recovered:
+    def scan(self) -> Scan:
         path = self.path
-        blocks = []
-        expected = None
         try:
             with self.env.begin() as txn:
                 raw_base = txn.get(b"base", db=self.meta)
                 raw_head = txn.get(b"head", db=self.meta)
-                base = unpack_base(path, raw_base) if raw_base is not None else None
-                head = unpack_head(path, raw_head) if raw_head is not None else None
-                expected = (base.seq if base is not None else 0) + 1
-                for key, raw in txn.cursor(db=self.blocks):
-                    seq = _KEY.unpack(key)[0] if len(key) == _KEY.size else expected
-                    blocks.append(unpack_block(path, seq, bytes(raw)))
-                    expected = seq + 1
                 rows = [bytes(v) for _, v in txn.cursor(db=self.checkpoints)]
         except lmdb.Error as exc:
             raise CorruptLedgerError(
-                path, expected or 1, f"unreadable ({exc}); blocks before it verify"
+                path, 1, f"unreadable ({exc}): no block could be verified"
             ) from None
-        verify_chain(path, base, blocks, head)
+        base = unpack_base(path, raw_base) if raw_base is not None else None
+        head = unpack_head(path, raw_head) if raw_head is not None else None
         checkpoints = [unpack_checkpoint(path, raw) for raw in rows]
-        return Recovered(path, base, [b[0] for b in blocks], checkpoints)
+        first = (base.seq if base is not None else 0) + 1
+        return Scan(path, base, checkpoints, verified_blocks(path, base, self._rows(first), head))
+
+    def _rows(self, first: int) -> Iterator[tuple[int, bytes]]:
+        """(seq, value) in key order inside one read transaction (held while the caller
+        consumes the stream, on its thread); an unreadable page names the next block."""
+        expected = first
+        try:
+            with self.env.begin() as txn:
+                for key, raw in txn.cursor(db=self.blocks):
+                    seq = _KEY.unpack(key)[0] if len(key) == _KEY.size else expected
+                    yield seq, bytes(raw)
+                    expected = seq + 1
+        except lmdb.Error as exc:
+            raise CorruptLedgerError(
+                self.path, expected, f"unreadable ({exc}); blocks before it verify"
+            ) from None
 
     def file_bytes(self) -> int:
         return os.path.getsize(self.path) if os.path.exists(self.path) else 0

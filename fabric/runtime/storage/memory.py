@@ -18,16 +18,15 @@ from fabric.runtime.storage.base import (
     BlockRecord,
     CheckpointRecord,
     LedgerStore,
-    Recovered,
+    Scan,
     pack_base,
     pack_block,
     pack_checkpoint,
     pack_head,
     unpack_base,
-    unpack_block,
     unpack_checkpoint,
     unpack_head,
-    verify_chain,
+    verified_blocks,
 )
 
 
@@ -60,16 +59,15 @@ class MemoryStore(LedgerStore):
         self.meta["base"] = pack_base(base)
         self.meta["head"] = pack_head(base.seq, base.head)
 
-    def recover(self) -> Recovered:
+    def scan(self) -> Scan:
         path = self.path
         base = unpack_base(path, self.meta["base"]) if "base" in self.meta else None
         head = unpack_head(path, self.meta["head"]) if "head" in self.meta else None
-        blocks = [unpack_block(path, seq, self.blocks[seq]) for seq in sorted(self.blocks)]
-        verify_chain(path, base, blocks, head)
         checkpoints = [
             unpack_checkpoint(path, self.checkpoints[s]) for s in sorted(self.checkpoints)
         ]
-        return Recovered(path, base, [b[0] for b in blocks], checkpoints)
+        raws = [(seq, self.blocks[seq]) for seq in sorted(self.blocks)]
+        return Scan(path, base, checkpoints, verified_blocks(path, base, raws, head))
 
     def close(self) -> None:
         pass

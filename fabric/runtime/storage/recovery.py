@@ -1,10 +1,12 @@
 """Recovery on start: a store's checked records -> the executor's state.
 
-``recover_into(executor, store)`` asks the store for everything it holds (``recover()``
-checks the whole hash chain first and raises CorruptLedgerError naming the file and the
-first bad block, so nothing unchecked is ever applied), installs the base image if a state
+``recover_into(executor, store)`` streams what the store holds (``scan()``: each block is
+checked, hash, link and record digest, before it is handed over, and a bad one raises
+CorruptLedgerError naming the file and that block, so nothing unchecked is ever applied;
+memory holds one block at a time, not the file), installs the base image if a state
 transfer left one (fabric.runtime.state_image), then has the executor redo every block after
-it (``Executor.redo``: the executor's own code, not a copy). It returns what the protocol
+it (``Executor.redo``: the executor's own code, not a copy). On a refusal the executor holds
+a partial state: the replica does not start, so it is discarded with it. It returns what the protocol
 needs to resume: the seq and state digest now held, and the newest certified checkpoint.
 
 Must not live here: reading files (the backends), threads, protocol calls (the replica).
@@ -32,21 +34,18 @@ def recover_into(executor: Any, store: LedgerStore) -> RecoveredState:
     """Reinstall what ``store`` holds into a fresh ``executor`` (see the module comment)."""
     if executor.last_seq != 0:
         raise ValueError(f"recovery needs a fresh executor (it holds seq {executor.last_seq})")
-    recovered = store.recover()
+    scan = store.scan()
     base_seq = 0
-    if recovered.base is not None:
+    if scan.base is not None:
         from fabric.runtime.state_image import StateImage
 
-        executor.install_image(StateImage.decode(recovered.base.image))
-        base_seq = recovered.base.seq
-    for r in recovered.blocks:
+        executor.install_image(StateImage.decode(scan.base.image))
+        base_seq = scan.base.seq
+    redone = 0
+    for r in scan.blocks:
         executor.redo(r.seq, r.view, r.batch_digest, r.results_digest, r.writes, r.clients)
-    store.last_seq = recovered.last_seq
-    return RecoveredState(
-        recovered.path,
-        recovered.last_seq,
-        executor.state_digest(),
-        recovered.last_checkpoint(),
-        base_seq,
-        len(recovered.blocks),
-    )
+        redone += 1
+    seq = executor.last_seq
+    store.last_seq = seq
+    checkpoint = next((c for c in reversed(scan.checkpoints) if c.seq <= seq), None)
+    return RecoveredState(scan.path, seq, executor.state_digest(), checkpoint, base_seq, redone)

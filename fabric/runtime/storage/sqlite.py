@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from fabric.runtime.storage.base import (
     MAX_CHECKPOINTS_KEPT,
@@ -26,7 +26,7 @@ from fabric.runtime.storage.base import (
     CheckpointRecord,
     CorruptLedgerError,
     LedgerStore,
-    Recovered,
+    Scan,
     StorageError,
     StorageFullError,
     is_full_errno,
@@ -35,10 +35,9 @@ from fabric.runtime.storage.base import (
     pack_checkpoint,
     pack_head,
     unpack_base,
-    unpack_block,
     unpack_checkpoint,
     unpack_head,
-    verify_chain,
+    verified_blocks,
 )
 
 _SYNCHRONOUS = {"none": "OFF", "batch": "FULL", "every_block": "FULL"}
@@ -126,27 +125,33 @@ class SqliteStore(LedgerStore):
             ]
         )
 
-    def recover(self) -> Recovered:
+    def scan(self) -> Scan:
         path = self.path
         db = self.db
-        blocks = []
-        expected = None
         try:
             meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
-            base = unpack_base(path, meta["base"]) if "base" in meta else None
-            head = unpack_head(path, meta["head"]) if "head" in meta else None
-            expected = (base.seq if base is not None else 0) + 1
-            for seq, raw in db.execute("SELECT seq, value FROM blocks ORDER BY seq"):
-                blocks.append(unpack_block(path, seq, raw))
-                expected = seq + 1
             rows = db.execute("SELECT value FROM checkpoints ORDER BY seq").fetchall()
         except sqlite3.DatabaseError as exc:
             raise CorruptLedgerError(
-                path, expected or 1, f"unreadable ({exc}); blocks before it verify"
+                path, 1, f"unreadable ({exc}): no block could be verified"
             ) from None
-        verify_chain(path, base, blocks, head)
+        base = unpack_base(path, meta["base"]) if "base" in meta else None
+        head = unpack_head(path, meta["head"]) if "head" in meta else None
         checkpoints = [unpack_checkpoint(path, raw) for (raw,) in rows]
-        return Recovered(path, base, [b[0] for b in blocks], checkpoints)
+        first = (base.seq if base is not None else 0) + 1
+        return Scan(path, base, checkpoints, verified_blocks(path, base, self._rows(first), head))
+
+    def _rows(self, first: int) -> Iterator[tuple[int, bytes]]:
+        """(seq, value) in seq order; an unreadable page names the block after the last read."""
+        expected = first
+        try:
+            for seq, raw in self.db.execute("SELECT seq, value FROM blocks ORDER BY seq"):
+                yield seq, raw
+                expected = seq + 1
+        except sqlite3.DatabaseError as exc:
+            raise CorruptLedgerError(
+                self.path, expected, f"unreadable ({exc}); blocks before it verify"
+            ) from None
 
     def file_bytes(self) -> int:
         return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
