@@ -143,9 +143,9 @@ MAX_VIEWS_AHEAD = 64
 #: quorum certificates remembered as verified (each QC is verified once, however many
 #: messages carry it: a proposal's justify, NEW-VIEW high QCs, fetched blocks)
 MAX_VERIFIED_QCS = 512
-#: ticks a leader waits for a block it got a vote for (the proposal is usually on its way)
-#: before it fetches the block from the voter
-VOTED_FETCH_TICKS = 2
+#: ticks a replica waits for a block it learnt of (a vote for it at the next leader, an
+#: orphan's parent: usually its proposal is on its way, reordered) before it fetches it
+FETCH_LATER_TICKS = 2
 #: distinct block digests a replica asks its peers for at once (missing ancestors, blocks a
 #: QC names)
 MAX_WANTED_BLOCKS = 64

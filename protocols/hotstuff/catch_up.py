@@ -2,11 +2,11 @@
 replica "fetches" a node it lacks, Yin et al. PODC'19 §4.2; here FETCH-BLOCKS).
 
 A replica asks for a block it lacks when a checked block's parent is unknown (the block
-waits as an orphan, protocols/hotstuff/tree.py), a verified QC names an unknown block, or
-(at the next leader, ``VOTED_FETCH_TICKS`` later) a validly signed vote named a block it has
-not received: an equivocating leader may have sent the voter a block, and a QC inside it, that
-it did not send us.
-It asks the sender of what named the block first, and everyone on the ``fetch`` timer
+waits as an orphan, protocols/hotstuff/tree.py; for a leader's proposal only if the parent
+is still missing ``FETCH_LATER_TICKS`` later: proposals overtake each other), when a
+verified QC names an unknown block, and (at the next leader, also ``FETCH_LATER_TICKS``
+later) when a validly signed vote names a block it has not received: an equivocating leader
+may have sent the voter a block, and a QC inside it, that it did not send us. It asks the sender of what named the block first, and everyone on the ``fetch`` timer
 while blocks are still missing. A digest asked for is named by a verified QC or a signed
 vote, so one answer whose block hashes to it is enough: no quorum of answers is needed (a
 fetched block is checked like a proposal but for client signatures: it commits only once
@@ -26,7 +26,7 @@ import struct
 from protocols.base import Action, Broadcast, Send
 from protocols.hotstuff.messages import Blocks, FetchBlocks, block_digest
 from protocols.hotstuff.normal import _valid_batch
-from protocols.limits import MAX_FETCH_BLOCKS, MAX_WANTED_BLOCKS
+from protocols.limits import FETCH_LATER_TICKS, MAX_FETCH_BLOCKS, MAX_WANTED_BLOCKS
 
 #: missing digests re-asked per fetch timer expiry (the oldest first)
 _REASK = 4
@@ -61,12 +61,23 @@ class HotStuffCatchUp:
             self.fetches_sent += 1
         self._set_timer(self.t_fetch, self.fetch_ticks, out)
 
-    def _on_voted_timer(self, out: list[Action]) -> None:
-        """Blocks we got votes for and still lack: fetch them from a voter."""
-        for digest, voter in self.voted_unknown.items():
+    def _fetch_soon(self, digest: bytes, holder: int, out: list[Action]) -> None:
+        """Fetch ``digest`` from ``holder`` if it is still missing FETCH_LATER_TICKS from now."""
+        if digest in self.tree or digest in self.wanted:
+            return
+        if digest not in self.fetch_later and len(self.fetch_later) >= MAX_WANTED_BLOCKS:
+            self._ignore("wanted_full")
+            return
+        self.fetch_later.setdefault(digest, holder)
+        if self.t_fetch_later not in self.armed:
+            self._set_timer(self.t_fetch_later, FETCH_LATER_TICKS, out)
+
+    def _on_fetch_later_timer(self, out: list[Action]) -> None:
+        """Blocks learnt of FETCH_LATER_TICKS ago and still missing: fetch them now."""
+        for digest, voter in self.fetch_later.items():
             if digest not in self.tree:
                 self._want(digest, voter, out)
-        self.voted_unknown.clear()
+        self.fetch_later.clear()
 
     def _on_fetch_blocks(self, sender: int, m: FetchBlocks, out: list[Action]) -> None:
         if sender != m.replica or not 0 <= sender < self.n or sender == self.id:

@@ -33,7 +33,7 @@ from protocols.hotstuff.messages import (
     block_digest,
     vote_payload,
 )
-from protocols.limits import MAX_BATCH_REQUESTS, MAX_VIEWS_AHEAD, VOTED_FETCH_TICKS
+from protocols.limits import MAX_BATCH_REQUESTS, MAX_VIEWS_AHEAD
 
 #: heights between a block and the one whose proposal commits it at the others (the block
 #: three above carries the QC that completes its three-chain), plus one: a leader may put a
@@ -156,7 +156,10 @@ class HotStuffNormal:
             if not tree.add_orphan(digest, block, sender, direct):
                 self._ignore("orphans_full")
                 return
-            self._want(block.parent_digest, sender, out)
+            if direct:  # its parent's proposal is likely a moment behind it: wait a little
+                self._fetch_soon(block.parent_digest, sender, out)
+            else:
+                self._want(block.parent_digest, sender, out)
             return
         stack = [(digest, block, direct)]
         while stack:
@@ -230,13 +233,11 @@ class HotStuffNormal:
         if not self._valid_vote_signature(v.view, v.replica, v.block_digest, v.signature):
             self._ignore("bad_signature")
             return
-        if v.block_digest not in self.tree and len(self.voted_unknown) < self.n:
+        if v.block_digest not in self.tree:
             # a block we lack: usually its proposal is still on its way; if it is still
-            # missing after VOTED_FETCH_TICKS we fetch it from the voter (its leader may have
+            # missing after FETCH_LATER_TICKS we fetch it from the voter (its leader may have
             # sent us another one), for the QC it carries (catch_up.py)
-            self.voted_unknown.setdefault(v.block_digest, sender)
-            if self.t_voted not in self.armed:
-                self._set_timer(self.t_voted, VOTED_FETCH_TICKS, out)
+            self._fetch_soon(v.block_digest, sender, out)
         self._count_vote(v, out)
 
     def _count_vote(self, v: Vote, out: list[Action]) -> None:

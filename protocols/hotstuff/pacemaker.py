@@ -44,8 +44,8 @@ class HotStuffPacemaker:
         if view <= self.view:
             return
         self.view = view
-        for d in [d for d in self.voted_unknown if d in self.tree]:
-            del self.voted_unknown[d]
+        for d in [d for d in self.fetch_later if d in self.tree]:
+            del self.fetch_later[d]
         if timed_out:
             out.append(ViewEntered(view, self.leader_of(view)))
         self._check_ready()

@@ -105,7 +105,7 @@ class HotStuff(
 
         self.t_view = ("hotstuff", "view")
         self.t_fetch = ("hotstuff", "fetch")
-        self.t_voted = ("hotstuff", "voted")
+        self.t_fetch_later = ("hotstuff", "fetch_later")
 
         # views (pacemaker.py)
         self.view = 1  # view 0 is genesis's; replica 1 leads the first block
@@ -134,7 +134,7 @@ class HotStuff(
 
         # catch-up (catch_up.py)
         self.wanted: dict[bytes, None] = {}
-        self.voted_unknown: dict[bytes, int] = {}  # block we got a vote for -> a voter (<= n)
+        self.fetch_later: dict[bytes, int] = {}  # missing block -> who has it (fetched soon)
 
         # checkpoints (protocols/checkpoints.py reads these)
         self.low = 0
@@ -172,7 +172,7 @@ class HotStuff(
         self._timers = {
             self.t_view: self._on_view_timer,
             self.t_fetch: self._on_fetch_timer,
-            self.t_voted: self._on_voted_timer,
+            self.t_fetch_later: self._on_fetch_later_timer,
         }
 
     # --- who proposes, what a client accepts ----------------------------------------------
