@@ -438,3 +438,45 @@ def test_a_really_full_filesystem_is_refused_by_name_and_what_was_written_recove
     fresh = executor()
     assert recover_into(fresh, open_store(kind, path, max_file_mb=64)).seq == written
     assert fresh.ledger.chain() == ex.ledger.chain()[:written]
+
+
+def test_the_inline_pipeline_hands_final_blocks_to_the_persist_ring_too() -> None:
+    """execution.pipeline inline: the worker runs the execute stage's code, and so its
+    hand-over to the persist ring (speculative blocks only once a stable checkpoint covers
+    them, with the certificate after them)."""
+    from fabric.runtime.stages import W_MSG, WorkerStage
+    from protocols.base import ProtocolConfig
+    from tests.unit.test_runner_stages import (
+        DeliveringProtocol,
+        FakeVerifier,
+        Running,
+        drain,
+        req,
+        worker_rings,
+    )
+
+    n = 4
+    shared = ReplicaShared(1, n)
+    rings = worker_rings()
+    persist_ring = Ring(64, "persist")
+    ex = Executor(100, 8, record_changes=True)
+    proto = DeliveringProtocol(ProtocolConfig(replica_id=1, n=n), FakeVerifier(), ex)
+    execute = ExecuteStage(
+        "execute",
+        shared,
+        ex,
+        rings["worker"],
+        rings["output"],
+        rings["checkpoint"],
+        n,
+        persist_ring,
+    )
+    worker = WorkerStage("worker-0", shared, proto, *rings.values(), tick_s=0.01, inline=execute)
+    with Running(worker, *rings.values(), persist_ring):
+        rings["worker"].push_many([(W_MSG, 0, req(20)), (W_MSG, 0, req(21))])
+        drain(rings["output"], 2)
+        assert len(persist_ring) == 0  # speculative: not final yet
+        rings["worker"].push((E_COMMIT, 2, b"d" * 32, ("vote",)))
+        items = drain(persist_ring, 3)
+    assert [i[0] for i in items] == [P_CHECKPOINT, P_BLOCK, P_BLOCK]
+    assert [i[1].seq for i in items[1:]] == [1, 2] and items[0][1:] == (2, b"d" * 32, ("vote",))
