@@ -477,7 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     results_root = Path(args.results_dir or cfg.run.results_dir)
     label = args.label if args.label is not None else cfg.run.label
     label = f"{label}-fuzz" if label else "fuzz"
-    kinds = target_kinds(cfg.protocol.name)
+    try:
+        kinds = target_kinds(cfg.protocol.name)
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"error: could not learn the target's wire kinds: {exc}", file=sys.stderr)
+        return 1
     genuine = fuzz_frames.genuine_messages(
         cfg.protocol.name, cfg.cluster.replicas, peer, target, seed
     )
