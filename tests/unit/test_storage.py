@@ -5,8 +5,10 @@ persisted, and a full persist ring pushes back on the execute stage."""
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,15 @@ def batches(count: int, seed: int = 1, mix: str = "a") -> list[Batch]:
         )
         for s in range(1, count + 1)
     ]
+
+
+def batch_stream(seed: int = 1) -> Iterator[Batch]:
+    """``batches`` without an end, made as they are taken."""
+    gen = YcsbGenerator(seed=seed, record_count=RC, value_size=VS, mix="a")
+    for s in itertools.count(1):
+        yield make_batch(
+            tuple(Request(100 + c, s, encode_txns(gen.next_txns(10)), b"") for c in range(3))
+        )
 
 
 def executor(**kw: Any) -> Executor:
@@ -230,7 +241,7 @@ def test_a_full_file_cap_raises_storage_full(tmp_path: Path) -> None:
         ex = executor(record_changes=True)
         store = open_store(kind, tmp_path / kind / "ledger", max_file_mb=1)
         with pytest.raises(StorageFullError, match="full") as err:
-            for seq, b in enumerate(batches(2_000), 1):
+            for seq, b in zip(range(1, 100_000), batch_stream(), strict=False):
                 ex.apply(seq, b)
                 if seq % 50 == 0:
                     persist_all(ex, store)
@@ -389,7 +400,7 @@ def test_a_clean_stop_drains_the_ring_in_bounded_transactions_even_under_every_b
 
 @pytest.fixture
 def tiny_filesystem(tmp_path: Path) -> Any:
-    """A 12 MiB tmpfs mounted for this test (root only; skipped elsewhere), always unmounted."""
+    """A 9 MiB tmpfs mounted for this test (root only; skipped elsewhere), always unmounted."""
     import shutil
     import subprocess
 
@@ -398,7 +409,7 @@ def tiny_filesystem(tmp_path: Path) -> Any:
     folder = tmp_path / "tiny"
     folder.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(folder)],
+        ["mount", "-t", "tmpfs", "-o", "size=9m", "tmpfs", str(folder)],
         capture_output=True,
         text=True,
         timeout=10,
@@ -415,7 +426,7 @@ def tiny_filesystem(tmp_path: Path) -> Any:
 def test_a_really_full_filesystem_is_refused_by_name_and_what_was_written_recovers(
     kind: str, tiny_filesystem: Path
 ) -> None:
-    """12 MiB of disk, an 8 MiB margin: the store stops with StorageFullError naming the file
+    """9 MiB of disk, an 8 MiB margin: the store stops with StorageFullError naming the file
     (LMDB would otherwise fault the process on a page of its map), and every block committed
     before it recovers."""
     from fabric.runtime.storage.base import MIN_FREE_DISK_BYTES
@@ -424,7 +435,7 @@ def test_a_really_full_filesystem_is_refused_by_name_and_what_was_written_recove
     store = open_store(kind, path, max_file_mb=64)
     ex = executor(record_changes=True)
     with pytest.raises(StorageFullError) as err:
-        for seq, b in enumerate(batches(5_000), 1):
+        for seq, b in zip(range(1, 100_000), batch_stream(), strict=False):
             ex.apply(seq, b)
             if seq % 20 == 0:
                 persist_all(ex, store)
