@@ -9,7 +9,9 @@ thread) in pops of ``ledger.max_blocks_per_txn`` (64) items, into a fresh file u
 results folder (the disk a run uses; not tmpfs), and reports per block: wall time (includes
 fsync waits), CPU time of the writing thread, bytes written; and the blocks/s one persist
 thread sustains, i.e. the ceiling on a replica's throughput in blocks/s under that policy
-(x100 for txn/s at batch 100). Median of 3 passes; every pass runs every cell once, so the
+(x100 for txn/s at batch 100); and the cost per block of recovering the file (reopen, check
+every block, redo it into a fresh executor: what a restarted replica pays at start). Median
+of 3 passes; every pass runs every cell once, so the
 load of a shared machine falls on all alike. memory is the in-process MemoryStore (encoding
 and checks, no disk): a real replica with ``ledger.storage: memory`` runs no persist stage.
 
@@ -28,9 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fabric.runtime.execute import Executor
 from fabric.runtime.stages.base import P_BLOCK, ReplicaShared
 from fabric.runtime.stages.persist import PersistStage
 from fabric.runtime.storage import BACKENDS, SYNC_POLICIES, ledger_file, open_store
+from fabric.runtime.storage.recovery import recover_into
 
 BATCH = 100
 RECORDS = 100_000
@@ -39,7 +43,6 @@ MAX_BLOCKS_PER_TXN = 64
 
 
 def make_items(count: int) -> list[Any]:
-    from fabric.runtime.execute import Executor
     from protocols.common import Request, make_batch
     from workloads.txn import encode_txns
     from workloads.ycsb import YcsbGenerator
@@ -63,11 +66,24 @@ def one_cell(kind: str, sync: str, items: list[Any], root: Path) -> dict[str, fl
             stage.persist(items[i : i + pop])
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         written = store.bytes_written
+        if kind != "memory":
+            store.close()
+            store = open_store(kind, path, sync, MAX_BLOCKS_PER_TXN, 4096)
+        # recovery: check and redo every block into a fresh executor (a restart's start-up)
+        fresh = Executor(RECORDS, VALUE_SIZE)
+        rec0 = time.perf_counter()
+        recover_into(fresh, store)
+        recover = time.perf_counter() - rec0
         store.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     n = len(items)
-    return {"wall_us": wall / n * 1e6, "cpu_us": cpu / n * 1e6, "bytes": written / n}
+    return {
+        "wall_us": wall / n * 1e6,
+        "cpu_us": cpu / n * 1e6,
+        "bytes": written / n,
+        "recover_us": recover / n * 1e6,
+    }
 
 
 def main() -> None:
@@ -88,14 +104,16 @@ def main() -> None:
     )
     print(
         f"  {'backend':<8} {'sync':<12} {'wall us/block':>14} {'cpu us/block':>13} "
-        f"{'bytes/block':>12} {'blocks/s':>10}"
+        f"{'bytes/block':>12} {'blocks/s':>10} {'recover us/block':>17}"
     )
     for kind, sync in cells:
         wall = statistics.median(r["wall_us"] for r in runs[(kind, sync)])
         cpu = statistics.median(r["cpu_us"] for r in runs[(kind, sync)])
         size = statistics.median(r["bytes"] for r in runs[(kind, sync)])
+        recover = statistics.median(r["recover_us"] for r in runs[(kind, sync)])
         print(
-            f"  {kind:<8} {sync:<12} {wall:>14.1f} {cpu:>13.1f} {size:>12.0f} {1e6 / wall:>10,.0f}"
+            f"  {kind:<8} {sync:<12} {wall:>14.1f} {cpu:>13.1f} {size:>12.0f} "
+            f"{1e6 / wall:>10,.0f} {recover:>17.1f}"
         )
 
 
