@@ -55,6 +55,8 @@ class ClusterSection:
     replicas: int
     clients: int
     hosts: tuple[str, ...]
+    hosts_file: str  # "" or a YAML list of SSH hosts (fabric.harness.remote)
+    placement: tuple[str, ...]  # () = round-robin, else the SSH host of each node
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +215,17 @@ class NetworkSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SshSection:
+    """How the runner reaches SSH hosts (fabric.harness.remote); unused on one machine."""
+
+    key_file: str  # "" = the SSH agent / ~/.ssh default keys
+    python: str
+    work_dir: str
+    known_hosts_file: str  # "" = ~/.ssh/known_hosts
+    connect_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class RunSection:
     duration_s: float
     warmup_s: float
@@ -253,6 +266,7 @@ _SECTIONS: dict[str, type] = {
     "workload": WorkloadSection,
     "transport": TransportSection,
     "network": NetworkSection,
+    "ssh": SshSection,
     "run": RunSection,
 }
 _FAILURES = "failures"  # the one section that is a list (of Failure), not a mapping
@@ -317,6 +331,7 @@ class Config:
     workload: WorkloadSection
     transport: TransportSection
     network: NetworkSection
+    ssh: SshSection
     run: RunSection
     failures: tuple[Failure, ...]
 
@@ -466,6 +481,9 @@ _RULES: dict[str, _Rule] = {
     "cluster.replicas": _between(4, 1024, "n >= 3f+1 with f >= 1"),
     "cluster.clients": _between(1, 1024),
     "cluster.hosts": _NON_EMPTY,
+    "ssh.python": _NON_EMPTY,
+    "ssh.work_dir": _NON_EMPTY,
+    "ssh.connect_timeout_s": _positive(600),
     "replica.input_threads": _THREADS,
     "replica.output_threads": _THREADS,
     "replica.batch_threads": _THREADS,
@@ -796,6 +814,7 @@ def _check_relations(cfg: Config) -> None:
     _check_execution(cfg)
     _check_failures(cfg)
     _check_network(cfg)
+    _check_remote(cfg)
 
 
 def _check_network(cfg: Config) -> None:
@@ -848,6 +867,14 @@ def _check_network(cfg: Config) -> None:
                     f"no delay between regions {a} and {b}; allowed: a mapping naming every "
                     f"pair of regions that have nodes, e.g. {{{a}: {{{b}: 40}}}}",
                 )
+
+
+def _check_remote(cfg: Config) -> None:
+    """SSH hosts (an ``@`` entry in cluster.hosts, or cluster.hosts_file): every entry
+    parses, no host twice, every key file exists, the placement fits (fabric.harness.remote)."""
+    from fabric.harness import remote
+
+    remote.plan(cfg)  # raises ConfigError naming the entry
 
 
 def _check_mix(workload: WorkloadSection) -> None:

@@ -147,11 +147,14 @@ class Child:
                 elif kind == "progress" and prog is not None:
                     self.progress = prog
                     self.samples.append((prog.epoch_s, prog.txns, prog.seq, prog.view))
-                    self.resources = process_resources_of(self.proc.pid) or self.resources
+                    self.resources = self._sample_resources() or self.resources
                 else:
                     self.stray.append(line.rstrip()[:300])
         except (OSError, ValueError):
             pass
+
+    def _sample_resources(self) -> dict[str, float] | None:
+        return process_resources_of(self.proc.pid)
 
     def say(self, line: str) -> bool:
         stdin = self.proc.stdin
@@ -212,6 +215,26 @@ class Child:
         return "\n".join(f"    | {line}" for line in tail) or "    | (empty log)"
 
 
+@dataclass
+class RemoteChild(Child):
+    """A Child on an SSH host: ``proc`` is a fabric.harness.remote.RemoteProcess (the same
+    surface as a Popen), signals go to its remote process group by the PID it reported, its
+    label names the host (so every problem and log tail does), and the runner samples no
+    /proc here (the process's own stats carry its CPU and memory)."""
+
+    host: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.role} {self.node} on {self.host}"
+
+    def signal_group(self, sig: int) -> None:
+        self.proc.signal_group(sig)  # type: ignore[attr-defined]
+
+    def _sample_resources(self) -> dict[str, float] | None:
+        return None
+
+
 def _crypto_label(cfg: Any) -> str:
     sig = cfg.crypto.effective_client_signature
     mac = cfg.crypto.effective_link_mac
@@ -235,11 +258,14 @@ def _unique_folder(results_root: Path, cfg: Any, label: str) -> RunPaths:
 class Runner:
     """One run's processes and bookkeeping (``run_experiment`` drives it)."""
 
-    def __init__(self, cfg: Any, paths: RunPaths, progress: bool, network: Any = None) -> None:
+    def __init__(
+        self, cfg: Any, paths: RunPaths, progress: bool, network: Any = None, launcher: Any = None
+    ) -> None:
         self.cfg = cfg
         self.paths = paths
         self.progress = progress
         self.network = network  # fabric.harness.network.Network, or None (loopback)
+        self.launcher = launcher  # fabric.harness.remote.Launcher, or None (this machine)
         # (epoch s, fabric.harness.network.Network.egress_counters()) at t0 + warm-up and at
         # the end of the measured window
         self.egress_samples: list[tuple[float, dict[int, dict[str, int]]]] = []
@@ -270,6 +296,8 @@ class Runner:
             log.write(b"--- restarted by the runner (failure kind restart) ---\n")
             log.flush()
         self._log_files.append(log)
+        if self.launcher is not None:
+            return self._spawn_remote(role, node, restart, log_path, log)
         argv = [
             sys.executable,
             "-m",
@@ -302,6 +330,46 @@ class Runner:
         child.start_reader()
         self.children.append(child)
         return child
+
+    def _spawn_remote(
+        self, role: str, node: int, restart: bool, log_path: Path, log: IO[bytes]
+    ) -> Child:
+        proc = self.launcher.start(node, role, restart, log, [])
+        child = RemoteChild(
+            role, node, proc, log_path, restarted=restart, host=self.launcher.host_entry(node)
+        )  # type: ignore[arg-type]
+        child.start_reader()
+        self.children.append(child)
+        return child
+
+    def prepare_hosts(self) -> bool:
+        """Log in to, check and ship to every SSH host (a run on SSH hosts only); False if a
+        host failed (the problem names it, nothing was started)."""
+        if self.launcher is None:
+            return True
+        from fabric.harness.remote import HostError
+
+        try:
+            self.launcher.prepare(self.paths.root, self.paths.config.read_text(), REPO_ROOT)
+        except HostError as exc:
+            self.problems.append(f"host check failed, nothing started: {exc}")
+            return False
+        self.events.append(
+            "SSH hosts: "
+            + ", ".join(
+                f"{h['host']} (nodes {','.join(map(str, h['nodes']))}, clock "
+                f"{h['clock_offset_s'] * 1000:+.1f} ms)"
+                for h in self.launcher.record["hosts"]
+            )
+        )
+        return True
+
+    def collect_hosts(self) -> None:
+        """Copy every SSH host's run folder into the local one, then log out."""
+        if self.launcher is None:
+            return
+        self.problems.extend(self.launcher.collect(self.paths.root))
+        self.launcher.close()
 
     def start_all(self) -> None:
         for i in self.cfg.replica_ids:
@@ -723,6 +791,18 @@ def _emulated_network(cfg: Any) -> tuple[Any, Any]:
     )
 
 
+def _ssh_hosts(cfg: Any) -> tuple[Any, Any]:
+    """``cfg`` with each node's SSH host address in cluster.hosts, and the Launcher that
+    reaches those hosts (or ``cfg``, None on one machine)."""
+    from fabric.harness import remote
+
+    the_plan = remote.plan(cfg)
+    if the_plan is None:
+        return cfg, None
+    cfg = remote.resolved(cfg, the_plan)
+    return cfg, remote.Launcher(cfg, the_plan)
+
+
 def _with_free_ports(cfg: Any) -> Any:
     """``cfg``, moved to a free loopback port block if its tcp ports are taken right now.
 
@@ -768,10 +848,11 @@ def run_experiment(
     draw = report  # the name is taken below by the report's text
     results_root = Path(results_root)
     cfg, network = _emulated_network(cfg)  # NetworkUnavailable before anything starts
+    cfg, launcher = _ssh_hosts(cfg)
     cfg = _with_free_ports(cfg)
     paths = _unique_folder(results_root, cfg, label or cfg.run.label).make()
     dump_config(cfg, paths.config)
-    runner = Runner(cfg, paths, progress, network)
+    runner = Runner(cfg, paths, progress, network, launcher)
     lag_seq = _degraded_lag_seq(cfg)
     interrupted = False
     stopped_at: float | None = None
@@ -783,7 +864,7 @@ def run_experiment(
 
         previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_term)
     try:
-        if runner.build_network():
+        if runner.build_network() and runner.prepare_hosts():
             runner.start_all()
         if runner.children and runner.wait_ready(READY_TIMEOUT_S):
             runner.t0 = time.time()
@@ -809,6 +890,7 @@ def run_experiment(
         runner.problems.append(f"interrupted ({type(exc).__name__} {exc})".strip())
     finally:
         runner.kill_all()
+        runner.collect_hosts()
         runner.remove_network()
         runner.close_logs()
         for sig, handler in previous.items():

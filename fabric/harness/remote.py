@@ -1,0 +1,610 @@
+"""Many machines: the runner's processes on SSH hosts (paramiko), one Child per process.
+
+``plan(cfg)`` reads the SSH hosts (``user@host[:port]`` entries in ``cluster.hosts``, or the
+YAML list in ``cluster.hosts_file``), places the nodes (round-robin, or ``cluster.placement``)
+and refuses bad input before anything starts (ConfigError naming the entry): an entry that
+does not parse, a host listed twice, a key file that does not exist, more nodes than the
+hosts' ``slots``, a placement that names an unknown host or not one host per node.
+
+``Launcher`` is what the runner drives for such a run: ``prepare`` logs in to every host
+(known host keys only), checks it (Python 3.11 at the named path, the ports of its nodes free
+on its address, the clock offset against this machine, recorded in hosts.json), ships the
+project (a tar of the tree, once per content hash, over SFTP) and the run's resolved config
+to the host's work directory; ``spawn`` starts one replica or client there and returns a
+``RemoteChild``: the runner's Child with a ``RemoteProcess`` in place of a Popen. The remote
+command prints its PID first (``pid N``, then it execs Python: the PID is the process's, and
+sshd made it a session and group leader), so every signal goes to exactly that process group
+(``kill -SIG -- -N`` over the same connection). Its stdout carries the control lines to the
+runner unchanged; its stderr is copied into the local log as it comes. A lost connection
+ends the process for the runner (exit code LOST_EXIT_CODE, said in its log with the host).
+``collect`` copies each host's run folder (stats, ledgers) into the local one, so report,
+audit and plots read one folder as for a local run.
+
+Must not live here: the run's sequence (fabric.harness.runner), the config's rules
+(fabric.harness.config), keys (transport.auth; fabric.harness.keyfiles writes them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import shlex
+import stat
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from fabric.harness.config import ConfigError
+
+#: the parts of the project shipped to each host (with setup.cfg and pyproject.toml)
+SHIPPED = ("fabric", "protocols", "transport", "workloads", "config")
+SHIPPED_FILES = ("setup.cfg", "pyproject.toml")
+#: exit code the runner sees for a process whose SSH connection was lost
+LOST_EXIT_CODE = 255
+#: seconds a remote command of the launcher (check, kill, untar) may take
+COMMAND_TIMEOUT_S = 30.0
+#: seconds a started process gets to report its PID
+PID_TIMEOUT_S = 20.0
+#: bytes of one read from a channel's stderr
+CHUNK_BYTES = 32 * 1024
+#: the Python the nodes need on every host
+PYTHON_VERSION = (3, 11)
+_ENTRY = re.compile(
+    r"^(?P<user>[A-Za-z0-9_.][A-Za-z0-9_.-]*)@(?P<host>[A-Za-z0-9_.:-]+?)(?::(?P<port>\d+))?$"
+)
+_HOST_KEYS = ("host", "key_file", "python", "work_dir", "slots")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One SSH host as the config names it."""
+
+    entry: str  # as written: user@host[:port]
+    user: str
+    address: str  # what the nodes placed here bind and peers connect to
+    port: int
+    key_file: str
+    python: str
+    work_dir: str
+    slots: int  # most nodes it takes; 0 = no limit
+
+
+@dataclass(frozen=True)
+class Plan:
+    hosts: tuple[HostSpec, ...]
+    placement: tuple[int, ...]  # node id -> index into hosts
+
+    def host_of(self, node: int) -> HostSpec:
+        return self.hosts[self.placement[node]]
+
+
+def is_remote(cfg: Any) -> bool:
+    """True if this run's nodes go to SSH hosts."""
+    return bool(cfg.cluster.hosts_file) or any("@" in h for h in cfg.cluster.hosts)
+
+
+def parse_entry(entry: str, key: str, ssh: Any, extra: dict[str, Any] | None = None) -> HostSpec:
+    """``user@host[:port]`` (and a hosts file's per-host keys) -> HostSpec, or ConfigError."""
+    match = _ENTRY.match(entry.strip()) if isinstance(entry, str) else None
+    if match is None:
+        raise ConfigError(key, f"{entry!r} does not parse; allowed: user@host or user@host:port")
+    port = int(match["port"] or 22)
+    if not 0 < port < 65536:
+        raise ConfigError(key, f"{entry!r}: SSH port {port}; allowed: 1..65535")
+    extra = extra or {}
+    key_file = str(extra.get("key_file", ssh.key_file) or "")
+    if key_file and not Path(key_file).expanduser().is_file():
+        raise ConfigError(key, f"{entry!r}: key file {key_file} does not exist")
+    slots = extra.get("slots", 0)
+    if not isinstance(slots, int) or isinstance(slots, bool) or slots < 0:
+        raise ConfigError(
+            key, f"{entry!r}: slots {slots!r}; allowed: an integer >= 0 (0 = no limit)"
+        )
+    return HostSpec(
+        entry=entry.strip(),
+        user=match["user"],
+        address=match["host"],
+        port=port,
+        key_file=str(Path(key_file).expanduser()) if key_file else "",
+        python=str(extra.get("python", ssh.python)),
+        work_dir=str(extra.get("work_dir", ssh.work_dir)),
+        slots=slots,
+    )
+
+
+def _read_hosts_file(cfg: Any) -> list[HostSpec]:
+    import yaml
+
+    path = Path(cfg.cluster.hosts_file).expanduser()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError("cluster.hosts_file", f"{path} cannot be read: {exc}") from None
+    if not isinstance(data, list) or not data:
+        raise ConfigError(
+            "cluster.hosts_file",
+            f"{path}: allowed: a non-empty list of {{host: user@host[:port], ...}}",
+        )
+    out = []
+    for i, item in enumerate(data):
+        key = f"cluster.hosts_file {path} entry {i}"
+        if isinstance(item, str):
+            item = {"host": item}
+        if not isinstance(item, dict) or "host" not in item:
+            raise ConfigError(key, f"{item!r}; allowed: user@host[:port] or a mapping with host")
+        unknown = sorted(set(map(str, item)) - set(_HOST_KEYS))
+        if unknown:
+            raise ConfigError(key, f"unknown key {unknown[0]!r}; allowed: {', '.join(_HOST_KEYS)}")
+        out.append(parse_entry(item["host"], key, cfg.ssh, item))
+    return out
+
+
+def plan(cfg: Any) -> Plan | None:
+    """The run's SSH hosts and placement (None: a one-machine run); ConfigError on bad input."""
+    if not is_remote(cfg):
+        if cfg.cluster.placement:
+            raise ConfigError(
+                "cluster.placement",
+                "set without SSH hosts does nothing; allowed: [] or "
+                "user@host entries in cluster.hosts / cluster.hosts_file",
+            )
+        return None
+    if cfg.cluster.hosts_file:
+        if list(cfg.cluster.hosts) != ["127.0.0.1"]:
+            raise ConfigError(
+                "cluster.hosts", "set together with cluster.hosts_file; allowed: one of them"
+            )
+        hosts = _read_hosts_file(cfg)
+    else:
+        hosts = [parse_entry(h, "cluster.hosts", cfg.ssh) for h in cfg.cluster.hosts]
+    seen: dict[tuple[str, int], str] = {}
+    for spec in hosts:
+        where = (spec.address, spec.port)
+        if where in seen:
+            raise ConfigError(
+                "cluster.hosts",
+                f"{spec.entry!r} is listed twice (as {seen[where]!r}: same host and SSH port); "
+                "allowed: each host once (it takes several nodes, each on its own ports)",
+            )
+        seen[where] = spec.entry
+    n = cfg.node_count
+    if cfg.cluster.placement:
+        names = {spec.entry: i for i, spec in enumerate(hosts)}
+        if len(cfg.cluster.placement) != n:
+            raise ConfigError(
+                "cluster.placement",
+                f"{len(cfg.cluster.placement)} entries for {n} nodes; allowed: one host per node "
+                "(replicas, then clients), or [] for round-robin",
+            )
+        for entry in cfg.cluster.placement:
+            if entry not in names:
+                raise ConfigError(
+                    "cluster.placement", f"{entry!r} is no listed host; allowed: {', '.join(names)}"
+                )
+        placement = tuple(names[e] for e in cfg.cluster.placement)
+    else:
+        placement = tuple(_round_robin(hosts, n))
+    return Plan(tuple(hosts), placement)
+
+
+def _round_robin(hosts: list[HostSpec], n: int) -> Iterator[int]:
+    used = [0] * len(hosts)
+    k = 0
+    for node in range(n):
+        for _ in range(len(hosts)):
+            if not hosts[k].slots or used[k] < hosts[k].slots:
+                break
+            k = (k + 1) % len(hosts)
+        else:
+            total = sum(h.slots for h in hosts)
+            raise ConfigError(
+                "cluster.hosts",
+                f"{n} nodes ({n - node} left over) but the hosts hold {total} (their slots); "
+                "allowed: more hosts or slots, or fewer nodes",
+            )
+        used[k] += 1
+        yield k
+        k = (k + 1) % len(hosts)
+    for i, spec in enumerate(hosts):
+        if spec.slots and used[i] > spec.slots:  # pragma: no cover - guarded above
+            raise ConfigError("cluster.hosts", f"{spec.entry!r} holds {spec.slots} nodes")
+
+
+def resolved(cfg: Any, the_plan: Plan) -> Any:
+    """``cfg`` as the nodes run it: cluster.hosts = each node's host address."""
+    hosts = [the_plan.host_of(j).address for j in range(cfg.node_count)]
+    return cfg.with_overrides(
+        [f"cluster.hosts={json.dumps(hosts)}", 'cluster.hosts_file=""', "cluster.placement=[]"]
+    )
+
+
+def project_tar(root: Path) -> tuple[bytes, str]:
+    """The shipped tree as a gzip tar, and its content hash (a host keeps one copy per hash)."""
+    buf = io.BytesIO()
+    files: list[Path] = []
+    for part in SHIPPED:
+        for path in sorted((root / part).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                files.append(path)
+    files += [root / name for name in SHIPPED_FILES if (root / name).is_file()]
+    digest = hashlib.sha256()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        for path in files:
+            rel = path.relative_to(root).as_posix()
+            data = path.read_bytes()
+            digest.update(rel.encode() + b"\0" + data)
+            info = tarfile.TarInfo(rel)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue(), digest.hexdigest()[:16]
+
+
+class HostError(RuntimeError):
+    """A host could not be reached, checked or used; the message names it."""
+
+
+_CHECK = """
+import json, socket, sys, time
+ports = json.loads(sys.argv[2])
+busy = []
+for port in ports:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((sys.argv[1], port))
+    except OSError:
+        busy.append(port)
+    finally:
+        s.close()
+print(json.dumps({"version": list(sys.version_info[:3]), "time": time.time(), "busy": busy}))
+"""
+
+
+class HostSession:
+    """One SSH connection to one host (paramiko): commands, SFTP, started processes."""
+
+    def __init__(self, spec: HostSpec, ssh: Any) -> None:
+        import paramiko
+
+        self.spec = spec
+        self.client = paramiko.SSHClient()
+        known = ssh.known_hosts_file or "~/.ssh/known_hosts"
+        try:
+            self.client.load_host_keys(str(Path(known).expanduser()))
+        except OSError as exc:
+            raise HostError(f"{spec.entry}: known hosts file {known}: {exc}") from None
+        self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            self.client.connect(
+                spec.address,
+                port=spec.port,
+                username=spec.user,
+                key_filename=spec.key_file or None,
+                look_for_keys=not spec.key_file,
+                allow_agent=not spec.key_file,
+                timeout=ssh.connect_timeout_s,
+                banner_timeout=ssh.connect_timeout_s,
+                auth_timeout=ssh.connect_timeout_s,
+            )
+        except Exception as exc:  # socket, auth, host key: all say the host is not usable
+            self.client.close()
+            raise HostError(f"{spec.entry} unreachable: {type(exc).__name__}: {exc}") from None
+        transport = self.client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(5)
+        self.transport = transport
+
+    def run(self, command: str, timeout_s: float = COMMAND_TIMEOUT_S) -> tuple[int, str, str]:
+        try:
+            _, out, err = self.client.exec_command(command, timeout=timeout_s)
+            text, etext = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+            return out.channel.recv_exit_status(), text, etext
+        except Exception as exc:
+            raise HostError(f"{self.spec.entry}: {command[:60]!r}: {exc}") from None
+
+    def check(self, ports: list[int]) -> dict[str, Any]:
+        """Python version, busy ports of its nodes, clock offset (remote - local, s)."""
+        py = shlex.quote(self.spec.python)
+        cmd = f"{py} -c {shlex.quote(_CHECK)} {shlex.quote(self.spec.address)} {shlex.quote(json.dumps(ports))}"
+        before = time.time()
+        rc, out, err = self.run(cmd)
+        after = time.time()
+        if rc != 0:
+            raise HostError(
+                f"{self.spec.entry}: {self.spec.python} does not run: {(err or out).strip()[-300:]}"
+            )
+        info = json.loads(out.strip().splitlines()[-1])
+        version = tuple(info["version"][:2])
+        if version != PYTHON_VERSION:
+            raise HostError(
+                f"{self.spec.entry}: {self.spec.python} is Python {'.'.join(map(str, info['version']))}; "
+                f"the nodes need {'.'.join(map(str, PYTHON_VERSION))}"
+            )
+        if info["busy"]:
+            raise HostError(
+                f"{self.spec.entry}: ports in use on {self.spec.address}: {info['busy'][:10]}"
+            )
+        return {
+            "python": ".".join(map(str, info["version"])),
+            "clock_offset_s": round(info["time"] - (before + after) / 2, 6),
+            "rtt_s": round(after - before, 6),
+        }
+
+    def ship(self, tar: bytes, digest: str, run_dir: str, config_text: str) -> str:
+        """Unpack the tree (once per hash) and write the run's config; the tree's path."""
+        work = self.spec.work_dir
+        tree = f"{work}/tree-{digest}"
+        rc, _, _ = self.run(f"test -f {shlex.quote(tree)}/.complete")
+        sftp = self.client.open_sftp()
+        try:
+            self.run(f"mkdir -p {shlex.quote(work)} {shlex.quote(run_dir)}/logs")
+            if rc != 0:
+                upload = f"{work}/tree-{digest}.tgz"
+                with sftp.open(upload, "wb") as fh:
+                    fh.write(tar)
+                q = shlex.quote
+                rc, _, err = self.run(
+                    f"mkdir -p {q(tree)} && tar -xzf {q(upload)} -C {q(tree)} && rm -f {q(upload)}"
+                    f" && touch {q(tree)}/.complete"
+                )
+                if rc != 0:
+                    raise HostError(
+                        f"{self.spec.entry}: the tree did not unpack: {err.strip()[-300:]}"
+                    )
+            with sftp.open(f"{run_dir}/config.yaml", "w") as fh:
+                fh.write(config_text)
+        except OSError as exc:
+            raise HostError(f"{self.spec.entry}: SFTP: {exc}") from None
+        finally:
+            sftp.close()
+        return tree
+
+    def put_private(self, path: str, data: bytes) -> None:
+        """Write ``data`` to ``path`` on the host, mode 0600 from the start."""
+        sftp = self.client.open_sftp()
+        try:
+            with sftp.open(path, "wb") as fh:
+                fh.chmod(0o600)
+                fh.write(data)
+        finally:
+            sftp.close()
+
+    def kill_group(self, pid: int, sig: int) -> None:
+        if self.transport.is_active():
+            try:
+                self.run(f"kill -{int(sig)} -- -{int(pid)} 2>/dev/null", timeout_s=10)
+            except HostError:
+                pass
+
+    def collect(self, run_dir: str, local: Path, skip: tuple[str, ...]) -> int:
+        """Copy the host's run folder into ``local`` (not ``skip``); the files copied."""
+        sftp = self.client.open_sftp()
+        count = 0
+        try:
+            stack = [""]
+            while stack:
+                rel = stack.pop()
+                for entry in sftp.listdir_attr(f"{run_dir}/{rel}" if rel else run_dir):
+                    name = f"{rel}/{entry.filename}" if rel else entry.filename
+                    if name in skip or ".." in Path(name).parts:
+                        continue
+                    if stat.S_ISDIR(entry.st_mode or 0):
+                        stack.append(name)
+                    elif stat.S_ISREG(entry.st_mode or 0):
+                        (local / name).parent.mkdir(parents=True, exist_ok=True)
+                        sftp.get(f"{run_dir}/{name}", str(local / name))
+                        count += 1
+        finally:
+            sftp.close()
+        return count
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _Lines:
+    """The remote stdout as text lines (what Child._read iterates)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            line = self.raw.readline()
+            if not line:
+                return
+            yield line.decode(errors="replace") if isinstance(line, bytes) else line
+
+
+class _Stdin:
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.closed = False
+
+    def write(self, text: str) -> None:
+        if self.closed:
+            raise ValueError("stdin closed")
+        self.channel.sendall(text.encode())
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.channel.shutdown_write()
+            except Exception:
+                pass
+
+
+class RemoteProcess:
+    """A process on an SSH host, with the Popen surface the runner uses (pid, stdin, stdout,
+    poll, wait) plus ``signal_group``."""
+
+    def __init__(self, session: HostSession, command: str, log: IO[bytes]) -> None:
+        self.session = session
+        self.returncode: int | None = None
+        self.lost = False
+        self._log = log
+        channel = session.transport.open_session()
+        channel.exec_command(command)
+        channel.settimeout(PID_TIMEOUT_S)
+        raw = channel.makefile("rb")
+        try:
+            first = raw.readline().decode(errors="replace").split()
+        except Exception:
+            first = []
+        channel.settimeout(None)
+        self.channel = channel
+        if len(first) != 2 or first[0] != "pid" or not first[1].isdigit():
+            err = channel.makefile_stderr("rb").read(4000).decode(errors="replace")
+            channel.close()
+            raise HostError(
+                f"{session.spec.entry}: the process did not report its PID: {err.strip()}"
+            )
+        self.pid = int(first[1])
+        self.stdout = _Lines(raw)
+        self.stdin = _Stdin(channel)
+        self.args = command
+        threading.Thread(target=self._copy_stderr, name=f"stderr-{self.pid}", daemon=True).start()
+
+    def _copy_stderr(self) -> None:
+        try:
+            while True:
+                data = self.channel.recv_stderr(CHUNK_BYTES)
+                if not data:
+                    break
+                self._log.write(data)
+                self._log.flush()
+        except (OSError, ValueError):
+            pass
+
+    def poll(self) -> int | None:
+        if self.returncode is not None:
+            return self.returncode
+        if self.channel.exit_status_ready():
+            code = self.channel.recv_exit_status()
+            self.returncode = code if code >= 0 else LOST_EXIT_CODE
+        elif not self.session.transport.is_active():
+            self.lost = True
+            self.returncode = LOST_EXIT_CODE
+            try:
+                self._log.write(
+                    f"--- ssh: connection to {self.session.spec.entry} lost (pid {self.pid}) ---\n".encode()
+                )
+                self._log.flush()
+            except (OSError, ValueError):
+                pass
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
+            time.sleep(0.05)
+        assert self.returncode is not None
+        return self.returncode
+
+    def signal_group(self, sig: int) -> None:
+        if self.poll() is None:
+            self.session.kill_group(self.pid, sig)
+
+
+@dataclass
+class Launcher:
+    """The SSH side of one run: sessions, shipped trees, remote run folders."""
+
+    cfg: Any  # the resolved config (cluster.hosts = node addresses)
+    plan: Plan
+    sessions: dict[int, HostSession] = field(default_factory=dict)
+    trees: dict[int, str] = field(default_factory=dict)
+    run_dirs: dict[int, str] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def prepare(self, root: Path, config_text: str, repo_root: Path) -> None:
+        """Log in to, check and ship to every host; HostError names the first that fails."""
+        from transport.zmq_io import MAX_INPUTS
+
+        base = self.cfg.transport.base_port
+        tar, digest = project_tar(repo_root)
+        hosts = []
+        for i, spec in enumerate(self.plan.hosts):
+            nodes = [j for j, k in enumerate(self.plan.placement) if k == i]
+            if not nodes:
+                continue
+            session = HostSession(spec, self.cfg.ssh)
+            self.sessions[i] = session
+            ports = [base + j * MAX_INPUTS + k for j in nodes for k in range(MAX_INPUTS)]
+            info = session.check(ports)
+            run_dir = f"{spec.work_dir}/runs/{root.name}"
+            self.trees[i] = session.ship(tar, digest, run_dir, config_text)
+            self.run_dirs[i] = run_dir
+            hosts.append(
+                {
+                    "host": spec.entry,
+                    "address": spec.address,
+                    "nodes": nodes,
+                    "work_dir": spec.work_dir,
+                    "run_dir": run_dir,
+                    **info,
+                }
+            )
+        self.record = {"tree_sha256_16": digest, "tree_bytes": len(tar), "hosts": hosts}
+        (root / "hosts.json").write_text(json.dumps(self.record, indent=2) + "\n")
+
+    def command(self, node: int, role: str, restart: bool, extra: list[str]) -> str:
+        k = self.plan.placement[node]
+        spec, tree, run_dir = self.plan.hosts[k], self.trees[k], self.run_dirs[k]
+        q = shlex.quote
+        argv = [
+            spec.python,
+            "-m",
+            "fabric",
+            role,
+            "--config",
+            f"{run_dir}/config.yaml",
+            "--id",
+            str(node),
+            "--run-dir",
+            run_dir,
+            *(["--restart"] if restart else []),
+            *extra,
+        ]
+        return (
+            f"cd {q(tree)} && echo pid $$ && exec env PYTHONUNBUFFERED=1 PYTHONPATH={q(tree)} "
+            + " ".join(q(a) for a in argv)
+        )
+
+    def start(
+        self, node: int, role: str, restart: bool, log: IO[bytes], extra: list[str]
+    ) -> RemoteProcess:
+        session = self.sessions[self.plan.placement[node]]
+        return RemoteProcess(session, self.command(node, role, restart, extra), log)
+
+    def host_entry(self, node: int) -> str:
+        return self.plan.host_of(node).entry
+
+    def collect(self, root: Path) -> list[str]:
+        """Copy every host's run folder into ``root``; the problems (named by host)."""
+        problems = []
+        for k, session in self.sessions.items():
+            if k not in self.run_dirs:
+                continue
+            try:
+                session.collect(self.run_dirs[k], root, skip=("config.yaml", "logs", "keys"))
+            except Exception as exc:
+                problems.append(f"{session.spec.entry}: results not collected: {exc}")
+        return problems
+
+    def close(self) -> None:
+        for session in self.sessions.values():
+            session.close()

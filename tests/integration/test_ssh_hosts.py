@@ -1,0 +1,236 @@
+"""Many machines over SSH (fabric.harness.remote), on real hosts made here: network namespaces,
+each with its own address and Debian's ``sshd`` started inside it on that address, with a
+throw-away host key and user key pair in a temp dir. The runner (this process, in the root
+namespace) reaches them through a veth into the hosts' bridge. A 4-replica cluster runs
+across three hosts through the launcher (shipped tree, remote PIDs, streamed control lines,
+collected folder, audit); a run naming a host nobody answers fails before anything starts,
+naming it.
+
+Skips, with the reason, without root, iproute2, sshd (``.ci/run`` installs openssh-server)
+or paramiko. Everything made here is removed in finally blocks: sshd processes by PID, the
+namespaces (their veths and bridge go with them), the temp dir with the keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fabric.harness import runner
+from fabric.harness.config import load_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+#: the hosts' subnet (the root namespace's end is .1); nothing else on this machine uses it
+PREFIX = "10.79.0"
+HOSTS = 3
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (ip)"
+    if not Path(SSHD).is_file() or shutil.which("ssh-keygen") is None:
+        return "needs openssh-server (sshd, ssh-keygen): .ci/run installs it"
+    try:
+        import paramiko  # noqa: F401
+    except ImportError:
+        return "needs paramiko (setup.cfg)"
+    return None
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
+
+
+class Hosts:
+    """HOSTS namespaces on one bridge, each running sshd on its own address."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.tag = f"bfts{os.getpid()}"
+        self.namespaces: list[str] = []
+        self.sshd: list[subprocess.Popen[bytes]] = []
+        self.addresses = [f"{PREFIX}.{k + 2}" for k in range(HOSTS)]
+        self.user_key = tmp / "user_key"
+        self.known_hosts = tmp / "known_hosts"
+
+    def up(self) -> None:
+        keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", ""]
+        subprocess.run([*keygen, "-f", str(self.user_key)], check=True, timeout=20)
+        subprocess.run([*keygen, "-f", str(self.tmp / "host_key")], check=True, timeout=20)
+        (self.tmp / "authorized_keys").write_text((self.tmp / "user_key.pub").read_text())
+        host_pub = (self.tmp / "host_key.pub").read_text().split()[:2]
+        self.known_hosts.write_text("".join(f"{a} {' '.join(host_pub)}\n" for a in self.addresses))
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+        hub = f"{self.tag}-hub"
+        _ip("netns", "add", hub)
+        self.namespaces.append(hub)
+        _ip("-n", hub, "link", "add", "br0", "type", "bridge")
+        _ip("-n", hub, "link", "set", "br0", "up")
+        root_if = f"{self.tag[:10]}r"
+        _ip("link", "add", root_if, "type", "veth", "peer", "name", "up0", "netns", hub)
+        _ip("-n", hub, "link", "set", "up0", "master", "br0", "up")
+        _ip("addr", "add", f"{PREFIX}.1/24", "dev", root_if)
+        _ip("link", "set", root_if, "up")
+        for k, address in enumerate(self.addresses):
+            ns = f"{self.tag}-h{k}"
+            _ip("netns", "add", ns)
+            self.namespaces.append(ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip(
+                "-n",
+                ns,
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"h{k}",
+                "netns",
+                hub,
+            )
+            _ip("-n", hub, "link", "set", f"h{k}", "master", "br0", "up")
+            _ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+            conf = self.tmp / f"sshd_{k}.conf"
+            conf.write_text(
+                f"ListenAddress {address}:22\nHostKey {self.tmp}/host_key\n"
+                f"AuthorizedKeysFile {self.tmp}/authorized_keys\nPidFile none\nUsePAM no\n"
+                "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+                "KbdInteractiveAuthentication no\nStrictModes no\nMaxSessions 64\n"
+                "MaxStartups 64\nSubsystem sftp internal-sftp\nLogLevel ERROR\n"
+            )
+            log = (self.tmp / f"sshd_{k}.log").open("wb")
+            self.sshd.append(
+                subprocess.Popen(
+                    ["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f", str(conf)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        self._wait_listening()
+
+    def _wait_listening(self) -> None:
+        import socket
+
+        deadline = time.monotonic() + 15
+        for address in self.addresses:
+            while True:
+                try:
+                    socket.create_connection((address, 22), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"sshd on {address} does not answer") from None
+                    time.sleep(0.1)
+
+    def down(self) -> None:
+        for proc in self.sshd:  # by PID: ip netns exec execs sshd
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.sshd:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for ns in reversed(self.namespaces):  # the veths and the bridge go with them
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+
+    def hosts_file(self, entries: list[str]) -> Path:
+        path = self.tmp / "hosts.yaml"
+        rows = [
+            {
+                "host": entry,
+                "key_file": str(self.user_key),
+                "python": sys.executable,
+                "work_dir": str(self.tmp / f"work-{k}"),
+            }
+            for k, entry in enumerate(entries)
+        ]
+        path.write_text(json.dumps(rows))
+        return path
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[Hosts]:
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    tmp = Path(tempfile.mkdtemp(prefix="bft-ssh-"))
+    made = Hosts(tmp)
+    try:
+        made.up()
+        yield made
+    finally:
+        made.down()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cfg(hosts: Hosts, entries: list[str], *extra: str) -> object:
+    return load_config(
+        None,
+        [
+            f"cluster.hosts_file={hosts.hosts_file(entries)}",
+            f"ssh.known_hosts_file={hosts.known_hosts}",
+            "ssh.connect_timeout_s=3",
+            "run.duration_s=3",
+            "run.warmup_s=0.5",
+            "transport.base_port=21000",
+            *extra,
+        ],
+    )
+
+
+def test_cluster_across_ssh_hosts(hosts: Hosts, tmp_path: Path) -> None:
+    cfg = _cfg(hosts, [f"root@{a}" for a in hosts.addresses])
+    out = runner.run_experiment(cfg, tmp_path, label="ssh", report=False)
+    assert out.ok, out.reason + "\n" + (out.folder / "res.out").read_text()
+    assert out.summary["audit"]["ok"]
+    assert out.summary["audit"]["honest"] == [0, 1, 2, 3]
+    record = json.loads((out.folder / "hosts.json").read_text())
+    placed = {h["address"]: h["nodes"] for h in record["hosts"]}
+    assert placed == {
+        hosts.addresses[0]: [0, 3],
+        hosts.addresses[1]: [1, 4],
+        hosts.addresses[2]: [2],
+    }
+    assert all(
+        abs(h["clock_offset_s"]) < 1.0 and h["python"].startswith("3.11") for h in record["hosts"]
+    )
+    for node in range(4):  # collected from the hosts' work dirs into the one folder
+        assert json.loads((out.folder / "stats" / f"replica-{node}.json").read_text())["ledger"]
+        assert (out.folder / "logs" / f"replica-{node}.log").exists()
+    assert (out.folder / "stats" / "client-4.json").exists()
+    for k in range(HOSTS):  # each host got its own copy of the tree and its run folder
+        work = hosts.tmp / f"work-{k}"
+        assert any(p.name.startswith("tree-") for p in work.iterdir())
+        assert (work / "runs" / out.folder.name / "config.yaml").exists()
+    leftover = subprocess.run(
+        ["pgrep", "-f", f"--run-dir {hosts.tmp}"], capture_output=True, text=True
+    )
+    assert leftover.stdout == "", "remote processes left running"
+
+
+def test_unreachable_host_fails_before_start(hosts: Hosts, tmp_path: Path) -> None:
+    dead = f"root@{PREFIX}.99"  # on the bridge's subnet, nobody there
+    cfg = _cfg(hosts, [f"root@{hosts.addresses[0]}", dead], "ssh.connect_timeout_s=1")
+    out = runner.run_experiment(cfg, tmp_path, label="dead", report=False)
+    assert not out.ok
+    assert dead in out.reason and "nothing started" in out.reason
+    assert not list((out.folder / "logs").glob("*.log"))  # no process was started
