@@ -73,31 +73,31 @@ class Mempool:
     def take(
         self, max_batches: int, max_requests: int, skip: Callable[[tuple[int, int]], bool]
     ) -> tuple[Batch | None, list[Request]]:
-        """Up to ``max_batches`` batches' requests, without those ``skip`` names or repeats:
+        """Up to ``max_batches`` batches' requests, without those ``skip`` names or repeats
+        (a batch left with nothing is dropped and does not count: after a timeout clients
+        re-send to every replica, so mempools fill with requests committed meanwhile):
         (the first batch itself when nothing of it was left out and it is alone, else
         None; the kept requests)."""
         kept: list[Request] = []
         seen: set[tuple[int, int]] = set()
         whole: Batch | None = None
-        taken = 0
+        taken = 0  # batches that gave at least one request (stale ones do not count)
         while self.batches and taken < max_batches:
             batch = self.batches[0]
             if kept and len(kept) + len(batch.requests) > max_requests:
                 break
             self.batches.popleft()
-            taken += 1
-            dropped = False
+            before = len(kept)
             for req in batch.requests:
                 key = (req.client_id, req.timestamp)
                 if key in seen or skip(key):
-                    dropped = True
                     continue
                 seen.add(key)
                 kept.append(req)
-            if taken == 1 and not dropped:
-                whole = batch
-        if taken != 1:
-            whole = None
+            if len(kept) == before:
+                continue  # all delivered or pending already (a client's re-send): dropped
+            taken += 1
+            whole = batch if taken == 1 and len(kept) == len(batch.requests) else None
         return whole, kept
 
 

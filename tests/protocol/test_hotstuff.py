@@ -271,3 +271,21 @@ def test_prune_below_lock_drops_forks_that_can_no_longer_commit() -> None:
     r.tree.add(d3, b3)
     assert r.tree.prune_below_lock(d3, 3, d3) == 1
     assert block_digest(fork) not in r.tree and d3 in r.tree and d1 in r.tree
+
+
+def test_a_leader_skips_stale_batches_without_spending_its_block_on_them() -> None:
+    """After a timeout clients re-send to every replica, so a mempool fills with requests
+    committed meanwhile: a batch left with nothing fresh is dropped and does not count
+    towards ``hotstuff_batches_per_block`` (else blocks shrink to nothing after a crash)."""
+    from protocols.hotstuff.mempool import Mempool
+
+    pool = Mempool(10)
+    stale = [make_batch((signed_request(9, t, b"s"),)) for t in range(1, 4)]
+    fresh = [make_batch((signed_request(8, t, b"f"),)) for t in range(1, 3)]
+    for b in (*stale, *fresh):
+        pool.add(b)
+    whole, kept = pool.take(2, 100, lambda key: key[0] == 9)
+    assert [r.client_id for r in kept] == [8, 8] and whole is None and len(pool) == 0
+    pool.add(fresh[0])
+    whole, kept = pool.take(2, 100, lambda key: False)
+    assert whole is fresh[0] and kept == list(fresh[0].requests)
