@@ -75,6 +75,7 @@ def throughput_timeline(
     events: Sequence[tuple[float, str]] = (),
     crashed: dict[str, float] | None = None,
     down: dict[str, tuple[float, float | None]] | None = None,
+    byzantine: dict[str, str] | None = None,
 ) -> Figure:
     """Transactions per second per node over time (``time_s,node,role,txn``).
 
@@ -82,6 +83,9 @@ def throughput_timeline(
     ``x`` and its legend says so, instead of running on at zero as if it were alive.
     ``down`` (replica node -> (killed s, back s or None)): a restarted replica; its line breaks
     over the interval it was down (shaded in its colour, its legend names it) and goes on after.
+    ``byzantine`` (replica node -> e.g. "throttle from 1.0 s"): a Byzantine replica; its line is
+    dash-dotted and its legend says what it played (its own executions are not the honest
+    replicas' figures).
 
     Replicas (executed) are solid lines in shades of the protocol's colour, clients (accepted)
     dashed black; the warm-up is shaded and injected faults (``events``: time, text) marked, so a
@@ -131,13 +135,15 @@ def throughput_timeline(
                 label=f"{name} (accepted)",
             )
         else:
+            lied = (byzantine or {}).get(str(node))
+            label = f"{name} (executed)" if died is None and gap is None else name
             ax.plot(
                 rows["time_s"],
                 rows["txn"],
-                "-",
+                "-." if lied else "-",
                 color=shades[str(node)],
                 lw=1.6,
-                label=f"{name} (executed)" if died is None and gap is None else name,
+                label=f"{label[:-1]}; {lied})" if lied else label,
             )
             if died is not None and len(rows):
                 ax.plot(

@@ -214,14 +214,17 @@ def _run_figures(
         events = _fault_events(config)
         crashed = _crash_times(paths)
         down = _down_intervals(paths)
+        lying = _byzantine_states(paths)
         out.append(
             _draw(
                 fig,
                 paths.figure(fig.name),
-                lambda: plots.throughput_timeline(table, protocol, warmup_s, events, crashed, down),
+                lambda: plots.throughput_timeline(
+                    table, protocol, warmup_s, events, crashed, down, lying
+                ),
                 "Replicas: transactions executed per second; clients: transactions accepted "
                 "per second. Shaded: warm-up (grey), a restarted replica's down time (its "
-                "colour). Dotted lines: injected faults.",
+                "colour). Dotted lines: injected faults. Dash-dotted: a Byzantine replica.",
             )
         )
     else:
@@ -334,6 +337,21 @@ def _down_intervals(paths: RunPaths) -> dict[str, tuple[float, float | None]]:
             at, back = fail.get("at_s"), fail.get("back_at_s")
             if isinstance(at, int | float):
                 out[str(node)] = (float(at), float(back) if isinstance(back, int | float) else None)
+    return out
+
+
+#: nodes.csv states of a replica whose output lies (fabric/runtime/byzantine.py)
+BYZANTINE_STATES = ("equivocate", "bad_mac", "wrong_digest", "throttle", "slow")
+
+
+def _byzantine_states(paths: RunPaths) -> dict[str, str]:
+    """Replica node -> "<kind> from <t> s" for every Byzantine replica in nodes.csv."""
+    nodes, _ = read_table(paths.nodes, ["node", "role", "state", "failure_at_s"])
+    out: dict[str, str] = {}
+    for row in nodes.to_dict("records") if nodes is not None else []:
+        if row["role"] == "replica" and row["state"] in BYZANTINE_STATES:
+            at = pd.to_numeric(row["failure_at_s"], errors="coerce")
+            out[str(row["node"])] = row["state"] + (f" from {at:.1f} s" if pd.notna(at) else "")
     return out
 
 

@@ -324,3 +324,18 @@ def test_fault_marks_on_the_timeline_name_the_kind_and_its_delay():
         (2.0, "throttle 150 ms replica 0"),
         (3.0, "equivocate replica 1"),
     ]
+
+
+def test_a_byzantine_replicas_line_is_marked_with_what_it_played() -> None:
+    rows = [(t, node, "replica", 100) for t in range(6) for node in (0, 1)]
+    table = pd.DataFrame(rows, columns=["time_s", "node", "role", "txn"])
+    fig = plots.throughput_timeline(
+        table,
+        "pbft",
+        1.0,
+        [(2.0, "throttle 200 ms replica 0")],
+        byzantine={"0": "throttle from 2.0 s"},
+    )
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert lines["replica 0 (executed; throttle from 2.0 s)"].get_linestyle() == "-."
+    assert lines["replica 1 (executed)"].get_linestyle() == "-"
