@@ -147,6 +147,7 @@ class LedgerSection:
     max_blocks_per_txn: int
     max_file_mb: int
     persist_ring_blocks: int  # the persist ring: final blocks executed, not yet written
+    compact_blocks: int  # 0 = never; else blocks past the stored base before a compaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,6 +530,7 @@ _RULES: dict[str, _Rule] = {
     "ledger.max_blocks_per_txn": _between(1, 4096),
     "ledger.max_file_mb": _between(1, 1 << 20),
     "ledger.persist_ring_blocks": _power_of_two(64, 1 << 24),
+    "ledger.compact_blocks": _between(0, 1_000_000_000),
     "workload.kind": _one_of("ycsb", "smallbank"),
     "workload.record_count": _between(1, 1_000_000_000),
     "workload.value_size": _between(1, 1 << 20),

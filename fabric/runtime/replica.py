@@ -272,7 +272,10 @@ class Replica:
             self.checkpoint_ring,
             n,
             persist_ring=self.persist_ring,
+            compact_blocks=cfg.ledger.compact_blocks,
         )
+        if self.recovered is not None:  # the stored base compaction counts from
+            self.execute.compacted_from = self.recovered.base_seq
         self.workers = [
             WorkerStage(
                 f"worker-{k}",

@@ -549,3 +549,47 @@ def test_a_writer_killed_mid_write_leaves_a_ledger_that_recovers(
     for seq, b in zip(range(1, got.seq + 1), batch_stream(), strict=False):
         reference.apply(seq, b)
     assert got.state_digest == reference.state_digest()
+
+
+@pytest.mark.parametrize("kind", [*DURABLE, "memory"])
+def test_compaction_replaces_old_blocks_by_the_checkpoint_image_and_recovers(
+    kind: str, tmp_path: Path
+) -> None:
+    """ledger.compact_blocks: at a stable checkpoint 30+ blocks past the stored base the
+    store keeps the state image there and the blocks after it only; recovery installs the
+    image, redoes the rest and reaches the live executor's state digest."""
+    shared = ReplicaShared(0, 4)
+    ex = executor(record_changes=True, checkpoint_period=10)
+    stage = ExecuteStage(
+        "execute",
+        shared,
+        ex,
+        Ring(64, "e"),
+        Ring(64, "o"),
+        Ring(64, "c"),
+        4,
+        Ring(64, "persist"),
+        compact_blocks=30,
+    )
+    store = store_at(kind, tmp_path)
+    persist = PersistStage("persist", shared, store, Ring(64, "unused"))
+    for seq, b in zip(range(1, 101), batch_stream(), strict=False):
+        stage.apply_items([(E_DELIVER, seq, 0, b, False)])
+        if seq % 10 == 3 and seq > 10:  # checkpoint seq - 3 became stable meanwhile
+            stable = seq - 3
+            stage.apply_items([(E_COMMIT, stable, ex.image_digest(stable), ())])
+        persist.persist(stage.take_persist())
+    # stable checkpoints at 10, 20, ..., 90: 30 blocks past the base at 30, 60, 90
+    assert stage.compactions == 3 and persist.compactions == 3 and store.compactions == 3
+    rec = store.recover()
+    assert rec.base is not None and rec.base.seq == 90
+    assert [b.seq for b in rec.blocks] == list(range(91, 101))
+    if kind != "memory":
+        store.close()
+        store = open_store(kind, ledger_file(tmp_path / "replica-0", kind))
+    fresh = executor(checkpoint_period=10)
+    got = recover_into(fresh, store)
+    assert (got.seq, got.base_seq, got.blocks) == (100, 90, 10)
+    assert got.state_digest == ex.state_digest()
+    assert fresh.ledger.chain() == ex.ledger.chain()[90:]
+    assert got.checkpoint is not None and got.checkpoint.seq == 90

@@ -36,6 +36,7 @@ E_COMMIT = 18  # (E_COMMIT, seq, digest, proof): a stable checkpoint; state up t
 P_BLOCK = 32  # (P_BLOCK, block, writes, clients): a final block and its state changes
 P_CHECKPOINT = 33  # (P_CHECKPOINT, seq, state_digest, proof): a certified stable checkpoint
 P_BASE = 34  # (P_BASE, seq, ledger head, encoded state image): state installed by a transfer
+P_COMPACT = 35  # (P_COMPACT, seq, StateImage): blocks up to a stable checkpoint -> its image
 # checkpoint ring items
 C_EXECUTED = 0  # (C_EXECUTED, seq, state_digest)
 C_STABLE = 1  # (C_STABLE, seq, digest[, proof])

@@ -23,6 +23,7 @@ from fabric.runtime.stages.base import (
     P_BASE,
     P_BLOCK,
     P_CHECKPOINT,
+    P_COMPACT,
     ReplicaShared,
     Stage,
 )
@@ -44,6 +45,7 @@ class ExecuteStage(Stage):
         checkpoint_ring: Ring,
         n: int,
         persist_ring: Ring | None = None,
+        compact_blocks: int = 0,
     ) -> None:
         super().__init__(name, shared)
         self.executor = executor
@@ -53,6 +55,11 @@ class ExecuteStage(Stage):
         self.n = n
         self.persist_ring = persist_ring  # None: nothing is persisted (ledger.storage memory)
         self._to_persist: list[Any] = []  # certified checkpoints seen by apply_items
+        # ledger.compact_blocks: at a stable checkpoint this many blocks past the stored base,
+        # the store replaces the blocks up to it by the state image there (0: never)
+        self.compact_blocks = compact_blocks
+        self.compacted_from = 0  # the stored base's seq (recovery or a compaction sets it)
+        self.compactions = 0
         self.executed_per_s = PerSecond()
         self.txns_total = 0
         self.batches = 0
@@ -89,6 +96,7 @@ class ExecuteStage(Stage):
         if self.persist_ring is not None:
             self._to_persist = self.take_persist()  # blocks before the image go first
             self._to_persist.append((P_BASE, seq, head, image))
+            self.compacted_from = seq
 
     def apply_items(self, items: list[Any]) -> tuple[list[Any], list[Any]]:
         """Apply execute-ring items in order; the replies (for the output ring) and the
@@ -138,4 +146,20 @@ class ExecuteStage(Stage):
                 if self.persist_ring is not None and len(item) > 3:
                     # (E_COMMIT, seq, state_digest, proof): persisted with the ledger
                     self._to_persist.append((P_CHECKPOINT, item[1], item[2], item[3]))
+                    if self.compact_blocks and item[1] - self.compacted_from >= self.compact_blocks:
+                        self._compact(item[1])
         return replies, feedback
+
+    def _compact(self, seq: int) -> None:
+        """Hand the store the state image at stable checkpoint ``seq`` (after every block
+        before it): it becomes the stored base and the blocks up to ``seq`` are deleted.
+        The image is taken here (O(store): a kept checkpoint's copy-on-write layers over the
+        live store); the persist stage encodes and writes it. No image kept: skipped."""
+        executor = self.executor
+        if seq > executor.last_seq or seq not in executor.image_seqs():
+            return
+        image = executor.export_image(seq)
+        self._to_persist = self.take_persist()  # the blocks up to (and past) seq go first
+        self._to_persist.append((P_COMPACT, seq, image))
+        self.compacted_from = seq
+        self.compactions += 1

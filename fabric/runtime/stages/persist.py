@@ -24,7 +24,14 @@ from typing import Any
 
 from fabric.analysis.metrics import PerSecond
 from fabric.runtime.ring import Ring
-from fabric.runtime.stages.base import P_BASE, P_BLOCK, P_CHECKPOINT, ReplicaShared, Stage
+from fabric.runtime.stages.base import (
+    P_BASE,
+    P_BLOCK,
+    P_CHECKPOINT,
+    P_COMPACT,
+    ReplicaShared,
+    Stage,
+)
 from fabric.runtime.storage import BaseImage, BlockRecord, CheckpointRecord, LedgerStore
 from protocols import codec
 
@@ -78,6 +85,7 @@ class PersistStage(Stage):
         self.persisted_per_s = PerSecond()
         self.blocks = 0
         self.checkpoints = 0
+        self.compactions = 0
         self.last_seq = 0
         self.write_s = 0.0  # wall time inside store writes (includes fsync waits)
 
@@ -111,6 +119,10 @@ class PersistStage(Stage):
             elif tag == P_BASE:
                 store.install_base(BaseImage(item[1], item[2], item[3]))
                 self.last_seq = item[1]
+            elif tag == P_COMPACT:  # encoded here, off the execute thread
+                image = item[2]
+                store.compact(BaseImage(item[1], image.ledger_head, image.encode()))
+                self.compactions += 1
         if blocks:
             self._write(blocks, draining)
         self.write_s += time.perf_counter() - started
@@ -129,6 +141,7 @@ class PersistStage(Stage):
             **self.store.stats(),
             "persisted_blocks": self.blocks,
             "persisted_checkpoints": self.checkpoints,
+            "compactions": self.compactions,
             "persisted_seq": self.last_seq,
             "write_s": round(self.write_s, 6),
             "persisted_per_s": self.persisted_per_s.as_pairs(),

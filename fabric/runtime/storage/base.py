@@ -3,7 +3,8 @@ and ``LedgerStore``, the interface the persist stage writes through and recovery
 
 A backend keeps, per replica: the final blocks in seq order, each with the state changes it
 made (store writes, replay-cache entries), sealed by a record digest; optionally a base image
-(the state at a seq installed by state transfer, blocks start after it); the newest certified
+(the state at a seq installed by state transfer, or written by ``compact`` at a stable
+checkpoint; blocks start after it); the newest certified
 checkpoints (seq, state digest, the encoded 2f+1 votes). ``scan()`` reads it back block by block and
 checks each before it is used: every block's hash (fabric.runtime.execute.block_hash), its
 link to the one before, its record digest, and that the blocks reach the head the last
@@ -293,6 +294,7 @@ class LedgerStore:
         self.transactions = 0
         self.bytes_written = 0
         self.checkpoints_written = 0
+        self.compactions = 0
         self.last_seq = 0
 
     def write(self, records: Sequence[BlockRecord], draining: bool = False) -> None:
@@ -342,6 +344,16 @@ class LedgerStore:
         block, so memory holds one block, not the file)."""
         raise NotImplementedError
 
+    def compact(self, base: BaseImage) -> None:
+        """Make ``base`` (the state image at stable checkpoint ``base.seq``, whose block is
+        stored) the stored base and delete the blocks up to it, in one transaction: the file
+        and the next recovery hold the image and the blocks after it only."""
+        if base.seq > self.last_seq:
+            raise ValueError(f"compaction at {base.seq} past the stored blocks ({self.last_seq})")
+        self.check_free_disk()
+        self._compact(base)
+        self.compactions += 1
+
     def recover(self) -> Recovered:
         """Everything stored, checked, in memory (tests and tools; recovery uses ``scan``)."""
         scan = self.scan()
@@ -359,6 +371,7 @@ class LedgerStore:
             "transactions": self.transactions,
             "bytes_written": self.bytes_written,
             "checkpoints_written": self.checkpoints_written,
+            "compactions": self.compactions,
             "last_seq": self.last_seq,
         }
 
@@ -370,4 +383,7 @@ class LedgerStore:
         raise NotImplementedError
 
     def _install_base(self, base: BaseImage) -> None:
+        raise NotImplementedError
+
+    def _compact(self, base: BaseImage) -> None:
         raise NotImplementedError

@@ -145,6 +145,23 @@ class LmdbStore(LedgerStore):
             clear=self.blocks,
         )
 
+    def _compact(self, base: BaseImage) -> None:
+        try:
+            with self.env.begin(write=True) as txn:
+                cursor = txn.cursor(db=self.blocks)
+                last = _KEY.pack(base.seq)
+                if cursor.first():
+                    while cursor.key() <= last:
+                        if not cursor.delete():
+                            break
+                txn.put(b"base", pack_base(base), db=self.meta)
+        except lmdb.MapFullError as exc:
+            raise StorageFullError(
+                self.path, f"ledger.max_file_mb ({self.max_file_mb} MiB) full: {exc}"
+            ) from exc
+        except lmdb.Error as exc:
+            raise StorageError(self.path, f"compaction failed: {exc}") from exc
+
     def scan(self) -> Scan:
         path = self.path
         try:

@@ -59,6 +59,11 @@ class MemoryStore(LedgerStore):
         self.meta["base"] = pack_base(base)
         self.meta["head"] = pack_head(base.seq, base.head)
 
+    def _compact(self, base: BaseImage) -> None:
+        for seq in [s for s in self.blocks if s <= base.seq]:
+            del self.blocks[seq]
+        self.meta["base"] = pack_base(base)
+
     def scan(self) -> Scan:
         path = self.path
         base = unpack_base(path, self.meta["base"]) if "base" in self.meta else None

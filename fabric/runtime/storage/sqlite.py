@@ -125,6 +125,14 @@ class SqliteStore(LedgerStore):
             ]
         )
 
+    def _compact(self, base: BaseImage) -> None:
+        self._run(
+            [
+                ("DELETE FROM blocks WHERE seq <= ?", (base.seq,)),
+                ("INSERT OR REPLACE INTO meta VALUES ('base', ?)", (pack_base(base),)),
+            ]
+        )
+
     def scan(self) -> Scan:
         path = self.path
         db = self.db
