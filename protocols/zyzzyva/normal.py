@@ -310,7 +310,7 @@ class ZyzzyvaNormalCase:
             del self.history_at[s]
         if self.max_cc is not None and self.max_cc.seq <= seq:
             self.max_cc = self.max_cc_order = None
-        out.append(StableCheckpoint(seq, digest))
+        out.append(StableCheckpoint(seq, digest, proof))
         self._drain_queue(out)
         if replay:
             self._replay_held(out)

@@ -188,3 +188,19 @@ def test_3_4_a_replica_that_re_executed_votes_its_new_checkpoint() -> None:
     z.executed(5, b"A" * 32)
     z.executed(5, b"B" * 32)
     assert z.ckpt_of[z.id][5] == b"B" * 32
+
+
+def test_3_4_a_stable_checkpoint_carries_its_2f_plus_1_signed_votes() -> None:
+    """§3.4: the StableCheckpoint action holds the 2f+1 matching signed votes (the
+    transferable proof the runtime persists with the state)."""
+    from fabric.sim.simulator import Simulator
+
+    proofs: list[tuple] = []
+
+    class Recording(Simulator):
+        def _stable_checkpoint(self, r, a):  # type: ignore[no-untyped-def]
+            proofs.append(a.proof)
+            super()._stable_checkpoint(r, a)
+
+    assert Recording("zyzzyva", 4, 0, "none").run().ok
+    assert proofs and all(len({cp.replica for cp in p}) == 3 for p in proofs)
