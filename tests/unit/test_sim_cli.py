@@ -10,7 +10,10 @@ from fabric.sim import cli
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["--protocol", "foo"], "--protocol foo: unknown protocol; allowed: null, pbft, poe, rcc"),
+        (
+            ["--protocol", "foo"],
+            "--protocol foo: unknown protocol; allowed: hotstuff, null, pbft, poe, rcc",
+        ),
         (["--param", "bogus=1"], "--param bogus: unknown protocol parameter; allowed: "),
         (["--param", "poe_certificate=mac"], "allowed: signatures | macs"),
         (["--param", "pbft_signed_votes=maybe"], "allowed: true or false"),
