@@ -36,10 +36,11 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from fabric.harness.config import ConfigError
 
@@ -48,17 +49,28 @@ SHIPPED = ("fabric", "protocols", "transport", "workloads", "config")
 SHIPPED_FILES = ("setup.cfg", "pyproject.toml")
 #: exit code the runner sees for a process whose SSH connection was lost
 LOST_EXIT_CODE = 255
+#: exit code the runner sees for a remote process that ended by a signal (sshd says which,
+#: in an exit-signal message paramiko does not read)
+SIGNALLED_EXIT_CODE = -1
 #: seconds a remote command of the launcher (check, kill, untar) may take
 COMMAND_TIMEOUT_S = 30.0
+#: clock round trips per host; the offset is taken from the fastest
+CLOCK_PINGS = 5
 #: seconds a started process gets to report its PID
 PID_TIMEOUT_S = 20.0
 #: bytes of one read from a channel's stderr
 CHUNK_BYTES = 32 * 1024
+#: seconds between SSH keepalives on every connection
+KEEPALIVE_S = 5
 #: the Python the nodes need on every host
 PYTHON_VERSION = (3, 11)
 _ENTRY = re.compile(
-    r"^(?P<user>[A-Za-z0-9_.][A-Za-z0-9_.-]*)@(?P<host>[A-Za-z0-9_.:-]+?)(?::(?P<port>\d+))?$"
+    r"^(?P<user>[A-Za-z0-9_.][A-Za-z0-9_.-]*)@(?:\[(?P<v6>[0-9A-Fa-f:]+)\]|(?P<host>[A-Za-z0-9_.-]+))"
+    r"(?::(?P<port>\d+))?$"
 )
+#: hosts logged in to, checked and shipped to at once
+MAX_PARALLEL_HOSTS = 32
+T = TypeVar("T")
 _HOST_KEYS = ("host", "key_file", "python", "work_dir", "slots")
 
 
@@ -110,7 +122,7 @@ def parse_entry(entry: str, key: str, ssh: Any, extra: dict[str, Any] | None = N
     return HostSpec(
         entry=entry.strip(),
         user=match["user"],
-        address=match["host"],
+        address=match["host"] or match["v6"],
         port=port,
         key_file=str(Path(key_file).expanduser()) if key_file else "",
         python=str(extra.get("python", ssh.python)),
@@ -251,7 +263,7 @@ class HostError(RuntimeError):
 
 
 _CHECK = """
-import json, socket, sys, time
+import json, os, socket, sys, time
 ports = json.loads(sys.argv[2])
 busy = []
 for port in ports:
@@ -263,7 +275,12 @@ for port in ports:
         busy.append(port)
     finally:
         s.close()
-print(json.dumps({"version": list(sys.version_info[:3]), "time": time.time(), "busy": busy}))
+have = os.path.exists(os.path.join(sys.argv[3], ".complete"))
+print(json.dumps({"version": list(sys.version_info[:3]), "busy": busy, "have_tree": have}))
+sys.stdout.flush()
+for line in sys.stdin:
+    print(repr(time.time()))
+    sys.stdout.flush()
 """
 
 
@@ -271,18 +288,23 @@ class HostSession:
     """One SSH connection to one host (paramiko): commands, SFTP, started processes."""
 
     def __init__(self, spec: HostSpec, ssh: Any) -> None:
+        self.spec = spec
+        self.ssh = ssh
+        self.client, self.transport = self._connect()
+
+    def _connect(self) -> tuple[Any, Any]:
         import paramiko
 
-        self.spec = spec
-        self.client = paramiko.SSHClient()
+        spec, ssh = self.spec, self.ssh
+        client = paramiko.SSHClient()
         known = ssh.known_hosts_file or "~/.ssh/known_hosts"
         try:
-            self.client.load_host_keys(str(Path(known).expanduser()))
+            client.load_host_keys(str(Path(known).expanduser()))
         except OSError as exc:
             raise HostError(f"{spec.entry}: known hosts file {known}: {exc}") from None
-        self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
-            self.client.connect(
+            client.connect(
                 spec.address,
                 port=spec.port,
                 username=spec.user,
@@ -294,12 +316,12 @@ class HostSession:
                 auth_timeout=ssh.connect_timeout_s,
             )
         except Exception as exc:  # socket, auth, host key: all say the host is not usable
-            self.client.close()
+            client.close()
             raise HostError(f"{spec.entry} unreachable: {type(exc).__name__}: {exc}") from None
-        transport = self.client.get_transport()
+        transport = client.get_transport()
         assert transport is not None
-        transport.set_keepalive(5)
-        self.transport = transport
+        transport.set_keepalive(KEEPALIVE_S)
+        return client, transport
 
     def run(self, command: str, timeout_s: float = COMMAND_TIMEOUT_S) -> tuple[int, str, str]:
         try:
@@ -309,47 +331,65 @@ class HostSession:
         except Exception as exc:
             raise HostError(f"{self.spec.entry}: {command[:60]!r}: {exc}") from None
 
-    def check(self, ports: list[int]) -> dict[str, Any]:
-        """Python version, busy ports of its nodes, clock offset (remote - local, s)."""
-        py = shlex.quote(self.spec.python)
-        cmd = f"{py} -c {shlex.quote(_CHECK)} {shlex.quote(self.spec.address)} {shlex.quote(json.dumps(ports))}"
-        before = time.time()
-        rc, out, err = self.run(cmd)
-        after = time.time()
-        if rc != 0:
+    def check(self, ports: list[int], tree: str, run_dir: str) -> dict[str, Any]:
+        """Make the work and run folders; Python version, busy ports of its nodes, whether
+        the tree is there, and the clock offset (remote - local, s: the round trip of
+        CLOCK_PINGS through the running check with the smallest delay)."""
+        q = shlex.quote
+        cmd = (
+            f"mkdir -p {q(self.spec.work_dir)} {q(run_dir)}/logs && {q(self.spec.python)} -c "
+            f"{q(_CHECK)} {q(self.spec.address)} {q(json.dumps(ports))} {q(tree)}"
+        )
+        try:
+            stdin, stdout, stderr = self.client.exec_command(cmd, timeout=COMMAND_TIMEOUT_S)
+            first = stdout.readline()
+            pings = []
+            for _ in range(CLOCK_PINGS if first else 0):
+                before = time.time()
+                stdin.write("t\n")
+                stdin.flush()
+                remote_s = float(stdout.readline())
+                after = time.time()
+                pings.append((after - before, remote_s - (before + after) / 2))
+            stdin.channel.shutdown_write()
+            err = stderr.read().decode(errors="replace")
+            rc = stdout.channel.recv_exit_status()
+        except Exception as exc:
+            raise HostError(f"{self.spec.entry}: the check did not run: {exc}") from None
+        if rc != 0 or not first:
             raise HostError(
-                f"{self.spec.entry}: {self.spec.python} does not run: {(err or out).strip()[-300:]}"
+                f"{self.spec.entry}: {self.spec.python} does not run: {err.strip()[-300:]}"
             )
-        info = json.loads(out.strip().splitlines()[-1])
+        info = json.loads(first)
         version = tuple(info["version"][:2])
         if version != PYTHON_VERSION:
             raise HostError(
-                f"{self.spec.entry}: {self.spec.python} is Python {'.'.join(map(str, info['version']))}; "
-                f"the nodes need {'.'.join(map(str, PYTHON_VERSION))}"
+                f"{self.spec.entry}: {self.spec.python} is Python "
+                f"{'.'.join(map(str, info['version']))}; the nodes need "
+                f"{'.'.join(map(str, PYTHON_VERSION))}"
             )
         if info["busy"]:
             raise HostError(
                 f"{self.spec.entry}: ports in use on {self.spec.address}: {info['busy'][:10]}"
             )
+        rtt, offset = min(pings)
         return {
             "python": ".".join(map(str, info["version"])),
-            "clock_offset_s": round(info["time"] - (before + after) / 2, 6),
-            "rtt_s": round(after - before, 6),
+            "clock_offset_s": round(offset, 6),
+            "clock_rtt_s": round(rtt, 6),
+            "have_tree": bool(info["have_tree"]),
         }
 
-    def ship(self, tar: bytes, digest: str, run_dir: str, config_text: str) -> str:
-        """Unpack the tree (once per hash) and write the run's config; the tree's path."""
-        work = self.spec.work_dir
-        tree = f"{work}/tree-{digest}"
-        rc, _, _ = self.run(f"test -f {shlex.quote(tree)}/.complete")
+    def ship(self, tar: bytes, tree: str, run_dir: str, config_text: str, have: bool) -> None:
+        """Unpack the tree at ``tree`` (unless ``have``: a host keeps one per hash) and write
+        the run's config into ``run_dir`` (both made by ``check``)."""
+        q = shlex.quote
         sftp = self.client.open_sftp()
         try:
-            self.run(f"mkdir -p {shlex.quote(work)} {shlex.quote(run_dir)}/logs")
-            if rc != 0:
-                upload = f"{work}/tree-{digest}.tgz"
+            if not have:
+                upload = f"{tree}.tgz"
                 with sftp.open(upload, "wb") as fh:
                     fh.write(tar)
-                q = shlex.quote
                 rc, _, err = self.run(
                     f"mkdir -p {q(tree)} && tar -xzf {q(upload)} -C {q(tree)} && rm -f {q(upload)}"
                     f" && touch {q(tree)}/.complete"
@@ -364,7 +404,6 @@ class HostSession:
             raise HostError(f"{self.spec.entry}: SFTP: {exc}") from None
         finally:
             sftp.close()
-        return tree
 
     def put_private(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` on the host, mode 0600 from the start."""
@@ -376,15 +415,27 @@ class HostSession:
         finally:
             sftp.close()
 
+    def ensure(self) -> None:
+        """Log in again if the connection was lost (HostError if that fails)."""
+        if not self.transport.is_active():
+            self.client.close()
+            self.client, self.transport = self._connect()
+
     def kill_group(self, pid: int, sig: int) -> None:
-        if self.transport.is_active():
-            try:
-                self.run(f"kill -{int(sig)} -- -{int(pid)} 2>/dev/null", timeout_s=10)
-            except HostError:
-                pass
+        """Signal the process group ``pid`` on the host; after a lost connection, log in
+        again once to do it (a process whose connection was cut may still run)."""
+        try:
+            self.ensure()
+        except HostError:
+            return
+        try:
+            self.run(f"kill -{int(sig)} -- -{int(pid)} 2>/dev/null", timeout_s=10)
+        except HostError:
+            pass
 
     def collect(self, run_dir: str, local: Path, skip: tuple[str, ...]) -> int:
         """Copy the host's run folder into ``local`` (not ``skip``); the files copied."""
+        self.ensure()
         sftp = self.client.open_sftp()
         count = 0
         try:
@@ -454,7 +505,8 @@ class RemoteProcess:
         self.returncode: int | None = None
         self.lost = False
         self._log = log
-        channel = session.transport.open_session()
+        self._transport = session.transport  # this process's connection (a later one is not)
+        channel = self._transport.open_session()
         channel.exec_command(command)
         channel.settimeout(PID_TIMEOUT_S)
         raw = channel.makefile("rb")
@@ -490,20 +542,40 @@ class RemoteProcess:
     def poll(self) -> int | None:
         if self.returncode is not None:
             return self.returncode
-        if self.channel.exit_status_ready():
+        if not self._transport.is_active():
+            self._lost()
+        elif self.channel.exit_status_ready():
             code = self.channel.recv_exit_status()
-            self.returncode = code if code >= 0 else LOST_EXIT_CODE
-        elif not self.session.transport.is_active():
-            self.lost = True
-            self.returncode = LOST_EXIT_CODE
-            try:
-                self._log.write(
-                    f"--- ssh: connection to {self.session.spec.entry} lost (pid {self.pid}) ---\n".encode()
+            if code >= 0:
+                self.returncode = code
+            elif self._connection_alive():  # sshd sent exit-signal, which paramiko drops
+                self.returncode = SIGNALLED_EXIT_CODE
+                self._note(
+                    f"--- ssh: pid {self.pid} on {self.session.spec.entry} ended without "
+                    "an exit status (killed by a signal) ---"
                 )
-                self._log.flush()
-            except (OSError, ValueError):
-                pass
+            else:
+                self._lost()
         return self.returncode
+
+    def _connection_alive(self) -> bool:
+        try:
+            self._transport.open_session(timeout=COMMAND_TIMEOUT_S).close()
+            return True
+        except Exception:
+            return False
+
+    def _lost(self) -> None:
+        self.lost = True
+        self.returncode = LOST_EXIT_CODE
+        self._note(f"--- ssh: connection to {self.session.spec.entry} lost (pid {self.pid}) ---")
+
+    def _note(self, text: str) -> None:
+        try:
+            self._log.write(text.encode() + b"\n")
+            self._log.flush()
+        except (OSError, ValueError):
+            pass
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -515,8 +587,20 @@ class RemoteProcess:
         return self.returncode
 
     def signal_group(self, sig: int) -> None:
-        if self.poll() is None:
+        if self.poll() is None or self.lost:  # a lost connection's process may still run
             self.session.kill_group(self.pid, sig)
+
+
+def _each(work: Callable[[int], T], items: list[int]) -> list[T]:
+    """``work`` on every host at once (logins and transfers wait on the network); the
+    results in order, or the first host's HostError (in host order) once all are done."""
+    with ThreadPoolExecutor(max_workers=min(len(items), MAX_PARALLEL_HOSTS) or 1) as pool:
+        futures = [pool.submit(work, i) for i in items]
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+    return [f.result() for f in futures]
 
 
 @dataclass
@@ -536,28 +620,36 @@ class Launcher:
 
         base = self.cfg.transport.base_port
         tar, digest = project_tar(repo_root)
-        hosts = []
-        for i, spec in enumerate(self.plan.hosts):
+        used = sorted(set(self.plan.placement))
+
+        def login(i: int) -> dict[str, Any]:
+            spec = self.plan.hosts[i]
             nodes = [j for j, k in enumerate(self.plan.placement) if k == i]
-            if not nodes:
-                continue
-            session = HostSession(spec, self.cfg.ssh)
-            self.sessions[i] = session
+            self.sessions[i] = session = HostSession(spec, self.cfg.ssh)
             ports = [base + j * MAX_INPUTS + k for j in nodes for k in range(MAX_INPUTS)]
-            info = session.check(ports)
             run_dir = f"{spec.work_dir}/runs/{root.name}"
-            self.trees[i] = session.ship(tar, digest, run_dir, config_text)
-            self.run_dirs[i] = run_dir
-            hosts.append(
-                {
-                    "host": spec.entry,
-                    "address": spec.address,
-                    "nodes": nodes,
-                    "work_dir": spec.work_dir,
-                    "run_dir": run_dir,
-                    **info,
-                }
-            )
+            tree = f"{spec.work_dir}/tree-{digest}"
+            return {
+                "host": spec.entry,
+                "address": spec.address,
+                "nodes": nodes,
+                "work_dir": spec.work_dir,
+                "run_dir": run_dir,
+                "tree": tree,
+                **session.check(ports, tree, run_dir),
+            }
+
+        hosts = _each(login, used)  # every host checked before any is used
+        by_host = dict(zip(used, hosts, strict=True))
+
+        def ship(i: int) -> None:
+            row = by_host[i]
+            self.sessions[i].ship(tar, row["tree"], row["run_dir"], config_text, row["have_tree"])
+
+        _each(ship, used)
+        for i in used:
+            self.trees[i] = by_host[i]["tree"]
+            self.run_dirs[i] = by_host[i]["run_dir"]
         self.record = {"tree_sha256_16": digest, "tree_bytes": len(tar), "hosts": hosts}
         (root / "hosts.json").write_text(json.dumps(self.record, indent=2) + "\n")
 

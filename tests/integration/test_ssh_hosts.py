@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,3 +235,57 @@ def test_unreachable_host_fails_before_start(hosts: Hosts, tmp_path: Path) -> No
     assert not out.ok
     assert dead in out.reason and "nothing started" in out.reason
     assert not list((out.folder / "logs").glob("*.log"))  # no process was started
+
+
+def _remote_pid(hosts: Hosts, node: int) -> int:
+    found = subprocess.run(
+        ["pgrep", "-f", "--", f"--id {node} --run-dir {hosts.tmp}/"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout.split()
+    assert len(found) == 1, found
+    return int(found[0])
+
+
+def test_dead_process_and_lost_connection_fail_naming_the_host(
+    hosts: Hosts, tmp_path: Path
+) -> None:
+    """Mid-run, replica 1's process is SIGKILLed and the SSH connection serving replica 2 is
+    cut (its sshd session process killed): the run fails naming both hosts with log tails,
+    and the launcher logs in again to stop replica 2 by its PID (nothing is left running)."""
+    a = [f"root@{x}" for x in hosts.addresses]
+    cfg = _cfg(hosts, a)
+    errors: list[BaseException] = []
+
+    def strike() -> None:
+        try:
+            time.sleep(1.0)
+            os.kill(_remote_pid(hosts, 1), signal.SIGKILL)
+            pid2 = _remote_pid(hosts, 2)
+            session = int(Path(f"/proc/{pid2}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            os.kill(session, signal.SIGKILL)  # sshd's process for this connection
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    def on_start(*_: object) -> None:
+        threading.Thread(target=strike, daemon=True).start()
+
+    out = runner.run_experiment(cfg, tmp_path, label="die", report=False, on_start=on_start)
+    assert not errors, errors
+    assert not out.ok
+    assert f"replica 1 on {a[1]} exited unexpectedly with code -1" in out.reason, out.reason
+    assert f"replica 2 on {a[2]} exited unexpectedly with code 255" in out.reason, out.reason
+    res = (out.folder / "res.out").read_text()
+    assert f"connection to {a[2]} lost" in res  # the log tails say so
+    assert "killed by a signal" in res
+    assert (out.folder / "stats" / "replica-0.json").exists()  # collected after a new login
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = subprocess.run(
+            ["pgrep", "-f", "--", f"--run-dir {hosts.tmp}/"], capture_output=True, text=True
+        ).stdout
+        if not left:
+            break
+        time.sleep(0.2)
+    assert left == "", "remote processes left running"
