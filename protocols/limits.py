@@ -149,3 +149,21 @@ FETCH_LATER_TICKS = 2
 #: distinct block digests a replica asks its peers for at once (missing ancestors, blocks a
 #: QC names)
 MAX_WANTED_BLOCKS = 64
+# --- state transfer (fabric.runtime.state_transfer, protocols/state_transfer.py) ---------
+
+#: bytes of state image one STATE-CHUNK carries (the wire bound of its data field); a
+#: 100k-record YCSB image (~11 MB) is ~45 chunks
+STATE_CHUNK_BYTES = 256 * 1024
+#: bytes of one whole state image a replica assembles (fabric.runtime.state_image's bound)
+MAX_STATE_IMAGE_BYTES = 512 * 1024 * 1024
+#: chunk requests a fetching replica keeps outstanding to its current peer
+STATE_CHUNKS_IN_FLIGHT = 4
+#: state requests one peer may have answered per second (token bucket in the input stage)
+STATE_REQUESTS_PER_SENDER_S = 400
+#: the bucket's depth, requests
+STATE_REQUEST_BURST = 64
+#: encoded images a replica keeps to answer state requests (one per checkpoint seq asked)
+MAX_SERVED_IMAGES = 2
+#: PBFT: times a replica that lost track (restarted) repeats its probe FETCH while nothing
+#: moves, one per fetch period
+MAX_STATE_PROBES = 8

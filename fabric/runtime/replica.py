@@ -73,11 +73,14 @@ from fabric.runtime.stages import (
     VerifiedCache,
     WorkerStage,
 )
+from fabric.runtime.stages.base import W_STATE_INSTALLED
 from fabric.runtime.stages.batch import max_batch_bytes
 from fabric.runtime.stages.persist import PersistStage
+from fabric.runtime.state_transfer import StateTransfer, executor_images
 from fabric.runtime.storage import LedgerStore, ledger_file, open_store
 from fabric.runtime.storage.recovery import RecoveredState, recover_into
 from protocols import codec, limits
+from protocols import state_transfer as _state_messages  # noqa: F401  (registers kinds 200, 201)
 from protocols.common import Request
 from transport import wire
 from transport.auth import TAG_BYTES
@@ -243,6 +246,7 @@ class Replica:
                 worker_of=self._worker_of if self.lanes_mode else None,
                 output_ring=self.output_ring,
                 client_messages=protocol_cls.client_messages,
+                state_ring=self.execute_ring,  # state transfer: served by the execute stage
             )
             for k in range(rc.input_threads)
         ]
@@ -273,9 +277,13 @@ class Replica:
             n,
             persist_ring=self.persist_ring,
             compact_blocks=cfg.ledger.compact_blocks,
+            state_transfer=StateTransfer(replica_id, n, executor_images(self.executor)),
+            tick_s=cfg.protocol.tick_ms / 1000.0,
         )
         if self.recovered is not None:  # the stored base compaction counts from
             self.execute.compacted_from = self.recovered.base_seq
+            # Delivers up to the reloaded seq are in the state already: skipped
+            self.execute.restored_upto = self.recovered.seq
         self.workers = [
             WorkerStage(
                 f"worker-{k}",
@@ -350,6 +358,13 @@ class Replica:
         self.started_at = 0.0
         self.stopped_at = 0.0
         self.t0: float | None = None
+        if self.restarted and not self.lanes_mode:
+            # the protocol's first input: the state reloaded (or seq 0 with nothing, memory
+            # storage), so it asks its peers where they are and catches up (state transfer)
+            rec = self.recovered
+            seq = rec.seq if rec is not None else 0
+            digest = rec.state_digest if rec is not None else self.executor.state_digest()
+            self.worker_ring.push((W_STATE_INSTALLED, seq, digest, ()), 0)
         self.failure_event: dict[str, Any] | None = None
         self.stuck_threads: list[str] = []
         self.context_closed = True
@@ -510,6 +525,12 @@ class Replica:
                 "preverify": dict(sum((i.preverify for i in self.inputs), Counter())),
             },
             "executor": self.executor.stats(),
+            # fabric.runtime.state_transfer: fetches, chunks, mismatches, images installed
+            "state_transfer": {
+                **self.execute.state_transfer.stats(),
+                "installed": self.execute.states_installed,
+                "delivers_skipped_below_state": self.execute.skipped_below_install,
+            },
             # ledger.storage sqlite | lmdb: what the persist stage wrote, what start recovered
             "persist": self.persist.stats() if self.persist is not None else None,
             "recovered": (

@@ -50,7 +50,9 @@ MIXES = ("none", "lossy", "reorder", "partition", "crash", "byzantine", "mixed")
 # Byzantine Fault Tolerance", 2017): the schedule of their Zyzzyva counter-example, for a
 # primary-based protocol with a commit certificate (``stale_cc_plan``); other protocols run
 # it as a Byzantine primary with message cuts.
-TARGETED_MIXES = ("lane_cut", "twins", "stale_cc")
+# restart: one replica crashes and is started again (durable state or none) long after, so
+# it must catch up, by batches or by state transfer (issue 12).
+TARGETED_MIXES = ("lane_cut", "twins", "stale_cc", "restart")
 ALL_MIXES = MIXES + TARGETED_MIXES
 BEHAVIOURS = ("equivocate", "conflicting_votes", "bad_digest", "silence")
 #: behaviours only targeted schedules use (not drawn by the byzantine mix): amnesia = the
@@ -87,6 +89,9 @@ class FaultPlan:
     jitter_ticks: float = 0.0  # mean of the extra exponential delay before fault_end (reorders)
     partitions: tuple[Partition, ...] = ()
     crashes: tuple[tuple[int, float], ...] = ()  # (replica, at tick); permanent
+    # (replica, down at tick, up at tick, durable): crashed, then started again with what
+    # it persisted (durable: its final state; else nothing, memory storage); honest after
+    restarts: tuple[tuple[int, float, float, bool], ...] = ()
     byzantine: tuple[tuple[int, str], ...] = ()  # (replica, behaviour in BEHAVIOURS)
     byz_group_b: tuple[int, ...] = ()  # recipients that get the "other" version
     lane_cuts: tuple[LaneCut, ...] = ()  # one instance's messages to one replica lost
@@ -125,6 +130,8 @@ class FaultPlan:
             parts.append(f"partition[{p.start:.0f},{p.heal:.0f})={groups}")
         for r, at in self.crashes:
             parts.append(f"crash(r{r}@{at:.0f})")
+        for r, down, up, durable in self.restarts:
+            parts.append(f"restart(r{r}@{down:.0f}-{up:.0f},{'durable' if durable else 'memory'})")
         for r, how in self.byzantine:
             parts.append(f"byzantine(r{r}:{how})")
         if self.byz_group_b:
@@ -312,6 +319,13 @@ def make_plan(
         return FaultPlan(
             mix, window, crashes=tuple((r, rng.uniform(0, 0.6 * window)) for r in sorted(nodes))
         )
+    if mix == "restart":
+        # one replica (the primary half the time) down for a long stretch of the fault
+        # window, then started again from its durable state or from nothing
+        (node,) = _pick_faulty(rng, n, 1, primary, 0.5)
+        down = rng.uniform(0, 0.3 * window)
+        up = down + rng.uniform(0.4, 0.7) * window
+        return FaultPlan(mix, window, restarts=((node, down, up, rng.random() < 0.5),))
     if mix == "byzantine":
         nodes = _pick_faulty(rng, n, rng.randint(1, f), primary, 0.6)
         byz, group_b = _byzantine(rng, n, sorted(nodes), frozenset())

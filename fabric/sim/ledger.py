@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from fabric.runtime.execute import GENESIS_HASH, ExecutionError, Executor
 from fabric.runtime.stages import ReplyCache
+from fabric.runtime.state_image import StateImage
 from protocols.base import Deliver
 from protocols.common import Reply, batch_is_valid
 from workloads.txn import RMW, UPDATE, encode_txns
@@ -73,7 +74,10 @@ class SimExecution:
         self.executor = Executor(SIM_RECORDS, SIM_VALUE_BYTES)
         self.genesis = self.executor.state_digest()  # the state digest before any batch
         self.replies = ReplyCache(SIM_REPLY_CACHE)
-        self.entries: list[Entry] = []
+        # None below ``base_seq``: state installed from an image holds no entries there
+        self.entries: list[Entry | None] = []
+        self.base_seq = 0
+        self.base_head = self.genesis
         self.rolled_back = 0
 
     @property
@@ -88,10 +92,22 @@ class SimExecution:
         return self.entries[seq - 1] if 1 <= seq <= len(self.entries) else None
 
     def head_at(self, seq: int) -> bytes | None:
-        if seq == 0:
-            return self.genesis
+        """The state digest after ``seq`` (None where unknown: beyond the ledger, or below
+        an installed image)."""
+        if seq == self.base_seq:
+            return self.base_head
         e = self.entry(seq)
         return e.head if e is not None else None
+
+    def install(self, image: StateImage) -> bytes:
+        """Install a state image (state transfer, or a restart's durable state): the runtime's
+        ``Executor.install_image``; no entries at or below its seq. Returns its digest."""
+        digest = self.executor.install_image(image)
+        self.entries = [None] * image.seq
+        self.base_seq = image.seq
+        self.base_head = digest
+        self.replies.clear()
+        return digest
 
     def deliver(self, action: Deliver) -> tuple[Entry, list[Reply]]:
         """Apply ``action``; raise LedgerError on a gap, a repeat or a forged batch."""

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from fabric.runtime.lanes import has_lanes
+from fabric.runtime.state_transfer import Arm, Installed, Out, StateTransfer, executor_images
 from fabric.sim.client import Accepted, SimClient
 from fabric.sim.faults import ALL_MIXES, MIXES, ByzantineMutator, FaultPlan, make_plan
 from fabric.sim.lanes import SplitLanes
@@ -53,6 +54,7 @@ from protocols.base import (
     Broadcast,
     CancelTimer,
     Deliver,
+    FetchState,
     Protocol,
     ProtocolConfig,
     Rollback,
@@ -62,7 +64,10 @@ from protocols.base import (
     ViewEntered,
 )
 from protocols.common import Batch, Reply, Request, make_batch
+from protocols.state_transfer import StateChunk, StateRequest
 from transport import wire
+
+_ST_MESSAGES = (StateChunk, StateRequest)
 
 #: ClientCore counters a SimResult reports (as client_<name>): what it refused and why
 CLIENT_COUNTERS = (
@@ -78,7 +83,11 @@ CLIENT_COUNTERS = (
 SLOW_PATH_COUNTERS = ("fast_path_accepted", "slow_path_accepted", "commits_sent")
 
 # event types (the third element of a heap entry)
-_MSG, _TIMER, _EXECUTED, _CUT, _SUBMIT, _CLIENT_TIMEOUT, _CRASH, _CLIENT_COMMIT = range(8)
+_MSG, _TIMER, _EXECUTED, _CUT, _SUBMIT, _CLIENT_TIMEOUT, _CRASH, _CLIENT_COMMIT, _RESTART = range(9)
+#: the state transfer's one retry timer, per replica (fabric.runtime.state_transfer)
+_ST_TIMER = ("state_transfer",)
+#: ticks without a chunk before the state transfer asks the next peer
+ST_RETRY_TICKS = 20
 _EVENT_NAMES = (
     "msg",
     "timer",
@@ -348,6 +357,8 @@ class Simulator:
         self.stable_mark += [0] * pad
         self.execs += [SimExecution(self.slot_id.get(s, 0), n) for s in range(n, n + pad)]
         self.accepted: dict[tuple[int, int], Accepted] = {}
+        # state transfer per slot (the runtime's own StateTransfer), made on first use
+        self.st: dict[int, StateTransfer] = {}
         # figures
         self.sent_by_kind: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
@@ -552,6 +563,11 @@ class Simulator:
                 self.timers[r].pop(a.timer, None)
             elif t is StableCheckpoint:
                 self._stable_checkpoint(r, a)
+            elif t is FetchState:
+                self.counters["state_fetches"] += 1
+                if self.opt.trace:
+                    self._line(f"r{r} FETCH-STATE seq={a.seq} digest={a.digest.hex()[:12]}")
+                self._st_outputs(r, self._st(r).fetch(a.seq, a.digest, a.proof))
             elif t is ViewEntered:
                 if a.view > self.views[r]:
                     self.counters["view_changes"] += 1
@@ -563,6 +579,96 @@ class Simulator:
                 self._stop(
                     "violation", "bad_action", f"replica {r} {what}: unknown action {_short(a)}"
                 )
+
+    # --- state transfer (the runtime's StateTransfer, over the simulated network) ----------
+
+    def _st(self, r: int) -> StateTransfer:
+        st = self.st.get(r)
+        if st is None:
+            st = StateTransfer(
+                self._id(r),
+                self.n,
+                executor_images(self.execs[r].executor),
+                retry_ticks=ST_RETRY_TICKS,
+            )
+            self.st[r] = st
+        return st
+
+    def _st_outputs(self, r: int, outs: list[Any]) -> None:
+        for o in outs:
+            t = type(o)
+            if t is Out:
+                self._transmit(r, o.to, o.msg)
+            elif t is Arm:
+                self._timer_gen += 1
+                self.timers[r][_ST_TIMER] = self._timer_gen
+                self._push(self.now + o.ticks, _TIMER, r, _ST_TIMER, self._timer_gen)
+            elif t is Installed:
+                self._install(r, o)
+
+    def _install(self, r: int, done: Installed) -> None:
+        """A verified image arrived: install it (the runtime's execute stage does the same)
+        unless execution got there by batches meanwhile, then tell the protocol."""
+        ledger = self.execs[r]
+        seq = done.image.seq
+        if ledger.last_seq >= seq:
+            self.counters["state_not_needed"] += 1
+            return
+        if self._honest(r):
+            known = self.stable.get(seq)
+            if known is not None and known[0] != done.digest:
+                self._stop(
+                    "violation",
+                    "state_transfer",
+                    f"replica {r} installed state {done.digest.hex()[:16]} at seq {seq}; "
+                    f"replica {known[1]} holds stable digest {known[0].hex()[:16]} there",
+                )
+        ledger.install(done.image)
+        self.final_upto[r] = max(self.final_upto[r], seq)
+        self.redo[r] = {s: accs for s, accs in self.redo[r].items() if s > seq}
+        self.counters["states_installed"] += 1
+        if self.opt.trace:
+            self._line(f"r{r} STATE-INSTALLED seq={seq} digest={done.digest.hex()[:12]}")
+        proto = self.replicas[r]
+        self._call(r, "state_installed", proto.state_installed, seq, done.digest, done.proof)
+
+    def _restart(self, r: int, durable: bool) -> None:
+        """Start crashed replica ``r`` again: a new protocol instance; with ``durable`` the
+        state it had made final survives (as the persist stage wrote it), else nothing."""
+        old = self.execs[r]
+        image = None
+        if durable and old.last_seq > old.base_seq:
+            ex = old.executor
+            if ex.speculative_batches():
+                ex.rollback(ex.last_seq - ex.speculative_batches())  # never persisted
+            image = ex.export_image()
+        fresh = SimExecution(r, self.n)
+        fresh.executor.checkpoint_period = old.executor.checkpoint_period
+        self.execs[r] = fresh
+        self.st.pop(r, None)
+        cfg = ProtocolConfig(replica_id=r, **self.config_args)  # type: ignore[arg-type]
+        proto: Any = self.cls(cfg, FakeVerifier(r, self.keys))
+        if self.opt.worker_threads > 1 and has_lanes(proto):
+            proto = SplitLanes(proto, self.opt.worker_threads)
+        self.replicas[r] = proto
+        self.crashed.discard(r)
+        self.timers[r].clear()
+        self.views[r] = 0
+        self.final_upto[r] = 0
+        self.stable_mark[r] = 0
+        self.redo[r] = {}
+        self.proposed[r].clear()
+        self.counters["restarts"] += 1
+        if self.opt.trace:
+            what = f"durable state at seq {image.seq}" if image is not None else "no state"
+            self._line(f"r{r} RESTART with {what}")
+        # the runtime does the same at start (fabric.runtime.replica): what was reloaded, or
+        # seq 0 with nothing, so the protocol asks its peers where they are
+        seq, digest = 0, fresh.head
+        if image is not None:
+            digest = fresh.install(image)
+            seq = self.final_upto[r] = image.seq
+        self._call(r, "state_installed", proto.state_installed, seq, digest, ())
 
     def _deliver(self, r: int, a: Deliver) -> None:
         try:
@@ -674,7 +780,7 @@ class Simulator:
         upto = min(seq, ledger.last_seq)
         for s in range(self.final_upto[r] + 1, upto + 1):
             entry = ledger.entries[s - 1]
-            if entry.speculative:
+            if entry is not None and entry.speculative:
                 entry.speculative = False
                 self._check_commit(r, entry)
         self.final_upto[r] = max(self.final_upto[r], upto)
@@ -891,6 +997,13 @@ class Simulator:
                 )
         for r, at in self.plan.crashes:
             self._push(at, _CRASH, r)
+        for r, down, up, durable in self.plan.restarts:
+            self._push(down, _CRASH, r)
+            self._push(up, _RESTART, r, durable)
+        for r, proto in enumerate(self.replicas):  # images kept at the protocol's checkpoints
+            period = getattr(proto, "checkpoint_seq_period", None)
+            if period is not None:
+                self.execs[r].executor.checkpoint_period = period()
         if self.twin_slot:  # Twins: a second honest copy of each twin, same id and keys
             self.replicas += [None] * (self.twin_base - self.n)  # type: ignore[list-item]
             for t in self.plan.twins:
@@ -963,6 +1076,8 @@ class Simulator:
                     self.mutator.observe(msg)
                 if isinstance(msg, Request):
                     self._on_request(dst, src, msg)
+                elif type(msg) in _ST_MESSAGES:
+                    self._st_outputs(dst, self._st(dst).receive(src, msg))
                 else:
                     proto = self.replicas[dst]
                     self._call(dst, "receive", proto.receive, src, msg)
@@ -976,6 +1091,9 @@ class Simulator:
                 if trace:
                     self._line(f"r{r} timer {timer!r}")
                 self.counters["timers_fired"] += 1
+                if timer == _ST_TIMER:
+                    self._st_outputs(r, self._st(r).timeout())
+                    continue
                 self._call(r, "timeout", self.replicas[r].timeout, timer)
                 self._after(r)
             elif etype == _EXECUTED:
@@ -1003,6 +1121,10 @@ class Simulator:
                 self.counters["crashes"] += 1
                 if trace:
                     self._line(f"r{a} CRASH")
+            elif etype == _RESTART:
+                update(b"%r|r|%d" % (at, a))
+                self._restart(a, b)
+                self._after(a)
         if clients_left:
             left = [c.id for c in self.clients if not c.done]
             self._stop("liveness", "liveness", f"no events left but clients {left} are not done")
@@ -1010,7 +1132,7 @@ class Simulator:
     def _final_len(self, r: int) -> int:
         """Entries of replica ``r``'s ledger before its first speculative one."""
         for e in self.execs[r].entries:
-            if e.speculative:
+            if e is not None and e.speculative:
                 return e.seq - 1
         return self.execs[r].last_seq
 
@@ -1024,7 +1146,11 @@ class Simulator:
         ref = self.execs[longest]
         for r in honest:
             ledger = self.execs[r]
-            if ref.head_at(final[r]) != ledger.head_at(final[r]):
+            # below an installed image a ledger holds no entries: compare where both know
+            # (two honest replicas installed only certified state, checked on install)
+            at = final[r]
+            mine, theirs = ledger.head_at(at), ref.head_at(at)
+            if mine is not None and theirs is not None and mine != theirs:
                 self._stop(
                     "violation",
                     "divergent_ledgers",
@@ -1038,6 +1164,9 @@ class Simulator:
                 if r in self.crashed:
                     continue
                 if ledger.last_seq < target or ledger.head_at(target) != ref.head_at(target):
+                    # (a replica that installed state above ``target`` has no head there)
+                    if ledger.last_seq >= target and ledger.base_seq >= target:
+                        continue
                     first = ledger.entry(1)
                     self._stop(
                         "liveness",

@@ -5,11 +5,16 @@ A replica behind a stable checkpoint, or with a committed seq it cannot deliver 
 gap, broadcasts FETCH for at most ``fetch_span`` seqs and accepts a batch once
 ``fetch_quorum`` (f+1) replicas answer the same (ReplicaCore._count_fetch_reply counts);
 a timer (``fetch``) asks again when nothing moved for a period. Every replica answers from
-its bounded history of delivered batches. A mixin of ``Pbft``. Must not live here: PoE's
+its bounded history of delivered batches. Further behind than that history, the replica asks
+for the state itself (pbft/checkpoints.py emits FetchState) and ``state_installed`` moves it
+to the installed checkpoint, the same call a restarted replica's reloaded state takes. A mixin
+of ``Pbft``. Must not live here: PoE's
 catch-up (it fetches proposals and stable proofs, protocols/poe/), IO.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from protocols.base import Action, Broadcast, Send
 from protocols.pbft.messages import Fetch, FetchReply
@@ -42,6 +47,13 @@ class PbftCatchUp:
             self._arm_fetch_timer(out)
 
     def _on_fetch_timer(self, out: list[Action]) -> None:
+        if self._probes_left > 0:
+            # ask again what follows: after a move too (a peer may hold committed batches
+            # past its last stable checkpoint); a whole period without a move costs one probe
+            if self.last_delivered == self._probe_mark:
+                self._probes_left -= 1
+            if self._probes_left > 0:
+                self._send_probe(out)
         if self.last_delivered >= self._fetch_target():
             return
         if self.last_delivered == self._fetch_mark:  # no progress for a whole period
@@ -49,9 +61,64 @@ class PbftCatchUp:
         if self.t_fetch not in self.armed:
             self._arm_fetch_timer(out)
 
+    def state_installed(
+        self, seq: int, state_digest: bytes, proof: tuple[Any, ...] = ()
+    ) -> list[Action]:
+        """The execute stage holds the state after ``seq`` (a fetched snapshot, or what a
+        restarted replica reloaded): take ``seq`` as delivered, stabilise it if ``proof``
+        certifies it, then deliver / fetch the rest as after any stable checkpoint."""
+        out: list[Action] = []
+        if seq < self.last_delivered:
+            self._ignore("state_not_needed")
+            return out
+        if seq > self.last_delivered:
+            self._install_state(seq, state_digest, tuple(proof), out)
+        # a restarted replica knows nothing of what happened while it was down: ask
+        self._probe(out)
+        self._deliver_ready(out)
+        self._fetch_now(out)
+        self._replay_held(out)
+        self._drain_queue(out)
+        return out
+
+    def _install_state(
+        self, seq: int, state_digest: bytes, proof: tuple[Any, ...], out: list[Action]
+    ) -> None:
+        self.states_installed += 1
+        self.last_delivered = seq
+        for table in (self.committed, self.fetch_votes, self.history):
+            for s in [s for s in table if s <= seq]:
+                del table[s]
+        if self._max_accepted < seq:
+            self._max_accepted = seq
+        if self.last_assigned < seq:
+            self.last_assigned = seq
+        if seq > self.low and not seq % self.period and self._valid_checkpoint_proof(seq, proof):
+            self._make_stable(seq, state_digest, proof, out, replay=False)
+
+    def _probe(self, out: list[Action]) -> None:
+        """Ask every peer for what follows ``last_delivered``: they answer with batches from
+        their history and with their own vote for their stable checkpoint, so a replica that
+        lost track (a restart) learns a certified checkpoint even when nothing new happens.
+        Repeated by the fetch timer; ``max_probes`` periods without a move end it."""
+        self._probes_left = self.max_probes
+        self._send_probe(out)
+
+    def _send_probe(self, out: list[Action]) -> None:
+        self._probe_mark = self.last_delivered
+        first = self.last_delivered + 1
+        out.append(Broadcast(Fetch(self.instance, first, first + self.fetch_span - 1, self.id)))
+        if self.t_fetch not in self.armed:
+            self._arm_fetch_timer(out)
+
     def _on_fetch(self, sender: int, m: Fetch, out: list[Action]) -> None:
         if not self._from_member(sender, m, others_only=True):
             return
+        vote = self.stable_vote
+        if vote is not None and m.first_seq <= vote.seq == self.low:
+            # the asker is at or below our stable checkpoint: our own signed vote for it
+            # (f+1... 2f+1 of these make it stable there, and it fetches state or batches)
+            out.append(Send(sender, vote))
         first = max(m.first_seq, self.last_delivered - self.history_len + 1, 1)
         last = min(m.last_seq, first + self.fetch_span - 1, self.last_delivered)
         for seq in range(first, last + 1):

@@ -1,6 +1,9 @@
 """PBFT checkpoints and garbage collection (Castro & Liskov OSDI'99 §4.3).
 
 On ``executed`` at a multiple of checkpoint_period a replica broadcasts CHECKPOINT;
+a checkpoint that becomes stable more than ``state_fetch_gap`` seqs beyond what this
+replica delivered asks the runtime for the state there (``FetchState`` with the 2f+1 votes:
+the peers' history of batches is bounded, HISTORY_WINDOWS windows);
 ``checkpoint_quorum`` (2f+1) matching make it stable: the log below is discarded and the
 watermarks move (low = stable seq, high = low + window). The votes and their counting are
 shared with PoE (protocols/checkpoints.py, through ReplicaCore); this mixin of ``Pbft`` says
@@ -9,7 +12,7 @@ what PBFT does with them. Must not live here: the vote counting, the wire format
 
 from __future__ import annotations
 
-from protocols.base import Action, Broadcast, StableCheckpoint
+from protocols.base import Action, Broadcast, FetchState, StableCheckpoint
 from protocols.checkpoints import Checkpoint, checkpoint_payload
 
 
@@ -39,6 +42,8 @@ class PbftCheckpoints:
         own = self.ckpt_of.get(self.id, {}).get(seq)
         if own is not None and own != digest:
             self.checkpoint_mismatches += 1  # our execution diverged from 2f+1 others
+        # our own vote for it, if we cast the matching one (a probe's answer: catch_up.py)
+        self.stable_vote = self.ckpt_votes.get(seq, {}).get(digest, {}).get(self.id)
         self._move_watermarks(seq, digest, proof, (self.slots, self.certs, self.pre_prepared))
         if self.last_delivered >= seq:
             self._stable_unannounced = False
@@ -47,6 +52,11 @@ class PbftCheckpoints:
             self._stable_unannounced = True  # announced once delivery catches up
         if replay:
             if self.last_delivered < seq:
+                if self.fetches_state and seq - self.last_delivered > self.state_fetch_gap:
+                    # further behind than the peers' bounded history reliably covers: fetch
+                    # the certified state at seq (state transfer), batches for the rest
+                    self.state_fetches += 1
+                    out.append(FetchState(seq, digest, proof))
                 self._fetch_now(out)
             self._replay_held(out)
             self._drain_queue(out)

@@ -35,6 +35,7 @@ from protocols.limits import (
     FETCH_SPAN_WINDOWS,
     FETCH_TICKS_DIVISOR,
     HISTORY_WINDOWS,
+    MAX_STATE_PROBES,
     QUEUED_BATCHES_PER_WINDOW,
     REPLAY_WINDOW_PER_CLIENT,
 )
@@ -91,6 +92,9 @@ class Pbft(
         self.max_queued = QUEUED_BATCHES_PER_WINDOW * self.window
         self.max_waiting = config.max_buffered
         self.history_len = HISTORY_WINDOWS * self.window
+        # a stable checkpoint further than this beyond last_delivered is fetched as state
+        self.state_fetch_gap = self.history_len // 2
+        self.fetches_state = True  # False inside RCC (its instances count rounds)
         self.fetch_span = max(1, FETCH_SPAN_WINDOWS * self.window)
         self.fetch_ticks = max(1, self.base_ticks // FETCH_TICKS_DIVISOR)
 
@@ -133,9 +137,15 @@ class Pbft(
         self.fetch_votes: dict[int, dict[int, FetchReply]] = {}  # seq -> replica -> reply
         self._fetch_mark = -1
         self._fetch_requested_to = 0
+        self.stable_vote: Checkpoint | None = None  # our own vote for the stable checkpoint
+        self.max_probes = MAX_STATE_PROBES
+        self._probes_left = 0  # probes (FETCH after a restart) still to repeat
+        self._probe_mark = -1
 
         # counters (abnormal paths only; the shared ones: ReplicaCore)
         self.checkpoint_mismatches = 0
+        self.state_fetches = 0  # FetchState actions emitted
+        self.states_installed = 0
 
         self._handlers = {
             PrePrepare: self._on_pre_prepare,
@@ -208,6 +218,8 @@ class Pbft(
             "view_changes_started": self.view_changes_started,
             "backoff_exp": self.backoff_exp,
             "checkpoint_mismatches": self.checkpoint_mismatches,
+            "state_fetches": self.state_fetches,
+            "states_installed": self.states_installed,
             "fetching": self.last_delivered < self._fetch_target(),
             "ignored": dict(self.ignored),
         }

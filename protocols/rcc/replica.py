@@ -109,6 +109,10 @@ class Rcc(Protocol):
         self.instances: list[Pbft] = [
             self.pbft_class(config, verifier, instance=i) for i in range(m)
         ]
+        for p in self.instances:
+            # an instance checkpoints rounds, not global seqs: it never asks for the state
+            # itself (RCC's state transfer is not wired; a lagging lane fetches batches)
+            p.fetches_state = False
         self.lanes: list[RccLane] = [
             RccLane(p, noop_ticks=self.noop_ticks, max_lag_rounds=self.max_lag_rounds)
             for p in self.instances

@@ -148,6 +148,7 @@ class Cluster:
         self.timers: list[dict[Hashable, int]] = [{} for _ in range(n)]
         self.delivered: list[list[Deliver]] = [[] for _ in range(n)]
         self.stable: list[list[int]] = [[] for _ in range(n)]
+        self.state_fetches: list[list[int]] = [[] for _ in range(n)]  # FetchState seqs
         self.views: list[list[tuple[int, int]]] = [[] for _ in range(n)]
         self.to_clients: list[tuple[int, int, Any]] = []
         self.state: list[bytes] = [b"" for _ in range(n)]
@@ -273,6 +274,11 @@ class Cluster:
             elif t is StableCheckpoint:
                 self.note(f"r{r} StableCheckpoint s{act.seq}")
                 self.stable[r].append(act.seq)
+            elif t is base.FetchState:
+                # state transfer is the runtime's (fabric.runtime.state_transfer): noted only,
+                # the cluster catches up by the batch fetch that goes with it
+                self.note(f"r{r} FetchState s{act.seq}")
+                self.state_fetches[r].append(act.seq)
             elif t is SetTimer:
                 self.note(f"r{r} SetTimer {act.timer[-1]} {act.ticks}")
                 self.timers[r][act.timer] = act.ticks

@@ -24,6 +24,7 @@ W_BATCH = 1  # (W_BATCH, batch)
 W_EXECUTED = 2  # (W_EXECUTED, seq, state_digest)
 W_FRONTIER = 3  # (W_FRONTIER, round, deciding instance): lanes protocols (fabric.runtime.lanes)
 W_CHECKPOINT = 4  # (W_CHECKPOINT, round, state_digest): lanes protocols
+W_STATE_INSTALLED = 5  # (W_STATE_INSTALLED, seq, state_digest, proof): protocol.state_installed
 # execute ring items; their tags never equal a worker ring tag: with execution.pipeline
 # inline the worker ring is also the execute ring (the worker executes), and the worker tells
 # them apart by tag (E_FIRST and above are execute items)
@@ -31,6 +32,8 @@ E_FIRST = 16
 E_DELIVER = 16  # (E_DELIVER, seq, view, batch, speculative[, history, signature])
 E_ROLLBACK = 17  # (E_ROLLBACK, to_seq)
 E_COMMIT = 18  # (E_COMMIT, seq, digest, proof): a stable checkpoint; state up to seq is final
+E_FETCH_STATE = 19  # (E_FETCH_STATE, seq, digest, proof): the protocol's FetchState
+E_STATE_MSG = 20  # (E_STATE_MSG, sender, msg): a state-transfer message (the input stage's)
 # (proof: the certificate's votes, () if the protocol gave none; persisted with the ledger)
 # persist ring items (fabric.runtime.stages.persist)
 P_BLOCK = 32  # (P_BLOCK, block, writes, clients): a final block and its state changes
@@ -41,6 +44,7 @@ P_COMPACT = 35  # (P_COMPACT, seq, StateImage): blocks up to a stable checkpoint
 C_EXECUTED = 0  # (C_EXECUTED, seq, state_digest)
 C_STABLE = 1  # (C_STABLE, seq, digest[, proof])
 C_LANE = 2  # (C_LANE, ...): a lane's decision for the lanes coordinator (fabric.runtime.lanes)
+C_STATE_INSTALLED = 3  # (C_STATE_INSTALLED, seq, state_digest, proof): for the worker
 
 #: items taken from a ring per pop
 CHUNK = 128

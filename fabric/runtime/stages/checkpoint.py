@@ -13,11 +13,13 @@ from typing import Any
 from fabric.runtime.ring import Ring
 from fabric.runtime.stages.base import (
     C_EXECUTED,
+    C_STATE_INSTALLED,
     CHUNK,
     E_COMMIT,
     MAX_BACKLOG,
     PARK_S,
     W_EXECUTED,
+    W_STATE_INSTALLED,
     ReplicaShared,
     Stage,
 )
@@ -63,6 +65,9 @@ class CheckpointStage(Stage):
                 if item[0] == C_EXECUTED:
                     self.executed_seq = item[1]
                     self._queue(to_worker, (W_EXECUTED, item[1], item[2]))
+                elif item[0] == C_STATE_INSTALLED:  # the execute stage installed a state image
+                    self.executed_seq = item[1]
+                    self._queue(to_worker, (W_STATE_INSTALLED, *item[1:]))
                 else:
                     if item[1] > self.stable_seq:
                         self.stable_seq = item[1]

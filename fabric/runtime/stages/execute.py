@@ -6,6 +6,14 @@ stage writes them; a full persist ring parks this thread, never grows). ``apply_
 thread: with ``execution.pipeline: inline`` the stage is not started and the worker calls
 it (fabric.runtime.stages.worker), so both pipelines run the same code.
 
+State transfer (fabric.runtime.state_transfer, sans-IO, driven here because this thread
+owns the executor whose images are served and installed): E_FETCH_STATE starts a fetch,
+E_STATE_MSG items are peers' requests and chunks, the retry timer is polled every pass; a
+verified image is installed (``Executor.install_image``), handed to the persist stage as the
+new base, and announced to the worker (C_STATE_INSTALLED -> ``protocol.state_installed``).
+After an install (or a restart's reload, ``restored_upto``), a Deliver at or below that seq
+is skipped (counted): the protocol may deliver batches below it before it hears of it.
+
 Must not live here: how a batch is executed (fabric.runtime.execute and its engines).
 """
 
@@ -18,8 +26,11 @@ from fabric.analysis.metrics import PerSecond
 from fabric.runtime.ring import Ring
 from fabric.runtime.stages.base import (
     C_EXECUTED,
+    C_STATE_INSTALLED,
     E_DELIVER,
+    E_FETCH_STATE,
     E_ROLLBACK,
+    E_STATE_MSG,
     P_BASE,
     P_BLOCK,
     P_CHECKPOINT,
@@ -27,6 +38,7 @@ from fabric.runtime.stages.base import (
     ReplicaShared,
     Stage,
 )
+from fabric.runtime.state_transfer import Arm, Installed, Out
 from protocols.common import Reply
 
 
@@ -46,9 +58,20 @@ class ExecuteStage(Stage):
         n: int,
         persist_ring: Ring | None = None,
         compact_blocks: int = 0,
+        state_transfer: Any = None,
+        tick_s: float = 0.01,
     ) -> None:
         super().__init__(name, shared)
         self.executor = executor
+        # fabric.runtime.state_transfer.StateTransfer (None: no state transfer, e.g. tests)
+        self.state_transfer = state_transfer
+        self.tick_s = tick_s
+        self._state_deadline: float | None = None
+        self.states_installed = 0
+        self.skipped_below_install = 0
+        # Delivers at or below this are already in the state (an installed image, or what a
+        # restarted replica reloaded: the replica sets it) and are skipped
+        self.restored_upto = 0
         self.execute_ring = execute_ring
         self.output_ring = output_ring
         self.checkpoint_ring = checkpoint_ring
@@ -74,6 +97,8 @@ class ExecuteStage(Stage):
             if not items:
                 continue
             replies, feedback = self.apply_items(items)
+            if self._state_deadline is not None:
+                self._poll_state_timer(replies, feedback)
             if replies:
                 self.push_all(self.output_ring, replies)
             if feedback:
@@ -115,6 +140,9 @@ class ExecuteStage(Stage):
             tag = item[0]
             if tag == E_DELIVER:
                 seq, view, batch, speculative = item[1:5]
+                if seq <= self.restored_upto:
+                    self.skipped_below_install += 1  # below an installed image / reloaded state
+                    continue
                 history, signature = item[5:7] if len(item) > 5 else (b"", b"")
                 results = apply(seq, batch, speculative, view)
                 total = executor.txns_executed
@@ -135,6 +163,14 @@ class ExecuteStage(Stage):
                 # the state digest only where a checkpoint signs it (O(keys written since))
                 digest = executor.state_digest() if executor.is_checkpoint(seq) else b""
                 feedback.append((C_EXECUTED, seq, digest))
+            elif tag == E_STATE_MSG or tag == E_FETCH_STATE:
+                st = self.state_transfer
+                if st is None:
+                    self.drops["state_transfer_off"] += 1
+                elif tag == E_STATE_MSG:
+                    self._state_outputs(st.receive(item[1], item[2]), replies, feedback)
+                elif item[1] > executor.last_seq:
+                    self._state_outputs(st.fetch(item[1], item[2], item[3]), replies, feedback)
             elif tag == E_ROLLBACK:
                 executor.rollback(item[1])
                 self.shared.replies.clear()  # speculative replies past the rollback are void
@@ -143,11 +179,15 @@ class ExecuteStage(Stage):
             else:  # a stable checkpoint: final up to it, older images are not served
                 executor.commit_upto(item[1])
                 executor.release_images_below(item[1])
+                if self.state_transfer is not None:
+                    self.state_transfer.forget_served_below(item[1])
                 if self.persist_ring is not None and len(item) > 3:
                     # (E_COMMIT, seq, state_digest, proof): persisted with the ledger
                     self._to_persist.append((P_CHECKPOINT, item[1], item[2], item[3]))
                     if self.compact_blocks and item[1] - self.compacted_from >= self.compact_blocks:
                         self._compact(item[1])
+        if self._state_deadline is not None and time.monotonic() >= self._state_deadline:
+            self._poll_state_timer(replies, feedback)
         return replies, feedback
 
     def _compact(self, seq: int) -> None:
@@ -163,3 +203,34 @@ class ExecuteStage(Stage):
         self._to_persist.append((P_COMPACT, seq, image))
         self.compacted_from = seq
         self.compactions += 1
+
+    # --- state transfer -------------------------------------------------------------------
+    def _poll_state_timer(self, replies: list[Any], feedback: list[Any]) -> None:
+        deadline = self._state_deadline
+        if deadline is not None and time.monotonic() >= deadline:
+            self._state_deadline = None
+            self._state_outputs(self.state_transfer.timeout(), replies, feedback)
+
+    def _state_outputs(self, outs: list[Any], replies: list[Any], feedback: list[Any]) -> None:
+        for o in outs:
+            t = type(o)
+            if t is Out:
+                replies.append((o.to, o.msg))  # the output ring takes (destination, message)
+            elif t is Arm:
+                self._state_deadline = time.monotonic() + o.ticks * self.tick_s
+            elif t is Installed:
+                self._install(o, feedback)
+
+    def _install(self, done: Installed, feedback: list[Any]) -> None:
+        executor = self.executor
+        image = done.image
+        if executor.last_seq >= image.seq:
+            self.drops["state_not_needed"] += 1  # caught up by batches meanwhile
+            return
+        digest = executor.install_image(image)
+        self.restored_upto = image.seq
+        self.shared.replies.clear()  # replies cached for seqs the image replaced
+        self.last_seq = image.seq
+        self.states_installed += 1
+        self.persist_base(image.seq, image.ledger_head, image.encode())
+        feedback.append((C_STATE_INSTALLED, image.seq, digest, done.proof))

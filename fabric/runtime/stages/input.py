@@ -17,6 +17,7 @@ from typing import Any
 from fabric.runtime.ring import Ring
 from fabric.runtime.stages.base import (
     CHUNK,
+    E_STATE_MSG,
     PARK_S,
     W_MSG,
     ReplicaShared,
@@ -24,6 +25,7 @@ from fabric.runtime.stages.base import (
 )
 from protocols import limits
 from protocols.common import Batch, Request, batch_is_valid, txns_digest
+from protocols.state_transfer import StateRequest
 
 #: one token per VerifiedCache: what a Request's ``_verified_by`` memo slot holds
 _CACHE_TOKENS = itertools.count(1)
@@ -211,8 +213,12 @@ class InputStage(Stage):
         output_ring: Ring | None = None,
         clock: Callable[[], float] = time.monotonic,
         client_messages: tuple[type, ...] = (),
+        state_ring: Ring | None = None,
     ) -> None:
         super().__init__(name, shared)
+        # state-transfer messages (IS_STATE) go to the execute stage, which serves and
+        # installs images (fabric.runtime.state_transfer); None: they are dropped, counted
+        self.state_ring = state_ring
         # what a client may send besides a Request (the protocol's ``client_messages``:
         # Zyzzyva's commit certificate), handed to the protocol as is
         self.client_messages = frozenset(client_messages)
@@ -230,6 +236,9 @@ class InputStage(Stage):
             limits.PREVERIFY_PER_SENDER_S, limits.PREVERIFY_BURST, clock
         )
         self.fetch_budgets = SenderBudgets(limits.FETCH_PER_SENDER_S, limits.FETCH_BURST, clock)
+        self.state_budgets = SenderBudgets(
+            limits.STATE_REQUESTS_PER_SENDER_S, limits.STATE_REQUEST_BURST, clock
+        )
 
     def pre_verify(self, sender: int, msg: Any, batch: Batch) -> None:
         """Verify the client signatures of a proposal off the worker, cheapest checks first:
@@ -286,6 +295,8 @@ class InputStage(Stage):
         cached_reply = shared.replies.get
         pre_verify = self.pre_verify
         fetch_take = self.fetch_budgets.take
+        state_take = self.state_budgets.take
+        state_ring = self.state_ring
         while not stop.is_set():
             got = recv(CHUNK, 0)
             if not got:
@@ -319,6 +330,14 @@ class InputStage(Stage):
                                 drops["batch_ring_full"] += 1
                             continue
                 else:
+                    if getattr(msg, "IS_STATE", False):
+                        if state_ring is None:
+                            drops["state_transfer_off"] += 1
+                        elif type(msg) is StateRequest and not state_take(sender):
+                            drops["state_rate"] += 1  # state requests: a bounded rate per peer
+                        elif not state_ring.push((E_STATE_MSG, sender, msg), 0):
+                            drops["state_ring_full"] += 1
+                        continue
                     if getattr(msg, "IS_FETCH", False) and not fetch_take(sender):
                         drops["fetch_rate"] += 1  # catch-up requests: a bounded rate per peer
                         continue

@@ -23,6 +23,7 @@ from fabric.runtime.ring import Ring
 from fabric.runtime.stages.base import (
     C_STABLE,
     E_DELIVER,
+    E_FETCH_STATE,
     E_FIRST,
     E_ROLLBACK,
     MAX_LOGGED_ERRORS,
@@ -32,6 +33,7 @@ from fabric.runtime.stages.base import (
     W_EXECUTED,
     W_FRONTIER,
     W_MSG,
+    W_STATE_INSTALLED,
     ReplicaShared,
     Stage,
     ToCoordinator,
@@ -41,6 +43,7 @@ from protocols.base import (
     Broadcast,
     CancelTimer,
     Deliver,
+    FetchState,
     Rollback,
     Send,
     SetTimer,
@@ -142,6 +145,7 @@ class WorkerStage(Stage):
         self.delivered = 0
         self.messages = 0
         self.forwarded = 0  # requests of ready batches handed to receive() (not the proposer)
+        self.state_fetches = 0  # FetchState actions handed to the execute stage
         self.errors = 0
         self.errors_logged: set[tuple[str, str]] = set()  # (message type, exception type)
         # fetch answers are shed (counted) once the output ring holds this many items, so
@@ -194,6 +198,8 @@ class WorkerStage(Stage):
                     actions = protocol.executed(item[1], item[2])
                 elif tag == W_FRONTIER:
                     actions = protocol.observe_frontier(item[1], item[2])
+                elif tag == W_STATE_INSTALLED:  # a state image, or a restart's reloaded state
+                    actions = protocol.state_installed(item[1], item[2], item[3])
                 elif tag >= E_FIRST:  # pipeline inline: an execute item (this ring is both)
                     self._execute_inline([item])
                     continue
@@ -315,6 +321,13 @@ class WorkerStage(Stage):
                     self._execute_inline([(E_ROLLBACK, a.to_seq)])
                 else:
                     exe.append((E_ROLLBACK, a.to_seq))
+            elif tp is FetchState:
+                self.state_fetches += 1
+                item = (E_FETCH_STATE, a.seq, a.digest, a.proof)
+                if self.inline is not None:
+                    self._execute_inline([item])
+                else:
+                    exe.append(item)
             elif tp is ViewEntered:
                 self.view = a.view
                 self.primary = a.primary
