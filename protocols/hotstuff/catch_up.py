@@ -7,7 +7,7 @@ is still missing ``FETCH_LATER_TICKS`` later: proposals overtake each other), wh
 verified QC names an unknown block, and (at the next leader, also ``FETCH_LATER_TICKS``
 later) when a validly signed vote names a block it has not received: an equivocating leader
 may have sent the voter a block, and a QC inside it, that it did not send us. It asks the sender of what named the block first, and everyone on the ``fetch`` timer
-while blocks are still missing. A digest asked for is named by a verified QC or a signed
+while blocks are still missing, at most ``MAX_ASKS`` times per digest. A digest asked for is named by a verified QC or a signed
 vote, so one answer whose block hashes to it is enough: no quorum of answers is needed (a
 fetched block is checked like a proposal but for client signatures: it commits only once
 certified, and n-f voters, f+1 of them honest, checked those when it was proposed).
@@ -30,6 +30,10 @@ from protocols.limits import FETCH_LATER_TICKS, MAX_FETCH_BLOCKS, MAX_WANTED_BLO
 
 #: missing digests re-asked per fetch timer expiry (the oldest first)
 _REASK = 4
+#: times one missing digest is asked for before it is given up (its block may be gone
+#: everywhere: a fork dropped, or history older than the peers keep), so the bounded set of
+#: wanted digests does not fill with hopeless ones
+MAX_ASKS = 8
 
 
 class HotStuffCatchUp:
@@ -41,7 +45,7 @@ class HotStuffCatchUp:
         if len(self.wanted) >= MAX_WANTED_BLOCKS:
             self._ignore("wanted_full")
             return
-        self.wanted[digest] = None
+        self.wanted[digest] = 1
         msg = FetchBlocks(digest, MAX_FETCH_BLOCKS, self.id)
         if sender is not None and 0 <= sender < self.n and sender != self.id:
             out.append(Send(sender, msg))
@@ -57,9 +61,16 @@ class HotStuffCatchUp:
         if not self.wanted:
             return
         for d in list(self.wanted)[:_REASK]:
+            asks = self.wanted.pop(d) + 1
+            if asks > MAX_ASKS:
+                self.waiting_qcs.pop(d, None)
+                self._ignore("fetch_given_up")
+                continue
+            self.wanted[d] = asks  # to the back: the others get their turn
             out.append(Broadcast(FetchBlocks(d, MAX_FETCH_BLOCKS, self.id)))
             self.fetches_sent += 1
-        self._set_timer(self.t_fetch, self.fetch_ticks, out)
+        if self.wanted:
+            self._set_timer(self.t_fetch, self.fetch_ticks, out)
 
     def _fetch_soon(self, digest: bytes, holder: int, out: list[Action]) -> None:
         """Fetch ``digest`` from ``holder`` if it is still missing FETCH_LATER_TICKS from now."""

@@ -133,7 +133,7 @@ class HotStuff(
         self.last_committed = GENESIS_DIGEST
 
         # catch-up (catch_up.py)
-        self.wanted: dict[bytes, None] = {}
+        self.wanted: dict[bytes, int] = {}  # missing block -> times asked for
         self.fetch_later: dict[bytes, int] = {}  # missing block -> who has it (fetched soon)
 
         # checkpoints (protocols/checkpoints.py reads these)

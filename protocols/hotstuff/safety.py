@@ -28,6 +28,7 @@ import struct
 
 from protocols.base import Action, Deliver, StableCheckpoint
 from protocols.hotstuff.messages import GENESIS_DIGEST, QC, Block, vote_payload
+from protocols.limits import MAX_WANTED_BLOCKS
 
 
 class HotStuffSafety:
@@ -81,12 +82,16 @@ class HotStuffSafety:
             self._enter_view(qc.view + 1, out, timed_out=False)
         b1 = self.tree.get(qc.block_digest)
         if b1 is None:
-            if qc.view > self.high_qc.view:
+            if qc.view > self.high_qc.view and (
+                qc.block_digest in self.waiting_qcs or len(self.waiting_qcs) < MAX_WANTED_BLOCKS
+            ):
                 self.waiting_qcs[qc.block_digest] = qc
                 self._want(qc.block_digest, None, out)
             return
         if qc.view > self.high_qc.view:
             self.high_qc = qc
+            for w in [w for w in self.votes if w <= qc.view]:
+                del self.votes[w]  # a QC of that view exists: its votes are no use any more
         if qc.view > self._tip_view:
             self._tip_view, self._tip = qc.view, qc.block_digest
         if qc.view == 0:

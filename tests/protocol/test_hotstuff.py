@@ -289,3 +289,22 @@ def test_a_leader_skips_stale_batches_without_spending_its_block_on_them() -> No
     pool.add(fresh[0])
     whole, kept = pool.take(2, 100, lambda key: False)
     assert whole is fresh[0] and kept == list(fresh[0].requests)
+
+
+def test_a_block_nobody_has_is_asked_for_a_bounded_number_of_times() -> None:
+    """The wanted set is bounded; a digest whose block is gone everywhere (a dropped fork,
+    history older than the peers keep) is given up after MAX_ASKS asks, so it cannot fill
+    the set and stop every later fetch."""
+    from protocols.hotstuff.catch_up import MAX_ASKS
+
+    r = replica(0)
+    out: list = []
+    r._want(b"\x07" * 32, None, out)
+    assert b"\x07" * 32 in r.wanted and r.t_fetch in r.armed
+    fetches = 0
+    for _ in range(MAX_ASKS + 2):
+        if r.t_fetch not in r.armed:
+            break
+        fetches += sum(1 for a in r.timeout(r.t_fetch) if type(a) is Broadcast)
+    assert not r.wanted and r.t_fetch not in r.armed
+    assert fetches == MAX_ASKS - 1 and r.ignored["fetch_given_up"] == 1
