@@ -104,13 +104,19 @@ class HotStuffSafety:
                     self.lock_digest, self.lock_view, self.high_qc.block_digest
                 )
         b2 = self.tree.get(b1.parent_digest)
-        if b2 is None or b2.view == 0 or b1.view != b2.view + 1:
+        if b2 is None or b2.view == 0:
             return
         b3 = self.tree.get(b2.parent_digest)
-        if b3 is None or b2.view != b3.view + 1:
+        if b3 is None or not self._three_chain(b1, b2, b3):
             return
-        if b3.height > self.last_delivered:  # three-chain in consecutive views: commit b3
+        if b3.height > self.last_delivered:  # commit b3 and its ancestors
             self._commit(b2.parent_digest, out)
+
+    def _three_chain(self, b1: Block, b2: Block, b3: Block) -> bool:
+        """b3 <- b2 <- b1, each the direct parent of the next (every block here extends the
+        block its QC certifies), also in consecutive views: the paper's dummy nodes make a
+        failed view a node, so its "direct parent" is the block of the view before."""
+        return b1.view == b2.view + 1 and b2.view == b3.view + 1
 
     def _commit(self, digest: bytes, out: list[Action]) -> None:
         """Commit the block ``digest`` and its uncommitted ancestors, in height order."""

@@ -308,3 +308,51 @@ def test_a_block_nobody_has_is_asked_for_a_bounded_number_of_times() -> None:
         fetches += sum(1 for a in r.timeout(r.t_fetch) if type(a) is Broadcast)
     assert not r.wanted and r.t_fetch not in r.armed
     assert fetches == MAX_ASKS - 1 and r.ignored["fetch_given_up"] == 1
+
+
+class GapCommitHotStuff(HotStuff):
+    """Commits on direct parents across failed views (no consecutive-view check): unsafe."""
+
+    def _three_chain(self, b1: Block, b2: Block, b3: Block) -> bool:
+        return True
+
+
+def _fork_schedule() -> tuple[list[Block], list[Block]]:
+    """Two branches from genesis that honest voters may both certify (views 1-10, no leader
+    is replica 0): b (v1) <- b' (v3) <- b'' (v5) and b* (v6) carrying QC(b''); c (v2, QC of
+    genesis: no one is locked yet) <- c' (v7, QC(c): its view 2 is above the lock on b,
+    view 1, that b'' gave) <- c'' (v9) <- c''' (v10) carrying QC(c''). What replica X and
+    replica Y (two honest replicas) receive."""
+    g = GENESIS_DIGEST
+    b = block(1, None, g)
+    c = Block(2, 1, 2, g, GENESIS_QC, make_batch((signed_request(9, 1, b"c"),)))
+    b1 = block(3, b, block_digest(b))
+    b2 = block(5, b1, block_digest(b1))
+    b_star = block(6, b2, block_digest(b2))
+    c1 = block(7, c, block_digest(c))
+    c2 = block(9, c1, block_digest(c1))
+    c3 = block(10, c2, block_digest(c2))
+    return [b, b1, b2, b_star], [b, c, b1, b2, c1, c2, c3]
+
+
+def test_the_consecutive_view_rule_is_what_keeps_two_forks_from_both_committing() -> None:
+    """§5 (dummy nodes): with the three-chain over direct parents *across view gaps*, one
+    honest replica commits b and another c at height 1 (the lock on b does not stop c's
+    branch, whose QC is newer than the lock); with consecutive views neither commits."""
+    x_blocks, y_blocks = _fork_schedule()
+    ledgers = []
+    for cls in (GapCommitHotStuff, HotStuff):
+        seen = []
+        for blocks in (x_blocks, y_blocks):
+            r = cls(ProtocolConfig(replica_id=0, n=4), FakeVerifier(0))
+            delivered = []
+            for blk in blocks:
+                delivered += [
+                    a for a in r.receive(blk.proposer, Proposal(blk)) if type(a) is Deliver
+                ]
+            seen.append([(d.seq, d.batch.digest, d.view) for d in delivered])
+        ledgers.append(seen)
+    (gap_x, gap_y), (real_x, real_y) = ledgers
+    assert gap_x[0][0] == gap_y[0][0] == 1 and gap_x[0][2] == 1 and gap_y[0][2] == 2
+    assert gap_x[0][1] != gap_y[0][1]  # two honest replicas, two batches at seq 1
+    assert real_x == [] and real_y == []  # safe: neither fork commits
