@@ -223,3 +223,24 @@ def test_output_stage_seals_with_the_corrupting_authenticator_once_active():
     with pytest.raises(wire.DecodeError):
         receiver.open(sender.frames[0][1])
     assert stage.byzantine["macs_corrupted"] == 2
+
+
+def test_the_byzantine_experiment_plays_every_kind_against_pbft_poe_and_rcc():
+    from pathlib import Path
+
+    from fabric.harness import sweep
+    from fabric.harness.config import BYZANTINE_KINDS
+
+    path = Path(__file__).resolve().parents[2] / "config" / "experiments" / "byzantine.yaml"
+    assert path.read_text().startswith("#"), "an experiment opens with its question"
+    spec = sweep.load_spec(path)
+    for quick in (False, True):
+        plan = sweep.plan_sweep(spec, quick=quick)
+        played = {
+            (r.point.config.protocol.name, f.kind)
+            for r in plan.runs
+            for f in r.point.config.failures
+        }
+        assert played == {(p, k) for p in ("pbft", "poe", "rcc") for k in BYZANTINE_KINDS}
+        baselines = {r.point.config.protocol.name for r in plan.runs if not r.point.config.failures}
+        assert baselines == {"pbft", "poe", "rcc"}
