@@ -244,3 +244,12 @@ def test_the_byzantine_experiment_plays_every_kind_against_pbft_poe_and_rcc():
         assert played == {(p, k) for p in ("pbft", "poe", "rcc") for k in BYZANTINE_KINDS}
         baselines = {r.point.config.protocol.name for r in plan.runs if not r.point.config.failures}
         assert baselines == {"pbft", "poe", "rcc"}
+
+
+def test_the_analysis_names_the_same_byzantine_kinds_as_the_config():
+    """fabric/analysis holds its own copy (it reads folders, not configs): the copies agree."""
+    from fabric.analysis import report, summary
+    from fabric.harness.config import BYZANTINE_KINDS
+
+    assert summary.BYZANTINE_KINDS == tuple(BYZANTINE_KINDS) == report.BYZANTINE_STATES
+    assert set(summary.FAULTY_KINDS) == {"crash", "silent", *BYZANTINE_KINDS} - {"slow"}
