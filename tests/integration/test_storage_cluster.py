@@ -102,3 +102,35 @@ def test_a_corrupt_ledger_refuses_the_start_naming_file_and_block(
     err = capsys.readouterr().err
     assert code == 2
     assert f"replica 1: cannot start: {path}: ledger refused at block 12" in err, err
+
+
+# sqlite only on a cluster (13 s): both backends survive a SIGKILL mid-write in
+# tests/unit/test_storage.py::test_a_writer_killed_mid_write_leaves_a_ledger_that_recovers
+@pytest.mark.parametrize("storage", ["sqlite"])
+def test_a_restarted_backup_reloads_its_ledger_then_its_file_holds_the_cluster_chain(
+    base_port, tmp_path, spawned, storage
+):
+    """failure kind restart with a durable ledger: the second life starts from what the first
+    persisted (recovered seq > 0), catches up (block fetch or a snapshot, which the store
+    then keeps as its base), the run is OK, and after the run its file recovers exactly the
+    primary's chain from its base on."""
+    cfg = _config(
+        base_port,
+        f"ledger.storage={storage}",
+        "run.duration_s=9",
+        "failures=[{replica: 2, at_s: 2, kind: restart, down_s: 2}]",
+    )
+    outcome = runner.run_experiment(cfg, tmp_path, label=f"restart-{storage}", report=False)
+    assert outcome.status == "ok", f"{outcome.status}: {outcome.reason}"
+    paths = RunPaths(outcome.folder)
+    second = json.loads(paths.replica_stats(2).read_text())  # the second life's stats
+    assert second["restarted"] and second["recovered"]["seq"] > 0
+    assert second["executed_seq"] > second["recovered"]["seq"]
+    primary = json.loads(paths.replica_stats(0).read_text())
+    store = open_store(storage, ledger_file(paths.replica_dir(2), storage))
+    ex = Executor(cfg.workload.record_count, cfg.workload.value_size)
+    got = recover_into(ex, store)
+    store.close()
+    assert got.seq == second["persist"]["persisted_seq"] > second["recovered"]["seq"]
+    chain = [[s, h.hex()] for s, h in ex.ledger.chain()]
+    assert chain == primary["ledger"][got.base_seq : got.seq]
