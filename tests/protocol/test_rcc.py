@@ -271,7 +271,8 @@ def test_messages_and_timers_are_routed_by_instance() -> None:
     c.apply(0, c.replicas[0].propose(make_batch((c.request(c.client_of(0)),))))
     c.run()
     assert [p.last_delivered for p in rcc.instances] == [1, 0, 0, 0]
-    assert rcc.instances[0].status()["ignored"] == {}
+    # nothing dropped but the prepare that came after the slot prepared (its cert is full)
+    assert set(rcc.instances[0].status()["ignored"]) <= {"after_prepared"}
 
 
 # --- rounds over real PBFT instances ------------------------------------------------------
