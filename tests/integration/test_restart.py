@@ -3,10 +3,11 @@ it again a few seconds later with ``--restart``, and the replica reloads what it
 (nothing with ``ledger.storage: memory``), catches up from its peers and rejoins.
 
 Per protocol (PBFT, PoE, RCC) a backup is down 3 s at a light, fixed load, so what it missed
-is within the peers' block history (block fetch); one PBFT run at full load with a small
-checkpoint interval and watermark window leaves it too far behind for that, so it needs a
-snapshot of the state at a stable checkpoint (its ledger then starts there, and the audit
-says so). The memory backend and both durable ones (sqlite, lmdb) are covered. Each test
+is within the watermark window (block fetch); PBFT with a checkpoint every 5 batches and a
+window of 10 leaves it too far behind for that, so it needs a snapshot of the state at a
+stable checkpoint (its ledger then starts there, and the audit says so). The memory backend
+and both durable ones (sqlite, lmdb: it reloads its final blocks first) are covered, and the
+inline pipeline (PoE, and one snapshot run) as well as the decoupled one. Each test
 checks the outcome, never speed: the run is OK (not DEGRADED: the restarted replica ended
 within run.degraded_lag_seq of the others), the audit covers the restarted replica and
 agrees, it executed again after it came back, and the report keeps both of its lives. Every
@@ -102,6 +103,8 @@ def _check_restarted_run(outcome: Any, spawned: list[runner.Child]) -> dict[str,
         ("pbft", "memory"),
         ("poe", "memory"),  # with execution.pipeline inline (below)
         ("rcc", "memory"),
+        ("pbft", "sqlite"),  # it reloads its final blocks, then fetches the rest
+        ("rcc", "lmdb"),
     ],
 )
 def test_a_backup_down_3_s_comes_back_catches_up_and_its_ledger_agrees(
@@ -121,3 +124,31 @@ def test_a_backup_down_3_s_comes_back_catches_up_and_its_ledger_agrees(
         folder = outcome.folder / f"replica-{RESTARTED}"
         assert any(p.name.startswith("ledger.") for p in folder.iterdir()), list(folder.iterdir())
     assert summary["per_node"][str(RESTARTED)]["failure"]["installed_seq"] == 0  # block fetch
+
+
+@pytest.mark.parametrize(("storage", "pipeline"), [("memory", "decoupled"), ("sqlite", "inline")])
+def test_a_replica_too_far_behind_for_block_fetch_installs_a_snapshot(
+    base_port: int, tmp_path: Path, spawned: list[runner.Child], storage: str, pipeline: str
+) -> None:
+    # the light load (~20 batches/s), a checkpoint every 5 batches and a window of 2
+    # checkpoints: 3 s down is ~20 checkpoints behind, past what block fetch may ask (the
+    # window); once the snapshot is in, it is within the window again and orders new batches
+    cfg = _config(
+        base_port,
+        *LIGHT_LOAD[:2],
+        "checkpoint.txn_per_chkpt=500",
+        "protocol.watermark_window=10",
+        f"ledger.storage={storage}",
+        f"execution.pipeline={pipeline}",
+    )
+    outcome = runner.run_experiment(cfg, tmp_path, label=f"snapshot-{storage}", report=False)
+    summary = _check_restarted_run(outcome, spawned)
+    fail = summary["per_node"][str(RESTARTED)]["failure"]
+    installed = fail["installed_seq"]
+    assert installed > fail["seq_before"], fail  # state from a snapshot past where it died
+    # its ledger starts at the snapshot: the audit compares it from there and says so
+    audit = summary["audit"]
+    assert f"replica {RESTARTED} compared from seq {installed}" in audit["message"]
+    assert audit["heads"][str(RESTARTED)][0] == summary["final_seq"][str(RESTARTED)]
+    report = RunPaths(outcome.folder).res_out.read_text()
+    assert f"state from a snapshot at seq {installed}" in report
