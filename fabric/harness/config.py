@@ -98,6 +98,8 @@ class CryptoSection:
     client_signature: str
     link_mac: str
     cluster_secret: str
+    keys: str  # auto | derived | generated | files (fabric.harness.runner, transport.keyfiles)
+    key_dir: str  # files: the folder of node-<id>.keys files
 
     @property
     def effective_client_signature(self) -> str:
@@ -506,6 +508,7 @@ _RULES: dict[str, _Rule] = {
     "crypto.client_signature": _one_of("ed25519", "none"),
     "crypto.link_mac": _one_of("cmac-aes", "hmac-sha256", "none"),
     "crypto.cluster_secret": _NON_EMPTY,
+    "crypto.keys": _one_of("auto", "derived", "generated", "files"),
     "protocol.name": _one_of(lookup=registry.available),
     "protocol.tick_ms": _positive(60_000),
     "protocol.view_change_timeout_ms": _positive(_HOUR_MS),
@@ -877,6 +880,12 @@ def _check_remote(cfg: Config) -> None:
     from fabric.harness import remote
 
     remote.plan(cfg)  # raises ConfigError naming the entry
+    if (cfg.crypto.keys == "files") != bool(cfg.crypto.key_dir):
+        raise ConfigError(
+            "crypto.key_dir",
+            f"{cfg.crypto.key_dir!r} with crypto.keys={cfg.crypto.keys}; allowed: a folder of "
+            'node-<id>.keys files with crypto.keys=files, else ""',
+        )
 
 
 def _check_mix(workload: WorkloadSection) -> None:

@@ -346,12 +346,12 @@ def target_kinds(protocol: str) -> frozenset[int]:
 def fuzz_target(cfg: Any, target: int, peer: int, kinds: frozenset[int]) -> fuzz_frames.FuzzTarget:
     """The FuzzTarget of a run's config: the link key of ``peer`` <-> ``target`` only."""
     from fabric.runtime.replica import replica_frame_policy
-    from transport.auth import derive_keys
+    from transport.keyfiles import keys_for
 
     mac = cfg.crypto.effective_link_mac
     key = None
-    if mac != "none":
-        keys = derive_keys(cfg.crypto.cluster_secret, cfg.node_count, only_node=target)
+    if mac != "none":  # the target's own keys (its key file on a run with crypto.keys files)
+        keys = keys_for(target, cfg.node_count, cfg.crypto.cluster_secret, cfg.crypto.key_dir)
         key = keys.link_key(mac, peer, target)
     return fuzz_frames.FuzzTarget(
         n=cfg.cluster.replicas,

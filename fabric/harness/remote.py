@@ -337,7 +337,8 @@ class HostSession:
         CLOCK_PINGS through the running check with the smallest delay)."""
         q = shlex.quote
         cmd = (
-            f"mkdir -p {q(self.spec.work_dir)} {q(run_dir)}/logs && {q(self.spec.python)} -c "
+            f"mkdir -p {q(self.spec.work_dir)} {q(run_dir)}/logs && mkdir -p -m 700 "
+            f"{q(run_dir)}/keys && {q(self.spec.python)} -c "
             f"{q(_CHECK)} {q(self.spec.address)} {q(json.dumps(ports))} {q(tree)}"
         )
         try:
@@ -614,8 +615,11 @@ class Launcher:
     run_dirs: dict[int, str] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
 
-    def prepare(self, root: Path, config_text: str, repo_root: Path) -> None:
-        """Log in to, check and ship to every host; HostError names the first that fails."""
+    def prepare(self, root: Path, repo_root: Path, key_files: dict[int, bytes] | None) -> None:
+        """Log in to, check and ship to every host (the tree, its config, the key files of
+        its nodes only); HostError names the first host that fails."""
+        from fabric.harness.config import config_to_yaml
+        from transport.keyfiles import file_name
         from transport.zmq_io import MAX_INPUTS
 
         base = self.cfg.transport.base_port
@@ -644,7 +648,15 @@ class Launcher:
 
         def ship(i: int) -> None:
             row = by_host[i]
-            self.sessions[i].ship(tar, row["tree"], row["run_dir"], config_text, row["have_tree"])
+            cfg = self.cfg
+            if key_files is not None:
+                cfg = cfg.with_overrides(
+                    ["crypto.keys=files", f"crypto.key_dir={row['run_dir']}/keys"]
+                )
+            session = self.sessions[i]
+            session.ship(tar, row["tree"], row["run_dir"], config_to_yaml(cfg), row["have_tree"])
+            for node in row["nodes"] if key_files is not None else ():
+                session.put_private(f"{row['run_dir']}/keys/{file_name(node)}", key_files[node])
 
         _each(ship, used)
         for i in used:

@@ -266,6 +266,7 @@ class Runner:
         self.progress = progress
         self.network = network  # fabric.harness.network.Network, or None (loopback)
         self.launcher = launcher  # fabric.harness.remote.Launcher, or None (this machine)
+        self.key_files: dict[int, bytes] | None = None  # generated or named key files, by node
         # (epoch s, fabric.harness.network.Network.egress_counters()) at t0 + warm-up and at
         # the end of the measured window
         self.egress_samples: list[tuple[float, dict[int, dict[str, int]]]] = []
@@ -350,7 +351,7 @@ class Runner:
         from fabric.harness.remote import HostError
 
         try:
-            self.launcher.prepare(self.paths.root, self.paths.config.read_text(), REPO_ROOT)
+            self.launcher.prepare(self.paths.root, REPO_ROOT, self.key_files)
         except HostError as exc:
             self.problems.append(f"host check failed, nothing started: {exc}")
             return False
@@ -803,6 +804,38 @@ def _ssh_hosts(cfg: Any) -> tuple[Any, Any]:
     return cfg, remote.Launcher(cfg, the_plan)
 
 
+def _node_keys(cfg: Any, remote: bool) -> tuple[Any, dict[int, bytes] | None]:
+    """``cfg`` with crypto.keys resolved (auto: generated on SSH hosts, else derived), and
+    each node's key file (None: keys derived from crypto.cluster_secret). Generated keys are
+    fresh for this run; ``files`` are read from crypto.key_dir and checked here, so a
+    missing or unreadable one is a ConfigError naming it before anything starts."""
+    from fabric.harness.config import ConfigError
+    from transport import keyfiles
+
+    mode = cfg.crypto.keys
+    if mode == "auto":
+        mode = "generated" if remote else "derived"
+    crypto_off = cfg.crypto.effective_link_mac == cfg.crypto.effective_client_signature == "none"
+    if mode == "derived":  # as configured (auto on one machine: the config is unchanged)
+        return cfg, None
+    if crypto_off:  # no key is used
+        return cfg.with_overrides(["crypto.keys=derived", 'crypto.key_dir=""']), None
+    if mode == "generated":
+        mac = cfg.crypto.effective_link_mac
+        files = keyfiles.generate(cfg.node_count, [] if mac == "none" else [mac])
+        return cfg.with_overrides(["crypto.keys=generated"]), files
+    folder = Path(cfg.crypto.key_dir)
+    files = {}
+    for node in range(cfg.node_count):
+        path = folder / keyfiles.file_name(node)
+        try:
+            keyfiles.load(path, node, cfg.node_count)
+            files[node] = path.read_bytes()
+        except ValueError as exc:
+            raise ConfigError("crypto.key_dir", f"node {node}: {exc}") from None
+    return cfg, (files if remote else None)
+
+
 def _with_free_ports(cfg: Any) -> Any:
     """``cfg``, moved to a free loopback port block if its tcp ports are taken right now.
 
@@ -850,9 +883,17 @@ def run_experiment(
     cfg, network = _emulated_network(cfg)  # NetworkUnavailable before anything starts
     cfg, launcher = _ssh_hosts(cfg)
     cfg = _with_free_ports(cfg)
+    cfg, key_files = _node_keys(cfg, remote=launcher is not None)  # ConfigError: nothing made
     paths = _unique_folder(results_root, cfg, label or cfg.run.label).make()
+    if key_files is not None and launcher is None:  # this machine's nodes read them here
+        from transport import keyfiles
+
+        for node, data in key_files.items():
+            keyfiles.write(paths.root / "keys", node, data)
+        cfg = cfg.with_overrides(["crypto.keys=files", f"crypto.key_dir={paths.root / 'keys'}"])
     dump_config(cfg, paths.config)
     runner = Runner(cfg, paths, progress, network, launcher)
+    runner.key_files = key_files
     lag_seq = _degraded_lag_seq(cfg)
     interrupted = False
     stopped_at: float | None = None
@@ -1093,7 +1134,7 @@ def run_from_args(
         print(f"run-cluster: note: {warning}", file=sys.stderr)
     try:
         outcome = run_experiment(cfg, results_root, label=label, progress=not args.quiet)
-    except NetworkUnavailable as exc:
+    except (NetworkUnavailable, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

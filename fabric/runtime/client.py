@@ -360,7 +360,8 @@ class ClientProcess:
         from fabric.harness.network import shaped_sender
         from fabric.runtime.ring import Ring
         from protocols import registry
-        from transport.auth import LinkAuth, derive_keys
+        from transport.auth import LinkAuth
+        from transport.keyfiles import keys_for
         from transport.wire import FramePolicy
         from transport.zmq_io import Addressing, Receiver, Sender, new_context
         from workloads.factory import make_generator
@@ -390,7 +391,9 @@ class ClientProcess:
             make_commit=self._make_commit,
         )
         # only this node's links and private key: a process never holds the others' secrets
-        self.keys = derive_keys(cfg.crypto.cluster_secret, cfg.node_count, only_node=client_id)
+        self.keys = keys_for(
+            client_id, cfg.node_count, cfg.crypto.cluster_secret, cfg.crypto.key_dir
+        )
         self.signing = cfg.crypto.effective_client_signature != "none"
         mac = cfg.crypto.effective_link_mac
         self.stop = threading.Event()

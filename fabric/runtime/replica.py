@@ -120,7 +120,8 @@ class Replica:
         from fabric.harness.network import shaped_sender
         from fabric.runtime.execute import Executor
         from protocols import registry
-        from transport.auth import LinkAuth, derive_keys, make_verifier
+        from transport.auth import LinkAuth, make_verifier
+        from transport.keyfiles import keys_for
         from transport.zmq_io import Addressing, Receiver, Sender, new_context
         from workloads.txn import DEFAULT_MAX_SCAN_LENGTH, DEFAULT_MAX_TXNS, DEFAULT_MAX_VALUE_BYTES
 
@@ -136,7 +137,7 @@ class Replica:
         cap = rc.ring_capacity
         self.shared = ReplicaShared(replica_id, n)
         # only this node's links and private key: a process never holds the others' secrets
-        keys = derive_keys(cfg.crypto.cluster_secret, cfg.node_count, only_node=replica_id)
+        keys = keys_for(replica_id, cfg.node_count, cfg.crypto.cluster_secret, cfg.crypto.key_dir)
         mac = cfg.crypto.effective_link_mac
         signature = cfg.crypto.effective_client_signature
         self.ctx = new_context()

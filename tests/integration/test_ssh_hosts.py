@@ -29,6 +29,8 @@ import pytest
 
 from fabric.harness import runner
 from fabric.harness.config import load_config
+from transport import keyfiles
+from transport.auth import derive_keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -222,6 +224,19 @@ def test_cluster_across_ssh_hosts(hosts: Hosts, tmp_path: Path) -> None:
         work = hosts.tmp / f"work-{k}"
         assert any(p.name.startswith("tree-") for p in work.iterdir())
         assert (work / "runs" / out.folder.name / "config.yaml").exists()
+        # generated keys (crypto.keys auto on SSH hosts): only its own nodes' files, 0600
+        keys = work / "runs" / out.folder.name / "keys"
+        assert sorted(p.name for p in keys.iterdir()) == [
+            f"node-{j}.keys" for j in placed[hosts.addresses[k]]
+        ]
+        assert all(p.stat().st_mode & 0o777 == 0o600 for p in keys.iterdir())
+    assert load_config(out.folder / "config.yaml").crypto.keys == "generated"
+    assert not (out.folder / "keys").exists()  # the private keys stay on their hosts
+    mine = keyfiles.load(
+        hosts.tmp / "work-0" / "runs" / out.folder.name / "keys" / "node-0.keys", 0, 5
+    )
+    derived = derive_keys(cfg.crypto.cluster_secret, 5, only_node=0)
+    assert mine.public_key_bytes(1) != derived.public_key_bytes(1)
     leftover = subprocess.run(
         ["pgrep", "-f", f"--run-dir {hosts.tmp}"], capture_output=True, text=True
     )
