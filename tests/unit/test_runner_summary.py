@@ -538,3 +538,76 @@ def test_a_run_without_byzantine_failures_has_no_byzantine_section():
     summary, tables = build_summary(info(), reps, {4: client_stats()}, None, [], [])
     assert summary["byzantine"] is None
     assert "Byzantine:" not in format_report(summary, tables)
+
+
+class _LiveProc:
+    """A process that runs until killed (wait returns at once once it is)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+
+def test_the_runner_kills_then_restarts_a_replica_once_and_starts_it_when_ready(
+    tmp_path: Path, monkeypatch
+):
+    """The restart's steps, without processes: SIGKILL at at_s (once), a new process with
+    --restart at at_s + down_s (once), ``start <t0>`` to it when it says ready (once)."""
+    import signal
+
+    from fabric.harness.config import load_config
+
+    cfg = load_config(None, ["failures=[{replica: 2, at_s: 3, kind: restart, down_s: 2}]"])
+    run = runner.Runner(cfg, RunPaths(tmp_path), progress=False)
+    run.t0 = T0
+    first = runner.Child("replica", 2, _LiveProc(100), tmp_path / "r2.log")  # type: ignore[arg-type]
+    first.samples.append((T0 + 2.5, 2500, 25, 0))
+    run.children.append(first)
+    killed: list[tuple[int, int]] = []
+
+    def fake_signal(child: runner.Child, sig: int) -> None:
+        killed.append((child.proc.pid, sig))
+        child.proc.returncode = -sig  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(runner.Child, "signal_group", fake_signal)
+    spawned: list[runner.Child] = []
+
+    def fake_spawn(self, role, node, restart=False):
+        child = runner.Child(role, node, _LiveProc(200), tmp_path / "r2.log", restarted=restart)  # type: ignore[arg-type]
+        said: list[str] = []
+        child.say = said.append  # type: ignore[method-assign]
+        child.said = said  # type: ignore[attr-defined]
+        self.children.append(child)
+        spawned.append(child)
+        return child
+
+    monkeypatch.setattr(runner.Runner, "_spawn", fake_spawn)
+    run._apply_restarts(T0 + 2.9)
+    assert not killed and not run.restarts  # not yet
+    run._apply_restarts(T0 + 3.0)
+    run._apply_restarts(T0 + 3.1)
+    assert killed == [(100, signal.SIGKILL)] and first.retired  # once
+    assert run.restarts[2]["seq_before"] == 25 and run.restarts[2]["at_s"] == 3.0
+    assert not run.check_deaths()  # the runner's own kill is no unexpected death
+    run._apply_restarts(T0 + 4.9)
+    assert not spawned  # down for down_s
+    run._apply_restarts(T0 + 5.0)
+    run._apply_restarts(T0 + 5.1)
+    assert [c.restarted for c in spawned] == [True]  # once, flagged --restart
+    second = spawned[0]
+    assert run._current("replica", 2) is second
+    run._apply_restarts(T0 + 5.2)
+    assert second.said == []  # not ready yet
+    second.ready.set()
+    run._apply_restarts(T0 + 5.9)
+    run._apply_restarts(T0 + 6.0)
+    assert second.said == [f"start {T0:.6f}"]  # once, the run's own t0
+    assert run.restarts[2]["started_at_s"] == 5.0 and run.restarts[2]["back_at_s"] == 5.9
+    events = " | ".join(run.events)
+    assert "replica 2 killed (SIGKILL) at t=3.0 s" in events and "ready at t=5.9 s" in events
