@@ -846,9 +846,23 @@ def _check_network(cfg: Config) -> None:
             f"{cfg.transport.kind} with network.emulation={net.emulation}; allowed: tcp (the "
             "emulated links carry TCP between network namespaces)",
         )
+    from fabric.harness import remote
     from fabric.harness.network import addresses
 
-    if list(cfg.cluster.hosts) not in (["127.0.0.1"], addresses(cfg.node_count)):
+    in_sender = net.emulation == "transport" and not net.rate_mbit  # no namespace needed
+    # one address per node: the layout the SSH launcher writes (fabric.harness.remote.resolved)
+    per_node = in_sender and len(cfg.cluster.hosts) == cfg.node_count
+    if remote.is_remote(cfg) and not in_sender:
+        raise ConfigError(
+            "network.emulation",
+            f"{net.emulation} (rate_mbit {net.rate_mbit:g}) on SSH hosts; allowed there: "
+            "transport with network.rate_mbit 0 (delay, jitter, loss and regions in each "
+            "sending process; tc on the hosts' own interfaces is not the launcher's to set)",
+        )
+    if not (per_node or remote.is_remote(cfg)) and list(cfg.cluster.hosts) not in (
+        ["127.0.0.1"],
+        addresses(cfg.node_count),
+    ):
         raise ConfigError(
             "cluster.hosts",
             f"{list(cfg.cluster.hosts)} with network.emulation={net.emulation}; allowed: "

@@ -781,7 +781,9 @@ def _audit(cfg: Any, replicas: dict[int, dict[str, Any]]) -> dict[str, Any] | No
 def _emulated_network(cfg: Any) -> tuple[Any, Any]:
     """``cfg`` with each node's namespace address in cluster.hosts, and the Network to build
     (or ``cfg``, None without emulation). NetworkUnavailable names what this machine lacks."""
-    if cfg.network.emulation == "none":
+    from fabric.harness import remote
+
+    if cfg.network.emulation == "none" or remote.is_remote(cfg):  # SSH hosts: in the senders
         return cfg, None
     from fabric.harness import network
 

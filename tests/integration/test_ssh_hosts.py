@@ -201,9 +201,19 @@ def _cfg(hosts: Hosts, entries: list[str], *extra: str) -> object:
 
 
 def test_cluster_across_ssh_hosts(hosts: Hosts, tmp_path: Path) -> None:
-    cfg = _cfg(hosts, [f"root@{a}" for a in hosts.addresses])
+    """A geo run too: two regions 25 ms apart (one way), delayed in each sending process
+    (network.emulation transport), through the same launcher."""
+    cfg = _cfg(
+        hosts,
+        [f"root@{a}" for a in hosts.addresses],
+        "network.emulation=transport",
+        'network.regions=["east", "west"]',
+        "network.region_delay_ms={east: {west: 25}}",
+    )
     out = runner.run_experiment(cfg, tmp_path, label="ssh", report=False)
     assert out.ok, out.reason + "\n" + (out.folder / "res.out").read_text()
+    # the client (node 4, east) needs 2f+1 = 3 replies: at least one from west (nodes 1, 3)
+    assert out.summary["latency_ms"]["p50"] >= 50, out.summary["latency_ms"]
     assert out.summary["audit"]["ok"]
     assert out.summary["audit"]["honest"] == [0, 1, 2, 3]
     record = json.loads((out.folder / "hosts.json").read_text())

@@ -119,3 +119,14 @@ def test_project_tar_hash_follows_content(tmp_path: Path) -> None:
 
     names = tarfile.open(fileobj=io.BytesIO(tar1)).getnames()
     assert names == ["fabric/a.py"]
+
+
+def test_emulation_on_ssh_hosts_is_the_senders_only() -> None:
+    hosts = 'cluster.hosts=["a@h1", "a@h2"]'
+    with pytest.raises(ConfigError, match="network.emulation: netem .* on SSH hosts"):
+        _cfg(hosts, "network.emulation=netem", "network.delay_ms=5")
+    with pytest.raises(ConfigError, match="network.emulation: transport .rate_mbit 10. on SSH"):
+        _cfg(hosts, "network.emulation=transport", "network.rate_mbit=10")
+    cfg = _cfg(hosts, "network.emulation=transport", "network.delay_ms=5")
+    plan = remote.plan(cfg)
+    assert plan is not None and remote.resolved(cfg, plan).network.delay_ms == 5
