@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,8 +36,9 @@ from transport.auth import derive_keys
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-#: the hosts' subnet (the root namespace's end is .1); nothing else on this machine uses it
-PREFIX = "10.79.0"
+#: the hosts' /24 (the root namespace's end is .1), one per test process (pid), so two
+#: sessions running this test at once do not route each other's hosts
+PREFIX = f"10.79.{os.getpid() % 250 + 1}"
 HOSTS = 3
 
 
@@ -70,7 +72,18 @@ class Hosts:
         self.user_key = tmp / "user_key"
         self.known_hosts = tmp / "known_hosts"
 
+    @staticmethod
+    def remove_stale() -> None:
+        """Namespaces a killed test process left behind (its pid is gone)."""
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=20)
+        for line in listed.stdout.splitlines():
+            name = line.split()[0] if line.split() else ""
+            match = re.match(r"^bfts(\d+)-", name)
+            if match and not Path(f"/proc/{match[1]}").exists():
+                subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20)
+
     def up(self) -> None:
+        self.remove_stale()
         keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", ""]
         subprocess.run([*keygen, "-f", str(self.user_key)], check=True, timeout=20)
         subprocess.run([*keygen, "-f", str(self.tmp / "host_key")], check=True, timeout=20)
