@@ -327,3 +327,24 @@ def test_dead_process_and_lost_connection_fail_naming_the_host(
             break
         time.sleep(0.2)
     assert left == "", "remote processes left running"
+
+
+def test_ctrl_c_stops_every_remote_process(hosts: Hosts, tmp_path: Path) -> None:
+    """Ctrl-C once every process runs: each is stopped on its host by its PID, and the run
+    folder still gets what the hosts wrote."""
+    cfg = _cfg(hosts, [f"root@{a}" for a in hosts.addresses], "run.duration_s=30")
+    started: list[int] = []
+
+    def on_start(*_: object) -> None:
+        started.append(_remote_pid(hosts, 0))
+        raise KeyboardInterrupt  # as Ctrl-C in the runner's main thread
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_experiment(cfg, tmp_path, label="intr", report=False, on_start=on_start)
+    assert started
+    left = subprocess.run(
+        ["pgrep", "-f", "--", f"--run-dir {hosts.tmp}/"], capture_output=True, text=True
+    ).stdout
+    assert left == "", "remote processes left running"
+    (folder,) = tmp_path.iterdir()
+    assert "interrupted" in (folder / "res.out").read_text()
