@@ -359,7 +359,7 @@ class Runner:
             "SSH hosts: "
             + ", ".join(
                 f"{h['host']} (nodes {','.join(map(str, h['nodes']))}, clock "
-                f"{h['clock_offset_s'] * 1000:+.1f} ms)"
+                f"{h['clock_offset_s'] * 1000:+.3f} ms)"
                 for h in self.launcher.record["hosts"]
             )
         )
