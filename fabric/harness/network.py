@@ -22,7 +22,8 @@ Shaping, on each node's egress (``eth0`` in its namespace):
   in the sending process (``shaped_sender``: transport.delay_line, one DelayedSender per
   Sender) from the same per-link numbers (``link_shapes``).
 
-Issue 18 (many hosts over SSH) reuses ``Network`` for the hosts it emulates.
+The SSH launcher (fabric.harness.remote) does not use ``Network``: on SSH hosts only the
+``transport`` mode without a rate cap applies (its shaping is in the senders).
 
 Must not live here: the config's rules (fabric.harness.config), the delay line itself
 (transport.delay_line), starting or stopping processes (fabric.harness.runner).

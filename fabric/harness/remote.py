@@ -21,7 +21,7 @@ ends the process for the runner (exit code LOST_EXIT_CODE, said in its log with 
 audit and plots read one folder as for a local run.
 
 Must not live here: the run's sequence (fabric.harness.runner), the config's rules
-(fabric.harness.config), keys (transport.auth; fabric.harness.keyfiles writes them).
+(fabric.harness.config), keys (transport.auth, transport.keyfiles).
 """
 
 from __future__ import annotations
@@ -224,9 +224,6 @@ def _round_robin(hosts: list[HostSpec], n: int) -> Iterator[int]:
         used[k] += 1
         yield k
         k = (k + 1) % len(hosts)
-    for i, spec in enumerate(hosts):
-        if spec.slots and used[i] > spec.slots:  # pragma: no cover - guarded above
-            raise ConfigError("cluster.hosts", f"{spec.entry!r} holds {spec.slots} nodes")
 
 
 def resolved(cfg: Any, the_plan: Plan) -> Any:
@@ -665,7 +662,7 @@ class Launcher:
         self.record = {"tree_sha256_16": digest, "tree_bytes": len(tar), "hosts": hosts}
         (root / "hosts.json").write_text(json.dumps(self.record, indent=2) + "\n")
 
-    def command(self, node: int, role: str, restart: bool, extra: list[str]) -> str:
+    def command(self, node: int, role: str, restart: bool) -> str:
         k = self.plan.placement[node]
         spec, tree, run_dir = self.plan.hosts[k], self.trees[k], self.run_dirs[k]
         q = shlex.quote
@@ -681,18 +678,15 @@ class Launcher:
             "--run-dir",
             run_dir,
             *(["--restart"] if restart else []),
-            *extra,
         ]
         return (
             f"cd {q(tree)} && echo pid $$ && exec env PYTHONUNBUFFERED=1 PYTHONPATH={q(tree)} "
             + " ".join(q(a) for a in argv)
         )
 
-    def start(
-        self, node: int, role: str, restart: bool, log: IO[bytes], extra: list[str]
-    ) -> RemoteProcess:
+    def start(self, node: int, role: str, restart: bool, log: IO[bytes]) -> RemoteProcess:
         session = self.sessions[self.plan.placement[node]]
-        return RemoteProcess(session, self.command(node, role, restart, extra), log)
+        return RemoteProcess(session, self.command(node, role, restart), log)
 
     def host_entry(self, node: int) -> str:
         return self.plan.host_of(node).entry

@@ -335,7 +335,7 @@ class Runner:
     def _spawn_remote(
         self, role: str, node: int, restart: bool, log_path: Path, log: IO[bytes]
     ) -> Child:
-        proc = self.launcher.start(node, role, restart, log, [])
+        proc = self.launcher.start(node, role, restart, log)
         child = RemoteChild(
             role, node, proc, log_path, restarted=restart, host=self.launcher.host_entry(node)
         )  # type: ignore[arg-type]
