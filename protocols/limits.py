@@ -167,3 +167,6 @@ MAX_SERVED_IMAGES = 2
 #: PBFT: times a replica that lost track (restarted) repeats its probe FETCH while nothing
 #: moves, one per fetch period
 MAX_STATE_PROBES = 8
+#: PBFT: idle periods (nothing delivered for a view-change timeout, then doubling) in which
+#: a replica re-broadcasts its stable-checkpoint vote and asks what follows its last batch
+MAX_IDLE_ROUNDS = 3

@@ -115,10 +115,13 @@ class PbftCatchUp:
         if not self._from_member(sender, m, others_only=True):
             return
         vote = self.stable_vote
-        if vote is not None and m.first_seq <= vote.seq == self.low:
+        if vote is not None and m.first_seq <= vote.seq == self.low and self.fetches_state:
             # the asker is at or below our stable checkpoint: our own signed vote for it
             # (f+1... 2f+1 of these make it stable there, and it fetches state or batches)
             out.append(Send(sender, vote))
+        if m.first_seq > self.last_delivered + 1 and self._probes_left == 0 and self.fetches_state:
+            # the asker delivered up to first_seq - 1, more than we did: ask what we miss
+            self._probe(out)
         first = max(m.first_seq, self.last_delivered - self.history_len + 1, 1)
         last = min(m.last_seq, first + self.fetch_span - 1, self.last_delivered)
         for seq in range(first, last + 1):

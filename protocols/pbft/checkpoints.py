@@ -14,10 +14,39 @@ from __future__ import annotations
 
 from protocols.base import Action, Broadcast, FetchState, StableCheckpoint
 from protocols.checkpoints import Checkpoint, checkpoint_payload
+from protocols.limits import MAX_IDLE_ROUNDS
+from protocols.pbft.messages import Fetch
 
 
 class PbftCheckpoints:
     """CHECKPOINT on execution, and what a stable checkpoint does to PBFT's log (§4.3)."""
+
+    def _arm_idle(self, out: list[Action]) -> None:
+        """Watch for idleness (one timer per view-change timeout while deliveries go on)."""
+        if self.fetches_state and self.t_idle not in self.armed:
+            self._idle_mark = self.last_delivered
+            self._set_timer(self.t_idle, self.base_ticks << self._idle_rounds, out)
+
+    def _on_idle_timer(self, out: list[Action]) -> None:
+        """Nothing was delivered for a whole period: a replica that lost messages to a
+        partition or a lossy link would never hear of the last batches or the last stable
+        checkpoint (nothing new comes once the clients are done). So re-broadcast our vote
+        for the stable checkpoint and ask what follows our last delivered batch (a FETCH:
+        peers answer from their history), MAX_IDLE_ROUNDS times at most, the period
+        doubling; a delivery starts the count again. Under load it never fires idle."""
+        if self.last_delivered != self._idle_mark:
+            self._idle_rounds = 0  # deliveries went on: keep watching
+            self._arm_idle(out)
+            return
+        if self._idle_rounds >= MAX_IDLE_ROUNDS:
+            return  # quiet for good until the next delivery
+        self._idle_rounds += 1
+        vote = self.stable_vote
+        if vote is not None and vote.seq == self.low:
+            out.append(Broadcast(vote))
+        first = self.last_delivered + 1
+        out.append(Broadcast(Fetch(self.instance, first, first + self.fetch_span - 1, self.id)))
+        self._arm_idle(out)
 
     # _on_checkpoint, _add_checkpoint, _valid_checkpoint_proof: ReplicaCore
 
@@ -44,6 +73,7 @@ class PbftCheckpoints:
             self.checkpoint_mismatches += 1  # our execution diverged from 2f+1 others
         # our own vote for it, if we cast the matching one (a probe's answer: catch_up.py)
         self.stable_vote = self.ckpt_votes.get(seq, {}).get(digest, {}).get(self.id)
+        self._arm_idle(out)
         self._move_watermarks(seq, digest, proof, (self.slots, self.certs, self.pre_prepared))
         if self.last_delivered >= seq:
             self._stable_unannounced = False
@@ -51,6 +81,10 @@ class PbftCheckpoints:
         else:
             self._stable_unannounced = True  # announced once delivery catches up
         if replay:
+            if self.last_delivered < seq and self._probes_left == 0 and self.fetches_state:
+                # behind a stable checkpoint: ask for what follows, past it too (peers may
+                # hold committed batches beyond it that no later checkpoint will announce)
+                self._probe(out)
             if self.last_delivered < seq:
                 if self.fetches_state and seq - self.last_delivered > self.state_fetch_gap:
                     # further behind than the peers' bounded history reliably covers: fetch

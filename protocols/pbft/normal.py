@@ -417,3 +417,5 @@ class PbftNormalCase:
         if self._stable_unannounced and self.last_delivered >= self.low:
             self._stable_unannounced = False
             out.append(StableCheckpoint(self.low, self.stable_digest, self.stable_proof))
+        if self.t_idle not in self.armed:
+            self._arm_idle(out)

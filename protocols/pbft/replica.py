@@ -94,7 +94,9 @@ class Pbft(
         self.history_len = HISTORY_WINDOWS * self.window
         # a stable checkpoint further than this beyond last_delivered is fetched as state
         self.state_fetch_gap = self.history_len // 2
-        self.fetches_state = True  # False inside RCC (its instances count rounds)
+        # False inside RCC (its instances count rounds, and its lanes catch up their own
+        # way): no FetchState, no probes, no idle watch, no votes answering a FETCH
+        self.fetches_state = True
         self.fetch_span = max(1, FETCH_SPAN_WINDOWS * self.window)
         self.fetch_ticks = max(1, self.base_ticks // FETCH_TICKS_DIVISOR)
 
@@ -102,6 +104,7 @@ class Pbft(
         self.t_progress = ("pbft", instance, "progress")
         self.t_view_change = ("pbft", instance, "view_change")
         self.t_fetch = ("pbft", instance, "fetch")
+        self.t_idle = ("pbft", instance, "idle")
 
         # view state (view, backoff_exp: ReplicaCore)
         self.view_state = NORMAL  # protocols/pbft/states.py; written by _move alone
@@ -140,6 +143,8 @@ class Pbft(
         self.stable_vote: Checkpoint | None = None  # our own vote for the stable checkpoint
         self.max_probes = MAX_STATE_PROBES
         self._probes_left = 0  # probes (FETCH after a restart) still to repeat
+        self._idle_rounds = 0  # idle periods in a row (nothing delivered), see _on_idle_timer
+        self._idle_mark = -1
         self._probe_mark = -1
 
         # counters (abnormal paths only; the shared ones: ReplicaCore)
@@ -163,6 +168,7 @@ class Pbft(
             (self.t_progress, self._on_progress_timer),
             (self.t_view_change, self._on_view_change_timer),
             (self.t_fetch, self._on_fetch_timer),
+            (self.t_idle, self._on_idle_timer),
         )
 
     @classmethod
