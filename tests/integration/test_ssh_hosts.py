@@ -165,8 +165,37 @@ class Hosts:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        # sshd's per-connection processes outlive the listener and take a moment to see a
+        # closed connection: stop every process left in the hosts' namespaces (by PID)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            left = self._pids_inside()
+            for pid in left:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 3
+            while left and time.monotonic() < deadline:
+                time.sleep(0.05)
+                left = self._pids_inside()
+            if not left:
+                break
         for ns in reversed(self.namespaces):  # the veths and the bridge go with them
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+
+    def _pids_inside(self) -> list[int]:
+        """Live processes in the hosts' namespaces (zombies excluded)."""
+        pids = []
+        for ns in self.namespaces:
+            out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+            for word in out.stdout.split():
+                try:
+                    state = Path(f"/proc/{word}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                except OSError:
+                    continue
+                if state != "Z":
+                    pids.append(int(word))
+        return pids
 
     def hosts_file(self, entries: list[str]) -> Path:
         path = self.tmp / "hosts.yaml"
