@@ -67,6 +67,7 @@ from fabric.analysis.summary import (
 )
 from fabric.harness.control import CRASH_EXIT_CODE, ProgressReport, parse_child_line
 from fabric.harness.paths import RunPaths, run_folder_name
+from fabric.harness.remote import HostError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: seconds every process gets to print "ready" (imports and socket binds on a loaded machine)
@@ -372,11 +373,18 @@ class Runner:
         self.problems.extend(self.launcher.collect(self.paths.root))
         self.launcher.close()
 
-    def start_all(self) -> None:
-        for i in self.cfg.replica_ids:
-            self._spawn("replica", i)
-        for c in self.cfg.client_ids:
-            self._spawn("client", c)
+    def start_all(self) -> bool:
+        """Start every replica, then every client; False if an SSH host could not start
+        one (the problem names it; those already started are stopped with the rest)."""
+        try:
+            for i in self.cfg.replica_ids:
+                self._spawn("replica", i)
+            for c in self.cfg.client_ids:
+                self._spawn("client", c)
+        except HostError as exc:
+            self.problems.append(f"a process did not start: {exc}")
+            return False
+        return True
 
     def check_deaths(self) -> bool:
         """Note processes that exited; True if one died unexpectedly (the run must stop)."""
@@ -491,8 +499,13 @@ class Runner:
                     f"(restart after {plan.down_s:g} s; seq {last[2]} when killed)"
                 )
             elif child.retired:
-                if now >= self.t0 + plan.at_s + plan.down_s:
-                    self._spawn("replica", node, restart=True)
+                if now >= self.t0 + plan.at_s + plan.down_s and "not_started" not in record:
+                    try:
+                        self._spawn("replica", node, restart=True)
+                    except HostError as exc:  # an SSH host that cannot start it again
+                        record["not_started"] = str(exc)
+                        self.problems.append(f"replica {node} was not started again: {exc}")
+                        continue
                     record["started_at_s"] = round(now - self.t0, 3)
             elif child.restarted and not child.start_sent and child.ready.is_set():
                 child.say(f"start {self.t0:.6f}")
@@ -907,9 +920,8 @@ def run_experiment(
 
         previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_term)
     try:
-        if runner.build_network() and runner.prepare_hosts():
-            runner.start_all()
-        if runner.children and runner.wait_ready(READY_TIMEOUT_S):
+        started = runner.build_network() and runner.prepare_hosts() and runner.start_all()
+        if started and runner.wait_ready(READY_TIMEOUT_S):
             runner.t0 = time.time()
             for child in runner.children:
                 child.say(f"start {runner.t0:.6f}")

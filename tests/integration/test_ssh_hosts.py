@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric.harness import runner
+from fabric.harness import remote, runner
 from fabric.harness.config import load_config
 from transport import keyfiles
 from transport.auth import derive_keys
@@ -377,3 +377,15 @@ def test_ctrl_c_stops_every_remote_process(hosts: Hosts, tmp_path: Path) -> None
     assert left == "", "remote processes left running"
     (folder,) = tmp_path.iterdir()
     assert "interrupted" in (folder / "res.out").read_text()
+
+
+def test_process_that_cannot_start_fails_the_run_naming_the_host(
+    hosts: Hosts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remote command that never reports its PID (here: it exits at once) fails the run
+    with the host named, instead of raising out of the runner."""
+    monkeypatch.setattr(remote.Launcher, "command", lambda self, node, role, restart: "exit 3")
+    entry = f"root@{hosts.addresses[0]}"
+    out = runner.run_experiment(_cfg(hosts, [entry]), tmp_path, label="nopid", report=False)
+    assert not out.ok
+    assert f"a process did not start: {entry}: the process did not report its PID" in out.reason
