@@ -28,23 +28,12 @@ from typing import Any
 
 import yaml
 
+from fabric.harness.errors import ConfigError
 from protocols import limits, registry
 from protocols.base import ProtocolConfig
 from transport.zmq_io import MAX_INPUTS
 
 DEFAULT_CONFIG_PATH: Path = Path(__file__).resolve().parents[2] / "config" / "default.yaml"
-
-
-class ConfigError(ValueError):
-    """A bad config. ``key`` is the dotted key (or file); the message also says what is allowed."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes despite two arguments
-        return (ConfigError, (self.key, self.problem))
 
 
 # --- the sections (names and types; defaults live in config/default.yaml) ---------------
@@ -846,20 +835,20 @@ def _check_network(cfg: Config) -> None:
             f"{cfg.transport.kind} with network.emulation={net.emulation}; allowed: tcp (the "
             "emulated links carry TCP between network namespaces)",
         )
-    from fabric.harness import remote
+    from fabric.harness import hosts
     from fabric.harness.network import addresses
 
     in_sender = net.emulation == "transport" and not net.rate_mbit  # no namespace needed
-    # one address per node: the layout the SSH launcher writes (fabric.harness.remote.resolved)
+    # one address per node: the layout the SSH launcher writes (fabric.harness.hosts.resolved)
     per_node = in_sender and len(cfg.cluster.hosts) == cfg.node_count
-    if remote.is_remote(cfg) and not in_sender:
+    if hosts.is_remote(cfg) and not in_sender:
         raise ConfigError(
             "network.emulation",
             f"{net.emulation} (rate_mbit {net.rate_mbit:g}) on SSH hosts; allowed there: "
             "transport with network.rate_mbit 0 (delay, jitter, loss and regions in each "
             "sending process; tc on the hosts' own interfaces is not the launcher's to set)",
         )
-    if not (per_node or remote.is_remote(cfg)) and list(cfg.cluster.hosts) not in (
+    if not (per_node or hosts.is_remote(cfg)) and list(cfg.cluster.hosts) not in (
         ["127.0.0.1"],
         addresses(cfg.node_count),
     ):
@@ -890,10 +879,10 @@ def _check_network(cfg: Config) -> None:
 
 def _check_remote(cfg: Config) -> None:
     """SSH hosts (an ``@`` entry in cluster.hosts, or cluster.hosts_file): every entry
-    parses, no host twice, every key file exists, the placement fits (fabric.harness.remote)."""
-    from fabric.harness import remote
+    parses, no host twice, every key file exists, the placement fits (fabric.harness.hosts)."""
+    from fabric.harness import hosts
 
-    remote.plan(cfg)  # raises ConfigError naming the entry
+    hosts.plan(cfg)  # raises ConfigError naming the entry
     if (cfg.crypto.keys == "files") != bool(cfg.crypto.key_dir):
         raise ConfigError(
             "crypto.key_dir",

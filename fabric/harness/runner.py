@@ -794,9 +794,9 @@ def _audit(cfg: Any, replicas: dict[int, dict[str, Any]]) -> dict[str, Any] | No
 def _emulated_network(cfg: Any) -> tuple[Any, Any]:
     """``cfg`` with each node's namespace address in cluster.hosts, and the Network to build
     (or ``cfg``, None without emulation). NetworkUnavailable names what this machine lacks."""
-    from fabric.harness import remote
+    from fabric.harness.hosts import is_remote
 
-    if cfg.network.emulation == "none" or remote.is_remote(cfg):  # SSH hosts: in the senders
+    if cfg.network.emulation == "none" or is_remote(cfg):  # SSH hosts: in the senders
         return cfg, None
     from fabric.harness import network
 
@@ -810,12 +810,12 @@ def _emulated_network(cfg: Any) -> tuple[Any, Any]:
 def _ssh_hosts(cfg: Any) -> tuple[Any, Any]:
     """``cfg`` with each node's SSH host address in cluster.hosts, and the Launcher that
     reaches those hosts (or ``cfg``, None on one machine)."""
-    from fabric.harness import remote
+    from fabric.harness import hosts, remote
 
-    the_plan = remote.plan(cfg)
+    the_plan = hosts.plan(cfg)
     if the_plan is None:
         return cfg, None
-    cfg = remote.resolved(cfg, the_plan)
+    cfg = hosts.resolved(cfg, the_plan)
     return cfg, remote.Launcher(cfg, the_plan)
 
 

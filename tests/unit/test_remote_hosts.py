@@ -1,4 +1,4 @@
-"""SSH hosts in the config (fabric.harness.remote.plan): placement, and bad input refused
+"""SSH hosts in the config (fabric.harness.hosts.plan): placement, and bad input refused
 before anything starts, naming the entry (no host is contacted here)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric.harness import remote
+from fabric.harness import hosts, remote
 from fabric.harness.config import ConfigError, load_config
 
 
@@ -23,16 +23,16 @@ def _hosts_file(tmp_path: Path, rows: list) -> str:  # type: ignore[type-arg]
 
 
 def test_one_machine_is_no_remote_run() -> None:
-    assert remote.plan(_cfg()) is None
+    assert hosts.plan(_cfg()) is None
 
 
 def test_round_robin_and_resolved_addresses() -> None:
     cfg = _cfg('cluster.hosts=["a@10.0.0.1", "b@10.0.0.2:2222"]')
-    plan = remote.plan(cfg)
+    plan = hosts.plan(cfg)
     assert plan is not None and plan.placement == (0, 1, 0, 1, 0)
     assert plan.hosts[1].user == "b" and plan.hosts[1].port == 2222
     assert plan.hosts[0].port == 22 and plan.hosts[0].python == "python3"
-    assert remote.resolved(cfg, plan).cluster.hosts == (
+    assert hosts.resolved(cfg, plan).cluster.hosts == (
         "10.0.0.1",
         "10.0.0.2",
         "10.0.0.1",
@@ -46,7 +46,7 @@ def test_explicit_placement() -> None:
         'cluster.hosts=["a@h1", "a@h2"]',
         'cluster.placement=["a@h1", "a@h1", "a@h2", "a@h2", "a@h1"]',
     )
-    plan = remote.plan(cfg)
+    plan = hosts.plan(cfg)
     assert plan is not None and plan.placement == (0, 0, 1, 1, 0)
 
 
@@ -61,7 +61,7 @@ def test_host_listed_twice_is_refused() -> None:
     with pytest.raises(ConfigError, match="listed twice") as err:
         _cfg('cluster.hosts=["a@h1", "b@h1:22"]')
     assert "'b@h1:22'" in str(err.value)
-    remote.plan(_cfg('cluster.hosts=["a@h1", "a@h1:2222"]'))  # two sshds on one machine: fine
+    hosts.plan(_cfg('cluster.hosts=["a@h1", "a@h1:2222"]'))  # two sshds on one machine: fine
 
 
 def test_more_nodes_than_slots_is_refused(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_more_nodes_than_slots_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="5 nodes .1 left over. but the hosts hold 4"):
         _cfg(_hosts_file(tmp_path, rows))
     rows[1]["slots"] = 3
-    plan = remote.plan(_cfg(_hosts_file(tmp_path, rows)))
+    plan = hosts.plan(_cfg(_hosts_file(tmp_path, rows)))
     assert plan is not None and sorted(plan.placement) == [0, 0, 1, 1, 1]
 
 
@@ -122,11 +122,11 @@ def test_project_tar_hash_follows_content(tmp_path: Path) -> None:
 
 
 def test_emulation_on_ssh_hosts_is_the_senders_only() -> None:
-    hosts = 'cluster.hosts=["a@h1", "a@h2"]'
+    two = 'cluster.hosts=["a@h1", "a@h2"]'
     with pytest.raises(ConfigError, match="network.emulation: netem .* on SSH hosts"):
-        _cfg(hosts, "network.emulation=netem", "network.delay_ms=5")
+        _cfg(two, "network.emulation=netem", "network.delay_ms=5")
     with pytest.raises(ConfigError, match="network.emulation: transport .rate_mbit 10. on SSH"):
-        _cfg(hosts, "network.emulation=transport", "network.rate_mbit=10")
-    cfg = _cfg(hosts, "network.emulation=transport", "network.delay_ms=5")
-    plan = remote.plan(cfg)
-    assert plan is not None and remote.resolved(cfg, plan).network.delay_ms == 5
+        _cfg(two, "network.emulation=transport", "network.rate_mbit=10")
+    cfg = _cfg(two, "network.emulation=transport", "network.delay_ms=5")
+    plan = hosts.plan(cfg)
+    assert plan is not None and hosts.resolved(cfg, plan).network.delay_ms == 5
