@@ -13,6 +13,8 @@ rest differs (PBFT fetches delivered batches only: protocols/pbft/catch_up.py). 
 
 from __future__ import annotations
 
+from typing import Any
+
 from protocols.base import (
     Action,
     Broadcast,
@@ -64,6 +66,44 @@ class PoeCatchUp:
                 if sum(len(v) for v in by_digest.values()) >= self.fetch_quorum:
                     best = seq
         return best
+
+    def state_installed(
+        self, seq: int, state_digest: bytes, proof: tuple[Any, ...] = ()
+    ) -> list[Action]:
+        """The execute stage holds the final state after ``seq`` (a snapshot fetched after
+        FetchState, certified by ``proof``; or what a restarted replica reloaded: persisted
+        blocks are final). Take it as executed and final, stabilise it if ``proof`` certifies
+        it, then ask the others what follows (they answer with their stable proof and final
+        entries, which is also how a restarted replica learns where the cluster is)."""
+        out: list[Action] = []
+        if seq < self.last_executed:
+            self._ignore("state_not_needed")
+            return out
+        if seq > self.last_executed:
+            self.states_installed += 1
+            self.last_executed = seq
+            for table in (self.ready, self.finals, self.fetch_votes, self.log, self.own_digest):
+                for s in [s for s in table if s <= seq]:
+                    del table[s]
+            if not seq % self.period:
+                self.own_digest[seq] = state_digest
+            self.verified_to = max(self.verified_to, seq)
+            self.final_mark = max(self.final_mark, seq)
+            if self.last_assigned < seq:
+                self.last_assigned = seq
+            proof = tuple(proof)
+            if (
+                seq > self.low
+                and not seq % self.period
+                and self._valid_checkpoint_proof(seq, proof)
+            ):
+                self._make_stable(seq, state_digest, proof, out)
+        first = self.last_executed + 1
+        out.append(Broadcast(Fetch(first, first + self.fetch_span - 1, self.id, self.low)))
+        if self.t_fetch not in self.armed:
+            self._arm_fetch_timer(out)
+        self._deliver_ready(out)
+        return out
 
     def _on_stable_proof(self, sender: int, m: StableProof, out: list[Action]) -> None:
         if not 0 <= sender < self.n or sender == self.id:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from protocols.base import (
     Action,
     Broadcast,
+    FetchState,
     StableCheckpoint,
 )
 from protocols.checkpoints import Checkpoint, checkpoint_payload
@@ -82,6 +83,13 @@ class PoeCheckpoints:
             return
         if own is not None:
             self._diverged = True  # our state differs from the stable one: verify from finals
+        if own is None and self.low - self.last_executed > self.state_fetch_gap:
+            # further behind than the peers' history reliably covers: fetch the certified
+            # state at the stable checkpoint (state transfer), finals for the rest
+            if self._state_fetched_for < self.low and self.stable_proof:
+                self._state_fetched_for = self.low
+                self.state_fetches += 1
+                out.append(FetchState(self.low, self.stable_digest, self.stable_proof))
         if own is not None or (
             self.last_executed < self.low and self.last_executed + 1 not in self.ready
         ):

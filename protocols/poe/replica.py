@@ -174,6 +174,12 @@ class Poe(
         self.rollbacks = 0
         self.reexecuted = 0  # entries rolled back on entering a view only to re-execute in it
         self.final_probes = 0  # Fetches sent because executed entries stayed unfinal
+        # state transfer: a stable checkpoint further than this beyond our execution is
+        # fetched as state (FetchState), once per checkpoint seq
+        self.state_fetch_gap = self.history_len // 2
+        self._state_fetched_for = 0
+        self.state_fetches = 0
+        self.states_installed = 0
 
         self._handlers = {
             Propose: self._on_propose,
@@ -255,6 +261,8 @@ class Poe(
             "rolled_back": self.rolled_back,
             "reexecuted": self.reexecuted,
             "final_probes": self.final_probes,
+            "state_fetches": self.state_fetches,
+            "states_installed": self.states_installed,
             "backoff_exp": self.backoff_exp,
             "certificate": "macs" if self.macs else "signatures",
             "ignored": dict(self.ignored),

@@ -10,8 +10,10 @@ state at a certified checkpoint (fabric.runtime.state_transfer, the runtime's ow
 Every run must be safe, and after the clients are done (``settle_ticks``) EVERY honest
 replica, the restarted one included, must reach the longest final prefix.
 
-PoE and RCC do not rejoin by state transfer yet (``state_installed`` is ignored): their
-restart seeds are not in this suite (see the module's report in the issue).
+PoE rejoins the same way (its finals and stable proofs answer the restarted replica's
+FETCH; state_installed takes the installed state as executed and final). RCC does not: its
+instances never fetch state (``state_installed`` is ignored), so its restart seeds are not in
+this suite (a restarted RCC replica with nothing ends at seq 0: its lanes have no probe).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ def _run(seeds: range, protocol: str = "pbft", options: SimOptions = OPTIONS) ->
     return counts
 
 
-def test_pbft_restarted_replica_catches_up_by_batches_or_state_transfer() -> None:
-    counts = _run(range(150))
+@pytest.mark.parametrize("protocol", ["pbft", "poe"])
+def test_restarted_replica_catches_up_by_batches_or_state_transfer(protocol: str) -> None:
+    counts = _run(range(150), protocol)
     assert counts["runs"] == counts["restarts"] == 150
     # both kinds of restart, and both kinds of catch-up, happen
     assert counts["durable"] > 30 and counts["memory"] > 30
@@ -54,6 +57,7 @@ def test_pbft_restarted_replica_catches_up_by_batches_or_state_transfer() -> Non
 
 @pytest.mark.parametrize("macs", [False, True])
 def test_pbft_restart_with_signed_and_mac_votes_n7(macs: bool) -> None:
+    """n=7 (f=2), both vote modes of PBFT."""
     opts = SimOptions(
         checkpoint_period=2,
         watermark_window=4,
@@ -69,3 +73,15 @@ def test_pbft_restart_with_signed_and_mac_votes_n7(macs: bool) -> None:
         assert result.ok, result.report()
         counts["installed"] += sim.counters.get("states_installed", 0)
     assert counts["installed"] > 0
+
+
+def test_poe_restart_with_mac_certificates() -> None:
+    opts = SimOptions(
+        checkpoint_period=2,
+        watermark_window=4,
+        settle_ticks=2000,
+        requests=12,
+        think_ticks=20,
+        params={"poe_certificate": "macs"},
+    )
+    assert _run(range(40), "poe", opts)["states_installed"] > 0
