@@ -138,3 +138,24 @@ def test_decode_refuses_malformed_images(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(state_image, "MAX_IMAGE_BYTES", len(good) - 1)
     with pytest.raises(ImageError, match="too_long"):
         decode_image(good)
+
+
+def test_an_image_installed_over_a_used_executor_keeps_no_trace_of_its_past() -> None:
+    """An executor with a history of its own (its accumulators folded after every batch)
+    takes an image of another history: from then on its digest is the image's and the
+    other replica's, batch after batch (nothing of what it folded before survives)."""
+    rng = random.Random(6)
+    used, ref = _executors()
+    for seq in range(1, 25):  # used: its own history, a digest (so a fold) after each batch
+        used.apply(seq, _batch(rng, seq))
+        used.state_digest()
+    batches = [_batch(rng, s) for s in range(1, 41)]
+    for seq, b in enumerate(batches, 1):
+        ref.apply(seq, b)
+        if seq == 20:
+            image = ref.export_image()
+    used.install_image(image)
+    for seq, b in enumerate(batches[20:], 21):
+        used.apply(seq, b)
+        assert used.state_digest() == used.export_image().digest(), seq
+    assert used.state_digest() == ref.state_digest()
