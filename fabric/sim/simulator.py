@@ -359,6 +359,7 @@ class Simulator:
         self.accepted: dict[tuple[int, int], Accepted] = {}
         # state transfer per slot (the runtime's own StateTransfer), made on first use
         self.st: dict[int, StateTransfer] = {}
+        self.restored_upto: dict[int, int] = {}  # slot -> seq its state was installed at
         # figures
         self.sent_by_kind: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
@@ -624,6 +625,7 @@ class Simulator:
                     f"replica {known[1]} holds stable digest {known[0].hex()[:16]} there",
                 )
         ledger.install(done.image)
+        self.restored_upto[r] = seq
         self.final_upto[r] = max(self.final_upto[r], seq)
         self.redo[r] = {s: accs for s, accs in self.redo[r].items() if s > seq}
         self.counters["states_installed"] += 1
@@ -668,9 +670,15 @@ class Simulator:
         if image is not None:
             digest = fresh.install(image)
             seq = self.final_upto[r] = image.seq
+        self.restored_upto[r] = seq
         self._call(r, "state_installed", proto.state_installed, seq, digest, ())
 
     def _deliver(self, r: int, a: Deliver) -> None:
+        if a.seq <= self.restored_upto.get(r, 0):
+            # below an installed image or a restart's reloaded state: the runtime's execute
+            # stage skips it (ExecuteStage.restored_upto); so does the simulator
+            self.counters["delivers_below_state"] += 1
+            return
         try:
             entry, replies = self.execs[r].deliver(a)
         except LedgerError as exc:
