@@ -12,7 +12,7 @@ work per transaction with the fabric's own code, one primitive at a time:
   the cost of building + sealing (sent) or opening + decoding (received) one such frame
   with real sizes (transport.wire, transport.auth); sockets and thread hand-offs excluded;
 - execution: every replica executes every transaction (fabric.runtime.execute.Executor,
-  YCSB as configured, decode included);
+  YCSB as configured, decode included, with the certified state digest at each checkpoint);
 - workload: generating the client's transactions (workloads.ycsb).
 
 The floor is their sum per committed transaction; "above the floor" is the run's CPU
@@ -117,15 +117,19 @@ def _execute_us_per_txn(cfg: Any, samples: dict[str, Any]) -> float:
     from workloads.txn import encode_txns
 
     gen, per_request = samples["gen"], samples["per_request"]
+    # the certified state digest at every checkpoint is part of executing (issue 12)
+    period = max(1, cfg.checkpoint.txn_per_chkpt // cfg.batching.batch_size)
     blocks = [
         make_batch((Request(7, ts, encode_txns(gen.next_txns(per_request)), b""),))
-        for ts in range(1, 201)
+        for ts in range(1, 3 * period + 1)
     ]
-    ex = Executor(cfg.workload.record_count, cfg.workload.value_size)
+    ex = Executor(cfg.workload.record_count, cfg.workload.value_size, checkpoint_period=period)
     try:
         started = time.thread_time()
         for seq, block in enumerate(blocks, 1):
             ex.apply(seq, block)
+            if seq % period == 0:
+                ex.state_digest()
         return (time.thread_time() - started) / (len(blocks) * per_request) * 1e6
     finally:
         ex.close()
