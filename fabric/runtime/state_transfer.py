@@ -117,6 +117,7 @@ class StateTransfer:
         self._next = 0  # next chunk to ask for
         self._asked: set[int] = set()
         self._progress = False  # a chunk arrived since the timer was armed
+        self._waiting_round = False  # all peers failed once: pausing until the timer
         # serving
         self._served: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
         self.counts: Counter[str] = Counter()
@@ -151,6 +152,11 @@ class StateTransfer:
         self._restart_peer(out)
         return out
 
+    def reached(self, seq: int) -> None:
+        """Execution reached ``seq`` by other means: a fetch at or below it is moot."""
+        if self.target is not None and self.target[0] <= seq:
+            self.cancel()
+
     def cancel(self) -> None:
         """Stop fetching (the replica reached the target by other means)."""
         if self.target is not None:
@@ -161,6 +167,9 @@ class StateTransfer:
     def timeout(self) -> list[Output]:
         out: list[Output] = []
         if self.target is None:
+            return out
+        if self._waiting_round:  # the pause between two rounds of peers is over
+            self._restart_peer(out)
             return out
         if not self._progress:
             self.counts["peer_timeout"] += 1
@@ -184,6 +193,7 @@ class StateTransfer:
     def _restart_peer(self, out: list[Output]) -> None:
         self._reset_parts()
         self._progress = False
+        self._waiting_round = False
         if self.target is None or not self._peers:
             return
         seq = self.target[0]
@@ -197,7 +207,14 @@ class StateTransfer:
     def _next_peer(self, out: list[Output]) -> None:
         self._peer_index += 1
         if self._peer_index % max(1, len(self._peers)) == 0:
+            # every peer asked once without success: wait a retry period before the next
+            # round (peers keep images from their stable checkpoint on; a newer FetchState
+            # usually arrives meanwhile), never a tight request loop
             self.counts["peer_rounds"] += 1
+            self._reset_parts()
+            self._waiting_round = True
+            out.append(Arm(self.retry_ticks))
+            return
         self._restart_peer(out)
 
     def _fill_window(self, out: list[Output]) -> None:

@@ -606,6 +606,9 @@ class Simulator:
                 self._push(self.now + o.ticks, _TIMER, r, _ST_TIMER, self._timer_gen)
             elif t is Installed:
                 self._install(r, o)
+        st = self.st.get(r)
+        if st is not None and st.target is not None:
+            st.reached(self.execs[r].last_seq)
 
     def _install(self, r: int, done: Installed) -> None:
         """A verified image arrived: install it (the runtime's execute stage does the same)
@@ -713,6 +716,9 @@ class Simulator:
                 self._finalize(r, self.stable_mark[r])  # the Executor holds it final already
         for reply in replies:
             self._transmit(r, reply.client_id, reply)
+        st = self.st.get(r)
+        if st is not None and st.target is not None:
+            st.reached(entry.seq)  # caught up by batches: the fetch is moot (as the runtime)
         self._push(self.now, _EXECUTED, r, entry.seq, entry.head)
 
     def _check_commit(self, r: int, entry: Entry) -> None:

@@ -183,3 +183,22 @@ def test_execute_stages_serve_fetch_install_and_skip_below_the_image() -> None:
     b16 = make_batch((Request(10, 16, encode_txns([(UPDATE, rng.randrange(200), b"x")]), b""),))
     fresh.apply_items([(E_DELIVER, 14, 0, b16, False), (E_DELIVER, 16, 0, b16, False)])
     assert fresh.skipped_below_install == 1 and fresh.executor.last_seq == 16
+
+
+def test_a_round_of_peers_without_the_image_pauses_until_the_timer() -> None:
+    """Peers keep images from their stable checkpoint on: when none has the one asked for,
+    the fetcher waits a retry period before the next round (no tight request loop), and a
+    fetch execution overtook is dropped."""
+    src: dict[int, Any] = {r: (lambda seq: None) for r in range(N)}
+    link = Link(src)
+    st = link.st[0]
+    link.run(st.fetch(15, bytes(32), ()), 0)
+    asked = st.counts["chunks_asked"]
+    assert asked == N - 1 and st.counts["peer_rounds"] == 1 and st.fetching
+    assert link.sent == 2 * (N - 1)  # one request and one "no image" answer per peer
+    link.run(st.timeout(), 0)  # the pause is over: one more round
+    assert st.counts["chunks_asked"] == 2 * asked and st.counts["peer_rounds"] == 2
+    st.reached(14)
+    assert st.fetching
+    st.reached(15)
+    assert not st.fetching and st.counts["fetch_cancelled"] == 1

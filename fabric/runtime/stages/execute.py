@@ -186,6 +186,9 @@ class ExecuteStage(Stage):
                     self._to_persist.append((P_CHECKPOINT, item[1], item[2], item[3]))
                     if self.compact_blocks and item[1] - self.compacted_from >= self.compact_blocks:
                         self._compact(item[1])
+        st = self.state_transfer
+        if st is not None and st.target is not None:
+            st.reached(executor.last_seq)  # caught up by batches: stop asking
         if self._state_deadline is not None and time.monotonic() >= self._state_deadline:
             self._poll_state_timer(replies, feedback)
         return replies, feedback
