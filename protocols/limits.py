@@ -170,3 +170,10 @@ MAX_STATE_PROBES = 8
 #: PBFT: idle periods (nothing delivered for a view-change timeout, then doubling) in which
 #: a replica re-broadcasts its stable-checkpoint vote and asks what follows its last batch
 MAX_IDLE_ROUNDS = 3
+
+# --- RCC: an instance far behind its peers (protocols/rcc/lane.py) ------------------------
+
+#: checkpoint rounds beyond the far-round gate an RCC lane collects votes for at once (its
+#: newest few; one Checkpoint vote per replica each): 2f+1 matching ones are the
+#: certificate that makes the replica fetch the state there
+RCC_FAR_VOTE_ROUNDS = 4

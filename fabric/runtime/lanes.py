@@ -13,7 +13,9 @@ can run its instances on ``replica.worker_threads`` workers:
   and each executed seq to the protocol's ``RoundCoordinator`` (``coordinate``) and moves
   the answers: global Delivers to the execute ring, the merged stable checkpoint as
   ``E_COMMIT``, ``LaneRounds`` as ``(W_FRONTIER, frontier, released)`` and
-  ``LaneCheckpoint`` as ``(W_CHECKPOINT, round, digest)`` to every worker ring. Like the
+  ``LaneCheckpoint`` as ``(W_CHECKPOINT, round, digest)`` to every worker ring. An
+  installed state (``C_STATE_INSTALLED``) skips the coordinator to its round, then goes to
+  every worker ring as ``W_STATE_INSTALLED`` (``LaneGroup.state_installed``). Like the
   plain checkpoint stage it never blocks on a push (bounded backlogs per ring).
 
 Every decision about rounds (assembly, permutation, frontier, released round, checkpoints
@@ -36,6 +38,7 @@ from fabric.runtime.ring import Ring
 from fabric.runtime.stages import (
     C_EXECUTED,
     C_LANE,
+    C_STATE_INSTALLED,
     CHUNK,
     E_COMMIT,
     E_DELIVER,
@@ -43,6 +46,7 @@ from fabric.runtime.stages import (
     PARK_S,
     W_CHECKPOINT,
     W_FRONTIER,
+    W_STATE_INSTALLED,
     ReplicaShared,
     Stage,
     ToCoordinator,
@@ -54,6 +58,7 @@ from protocols.rcc.coordinator import (
     LaneCheckpoint,
     LaneRounds,
     RoundCoordinator,
+    install_round,
 )
 
 # what a lane hands the coordinator (inside ToCoordinator, on the checkpoint ring):
@@ -151,6 +156,16 @@ class LaneGroup:
             return self.observe_frontier(item[1], item[2])
         return self.checkpoint(item[1], item[2])
 
+    def state_installed(self, seq: int, state_digest: bytes, proof: tuple[Any, ...]) -> list[Any]:
+        """``(W_STATE_INSTALLED, seq, digest, proof)``: the execute stage holds the state
+        after global ``seq`` (the coordinator already skipped there): every lane installs
+        its checkpoint round."""
+        round_ = install_round(seq, self.protocol.m, self.protocol.period)
+        out: list[Any] = []
+        for i, lane in self.lanes.items():
+            out += self._wrap(i, lane.installed(round_, state_digest, tuple(proof)))
+        return out
+
     def checkpoint(self, round_: int, state_digest: bytes) -> list[Any]:
         """``(W_CHECKPOINT, round, digest)``: the coordinator's LaneCheckpoint."""
         out: list[Any] = []
@@ -226,6 +241,10 @@ class LaneCoordinator(Stage):
                     self._route(self.coordinator.executed(item[1], item[2]))
                 elif item[0] == C_LANE:
                     self._route(coordinate(self.coordinator, item))
+                elif item[0] == C_STATE_INSTALLED:  # a state image, or a restart's reload
+                    self.executed_seq = item[1]
+                    self._route(self.coordinator.state_installed(item[1]))
+                    self._to_workers((W_STATE_INSTALLED, *item[1:]))
                 else:
                     self.drops["unexpected_checkpoint_item"] += 1
             if self._rounds_due is not None:

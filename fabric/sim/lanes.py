@@ -8,6 +8,7 @@ Items that cross threads in the runtime (a lane's ``ToCoordinator``, the coordin
 ``W_FRONTIER`` / ``W_CHECKPOINT``) are handed over here in FIFO order, breadth first (the
 composite ``Rcc`` does the same work depth first, in one thread). It presents the
 simulator's protocol interface (``propose``, ``receive``, ``timeout``, ``executed``,
+``state_installed``, ``checkpoint_seq_period``,
 ``is_proposer``, ``proposal_room``, ``verifier``, ``status``).
 
 Must not live here: round logic (protocols/rcc/coordinator.py), moving items between rings
@@ -87,6 +88,23 @@ class SplitLanes:
         work: deque[Callable[[], list[Any]]] = deque()
         self._route(self.coordinator.executed(seq, state_digest), out, work)
         return self._settle([], out, work)
+
+    def state_installed(
+        self, seq: int, state_digest: bytes, proof: tuple[Any, ...] = ()
+    ) -> list[Action]:
+        # the execute stage tells the checkpoint thread, which skips the coordinator and
+        # hands W_STATE_INSTALLED to every worker (fabric.runtime.lanes.LaneCoordinator)
+        out: list[Action] = []
+        work: deque[Callable[[], list[Any]]] = deque()
+        self._route(self.coordinator.state_installed(seq), out, work)
+        for g in self.groups:
+            work.append(partial(g.state_installed, seq, state_digest, tuple(proof)))
+        return self._settle([], out, work)
+
+    def checkpoint_seq_period(self) -> int:
+        # the execute side digests (and keeps images of) the state at the protocol's
+        # checkpoint seqs, as the runtime's execute stage asks the protocol itself
+        return int(self.protocol.checkpoint_seq_period())
 
     def status(self) -> dict[str, Any]:
         st: dict[str, Any] = self.protocol.status()

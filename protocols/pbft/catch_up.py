@@ -115,7 +115,7 @@ class PbftCatchUp:
         if not self._from_member(sender, m, others_only=True):
             return
         vote = self.stable_vote
-        if vote is not None and m.first_seq <= vote.seq == self.low and self.fetches_state:
+        if vote is not None and m.first_seq <= vote.seq == self.low and self.serves_stable_vote:
             # the asker is at or below our stable checkpoint: our own signed vote for it
             # (f+1... 2f+1 of these make it stable there, and it fetches state or batches)
             out.append(Send(sender, vote))

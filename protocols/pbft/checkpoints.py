@@ -23,7 +23,7 @@ class PbftCheckpoints:
 
     def _arm_idle(self, out: list[Action]) -> None:
         """Watch for idleness (one timer per view-change timeout while deliveries go on)."""
-        if self.fetches_state and self.t_idle not in self.armed:
+        if self.watches_idle and self.t_idle not in self.armed:
             self._idle_mark = self.last_delivered
             self._set_timer(self.t_idle, self.base_ticks << self._idle_rounds, out)
 

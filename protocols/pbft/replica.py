@@ -94,9 +94,14 @@ class Pbft(
         self.history_len = HISTORY_WINDOWS * self.window
         # a stable checkpoint further than this beyond last_delivered is fetched as state
         self.state_fetch_gap = self.history_len // 2
-        # False inside RCC (its instances count rounds, and its lanes catch up their own
-        # way): no FetchState, no probes, no idle watch, no votes answering a FETCH
+        # False inside RCC (its instances count rounds, and its lanes fetch the state their
+        # own way: protocols/rcc/lane.py): no FetchState, no probes answering a FETCH
         self.fetches_state = True
+        # the idle watch (pbft/checkpoints.py): after a quiet period, ask what follows
+        self.watches_idle = True
+        # answer a FETCH from at or below our stable checkpoint with our signed vote for it
+        # (kept inside RCC: a lane far behind fetches the state on 2f+1 of them)
+        self.serves_stable_vote = True
         self.fetch_span = max(1, FETCH_SPAN_WINDOWS * self.window)
         self.fetch_ticks = max(1, self.base_ticks // FETCH_TICKS_DIVISOR)
 

@@ -7,7 +7,8 @@ requests filtered, protocols/rcc/rounds.py), its ``StableMerger`` turns the inst
 stable checkpoints into the global one (``stable_at``), and instance view changes become one
 ``ViewEntered`` carrying the sum of the instances' views (``view_changed``). After the execute
 side ran the last seq of a checkpoint round r, ``executed`` answers ``LaneCheckpoint(r,
-digest)`` for every lane. Whenever the frontier (highest round any instance decided) or the
+digest)`` for every lane. ``state_installed`` (a state image or a restart's reloaded state)
+skips the assembler to the installed checkpoint round. Whenever the frontier (highest round any instance decided) or the
 released round (rounds delivered globally) moves, ``decided`` answers one ``LaneRounds``
 for every lane: the lane's no-op and watch duties read the frontier, its far-round gate
 reads the released round (protocols/rcc/lane.py: a lane never adopts a stable checkpoint
@@ -71,7 +72,12 @@ class RoundCoordinator:
             raise ValueError("checkpoint_period must be >= 1")
         self.m = m
         self.period = checkpoint_period
-        self.assembler = RoundAssembler(m, permute=permute, max_pending_rounds=max_pending_rounds)
+        self.assembler = RoundAssembler(
+            m,
+            permute=permute,
+            max_pending_rounds=max_pending_rounds,
+            chain_period=checkpoint_period,
+        )
         self.stable = StableMerger(m, max_digests=max_digests)
         self.frontier = 0  # highest round any instance decided
         self.released = 0  # rounds delivered globally (the assembler's next_round - 1)
@@ -107,6 +113,25 @@ class RoundCoordinator:
         self.views[instance] = view
         return [base.ViewEntered(self.total_view, primary)]
 
+    def install_round(self, seq: int) -> int:
+        """The checkpoint round a state installed after global ``seq`` resumes from: the
+        last checkpoint round whose seqs all lie at or below ``seq`` (a restart's durable
+        state may end inside a round; the execute side skips what it already holds)."""
+        return install_round(seq, self.m, self.period)
+
+    def state_installed(self, seq: int) -> list[CoordinatorOutput]:
+        """The execute side holds the state after global ``seq``: rounds up to
+        ``install_round(seq)`` are done (every lane is told ``installed`` with that round
+        next). The Delivers of later rounds already complete, then a LaneRounds."""
+        round_ = self.install_round(seq)
+        if round_ <= self.released:
+            return []
+        out: list[CoordinatorOutput] = list(self.assembler.install(round_))
+        self.released = self.assembler.next_round - 1
+        self.frontier = max(self.frontier, self.released)
+        out.append(LaneRounds(self.frontier, self.released))
+        return out
+
     def executed(self, seq: int, state_digest: bytes) -> list[CoordinatorOutput]:
         """The execute side ran global ``seq``: a LaneCheckpoint at the end of a checkpoint round."""
         if seq < 1 or seq % self.m:
@@ -117,4 +142,10 @@ class RoundCoordinator:
         return [LaneCheckpoint(round_, state_digest)]
 
 
-__all__ = ["CoordinatorOutput", "LaneCheckpoint", "LaneRounds", "RoundCoordinator"]
+def install_round(seq: int, m: int, period: int) -> int:
+    """The last checkpoint round (every ``period`` rounds of ``m`` seqs) ending at or below
+    global ``seq`` (see ``RoundCoordinator.install_round``)."""
+    return max(0, seq) // m // period * period
+
+
+__all__ = ["CoordinatorOutput", "LaneCheckpoint", "LaneRounds", "RoundCoordinator", "install_round"]

@@ -40,6 +40,19 @@ instance can decide lie within ``released + max_ahead_rounds + window`` (own che
 come from executed rounds, which are released): the assembler's bound holds by
 construction, whatever the network does.
 
+State transfer (issue 12): a replica further behind its peers than their history (a long
+partition, or a restart) sees their Checkpoints beyond the far-round gate. The lane keeps
+those votes aside (``RCC_FAR_VOTE_ROUNDS`` rounds, one vote per replica, signatures checked)
+and, once ``checkpoint_quorum`` (2f+1) match at a round r, emits ``FetchState(r *
+seqs_per_round, digest, votes)``: the global seq of the state after round r, certified by
+this instance's signed votes (every instance checkpoints the same global state at r); so
+does an instance stable (within the gate) more than PBFT's ``state_fetch_gap`` beyond what
+it decided, with its stable certificate, as PBFT itself would. After
+the execute side installed it, the replica's round coordinator skips to the installed round
+and every lane gets ``installed(r, digest, proof)``: its PBFT takes round r as delivered
+(stable there when the proof, or the lane's own far votes, certify it) and asks its peers
+what follows (PBFT's probe; they answer with batches and their stable vote).
+
 Inner PBFT actions are returned unchanged: ``Deliver(seq=round)``, ``StableCheckpoint
 (seq=round)`` and ``ViewEntered(instance view)`` are per-instance and must go to the round
 coordinator (``Rcc`` or the runtime's), everything else goes out as usual.
@@ -55,8 +68,9 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from protocols.base import Action, Broadcast, CancelTimer, SetTimer
+from protocols.base import Action, Broadcast, CancelTimer, FetchState, SetTimer
 from protocols.common import NULL_BATCH, Batch
+from protocols.limits import RCC_FAR_VOTE_ROUNDS
 from protocols.pbft import Checkpoint, Fetch, Pbft
 from protocols.pbft import NewView as PbftNewView
 
@@ -73,6 +87,7 @@ class RccLane:
         noop_ticks: int,
         max_lag_rounds: int,
         max_ahead_rounds: int | None = None,
+        seqs_per_round: int = 1,
     ) -> None:
         if noop_ticks < 1 or max_lag_rounds < 1:
             raise ValueError("noop_ticks and max_lag_rounds must be >= 1")
@@ -85,6 +100,11 @@ class RccLane:
         self.noop_ticks = noop_ticks
         self.max_lag_rounds = max_lag_rounds
         self.max_ahead_rounds = ahead
+        self.seqs_per_round = max(1, seqs_per_round)  # global seqs of one round (m)
+        # far checkpoint votes: round -> digest -> replica -> Checkpoint (bounded, see module)
+        self._far_votes: dict[int, dict[bytes, dict[int, Checkpoint]]] = {}
+        self._far_fetched = 0  # highest round a FetchState was emitted for
+        self._far_proofs: dict[int, tuple[Checkpoint, ...]] = {}  # round -> certificate
         self.t_noop = ("rcc", self.instance, "noop")
         self.t_watch = ("rcc", self.instance, "watch")
         self.frontier = 0  # highest round any instance of this replica decided
@@ -101,6 +121,7 @@ class RccLane:
         self.suspicions = 0  # view changes this lane started
         self.lag_max_seen = 0  # largest lag (rounds) seen
         self.far_rounds_refused = 0  # checkpoints / new-views beyond the far-round gate
+        self.state_fetches = 0  # FetchState emitted (a certified far checkpoint)
 
     # --- calls in (each returns the inner actions plus the lane's own) ---------------
 
@@ -126,7 +147,10 @@ class RccLane:
     def receive(self, sender: int, msg: Any) -> list[Action]:
         if self._far(msg):
             self.far_rounds_refused += 1
-            return []
+            out: list[Action] = []
+            if type(msg) is Checkpoint:
+                self._far_vote(sender, msg, out)
+            return out
         out = self.pbft.receive(sender, msg)
         self._reassess(out)
         return out
@@ -149,6 +173,65 @@ class RccLane:
         self._reassess(out)
         return out
 
+    def installed(self, round_: int, state_digest: bytes, proof: tuple[Any, ...]) -> list[Action]:
+        """The replica holds the state after round ``round_`` (its coordinator skipped
+        there): the instance takes it as delivered, stable if certified (``proof``: this
+        instance's votes among them, or the lane's own far votes), and asks what follows."""
+        p = self.pbft
+        own = tuple(cp for cp in proof if getattr(cp, "instance", -1) == self.instance)
+        if not own:
+            own = self._far_proofs.get(round_, ())
+        if round_ > self.released:
+            self.released = round_
+        if round_ > self.frontier:
+            self.frontier = round_
+        for r in [r for r in self._far_votes if r <= round_]:
+            del self._far_votes[r]
+        for r in [r for r in self._far_proofs if r <= round_]:
+            del self._far_proofs[r]
+        out = p.state_installed(round_, state_digest, own)
+        self._reassess(out)
+        return out
+
+    def _far_vote(self, sender: int, cp: Checkpoint, out: list[Action]) -> None:
+        """A Checkpoint beyond the far-round gate: count it; 2f+1 matching -> FetchState."""
+        p = self.pbft
+        r = cp.seq
+        if (
+            cp.instance != self.instance
+            or sender != cp.replica
+            or not 0 <= sender < p.n
+            or sender == self.id
+            or r <= self._far_fetched
+            or r % p.period
+        ):
+            return
+        votes = self._far_votes.get(r)
+        if votes is None:
+            if len(self._far_votes) >= RCC_FAR_VOTE_ROUNDS:
+                lowest = min(self._far_votes)
+                if r < lowest:
+                    return
+                del self._far_votes[lowest]
+            votes = self._far_votes[r] = {}
+        if any(sender in by for by in votes.values()):
+            return  # one vote per replica and round
+        if not p._valid_checkpoint_signature(cp):
+            return
+        by_digest = votes.setdefault(cp.state_digest, {})
+        by_digest[sender] = cp
+        if len(by_digest) < p.checkpoint_quorum:
+            return
+        proof = tuple(by_digest[s] for s in sorted(by_digest)[: p.checkpoint_quorum])
+        self._far_fetched = r
+        self._far_proofs[r] = proof
+        for old in [x for x in self._far_votes if x <= r]:
+            del self._far_votes[old]
+        for old in [x for x in self._far_proofs if x < r]:
+            del self._far_proofs[old]
+        self.state_fetches += 1
+        out.append(FetchState(r * self.seqs_per_round, cp.state_digest, proof))
+
     def observe_rounds(self, frontier: int, released: int) -> list[Action]:
         """The coordinator's news: an instance of this replica decided round ``frontier``;
         rounds up to ``released`` were delivered globally (both only grow)."""
@@ -170,6 +253,7 @@ class RccLane:
             lag_max_seen=self.lag_max_seen,
             released=self.released,
             far_rounds_refused=self.far_rounds_refused,
+            state_fetches=self.state_fetches,
         )
         return st
 
@@ -185,6 +269,12 @@ class RccLane:
     def _reassess(self, out: list[Action]) -> None:
         p = self.pbft
         decided = p.last_delivered
+        if p.low - decided > p.state_fetch_gap and p.low > self._far_fetched:
+            # stable (within the gate) further beyond what it decided than the peers'
+            # history reliably covers: fetch the state there, as PBFT itself would
+            self._far_fetched = p.low
+            self.state_fetches += 1
+            out.append(FetchState(p.low * self.seqs_per_round, p.stable_digest, p.stable_proof))
         if decided > self.frontier:
             self.frontier = decided
         frontier = self.frontier

@@ -29,6 +29,9 @@ How it works:
   instance checkpoints the same global state at the same round and each inner PBFT's
   watermarks, view-change proofs and catch-up stay self-consistent. The global
   StableCheckpoint is ``r*m`` once every instance is stable at r (``StableMerger``).
+- State transfer: a lane far behind its peers emits ``FetchState`` for the global seq of a
+  certified checkpoint round (protocols/rcc/lane.py); ``state_installed`` skips the round
+  coordinator to the installed round, then every lane (``RccLane.installed``).
 - ``ViewEntered`` actions carry the sum of the instances' views (it grows by one per instance
   view change) and the new primary of the instance that changed.
 
@@ -110,11 +113,16 @@ class Rcc(Protocol):
             self.pbft_class(config, verifier, instance=i) for i in range(m)
         ]
         for p in self.instances:
-            # an instance checkpoints rounds, not global seqs: it never asks for the state
-            # itself (RCC's state transfer is not wired; a lagging lane fetches batches)
+            # an instance checkpoints rounds, not global seqs: its PBFT never asks for the
+            # state itself; its lane does, from the votes beyond its far-round gate
             p.fetches_state = False
         self.lanes: list[RccLane] = [
-            RccLane(p, noop_ticks=self.noop_ticks, max_lag_rounds=self.max_lag_rounds)
+            RccLane(
+                p,
+                noop_ticks=self.noop_ticks,
+                max_lag_rounds=self.max_lag_rounds,
+                seqs_per_round=m,
+            )
             for p in self.instances
         ]
         # The far-round gate keeps every decided round within released + max_ahead + window
@@ -226,6 +234,20 @@ class Rcc(Protocol):
     def executed(self, seq: int, state_digest: bytes) -> list[Action]:
         out: list[Action] = []
         self._apply(self.coordinator.executed(seq, state_digest), out)
+        return out
+
+    def state_installed(
+        self, seq: int, state_digest: bytes, proof: tuple[Any, ...] = ()
+    ) -> list[Action]:
+        """The execute stage holds the state after global ``seq`` (a fetched image, or a
+        restart's reloaded state): the coordinator skips to its checkpoint round, then every
+        lane installs that round and asks what follows (the runtime's lanes mode does the
+        same across threads: fabric.runtime.lanes)."""
+        out: list[Action] = []
+        self._apply(self.coordinator.state_installed(seq), out)
+        round_ = self.coordinator.install_round(seq)
+        for i, lane in enumerate(self.lanes):
+            self._collect(i, lane.installed(round_, state_digest, tuple(proof)), out)
         return out
 
     # --- merging the instances' actions (the coordinator decides, this only routes) -----

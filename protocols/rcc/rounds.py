@@ -9,7 +9,12 @@ How it works (Gupta, Hellings, Sadoghi, ICDE 2021, §III "concurrent consensus")
   over the instances. With ``permute`` the order of round r is a permutation seeded by a
   hash over the batch digests of round r-1 *and* of round r: no primary knows it when it
   picks its batch (it would need every other instance's round-r batch first), and it
-  costs m hashes per round. Without ``permute`` the order is 0..m-1.
+  costs m hashes per round. Without ``permute`` the order is 0..m-1. The chain restarts at
+  every checkpoint round (``chain_period``): the round after checkpoint round r is seeded by
+  its own digests alone, so a replica that installed the state after round r (state
+  transfer, never having seen round r's batches) orders round r+1 as everyone else does.
+- ``install(r)``: the state after round r (a checkpoint round) was installed: rounds up to r
+  are done, any an instance still reports is dropped (counted), round r+1 is next.
 - Clients are assigned to instances (client_id % m). A batch decided in instance i is
   delivered without the requests of clients assigned elsewhere (a Byzantine primary that
   copies another instance's request cannot get it executed twice); a batch left empty is
@@ -75,7 +80,14 @@ def round_order(round_: int, previous: bytes, current: bytes, m: int) -> list[in
 class RoundAssembler:
     """Collect per-instance decisions; emit complete rounds as global Delivers, in order."""
 
-    def __init__(self, m: int, *, permute: bool = True, max_pending_rounds: int = 4096) -> None:
+    def __init__(
+        self,
+        m: int,
+        *,
+        permute: bool = True,
+        max_pending_rounds: int = 4096,
+        chain_period: int = 0,
+    ) -> None:
         if m < 1:
             raise ValueError(f"m={m}: RCC needs at least one instance")
         if max_pending_rounds < 1:
@@ -83,6 +95,7 @@ class RoundAssembler:
         self.m = m
         self.permute = permute
         self.max_pending_rounds = max_pending_rounds
+        self.chain_period = chain_period  # the order chain restarts after these rounds (0: never)
         self.next_round = 1  # lowest round not yet delivered
         self.last_round = [0] * m  # per instance: highest round it decided
         self._pending: dict[int, list[tuple[int, Batch] | None]] = {}  # round -> per instance
@@ -93,6 +106,8 @@ class RoundAssembler:
         self.null_batches = 0  # delivered null batches (no-ops and emptied batches)
         self.foreign_requests = 0  # requests dropped: their client belongs to another instance
         self.pending_max_seen = 0  # most rounds waiting at once
+        self.installed_round = 0  # the state after this round was installed (not assembled)
+        self.stale_rounds = 0  # decisions at or below installed_round, dropped
 
     @property
     def frontier(self) -> int:
@@ -109,6 +124,9 @@ class RoundAssembler:
         m = self.m
         if not 0 <= instance < m:
             raise RoundOrderError(f"instance {instance} not in 0..{m - 1}")
+        if round_ <= self.installed_round:  # an instance that had not installed it yet
+            self.stale_rounds += 1
+            return []
         if round_ != self.last_round[instance] + 1:
             raise RoundOrderError(
                 f"instance {instance} decided round {round_} after {self.last_round[instance]}"
@@ -152,9 +170,29 @@ class RoundAssembler:
             if not batch.requests:
                 self.null_batches += 1
             out.append(Deliver(first + position, view, batch))
-        self._previous = current
+        chain = self.chain_period
+        self._previous = b"" if chain and not round_ % chain else current
         self.next_round = round_ + 1
         self.rounds_delivered += 1
+
+    def install(self, round_: int) -> list[Deliver]:
+        """The state after checkpoint round ``round_`` was installed: skip to round_ + 1; the
+        Delivers of later rounds already complete (none if ``round_`` is not ahead)."""
+        if round_ < self.next_round:
+            return []
+        if self.chain_period and round_ % self.chain_period:
+            raise RoundOrderError(f"install at round {round_}: not a checkpoint round")
+        self.installed_round = round_
+        for r in [r for r in self._pending if r <= round_]:
+            del self._pending[r]
+            del self._filled[r]
+        self.last_round = [max(last, round_) for last in self.last_round]
+        self.next_round = round_ + 1
+        self._previous = b""
+        out: list[Deliver] = []
+        while self._filled.get(self.next_round, 0) == self.m:
+            self._release(self.next_round, out)
+        return out
 
     def _owned(self, instance: int, batch: Batch) -> Batch:
         """``batch`` without requests of clients assigned to another instance."""

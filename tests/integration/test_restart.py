@@ -126,9 +126,21 @@ def test_a_backup_down_3_s_comes_back_catches_up_and_its_ledger_agrees(
     assert summary["per_node"][str(RESTARTED)]["failure"]["installed_seq"] == 0  # block fetch
 
 
-@pytest.mark.parametrize(("storage", "pipeline"), [("memory", "decoupled"), ("sqlite", "inline")])
+@pytest.mark.parametrize(
+    ("protocol", "storage", "pipeline"),
+    [
+        ("pbft", "memory", "decoupled"),
+        ("pbft", "sqlite", "inline"),
+        ("rcc", "memory", "decoupled"),  # its lanes fetch the state at a round checkpoint
+    ],
+)
 def test_a_replica_too_far_behind_for_block_fetch_installs_a_snapshot(
-    base_port: int, tmp_path: Path, spawned: list[runner.Child], storage: str, pipeline: str
+    base_port: int,
+    tmp_path: Path,
+    spawned: list[runner.Child],
+    protocol: str,
+    storage: str,
+    pipeline: str,
 ) -> None:
     # the light load (~20 batches/s), a checkpoint every 5 batches and a window of 2
     # checkpoints: 3 s down is ~20 checkpoints behind, past what block fetch may ask (the
@@ -140,8 +152,11 @@ def test_a_replica_too_far_behind_for_block_fetch_installs_a_snapshot(
         "protocol.watermark_window=10",
         f"ledger.storage={storage}",
         f"execution.pipeline={pipeline}",
+        f"protocol.name={protocol}",
+        *(["cluster.clients=4"] if protocol == "rcc" else []),  # one client per instance
     )
-    outcome = runner.run_experiment(cfg, tmp_path, label=f"snapshot-{storage}", report=False)
+    label = f"snapshot-{protocol}-{storage}"
+    outcome = runner.run_experiment(cfg, tmp_path, label=label, report=False)
     summary = _check_restarted_run(outcome, spawned)
     fail = summary["per_node"][str(RESTARTED)]["failure"]
     installed = fail["installed_seq"]

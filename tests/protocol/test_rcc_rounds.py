@@ -139,6 +139,44 @@ def test_the_assembler_uses_the_round_order_when_permuting() -> None:
     assert [d.batch for d in fixed] == [_batch(i, 1, m) for i in range(m)]
 
 
+def test_the_order_chain_restarts_after_a_checkpoint_round() -> None:
+    """Round r+1 after checkpoint round r is seeded by its own digests only, so a replica
+    that installed the state after round r orders it as one that assembled round r."""
+    m, period = 4, 2
+    asm = RoundAssembler(m, permute=True, chain_period=period)
+    out = _feed(asm, [(i, r) for r in (1, 2, 3) for i in range(m)], m)
+    d = {r: b"".join(_batch(i, r, m).digest for i in range(m)) for r in (1, 2, 3)}
+    assert [x.batch for x in out[m : 2 * m]] == [
+        _batch(i, 2, m) for i in round_order(2, d[1], d[2], m)
+    ]
+    assert [x.batch for x in out[2 * m :]] == [
+        _batch(i, 3, m) for i in round_order(3, b"", d[3], m)
+    ]
+    # installed after round 2: it never saw rounds 1-2, yet round 3 is the same
+    fresh = RoundAssembler(m, permute=True, chain_period=period)
+    assert fresh.install(2) == []
+    late = _feed(fresh, [(i, 3) for i in range(m)], m)
+    assert late == out[2 * m :]
+    assert [x.seq for x in late] == [global_seq(3, p, m) for p in range(m)]
+
+
+def test_install_drops_rounds_it_covers_and_releases_the_ones_already_complete() -> None:
+    m = 3
+    asm = RoundAssembler(m, permute=False, chain_period=2)
+    _feed(asm, [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)], m)  # instance 2 lags
+    assert asm.pending_rounds == 3
+    # the state after round 2 arrives: round 3 only waits for instance 2 now
+    assert asm.install(2) == []
+    assert asm.next_round == 3 and asm.pending_rounds == 1
+    assert _feed(asm, [(2, 1), (2, 2)], m) == []  # an instance not yet installed: stale
+    assert asm.stale_rounds == 2
+    done = _feed(asm, [(2, 3)], m)
+    assert [x.seq for x in done] == [7, 8, 9]
+    assert asm.install(2) == [] and asm.next_round == 4  # an older install changes nothing
+    with pytest.raises(RoundOrderError):
+        asm.install(5)  # not a checkpoint round
+
+
 def test_null_batches_are_delivered_in_their_slot() -> None:
     """A no-op keeps its round slot (the global sequence has no gaps) and is counted."""
     m = 3

@@ -2,7 +2,8 @@
 
 The big runs (``@pytest.mark.slow``, part of ``make test``) sweep 1050 seeds at n=4 (150 per
 mix), 280 at n=7 (40 per mix) and 140 at n=4 with a client on every instance, demanding zero
-safety violations and zero liveness failures. With m = n every replica leads an instance, so
+safety violations and zero liveness failures, and that every honest replica (not only a
+quorum) reaches the final sequence after healing (``settle_ticks``). With m = n every replica leads an instance, so
 each crash is the crash of an instance primary and each Byzantine replica is a Byzantine
 instance primary (at n=7 two of them, colluding through the simulator's shared table of
 alternative batches). Two RCCs broken on purpose must be caught: one whose replicas order a
@@ -28,6 +29,11 @@ from protocols.pbft import Pbft
 from protocols.rcc import Rcc
 
 REPO = Path(__file__).resolve().parents[2]
+#: after the clients are done, EVERY honest replica must reach the longest final prefix
+#: within this long (a lagging instance fetches, an idle one asks what follows, one too far
+#: behind fetches the state; fabric/sim: "lagging" otherwise)
+SETTLE_TICKS = 2000
+SETTLED = SimOptions(settle_ticks=SETTLE_TICKS)
 
 
 def _failures(summary: SimSummary) -> str:
@@ -58,7 +64,7 @@ def test_rcc_n4_150_seeds_per_mix(mix: str) -> None:
     """BIG RUN (7 x 150 = 1050 seeds at n=4): safe under every mix, live after healing."""
     index = MIXES.index(mix)
     seeds = range(index, 150 * len(MIXES), len(MIXES))  # seed s runs mix s % 7: replayable
-    summary = run_many("rcc", 4, seeds, MIXES)
+    summary = run_many("rcc", 4, seeds, MIXES, SETTLED)
     _print_figures(summary, mix)
     assert summary.runs == 150 and set(summary.by_mix) == {mix}
     _assert_all_ok(summary)
@@ -71,7 +77,7 @@ def test_rcc_n4_150_seeds_per_mix(mix: str) -> None:
 def test_rcc_n7_40_seeds_per_mix(mix: str) -> None:
     """BIG RUN (7 x 40 = 280 seeds at n=7, f=2: two faulty instance primaries at most)."""
     index = MIXES.index(mix)
-    summary = run_many("rcc", 7, range(index, 40 * len(MIXES), len(MIXES)), MIXES)
+    summary = run_many("rcc", 7, range(index, 40 * len(MIXES), len(MIXES)), MIXES, SETTLED)
     _print_figures(summary, mix)
     assert summary.runs == 40
     _assert_all_ok(summary)
@@ -80,7 +86,7 @@ def test_rcc_n7_40_seeds_per_mix(mix: str) -> None:
 @pytest.mark.slow
 def test_rcc_n4_every_instance_loaded_140_seeds() -> None:
     """BIG RUN: one client per instance (so every primary has its own requests to lose)."""
-    options = SimOptions(clients=4, requests=6, in_flight=2)
+    options = SimOptions(clients=4, requests=6, in_flight=2, settle_ticks=SETTLE_TICKS)
     summary = run_many("rcc", 4, range(140), MIXES, options)
     _print_figures(summary, "clients=4")
     _assert_all_ok(summary)
@@ -91,7 +97,9 @@ def test_rcc_n4_every_instance_loaded_140_seeds() -> None:
 def test_rcc_fewer_instances_than_replicas_140_seeds(n: int, m: int) -> None:
     """BIG RUN: m < n, so replicas m..n-1 start as backups only and take over instances
     after view changes (instance i's primary in view v is (i + v) % n)."""
-    options = SimOptions(params={"rcc_instances": m}, clients=3, requests=5)
+    options = SimOptions(
+        params={"rcc_instances": m}, clients=3, requests=5, settle_ticks=SETTLE_TICKS
+    )
     summary = run_many("rcc", n, range(140), MIXES, options)
     _print_figures(summary, f"m={m}")
     _assert_all_ok(summary)
@@ -109,7 +117,9 @@ def test_rcc_is_safe_and_live_under_every_fault_mix(
 ) -> None:
     """Workers 2: the lanes split over two LaneGroups with the runtime's glue
     (fabric/sim/lanes.py), as fabric.runtime.replica runs them with replica.worker_threads=2."""
-    options = SimOptions(params={"rcc_instances": m}, worker_threads=workers)
+    options = SimOptions(
+        params={"rcc_instances": m}, worker_threads=workers, settle_ticks=SETTLE_TICKS
+    )
     summary = run_many("rcc", n, range(seeds), MIXES, options, keep_failures=5)
     _assert_all_ok(summary)
     assert set(summary.by_mix) == set(MIXES)

@@ -11,9 +11,12 @@ Every run must be safe, and after the clients are done (``settle_ticks``) EVERY 
 replica, the restarted one included, must reach the longest final prefix.
 
 PoE rejoins the same way (its finals and stable proofs answer the restarted replica's
-FETCH; state_installed takes the installed state as executed and final). RCC does not: its
-instances never fetch state (``state_installed`` is ignored), so its restart seeds are not in
-this suite (a restarted RCC replica with nothing ends at seq 0: its lanes have no probe).
+FETCH; state_installed takes the installed state as executed and final). So does RCC: a lane
+stable far beyond what it decided, or holding 2f+1 votes for a checkpoint beyond its
+far-round gate, fetches the state at that round's global seq; state_installed skips the
+round coordinator and every lane to the installed round (protocols/rcc/lane.py). Its lanes
+run in one thread (the composite Rcc) and split over two workers (fabric/sim/lanes.py, the
+runtime's LaneGroups and coordinator code).
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ OPTIONS = SimOptions(
 )
 
 
-def _run(seeds: range, protocol: str = "pbft", options: SimOptions = OPTIONS) -> Counter[str]:
+def _run(
+    seeds: range, protocol: str = "pbft", options: SimOptions = OPTIONS, n: int = 4
+) -> Counter[str]:
     counts: Counter[str] = Counter()
     for seed in seeds:
-        sim = Simulator(protocol, 4, seed, "restart", options)
+        sim = Simulator(protocol, n, seed, "restart", options)
         result = sim.run()
         assert result.ok, result.report()
         counts["runs"] += 1
@@ -45,7 +50,7 @@ def _run(seeds: range, protocol: str = "pbft", options: SimOptions = OPTIONS) ->
     return counts
 
 
-@pytest.mark.parametrize("protocol", ["pbft", "poe"])
+@pytest.mark.parametrize("protocol", ["pbft", "poe", "rcc"])
 def test_restarted_replica_catches_up_by_batches_or_state_transfer(protocol: str) -> None:
     counts = _run(range(150), protocol)
     assert counts["runs"] == counts["restarts"] == 150
@@ -85,3 +90,19 @@ def test_poe_restart_with_mac_certificates() -> None:
         params={"poe_certificate": "macs"},
     )
     assert _run(range(40), "poe", opts)["states_installed"] > 0
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_rcc_restart_with_lanes_split_over_two_workers(n: int) -> None:
+    """RCC's lanes on two LaneGroups with the coordinator between them (as the runtime's
+    worker threads run them): the install crosses to every worker the same way."""
+    opts = SimOptions(
+        checkpoint_period=2,
+        watermark_window=4,
+        settle_ticks=2000,
+        requests=12,
+        think_ticks=20,
+        worker_threads=2,
+    )
+    counts = _run(range(60 if n == 4 else 30), "rcc", opts, n)
+    assert counts["memory_transfers"] > 3 and counts["durable_transfers"] > 3
