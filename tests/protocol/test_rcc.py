@@ -26,6 +26,7 @@ from protocols.base import (
     SetTimer,
     StableCheckpoint,
 )
+from protocols.checkpoints import checkpoint_payload
 from protocols.common import NULL_BATCH, Batch, Request, make_batch
 from protocols.pbft import Checkpoint, PrePrepare
 from protocols.rcc import Rcc, RccLane, instance_count
@@ -462,6 +463,43 @@ def test_a_lane_refuses_stable_checkpoints_far_beyond_the_released_round() -> No
     lane.observe_rounds(10, 8)  # rounds up to 8 released here: the cap is now 40
     lane.receive(2, far)
     assert lane.far_rounds_refused == 1 and lane.released == 8 and lane.frontier == 10
+
+
+def test_a_lane_far_behind_fetches_the_state_on_2f_plus_1_far_votes_and_installs_it() -> None:
+    """Issue 12: votes beyond the far-round gate are kept aside; 2f+1 matching ones (valid
+    signatures, one per replica) make the lane ask for the state at that round's global seq.
+    Installing it skips the round coordinator and every lane to that round, certified."""
+    c = RccCluster(4, watermark_window=8)
+    rcc = c.replicas[0]
+    lane = rcc.lanes[1]
+    digest = b"s" * 32
+
+    def vote(r: int, round_: int = 40, d: bytes = digest) -> Checkpoint:
+        sig = c.replicas[r].verifier.sign(checkpoint_payload(1, round_, r, d))
+        return Checkpoint(1, round_, d, r, sig)
+
+    assert lane.receive(1, vote(1)) == []
+    assert lane.receive(2, Checkpoint(1, 40, digest, 2, b"forged")) == []  # bad signature
+    assert lane.receive(2, vote(2, d=b"t" * 32)) == []  # another digest: no quorum
+    assert lane.receive(3, vote(3)) == []  # 2 of 3 for digest s
+    out = lane.receive(3, vote(3))  # a duplicate counts once
+    assert out == []
+    out = rcc.receive(2, vote(2, round_=44))  # a higher round: its own count
+    assert not [a for a in out if type(a) is base.FetchState]
+    # the third matching vote for round 40 (replica 2 voted t there: one vote per round)
+    lane2 = rcc.lanes[2]
+    for r in (1, 2, 3):
+        sig = c.replicas[r].verifier.sign(checkpoint_payload(2, 40, r, digest))
+        out = rcc.receive(r, Checkpoint(2, 40, digest, r, sig))
+    fetches = [a for a in out if type(a) is base.FetchState]
+    assert len(fetches) == 1 and lane2.state_fetches == 1
+    fs = fetches[0]
+    assert (fs.seq, fs.digest) == (40 * rcc.m, digest) and len(fs.proof) == 3
+    # the execute side installed the image: every instance is at round 40, instance 2 stable
+    rcc.state_installed(fs.seq, fs.digest, fs.proof)
+    assert rcc.coordinator.released == 40 and rcc.assembler.next_round == 41
+    assert all(p.last_delivered == 40 for p in rcc.instances)
+    assert rcc.instances[2].low == 40 and all(ln.released == 40 for ln in rcc.lanes)
 
 
 # --- checkpoints and garbage collection -----------------------------------------------------
