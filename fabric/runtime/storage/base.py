@@ -24,7 +24,7 @@ import errno
 import hashlib
 import os
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -343,6 +343,23 @@ class LedgerStore:
         """Everything stored as a checked stream (see ``Scan``; recovery redoes block by
         block, so memory holds one block, not the file)."""
         raise NotImplementedError
+
+    def _scan_of(
+        self,
+        raw_base: bytes | None,
+        raw_head: bytes | None,
+        raw_checkpoints: Iterable[bytes],
+        rows: Callable[[int], Iterable[tuple[int, bytes]]],
+    ) -> Scan:
+        """The Scan of a backend's raw records: its meta values (None where absent), its
+        checkpoint values oldest first, and ``rows(first)``, its stored (seq, value) blocks
+        from seq ``first`` on (what follows the base), each checked as it is read."""
+        path = self.path
+        base = unpack_base(path, raw_base) if raw_base is not None else None
+        head = unpack_head(path, raw_head) if raw_head is not None else None
+        checkpoints = [unpack_checkpoint(path, raw) for raw in raw_checkpoints]
+        first = (base.seq if base is not None else 0) + 1
+        return Scan(path, base, checkpoints, verified_blocks(path, base, rows(first), head))
 
     def compact(self, base: BaseImage) -> None:
         """Make ``base`` (the state image at stable checkpoint ``base.seq``, whose block is

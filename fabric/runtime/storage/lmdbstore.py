@@ -39,10 +39,6 @@ from fabric.runtime.storage.base import (
     pack_block,
     pack_checkpoint,
     pack_head,
-    unpack_base,
-    unpack_checkpoint,
-    unpack_head,
-    verified_blocks,
 )
 
 _KEY = struct.Struct("!Q")
@@ -173,11 +169,12 @@ class LmdbStore(LedgerStore):
             raise CorruptLedgerError(
                 path, 1, f"unreadable ({exc}): no block could be verified"
             ) from None
-        base = unpack_base(path, raw_base) if raw_base is not None else None
-        head = unpack_head(path, raw_head) if raw_head is not None else None
-        checkpoints = [unpack_checkpoint(path, raw) for raw in rows]
-        first = (base.seq if base is not None else 0) + 1
-        return Scan(path, base, checkpoints, verified_blocks(path, base, self._rows(first), head))
+        return self._scan_of(
+            None if raw_base is None else bytes(raw_base),
+            None if raw_head is None else bytes(raw_head),
+            rows,
+            self._rows,
+        )
 
     def _rows(self, first: int) -> Iterator[tuple[int, bytes]]:
         """(seq, value) in key order inside one read transaction (held while the caller

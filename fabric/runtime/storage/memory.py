@@ -23,10 +23,6 @@ from fabric.runtime.storage.base import (
     pack_block,
     pack_checkpoint,
     pack_head,
-    unpack_base,
-    unpack_checkpoint,
-    unpack_head,
-    verified_blocks,
 )
 
 
@@ -65,14 +61,13 @@ class MemoryStore(LedgerStore):
         self.meta["base"] = pack_base(base)
 
     def scan(self) -> Scan:
-        path = self.path
-        base = unpack_base(path, self.meta["base"]) if "base" in self.meta else None
-        head = unpack_head(path, self.meta["head"]) if "head" in self.meta else None
-        checkpoints = [
-            unpack_checkpoint(path, self.checkpoints[s]) for s in sorted(self.checkpoints)
-        ]
         raws = [(seq, self.blocks[seq]) for seq in sorted(self.blocks)]
-        return Scan(path, base, checkpoints, verified_blocks(path, base, raws, head))
+        return self._scan_of(
+            self.meta.get("base"),
+            self.meta.get("head"),
+            [self.checkpoints[s] for s in sorted(self.checkpoints)],
+            lambda first: raws,
+        )
 
     def close(self) -> None:
         pass

@@ -34,10 +34,6 @@ from fabric.runtime.storage.base import (
     pack_block,
     pack_checkpoint,
     pack_head,
-    unpack_base,
-    unpack_checkpoint,
-    unpack_head,
-    verified_blocks,
 )
 
 _SYNCHRONOUS = {"none": "OFF", "batch": "FULL", "every_block": "FULL"}
@@ -143,11 +139,7 @@ class SqliteStore(LedgerStore):
             raise CorruptLedgerError(
                 path, 1, f"unreadable ({exc}): no block could be verified"
             ) from None
-        base = unpack_base(path, meta["base"]) if "base" in meta else None
-        head = unpack_head(path, meta["head"]) if "head" in meta else None
-        checkpoints = [unpack_checkpoint(path, raw) for (raw,) in rows]
-        first = (base.seq if base is not None else 0) + 1
-        return Scan(path, base, checkpoints, verified_blocks(path, base, self._rows(first), head))
+        return self._scan_of(meta.get("base"), meta.get("head"), [r for (r,) in rows], self._rows)
 
     def _rows(self, first: int) -> Iterator[tuple[int, bytes]]:
         """(seq, value) in seq order; an unreadable page names the block after the last read."""
