@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from protocols.base import Action
+from protocols.base import Action, Broadcast
 from protocols.codec import message
 from protocols.common import Digest, Signature
 
@@ -117,6 +117,14 @@ class CheckpointVotes:
         if not self._valid_checkpoint_signature(cp):
             self._ignore("bad_signature")
             return
+        self._add_checkpoint(cp, out)
+
+    def _cast_checkpoint(self, seq: int, state_digest: bytes, out: list[Action]) -> None:
+        """§4.3: sign our state digest at ``seq``, broadcast the CHECKPOINT, count our own vote."""
+        instance = self.checkpoint_instance
+        sig = self.verifier.sign(checkpoint_payload(instance, seq, self.id, state_digest))
+        cp = Checkpoint(instance, seq, state_digest, self.id, sig)
+        out.append(Broadcast(cp))
         self._add_checkpoint(cp, out)
 
     def _add_checkpoint(self, cp: Checkpoint, out: list[Action]) -> None:

@@ -29,7 +29,6 @@ from typing import Any
 
 from protocols.base import (
     Action,
-    Broadcast,
     Protocol,
     ProtocolConfig,
     ReplyRule,
@@ -37,7 +36,7 @@ from protocols.base import (
     StableCheckpoint,
     Verifier,
 )
-from protocols.checkpoints import Checkpoint, CheckpointVotes, checkpoint_payload
+from protocols.checkpoints import Checkpoint, CheckpointVotes
 from protocols.common import Batch, Request
 from protocols.hotstuff.catch_up import HotStuffCatchUp
 from protocols.hotstuff.mempool import Delivered, Mempool
@@ -235,10 +234,7 @@ class HotStuff(
         out: list[Action] = []
         if seq % self.period or seq <= self.low or seq > self.last_delivered:
             return out
-        sig = self.verifier.sign(checkpoint_payload(0, seq, self.id, state_digest))
-        cp = Checkpoint(0, seq, state_digest, self.id, sig)
-        out.append(Broadcast(cp))
-        self._add_checkpoint(cp, out)
+        self._cast_checkpoint(seq, state_digest, out)
         self._after(out)
         return out
 

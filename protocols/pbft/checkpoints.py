@@ -13,7 +13,7 @@ what PBFT does with them. Must not live here: the vote counting, the wire format
 from __future__ import annotations
 
 from protocols.base import Action, Broadcast, FetchState, StableCheckpoint
-from protocols.checkpoints import Checkpoint, checkpoint_payload
+from protocols.checkpoints import Checkpoint
 from protocols.limits import MAX_IDLE_ROUNDS
 from protocols.pbft.messages import Fetch
 
@@ -54,10 +54,7 @@ class PbftCheckpoints:
         out: list[Action] = []
         if seq % self.period or seq <= self.low or seq > self.last_delivered:
             return out
-        sig = self.verifier.sign(checkpoint_payload(self.instance, seq, self.id, state_digest))
-        cp = Checkpoint(self.instance, seq, state_digest, self.id, sig)
-        out.append(Broadcast(cp))
-        self._add_checkpoint(cp, out)
+        self._cast_checkpoint(seq, state_digest, out)
         return out
 
     def _make_stable(

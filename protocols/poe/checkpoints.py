@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from protocols.base import (
     Action,
-    Broadcast,
     FetchState,
     StableCheckpoint,
 )
-from protocols.checkpoints import Checkpoint, checkpoint_payload
+from protocols.checkpoints import Checkpoint
 from protocols.poe.states import ACTIVE
 
 CHECKPOINT_INSTANCE = 0  # PoE's Checkpoint messages (protocols/checkpoints.py) carry instance 0
@@ -34,12 +33,7 @@ class PoeCheckpoints:
             return out  # stale feedback (rolled back since) or not a checkpoint seq
         self.own_digest[seq] = state_digest
         if seq > self.low:
-            sig = self.verifier.sign(
-                checkpoint_payload(CHECKPOINT_INSTANCE, seq, self.id, state_digest)
-            )
-            cp = Checkpoint(CHECKPOINT_INSTANCE, seq, state_digest, self.id, sig)
-            out.append(Broadcast(cp))
-            self._add_checkpoint(cp, out)
+            self._cast_checkpoint(seq, state_digest, out)
         self._check_final(out)
         return out
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from protocols.base import Action, Broadcast, Deliver, Send, StableCheckpoint
-from protocols.checkpoints import Checkpoint, checkpoint_payload
+from protocols.checkpoints import Checkpoint
 from protocols.common import Batch, Reply, Request, batch_is_valid
 from protocols.zyzzyva.messages import (
     Commit,
@@ -284,10 +284,7 @@ class ZyzzyvaNormalCase:
         out: list[Action] = []
         if seq % self.period or seq <= self.low:
             return out
-        sig = self.verifier.sign(checkpoint_payload(0, seq, self.id, state_digest))
-        cp = Checkpoint(0, seq, state_digest, self.id, sig)
-        out.append(Broadcast(cp))
-        self._add_checkpoint(cp, out)
+        self._cast_checkpoint(seq, state_digest, out)
         return out
 
     def _make_stable(
