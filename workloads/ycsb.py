@@ -246,6 +246,9 @@ class YcsbGenerator:
         self.inserted = 0  # INSERTs drawn so far
         self.next_insert_key = record_count + insert_lane  # the key the next INSERT takes
         self._zipf: ZipfianRanks | None = None
+        # (zetan, 1 + 0.5**theta, items, eta, alpha, rank -> key table, key of rank 0, key of
+        # rank 1, record_count): the scrambled zipfian chooser's state, for next_txns's loop
+        self._inline_zipf: tuple[Any, ...] | None = None
         self._choose: Callable[[], int]
         if chooser == "uniform":
             self._choose = self._uniform_chooser()
@@ -307,6 +310,9 @@ class YcsbGenerator:
         zetan, eta, alpha, second = zipf.zetan, zipf.eta, zipf.alpha, zipf.half_pow_theta
         table = array("q", [-1]) * min(items, _SCRAMBLE_TABLE_MAX)
         cached = len(table)
+        if items <= cached:  # every rank cached: next_txns draws inline
+            key1 = fnvhash64(1 if items > 1 else 0) % n
+            self._inline_zipf = (zetan, second, items, eta, alpha, table, fnvhash64(0) % n, key1, n)
 
         def scrambled_zipfian() -> int:
             u = rnd()
@@ -350,39 +356,73 @@ class YcsbGenerator:
         return self.next_txns(1)[0]
 
     def next_txns(self, k: int) -> list[Txn]:
-        """``k`` transactions (the fast path: one call per client batch)."""
+        """``k`` transactions (the fast path: one call per client batch).
+
+        One loop draws, per transaction and in this order, the operation (unless the mix
+        has one), the key (not for INSERT), then the value offset or the scan length. The
+        uniform and the scrambled zipfian draws are inlined here (the same arithmetic as
+        their choosers', float for float: tests/unit/test_workload_golden.py); latest, and
+        zipfian beyond _SCRAMBLE_TABLE_MAX records, call the chooser.
+        """
         rnd = self._random
-        choose = self._choose
         cum = self._cum
         ops = self._ops
         pool = self._pool
-        span = len(pool) - self.value_size
         vs = self.value_size
+        span = len(pool) - vs
         max_scan = self.max_scan_length
-        single = ops[0] if len(ops) == 1 else None
+        single = ops[0] if len(ops) == 1 else -1
+        first_cut = cum[0]
+        first_op = ops[0]
+        inline = self._inline_zipf
+        if inline is not None:
+            zetan, second, items, eta, alpha, table, key0, key1, n = inline
+        else:
+            choose = self._choose
+            uniform = self.key_chooser == "uniform"  # _uniform_chooser's draw, inlined
+            n = self.record_count
         out: list[Txn] = []
         append = out.append
         for _ in range(k):
-            if single is None:
-                u = rnd()
-                i = 0
-                while u >= cum[i]:
-                    i += 1
-                op = ops[i]
-            else:
+            if single >= 0:
                 op = single
-            if op == READ:
-                append((READ, choose(), None))
-            elif op == INSERT:
+            else:
+                u = rnd()
+                if u < first_cut:
+                    op = first_op
+                else:
+                    i = 1
+                    while u >= cum[i]:
+                        i += 1
+                    op = ops[i]
+            if op == INSERT:
                 key = self.next_insert_key
                 self.next_insert_key = key + self.insert_lanes
                 self.inserted += 1
                 off = int(rnd() * span)
                 append((INSERT, key, pool[off : off + vs]))
+                continue
+            if inline is None:
+                key = int(rnd() * n) if uniform else choose()
+            else:  # scrambled zipfian, as _scrambled_zipfian_chooser draws it
+                u = rnd()
+                uz = u * zetan
+                if uz < 1.0:
+                    key = key0
+                elif uz < second:
+                    key = key1
+                else:
+                    rank = int(items * (eta * u - eta + 1.0) ** alpha)
+                    if rank >= items:
+                        rank = items - 1
+                    key = table[rank]
+                    if key < 0:
+                        key = table[rank] = fnvhash64(rank) % n
+            if op == READ:
+                append((READ, key, None))
             elif op == SCAN:
-                append((SCAN, choose(), 1 + int(rnd() * max_scan)))
+                append((SCAN, key, 1 + int(rnd() * max_scan)))
             else:  # UPDATE, RMW
-                key = choose()
                 off = int(rnd() * span)
                 append((op, key, pool[off : off + vs]))
         return out
