@@ -319,7 +319,10 @@ class Protocol(ABC):
 
     @abstractmethod
     def executed(self, seq: int, state_digest: bytes) -> list[Action]:
-        """Feedback from the execute stage after applying ``seq``."""
+        """Feedback from the execute stage after applying ``seq``: called at the checkpoint
+        seqs only (multiples of ``checkpoint_seq_period``; every seq when it is 0), by the
+        runtime's execute stage and the simulator alike, so a protocol must not rely on a
+        call for any other seq."""
 
     def state_installed(
         self, seq: int, state_digest: bytes, proof: tuple[Any, ...] = ()

@@ -719,7 +719,9 @@ class Simulator:
         st = self.st.get(r)
         if st is not None and st.target is not None:
             st.reached(entry.seq)  # caught up by batches: the fetch is moot (as the runtime)
-        self._push(self.now, _EXECUTED, r, entry.seq, entry.head)
+        if self.execs[r].executor.is_checkpoint(entry.seq):
+            # executed feedback at checkpoint seqs only, as the runtime's execute stage
+            self._push(self.now, _EXECUTED, r, entry.seq, entry.head)
 
     def _check_commit(self, r: int, entry: Entry) -> None:
         prev = self.committed.get(entry.seq)

@@ -338,6 +338,25 @@ def test_execute_replies_once_per_request_and_feeds_back_the_state_digest():
     assert sum(n for _, n in stage.executed_per_s.as_pairs()) == 4
 
 
+def test_execute_feeds_back_only_checkpoint_seqs_with_their_state_digest():
+    """Protocol.executed acts at checkpoint seqs alone: the execute stage says nothing for the
+    seqs between (no ring hand-off, no checkpoint-thread wake-up per batch)."""
+    shared = ReplicaShared(1, N)
+    exe, out, chk = Ring(64, "e"), Ring(64, "o"), Ring(64, "c")
+    executor = Executor(record_count=100, value_size=8, checkpoint_period=3)
+    stage = ExecuteStage("execute", shared, executor, exe, out, chk, N)
+    digests = {}
+    for seq in range(1, 8):
+        batch = make_batch((req(seq, client=N),))
+        _, feedback = stage.apply_items([(E_DELIVER, seq, 0, batch, False)])
+        if seq % 3 == 0:
+            digests[seq] = executor.state_digest()
+            assert feedback == [(C_EXECUTED, seq, digests[seq])]
+        else:
+            assert feedback == []
+    assert stage.last_seq == 7 and sorted(digests) == [3, 6]
+
+
 def test_execute_out_of_order_delivery_fails_the_replica_loudly():
     shared = ReplicaShared(1, N)
     exe, out, chk = Ring(64, "e"), Ring(64, "o"), Ring(64, "c")
