@@ -20,6 +20,14 @@ is run with that kind's ``max_array_len`` / ``max_bin_len`` / ``max_str_len`` an
 or extensions, so one array header claiming millions of items fails in C before any
 object is built.
 
+Speed (every frame passes here): each class gets, at registration, an encoder (its field
+values as a tuple, ``operator.attrgetter`` when no field needs converting) and a decoder
+compiled for it (``_decoder``: inline checks of its scalar fields, the object built through
+its slots); bodies are packed by the calling thread's msgpack Packer (``_pack``: a
+per-thread scratch buffer, so encoding stays deterministic) and unpacked by a call with the
+kind's limits written in (``_unpacker``). The bytes and the errors are the generic ones
+(tests/unit/test_codec_golden.py pins both).
+
 Kind ranges: 1-15 client/common, 16-47 PBFT, 48-79 PoE, 80-111 RCC, 112-127 HotStuff,
 128-199 other protocols (Zyzzyva from 160), 200-255 runtime control.
 
@@ -30,7 +38,8 @@ Must not live here: frame headers and who may send what (transport.wire), MACs
 from __future__ import annotations
 
 import dataclasses
-import functools
+import operator
+import threading
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -237,7 +246,7 @@ def _build(tp: Any) -> tuple[Callable[[Any], Any] | None, _Check]:
             def check_seq(v: Any) -> tuple:
                 if type(v) is not tuple:
                     _fail("array", v)
-                return tuple(item_check(x) for x in v)
+                return tuple(map(item_check, v))
 
             if item_plain is None:
                 return None, check_seq
@@ -268,15 +277,14 @@ def _build(tp: Any) -> tuple[Callable[[Any], Any] | None, _Check]:
 class _Spec:
     cls: type
     kind: int
-    to_plain: Callable[[Any], list]
+    to_plain: Callable[[Any], tuple]
     from_plain: Callable[[Any], Any]
     max_body: int | None = None  # the longest body this kind encodes to (None: unbounded)
     max_array: int | None = None  # the longest array anywhere in it (None: unbounded)
     max_bin: int | None = None
     max_str: int | None = None
     unpack_limits: dict[str, int] = dataclasses.field(default_factory=dict)
-    # msgpack.unpackb with this kind's limits bound once (decode_body's hot path: keyword
-    # arguments are parsed at registration, not per message)
+    # msgpack.unpackb with this kind's limits written into its call (_unpacker)
     unpack: Callable[[Any], Any] = msgpack.unpackb
 
 
@@ -310,40 +318,10 @@ def message(kind: int) -> Callable[[type[T]], type[T]]:
         builds = [_build(hints[name]) for name in fields]
         plains = [b[0] for b in builds]
         checks = [b[1] for b in builds]
-        getters = [_attrgetter(name) for name in fields]
-        nfields = len(fields)
+        to_plain = _encoder(cls, fields, plains)
+        from_plain = _decoder(cls, [hints[name] for name in fields], checks)
 
-        if all(p is None for p in plains):
-
-            def to_plain(obj: Any) -> list:
-                return [g(obj) for g in getters]
-        else:
-
-            def to_plain(obj: Any) -> list:
-                return [
-                    g(obj) if p is None else p(g(obj)) for g, p in zip(getters, plains, strict=True)
-                ]
-
-        # Fast path for the common all-scalar message (e.g. Request): when every value
-        # already has its field's exact type, the per-field checks would pass unchanged.
-        hinted = tuple(_scalar_base(hints[name]) for name in fields)
-        exact = hinted if all(t in _SCALARS for t in hinted) else None
-        lengths = tuple(
-            (i, b) for i, name in enumerate(fields) if (b := _length_bound(hints[name])) is not None
-        )
-
-        def from_plain(v: Any) -> Any:
-            if type(v) is not tuple or len(v) != nfields:
-                raise DecodeError("shape", f"{cls.__name__} needs an array of {nfields} fields")
-            if exact is not None and tuple(map(type, v)) == exact:
-                for i, b in lengths:  # a plain loop: no generator per message (hot path)
-                    if len(v[i]) > b:
-                        break
-                else:
-                    return cls(*v)
-            return cls(*[c(x) for c, x in zip(checks, v, strict=True)])
-
-        shape = _merge([_shape(hints[name]) for name in fields], None, nfields)
+        shape = _merge([_shape(hints[name]) for name in fields], None, len(fields))
         sizes = [_shape(hints[name]).size for name in fields]
         max_body = None if None in sizes else _HEAD_BYTES + sum(sizes)  # type: ignore[arg-type]
         limits = {"max_map_len": 0, "max_ext_len": 0}
@@ -354,9 +332,7 @@ def message(kind: int) -> Callable[[type[T]], type[T]]:
         ):
             if value is not None:
                 limits[key] = value
-        unpack = functools.partial(
-            msgpack.unpackb, raw=False, use_list=False, strict_map_key=True, **limits
-        )
+        unpack = _unpacker(cls, limits)
         spec = _Spec(
             cls,
             kind,
@@ -377,6 +353,128 @@ def message(kind: int) -> Callable[[type[T]], type[T]]:
     return register
 
 
+# --- per-class encoders and decoders, generated once at registration ----------------------
+#
+# The hot path of every frame. A decoder checks the cheap scalar fields inline (exact type,
+# length bound) and builds the object through its slots (object.__new__ and the slot
+# descriptors, then __post_init__ as __init__ would call it: what a frozen dataclass's
+# __init__ does, without its object.__setattr__ per field); a value that fails an inline
+# check sends the whole array down the generic path (every field's check in order), so a
+# malformed body fails with the same reason and detail whichever path saw it.
+
+#: scalar field types a generated decoder checks inline (float is not: an int is converted)
+_INLINE = (int, bool, bytes, str)
+
+
+def _encoder(cls: type, fields: list[str], plains: list[Callable[[Any], Any] | None]) -> Any:
+    """``to_plain`` of ``cls``: its field values in order (a tuple packs as an array)."""
+    if not fields:
+        return lambda obj: ()
+    if all(p is None for p in plains):
+        if len(fields) == 1:
+            get = operator.attrgetter(fields[0])
+            return lambda obj: (get(obj),)
+        return operator.attrgetter(*fields)  # one C call for the whole tuple
+    ns: dict[str, Any] = {f"_p{i}": p for i, p in enumerate(plains) if p is not None}
+    items = [
+        f"obj.{name}" if p is None else f"_p{i}(obj.{name})"
+        for i, (name, p) in enumerate(zip(fields, plains, strict=True))
+    ]
+    src = f"def to_plain(obj):\n    return ({', '.join(items)},)\n"
+    exec(compile(src, f"<codec encoder of {cls.__qualname__}>", "exec"), ns)
+    return ns["to_plain"]
+
+
+def _unpacker(cls: type, limits: dict[str, int]) -> Callable[[Any], Any]:
+    """``msgpack.unpackb`` of a body of ``cls`` with its kind's limits as literal keywords
+    (half the cost of a functools.partial holding them, which copies its keywords per call)."""
+    keywords = ", ".join(f"{k}={int(v)}" for k, v in limits.items())
+    src = (
+        "def unpack(body):\n"
+        "    return _unpackb(body, raw=False, use_list=False, strict_map_key=True, "
+        f"{keywords})\n"
+    )
+    ns: dict[str, Any] = {"_unpackb": msgpack.unpackb}
+    exec(compile(src, f"<codec unpacker of {cls.__qualname__}>", "exec"), ns)
+    return ns["unpack"]
+
+
+def _slot_setters(cls: type, fields: list[str]) -> list[Callable[[Any, Any], None]] | None:
+    """The slot descriptors' setters of ``cls``'s fields, if its objects can be built
+    through them as its dataclass __init__ would (else None: the decoder calls ``cls``)."""
+    init = getattr(cls.__init__, "__code__", None)
+    if cls.__new__ is not object.__new__ or init is None or init.co_filename != "<string>":
+        return None  # a hand-written __init__ or __new__: call it
+    setters = []
+    for name in fields:
+        slot = getattr(cls, name, None)
+        if not isinstance(slot, types.MemberDescriptorType):
+            return None  # no __slots__ (a dict-backed dataclass)
+        setters.append(slot.__set__)
+    return setters
+
+
+def _decoder(cls: type, hints: list[Any], checks: list[_Check]) -> Callable[[Any], Any]:
+    """``from_plain`` of ``cls`` (section note above)."""
+    n = len(hints)
+    shape_detail = f"{cls.__name__} needs an array of {n} fields"
+
+    def generic(v: Any) -> Any:
+        return cls(*[c(x) for c, x in zip(checks, v, strict=True)])
+
+    fields = [f.name for f in dataclasses.fields(cls)]
+    setters = _slot_setters(cls, fields)
+    ns: dict[str, Any] = {
+        "_DecodeError": DecodeError,
+        "_shape_detail": shape_detail,
+        "_generic": generic,
+        "_cls": cls,
+        "_new": object.__new__,
+    }
+    inline: list[str] = []
+    nested: list[str] = []
+    for i, tp in enumerate(hints):
+        base = _scalar_base(tp)
+        if base in _INLINE:
+            ns[f"_t{i}"] = base
+            inline.append(f"type(a{i}) is _t{i}")
+            bound = _length_bound(tp)
+            if bound is not None:
+                inline.append(f"len(a{i}) <= {bound}")
+        else:
+            ns[f"_c{i}"] = checks[i]
+            nested.append(f"a{i} = _c{i}(a{i})")
+    names = [f"a{i}" for i in range(n)]
+    body = [f"{', '.join(names)}, = v"] if n else []
+    build = list(nested)
+    if setters is None:
+        build.append(f"return _cls({', '.join(names)})")
+    else:
+        build.append("o = _new(_cls)")
+        for i, setter in enumerate(setters):
+            ns[f"_s{i}"] = setter
+            build.append(f"_s{i}(o, a{i})")
+        if hasattr(cls, "__post_init__"):
+            build.append("o.__post_init__()")
+        build.append("return o")
+    if inline:
+        body.append(f"if {' and '.join(inline)}:")
+        body.extend(f"    {line}" for line in build)
+        body.append("return _generic(v)")
+    else:
+        body.extend(build)
+    src = (
+        "def from_plain(v):\n"
+        f"    if type(v) is not tuple or len(v) != {n}:\n"
+        "        raise _DecodeError('shape', _shape_detail)\n"
+        + "".join(f"    {line}\n" for line in body)
+    )
+    exec(compile(src, f"<codec decoder of {cls.__qualname__}>", "exec"), ns)
+    from_plain = ns["from_plain"]
+    from_plain.inline_build = setters is not None  # type: ignore[attr-defined]
+    return from_plain
+
+
 def _scalar_base(tp: Any) -> Any:
     """``bytes`` for ``Annotated[bytes, Max(n)]``; any other type as it is."""
     return typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp
@@ -390,13 +488,6 @@ def _length_bound(tp: Any) -> int | None:
 
 def _class_id(cls: type) -> tuple[str, str]:
     return (cls.__module__, cls.__qualname__)
-
-
-def _attrgetter(name: str) -> Callable[[Any], Any]:
-    def get(obj: Any) -> Any:
-        return getattr(obj, name)
-
-    return get
 
 
 def registered_kinds() -> dict[int, type]:
@@ -434,9 +525,28 @@ def unbounded_fields(cls: type) -> list[str]:
 # --- bodies -----------------------------------------------------------------------------
 
 
+#: a thread's Packer is replaced once it packed a body longer than this: its buffer grows
+#: to the longest body it packed and never shrinks (bytes)
+PACKER_KEEP_BYTES = 256 * 1024
+_packers = threading.local()  # one msgpack.Packer per thread (a Packer is not thread-safe)
+
+
+def _pack(plain: Any) -> bytes:
+    """``msgpack.packb(plain, use_bin_type=True)`` (the same bytes) through the calling
+    thread's Packer, not a new one per body (packb builds and frees one each call)."""
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    body = packer.pack(plain)  # on an error the Packer empties its buffer, then raises
+    if len(body) > PACKER_KEEP_BYTES:
+        _packers.packer = msgpack.Packer(use_bin_type=True)
+    return body
+
+
 def encode_body(msg: Any) -> bytes:
     """The msgpack body of a message (what a signature or digest may cover)."""
-    return msgpack.packb(_SPECS[type(msg)].to_plain(msg), use_bin_type=True)
+    return _pack(_SPECS[type(msg)].to_plain(msg))
 
 
 def decode_body(kind: int, body: bytes | memoryview) -> Any:
@@ -471,4 +581,4 @@ def check_body_length(kind: int, length: int) -> None:
 def kind_and_body(msg: Any) -> tuple[int, bytes]:
     """A message's kind and msgpack body (one lookup: the frame encoder's hot path)."""
     spec = _SPECS[type(msg)]
-    return spec.kind, msgpack.packb(spec.to_plain(msg), use_bin_type=True)
+    return spec.kind, _pack(spec.to_plain(msg))
