@@ -137,29 +137,36 @@ class SmallbankGenerator:
         return self.next_txns(1)[0]
 
     def next_txns(self, k: int) -> list[Txn]:
-        """``k`` transactions."""
+        """``k`` transactions.
+
+        Per transaction, in this order: the operation, the account (``next_account``'s
+        draw, inlined: the first account has no account to avoid), the amount, then what
+        the operation needs (a sign, or a second account from ``next_account``).
+        """
         rnd = self._rng.random
         cum = self._cum
         account = self.next_account
+        hotspot, hot, accounts = self.hotspot, self.hot_accounts, self.accounts
         out: list[Txn] = []
+        append = out.append
         for _ in range(k):
             u = rnd()
             i = 0
             while u >= cum[i]:
                 i += 1
             op = _MIX_OPS[i]
-            a = account()
+            a = int(rnd() * hot) if rnd() < hotspot else int(rnd() * accounts)
             amount = 1 + int(rnd() * MAX_DRAWN_AMOUNT)
             if op == BALANCE:
-                out.append((BALANCE, a, None))
+                append((BALANCE, a, None))
             elif op == TRANSACT_SAVINGS:
-                out.append((op, a, amount if rnd() < 0.5 else -amount))
+                append((op, a, amount if rnd() < 0.5 else -amount))
             elif op == AMALGAMATE:
-                out.append((op, a, account(a)))
+                append((op, a, account(a)))
             elif op == SEND_PAYMENT:
-                out.append((op, a, (account(a), amount)))
+                append((op, a, (account(a), amount)))
             else:  # DEPOSIT_CHECKING, WRITE_CHECK
-                out.append((op, a, amount))
+                append((op, a, amount))
         return out
 
 
