@@ -102,7 +102,16 @@ HEADERS: dict[str, tuple[str, ...]] = {
     "throughput": ("time_s", "node", "role", "txn"),
     "latency": ("client", "time_s", "latency_ms"),
     "threads": ("node", "thread", "role", "busy_s", "idle_s", "cpu_s"),
-    "rings": ("node", "ring", "capacity", "pushes", "pops", "max_depth", "full_waits"),
+    "rings": (
+        "node",
+        "ring",
+        "capacity",
+        "pushes",
+        "pops",
+        "max_depth",
+        "full_waits",
+        "consumer_parks",
+    ),
     "messages": ("node", "kind", "direction", "count"),
     "drops": ("node", "where", "reason", "count"),
     "memory": ("node", "role", "peak_rss_mb", "cpu_s"),
@@ -275,6 +284,7 @@ def build_summary(
                         ring["pops"],
                         ring["max_depth"],
                         ring["full_waits"],
+                        ring.get("consumer_parks", ""),  # absent in older runs' stats
                     )
                 )
             msgs = st.get("messages", {})

@@ -74,7 +74,9 @@ Counters (hot path cost: none or one compare)
     ``pushes``/``pops`` are the indices themselves; ``max_depth`` is one compare
     per push call; ``full_waits`` (push calls that found the ring full),
     ``idle_s`` (seconds a consumer spent parked on the empty ring) and
-    ``full_wait_s`` (seconds a producer spent parked on the full ring) are only
+    ``full_wait_s`` (seconds a producer spent parked on the full ring) and
+    ``consumer_parks`` (times a consumer blocked on the empty ring: each is a wake-up,
+    a thread hand-off that costs far more than the items it moves) are only
     touched on the slow path. In the multi-consumer form ``idle_s`` counts the
     seconds the ring had a consumer parked on it (the pop-lock holder), not the
     sum over consumer threads.
@@ -145,6 +147,7 @@ class Ring:
         "_full_waits",
         "_idle_s",
         "_full_wait_s",
+        "_parks",
         "_fast_limit",
     )
 
@@ -183,6 +186,7 @@ class Ring:
         self._full_waits = 0
         self._idle_s = 0.0
         self._full_wait_s = 0.0
+        self._parks = 0
 
     # ----------------------------------------------------------------- producer side
 
@@ -411,6 +415,7 @@ class Ring:
         if self._tail != head or self._closed:  # re-check after the flag
             self._c_parked = False
             return
+        self._parks += 1
         started = perf_counter()
         self._c_wake.acquire(True, wait)
         self._c_parked = False
@@ -484,6 +489,10 @@ class Ring:
     def full_wait_s(self) -> float:
         return self._full_wait_s
 
+    @property
+    def consumer_parks(self) -> int:
+        return self._parks
+
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters (safe to call from any thread while running)."""
         pops = self._head
@@ -498,6 +507,7 @@ class Ring:
             "full_waits": self._full_waits,
             "full_wait_s": self._full_wait_s,
             "idle_s": self._idle_s,
+            "consumer_parks": self._parks,
             "closed": self._closed,
         }
 

@@ -110,8 +110,27 @@ def test_fresh_ring_reports_its_shape() -> None:
         "full_waits": 0,
         "full_wait_s": 0.0,
         "idle_s": 0.0,
+        "consumer_parks": 0,
         "closed": False,
     }
+
+
+def test_consumer_parks_count_each_blocking_wait_on_the_empty_ring_only() -> None:
+    ring = Ring(8)
+    ring.push(1)
+    assert ring.pop_many(8, 0.05) == [1]  # an item was there: no park
+    assert ring.pop_many(8, 0) == []  # timeout 0 never blocks
+    assert ring.consumer_parks == 0
+    assert ring.pop_many(8, 0.01) == []  # empty: blocked once, until the timeout
+    got: list[Any] = []
+    consumer = threading.Thread(target=lambda: got.extend(ring.pop_many(8, 5.0)))
+    consumer.start()
+    while not ring._c_parked:  # parked before the push: the push wakes it
+        time.sleep(0.001)
+    ring.push(2)
+    consumer.join(5.0)
+    assert got == [2]
+    assert ring.consumer_parks == ring.stats()["consumer_parks"] == 2
 
 
 # --------------------------------------------------------------------- single thread
