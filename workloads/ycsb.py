@@ -63,22 +63,27 @@ _SCRAMBLE_TABLE_MAX = 1 << 20  # ranks whose scrambled key a zipfian chooser cac
 _INITIAL_POOL_BYTES = 4096  # offsets into the deterministic pool initial values are cut from
 
 
-_FNV_PRIME_POW5 = pow(FNV_PRIME_64, 5, 1 << 64)
+_FNV_PRIME_POW6 = pow(FNV_PRIME_64, 6, 1 << 64)
+# the FNV state after the first byte b, for each b
+_FNV_FIRST_BYTE = tuple(((FNV_OFFSET_BASIS_64 ^ b) * FNV_PRIME_64) & _MASK64 for b in range(256))
 
 
 def fnvhash64(value: int) -> int:
     """YCSB's ``Utils.fnvhash64``: FNV-1a over the 8 low-order bytes, absolute value as a Java long.
 
-    Unrolled; below 2**24 the five high bytes are zero, and xor with zero is the
-    identity, so their five multiplications fold into one by FNV_PRIME**5.
+    Unrolled. Below 2**24 (every rank of a cached zipfian table) the first byte's step is a
+    table lookup, the third byte is ``value >> 16`` whole, and the five high bytes are
+    zero (xor with zero is the identity), so the last six multiplications fold into one
+    by FNV_PRIME**6.
     """
     p, m, v = FNV_PRIME_64, _MASK64, value
-    h = ((FNV_OFFSET_BASIS_64 ^ (v & 255)) * p) & m
-    h = ((h ^ ((v >> 8) & 255)) * p) & m
-    h = ((h ^ ((v >> 16) & 255)) * p) & m
     if 0 <= v < 1 << 24:
-        h = (h * _FNV_PRIME_POW5) & m
+        h = ((_FNV_FIRST_BYTE[v & 255] ^ ((v >> 8) & 255)) * p) & m
+        h = ((h ^ (v >> 16)) * _FNV_PRIME_POW6) & m
     else:
+        h = ((FNV_OFFSET_BASIS_64 ^ (v & 255)) * p) & m
+        h = ((h ^ ((v >> 8) & 255)) * p) & m
+        h = ((h ^ ((v >> 16) & 255)) * p) & m
         h = ((h ^ ((v >> 24) & 255)) * p) & m
         h = ((h ^ ((v >> 32) & 255)) * p) & m
         h = ((h ^ ((v >> 40) & 255)) * p) & m
