@@ -197,6 +197,8 @@ class PbftNormalCase:
         self, view: int, seq: int, sender: int, msg: Any, out: list[Action]
     ) -> bool:
         """True when a normal-case message may be processed now; holds or drops it otherwise."""
+        if view == self.view and self.low < seq <= self.high and not self.in_view_change:
+            return True  # the common case, checked first
         if view < self.view:
             self._ignore("old_view")
             return False
@@ -289,7 +291,9 @@ class PbftNormalCase:
             return
         if not self._normal_case_gate(p.view, p.seq, sender, p, out):
             return
-        slot = self._slot(p.seq)
+        slot = self.slots.get(p.seq)
+        if slot is None:
+            slot = self._slot(p.seq)
         if sender in slot.prepares:
             self._ignore("duplicate")
             return
@@ -303,8 +307,9 @@ class PbftNormalCase:
             return
         slot.prepares[sender] = p
         d = p.digest
-        slot.prepare_counts[d] = slot.prepare_counts.get(d, 0) + 1
-        if d == slot.digest and not slot.prepared:
+        counts = slot.prepare_counts
+        counts[d] = counts.get(d, 0) + 1
+        if d == slot.digest:  # (not prepared: refused above)
             self._check_prepared(p.seq, slot, out)
 
     def _check_prepared(self, seq: int, slot: _Slot, out: list[Action]) -> None:
@@ -315,12 +320,13 @@ class PbftNormalCase:
         assert d is not None
         if slot.prepare_counts.get(d, 0) < self.prepare_quorum:
             return
-        primary = self.primary_of(pp.view)
-        prepares = tuple(p for p in slot.prepares.values() if p.digest == d)
-        assert len({p.replica for p in prepares}) == len(prepares) >= self.prepare_quorum
-        assert primary not in {p.replica for p in prepares}, "prepares come from backups"
+        quorum = self.prepare_quorum
+        prepares = [p for p in slot.prepares.values() if p.digest == d]
+        replicas = [p.replica for p in prepares]
+        assert len(set(replicas)) == len(replicas) >= quorum
+        assert self.primary_of(pp.view) not in replicas, "prepares come from backups"
         slot.prepared = True
-        self.certs[seq] = PreparedCert(pp, prepares[: self.prepare_quorum])
+        self.certs[seq] = PreparedCert(pp, tuple(prepares[:quorum]))
         commit = Commit(self.instance, self.view, seq, d, self.id)
         if self.id not in slot.commits:
             slot.commits[self.id] = d
@@ -333,13 +339,16 @@ class PbftNormalCase:
             return
         if not self._normal_case_gate(c.view, c.seq, sender, c, out):
             return
-        slot = self._slot(c.seq)
+        slot = self.slots.get(c.seq)
+        if slot is None:
+            slot = self._slot(c.seq)
         if sender in slot.commits:
             self._ignore("duplicate")
             return
         d = c.digest
         slot.commits[sender] = d
-        slot.commit_counts[d] = slot.commit_counts.get(d, 0) + 1
+        counts = slot.commit_counts
+        counts[d] = counts.get(d, 0) + 1
         if slot.prepared and d == slot.digest:
             self._check_committed(c.seq, slot, out)
 
@@ -349,7 +358,7 @@ class PbftNormalCase:
         d = slot.digest
         if slot.commit_counts.get(d, 0) < self.commit_quorum:
             return
-        assert sum(1 for x in slot.commits.values() if x == d) >= self.commit_quorum
+        assert list(slot.commits.values()).count(d) >= self.commit_quorum
         slot.committed = True
         pp = slot.pre_prepare
         assert pp is not None
