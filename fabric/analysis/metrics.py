@@ -201,8 +201,27 @@ def process_resources_of(pid: int) -> dict[str, float] | None:
     }
 
 
+#: this process's CPU seconds when it finished starting (mark_startup_done), or None
+_startup_cpu_s: float | None = None
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def mark_startup_done() -> None:
+    """Record the CPU this process spent starting (interpreter, imports, config, keys,
+    sockets, a restart's recovery): a fixed cost, not per transaction, which
+    ``process_resources`` then reports apart (``startup_cpu_s``) so the CPU ledger can leave
+    it out. Call once, after the process object is built and before its threads start."""
+    global _startup_cpu_s
+    _startup_cpu_s = _cpu_s()
+
+
 def process_resources() -> dict[str, float]:
-    """CPU seconds (user + system) and peak RSS in MB of this process so far.
+    """CPU seconds (user + system) and peak RSS in MB of this process so far, and the CPU
+    seconds of its start-up if ``mark_startup_done`` was called.
 
     Peak RSS comes from /proc/self/status (VmHWM) where it exists: Linux's ru_maxrss
     carries the pre-exec peak over an exec, so every replica a big parent (a sweep holding
@@ -215,4 +234,7 @@ def process_resources() -> dict[str, float]:
         rss_mb = usage.ru_maxrss / (1024 * 1024)
     else:
         rss_mb = usage.ru_maxrss / 1024
-    return {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "peak_rss_mb": round(rss_mb, 1)}
+    out = {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "peak_rss_mb": round(rss_mb, 1)}
+    if _startup_cpu_s is not None:
+        out["startup_cpu_s"] = round(_startup_cpu_s, 3)
+    return out

@@ -57,11 +57,14 @@ def build(
     None (the process then exits 2)."""
     import zmq
 
+    from fabric.analysis.metrics import mark_startup_done
     from fabric.harness.config import ConfigError, load_config
 
     try:
         cfg = load_config(args.config)
-        return cfg, make(cfg, args.id)
+        built = make(cfg, args.id)
+        mark_startup_done()  # what came before is start-up, not per-transaction work
+        return cfg, built
     except (ConfigError, ValueError, OSError, zmq.ZMQError) as exc:
         print(f"{what} {args.id}: cannot start: {exc}", file=sys.stderr)
         return None

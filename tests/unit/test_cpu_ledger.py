@@ -29,6 +29,22 @@ def _client() -> dict:
     }
 
 
+def test_start_up_cpu_is_left_out_and_reported_apart():
+    """Start-up (imports, keys, sockets) is a fixed cost per process, not per transaction:
+    a 10 s run and a 60 s one must not differ by it."""
+    rep = _replica(0, 4.0, 1_000_000)
+    rep["resources"]["startup_cpu_s"] = 0.4
+    client = _client()
+    client["resources"]["startup_cpu_s"] = 0.3
+    led = cpu_ledger({0: rep}, {1: client})
+    assert led["startup_cpu_s"] == pytest.approx(0.7)
+    assert led["cluster_us_per_txn"] == pytest.approx(4.3)  # (3.6 + 0.7) CPU-s / 1e6
+    assert led["cluster_us_per_txn_with_startup"] == pytest.approx(5.0)
+    assert led["per_process_us_per_txn"] == {"replica 0": 3.6, "client 1": 0.7}
+    assert led["per_kind_us_per_txn"]["other"] == pytest.approx(0.1)  # 3.6 - 3.5 of threads
+    assert led["per_kind_us_per_txn"]["client-other"] == pytest.approx(0.2)
+
+
 def test_ledger_per_process_and_kind():
     reps = {0: _replica(0, 4.0, 1_000_000), 1: _replica(1, 4.0, 999_900)}
     led = cpu_ledger(reps, {2: _client()})
