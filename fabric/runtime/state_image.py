@@ -46,6 +46,7 @@ MAX_IMAGE_VALUE_BYTES = 1 << 20
 ACC_BITS = 512
 ACC_MOD = 1 << ACC_BITS
 ACC_BYTES = ACC_BITS // 8
+ELEMENT_BYTES = 64  # one element: a BLAKE2b-512 digest
 
 _blake = hashlib.blake2b
 _from = int.from_bytes
@@ -55,6 +56,7 @@ _STORE_TAG = b"S"
 _RESULT_TAG = b"R"
 _CLIENT_TAG = b"C"
 _STATE_TAG = b"bft-fabric/state/v1"
+_STORE_HASH = _blake(_STORE_TAG)  # copied per store element (hashlib copies are thread-safe)
 
 
 class ImageError(Exception):
@@ -69,8 +71,22 @@ class ImageError(Exception):
 
 
 def store_element(key: int, value: bytes) -> int:
-    """The accumulator element of store record ``key`` holding ``value``."""
-    return _from(_blake(_STORE_TAG + _q.pack(key) + value).digest(), "big")
+    """The accumulator element of store record ``key`` holding ``value``: BLAKE2b-512 of
+    (tag, key as signed 8 bytes, value), hashed from a copy of a hasher already fed the tag
+    (the same digest as hashing the concatenation, without building it)."""
+    h = _STORE_HASH.copy()
+    h.update(_q.pack(key))
+    h.update(value)
+    return _from(h.digest(), "big")
+
+
+def store_element_bytes(key: int, value: bytes) -> bytes:
+    """``store_element(key, value)`` as its ``ELEMENT_BYTES`` big-endian bytes (the BLAKE2b-512
+    digest itself), for a caller that keeps elements compactly (the Executor's memo)."""
+    h = _STORE_HASH.copy()
+    h.update(_q.pack(key))
+    h.update(value)
+    return h.digest()
 
 
 def result_element(client: int, position: int, timestamp: int, result: bytes) -> int:
@@ -257,6 +273,7 @@ def decode_image(data: bytes) -> StateImage:
 
 __all__ = [
     "ACC_MOD",
+    "ELEMENT_BYTES",
     "MAX_IMAGE_BYTES",
     "ClientImage",
     "ImageError",
@@ -266,4 +283,5 @@ __all__ = [
     "result_element",
     "state_digest",
     "store_element",
+    "store_element_bytes",
 ]
