@@ -331,9 +331,9 @@ def test_every_generator_of_every_client_inserts_in_its_own_lane() -> None:
 
 
 def test_io_thread_takes_bodies_in_chunks_so_a_parked_generator_wakes_once_per_chunk() -> None:
-    """The IO thread takes BODY_CHUNK ready bodies at a time and sends them in ring order:
-    the generator thread, parked on the full ring, refills a chunk per wake-up (before, it
-    woke, pushed one body and parked again for every request)."""
+    """The IO thread takes BODY_CHUNK ready bodies at a time and sends them in ring order: a
+    pop wakes the generator thread parked on the full ring, so it now refills a chunk per
+    wake-up (before, it woke, pushed one body and parked again for every request)."""
     import time
 
     from fabric.harness.config import config_from_mapping
@@ -345,27 +345,26 @@ def test_io_thread_takes_bodies_in_chunks_so_a_parked_generator_wakes_once_per_c
     cfg = config_from_mapping({"transport": {"base_port": free_port_block(5 * 6)}})
     proc = ClientProcess(cfg, cfg.client_ids[0])
     ring = proc.body_ring
-    twin = make_generator(cfg.workload, proc.generators[0].seed)  # the thread's stream
+    gen = proc.generators[0]
+    twin = make_generator(cfg.workload, gen.seed, gen.insert_lane, gen.insert_lanes)
     thread = proc.threads[0]
 
-    def wait_for(cond) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + 5.0
-        while not cond():
-            assert time.monotonic() < deadline, "the generator thread did not refill the ring"
+    def wait_full() -> None:
+        deadline = time.monotonic() + 10.0
+        while len(ring) < BODY_RING_CAPACITY:
+            assert time.monotonic() < deadline, "the generator thread did not fill the ring"
             time.sleep(0.001)
 
     try:
         thread.start()
-        wait_for(lambda: ring.full_waits == 1)  # filled, parked on the full ring
-        refills = 0
+        takes = []  # items each _next_body took from the ring (only this thread pops)
         for _ in range(4 * BODY_CHUNK):
+            wait_full()  # the generator is ahead, as in a run
+            before = ring.pops
             body = proc._next_body()
-            assert body == encode_txns(twin.next_txns(proc.txns_per_request))
-            if len(ring) < BODY_RING_CAPACITY:  # taken from the ring: wait for the refill
-                waits = refills + 1
-                wait_for(lambda w=waits: ring.full_waits == 1 + w)
-                refills += 1
-        assert refills == 4
+            takes.append(ring.pops - before)
+            assert body == encode_txns(twin.next_txns(proc.txns_per_request))  # in order
+        assert [t for t in takes if t] == [BODY_CHUNK] * 4
         assert proc.generated_inline == 0
     finally:
         proc.receiver.close()  # the IO thread, never started, owns these sockets
