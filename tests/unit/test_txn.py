@@ -19,6 +19,7 @@ from workloads.txn import (
     UPDATE,
     YCSB_OPS,
     TxnDecodeError,
+    _check_all,
     decode_txns,
     encode_txns,
 )
@@ -74,6 +75,8 @@ def test_decoded_transactions_are_tuples() -> None:
         pack([[UPDATE, 1, "text"]]),  # a str is not a value
         pack([[INSERT, 1, 5]]),  # nor is an int
         pack([[RMW, 1, [1, 2]]]),  # nor an array
+        pack([b"\x03\x05\x07"]),  # a 3-byte bin is not a transaction (it unpacks to 3 ints)
+        pack([[1.0, 1, b"x"]]),  # a float equal to an op is not an op
         pack([[SCAN, 1, b"x"]]),  # SCAN takes a length
         pack([[SCAN, 1, 0]]),  # of at least 1
         pack([[SCAN, 1, -3]]),
@@ -193,3 +196,44 @@ def test_arbitrary_msgpack_values_decode_to_a_list_or_raise(value: object) -> No
     except TxnDecodeError:
         return
     _check_decoded(out)
+
+
+# the fast pass of decode_txns against _check_all (every check, in order, naming the culprit):
+# near-valid transactions, each field sometimes of a wrong type or out of its bound
+_op = st.one_of(st.integers(-1, 11), st.sampled_from([True, False, 1.0, "read", None]))
+_key = st.one_of(
+    st.integers(0, 50),
+    st.sampled_from([-1, MAX_KEY, MAX_KEY + 1, (1 << 61), (1 << 61) - 1, True, 1.5, None]),
+)
+_arg = st.one_of(
+    st.none(),
+    st.binary(max_size=4),
+    st.integers(-(1 << 41), 1 << 41),
+    st.sampled_from([0, 1, 10_000, 10_001, -1, True, "x", 1.5, (1 << 61), (1 << 40) + 1]),
+    st.tuples(st.integers(-2, 1 << 62), st.integers(-2, 1 << 41)),
+    st.tuples(st.integers(0, 5)),
+    st.tuples(st.integers(0, 5), st.booleans()),
+)
+_near_txn = st.one_of(
+    st.tuples(_op, _key, _arg),
+    st.tuples(_op, _key),
+    st.tuples(_op, _key, _arg, _arg),
+    st.binary(min_size=3, max_size=3),
+    st.integers(0, 4),
+)
+
+
+def _outcome(f, *args):  # type: ignore[no-untyped-def]
+    try:
+        return ("ok", f(*args))
+    except TxnDecodeError as exc:
+        return ("error", str(exc))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_near_txn, max_size=6))
+def test_fast_pass_agrees_with_every_check(txns: list) -> None:
+    """decode_txns accepts exactly what _check_all accepts and raises what it raises."""
+    blob = pack(txns)
+    reference = _outcome(_check_all, msgpack.unpackb(blob, use_list=False), 10_000)
+    assert _outcome(decode_txns, blob) == reference
