@@ -73,25 +73,22 @@ class SerialEngine:
         for end in ends:
             parts: list[bytes] = []
             add = parts.append
-            for i in range(start, end):
-                op, key, arg = txns[i]
-                if op > RMW:
-                    add(run_txn(env, txns[i], get, write))
+            for op, key, arg in txns[start:end]:
+                if op > RMW:  # SmallBank (run_txn burns for itself)
+                    add(run_txn(env, (op, key, arg), get, write))
                     continue
                 if burn is not None:
                     burn()
                 if op == READ:
                     value = get(key)
                     if value is not None:
-                        add(T_VALUE)
-                        add(pack_len(len(value)))
-                        add(value)
+                        parts += (T_VALUE, pack_len(len(value)), value)
                     elif key < rc:
                         add(T_LOADED)
                         add(pack_key(key))
                     else:
                         add(T_MISS)
-                elif op == UPDATE or op == RMW:
+                elif op == UPDATE:
                     old = get(key)
                     if old is None and key >= rc:
                         add(T_MISS)  # no such record: nothing written
@@ -99,12 +96,17 @@ class SerialEngine:
                     if undo is not None:
                         undo.append((key, MISSING if old is None else old))
                     store[key] = arg
-                    if op == UPDATE:
-                        add(T_UPDATED)
-                    elif old is not None:
-                        add(T_RMW + T_VALUE)
-                        add(pack_len(len(old)))
-                        add(old)
+                    add(T_UPDATED)
+                elif op == RMW:
+                    old = get(key)
+                    if old is None and key >= rc:
+                        add(T_MISS)
+                        continue
+                    if undo is not None:
+                        undo.append((key, MISSING if old is None else old))
+                    store[key] = arg
+                    if old is not None:
+                        parts += (T_RMW + T_VALUE, pack_len(len(old)), old)
                     else:
                         add(T_RMW + T_LOADED)
                         add(pack_key(key))
