@@ -497,6 +497,9 @@ class Replica:
             "inbound": {
                 "frames": sum(i.receiver.received_frames for i in self.inputs),
                 "bytes": sum(i.receiver.received_bytes for i in self.inputs),
+                # ZeroMQ reads, and the recv_batch calls that read (reads per drain)
+                "reads": sum(i.receiver.reads for i in self.inputs),
+                "drains": sum(i.receiver.drains for i in self.inputs),
                 "peak_buffered_bytes": max(
                     (i.receiver.peak_buffered_bytes for i in self.inputs), default=0
                 ),

@@ -382,3 +382,71 @@ def test_addressing_ipc_and_from_config() -> None:
     assert b.inputs_of(3) == 2 and b.inputs_of(4) == 1
     assert zmq_io.address(4, 0, cfg) == "tcp://127.0.0.1:20032"
     assert zmq_io.address(3, 1, b) == "tcp://127.0.0.1:20025"
+
+
+class _CountingSocket:
+    """The Receiver's socket, counting ZMQ_EVENTS calls and the zmq.Again recv raises."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.events = 0
+        self.agains = 0
+
+    def getsockopt(self, option: int) -> Any:
+        self.events += option == zmq_io.zmq.EVENTS
+        return self.sock.getsockopt(option)
+
+    def recv(self, flags: int = 0) -> bytes:
+        try:
+            return self.sock.recv(flags)
+        except zmq_io.zmq.Again:
+            self.agains += 1
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+@pytest.mark.timeout(60)
+def test_a_drain_of_one_read_raises_no_again_and_a_wait_asks_no_events_first(
+    base_port: int,
+) -> None:
+    """Issue 16: between batches a drain is one read; it ends on one ZMQ_EVENTS call, not a
+    raised zmq.Again (~3x its cost). A waiting recv_batch goes straight to zmq_poll (which
+    asks ZMQ_EVENTS itself). Longer drains still end with one zmq.Again."""
+    addressing = zmq_io.Addressing("tcp", ("127.0.0.1",), base_port, "", 1)
+    ctx = zmq_io.new_context()
+    rx = zmq_io.Receiver(ctx, addressing.address(0, 0), auth.LinkAuth("none", 0, None))
+    tx = zmq_io.Sender(ctx, addressing, 1, auth.LinkAuth("none", 1, None))
+    counting = rx._sock = _CountingSocket(rx._sock)
+    try:
+        got: list[tuple[int, Any]] = []
+        deadline = time.monotonic() + 20
+        assert tx.send(0, Request(1, 0, b"", b""))
+        while not got and time.monotonic() < deadline:
+            got = rx.recv_batch(10, 100)  # the connect notice and the frame
+        assert [m.timestamp for _, m in got] == [0]
+        agains = counting.agains
+        assert tx.send(0, Request(1, 1, b"", b""))
+        got = []
+        while not got and time.monotonic() < deadline:
+            got = rx.recv_batch(10, 100)  # one read
+        assert [m.timestamp for _, m in got] == [1]
+        assert counting.agains == agains
+        events = counting.events
+        assert rx.recv_batch(10, 30) == []  # idle: zmq_poll alone
+        assert counting.events == events and counting.agains == agains
+        # a drain of several reads (a 20 KB frame: reads of at most 8 KiB) ends with one
+        # zmq.Again
+        reads = rx.reads
+        assert tx.send(0, Request(1, 2, b"x" * 20_000, b""))
+        time.sleep(0.3)  # all of it queued
+        got = []
+        while not got and time.monotonic() < deadline:
+            got += rx.recv_batch(10, 100)
+        assert [m.timestamp for _, m in got] == [2]
+        assert rx.reads >= reads + 3 and counting.agains - agains <= 1
+    finally:
+        tx.close()
+        rx.close()
+        assert zmq_io.close_context(ctx)
