@@ -94,3 +94,38 @@ def test_output_stage_groups_a_chunk_per_destination_in_order() -> None:
     by_dest = {to: [wire.decode(f)[1].timestamp for f in frames] for to, frames in sender.calls}
     assert len(sender.calls) == 3  # one hand-over per destination
     assert by_dest == {1: [0, 1, 3], 2: [0, 2], 3: [2]}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_sends_skip_pyzmq_python_layer_and_still_arrive(base_port: int, monkeypatch: Any) -> None:
+    """Issue 16: the Sender calls the backend's send (what zmq.Socket.send ends in once it
+    has checked for DRAFT routing_id/group arguments), half the cost per send; frames
+    still arrive whole and in order, joined or alone."""
+    import zmq
+
+    assert issubclass(zmq.Socket, zmq.backend.Socket)
+
+    def python_layer(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("zmq.Socket.send called")
+
+    keys = auth.derive_keys(SECRET, 2)
+    addressing = zmq_io.Addressing("tcp", ("127.0.0.1",), base_port, "", 1)
+    ctx = zmq_io.new_context()
+    rx = zmq_io.Receiver(ctx, addressing.address(0, 0), auth.LinkAuth("cmac-aes", 0, keys))
+    tx = zmq_io.Sender(ctx, addressing, 1, auth.LinkAuth("cmac-aes", 1, keys))
+    reqs = [Request(1, i, b"t" * 50, b"") for i in range(4)]
+    try:
+        monkeypatch.setattr(zmq.Socket, "send", python_layer)
+        assert tx.send(0, reqs[0])
+        assert tx.send_frames(0, [wire.encode(r, 1) for r in reqs[1:]]) == 3
+        got: list[tuple[int, Any]] = []
+        deadline = time.monotonic() + 20
+        while len(got) < 4 and time.monotonic() < deadline:
+            got += rx.recv_batch(64, 50)
+        assert got == [(1, r) for r in reqs]
+    finally:
+        monkeypatch.undo()
+        tx.close()
+        rx.close()
+        assert zmq_io.close_context(ctx)
