@@ -231,7 +231,7 @@ class PbftNormalCase:
             else:
                 self._ignore("conflicting_pre_prepare")  # evidence of a faulty primary
             return
-        if not self._valid_pre_prepare_signature(pp):
+        if self.sign_votes and not self._valid_pre_prepare_signature(pp):
             self._ignore("bad_signature")
             return
         batch = pp.batch
@@ -349,7 +349,7 @@ class PbftNormalCase:
         slot.commits[sender] = d
         counts = slot.commit_counts
         counts[d] = counts.get(d, 0) + 1
-        if slot.prepared and d == slot.digest:
+        if slot.prepared and not slot.committed and d == slot.digest:
             self._check_committed(c.seq, slot, out)
 
     def _check_committed(self, seq: int, slot: _Slot, out: list[Action]) -> None:

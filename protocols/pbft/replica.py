@@ -54,7 +54,7 @@ from protocols.pbft.messages import (
 )
 from protocols.pbft.normal import PbftNormalCase, _ClientReplay, _Slot, batch_is_valid
 from protocols.pbft.params import PbftParams
-from protocols.pbft.states import NORMAL
+from protocols.pbft.states import NORMAL, VIEW_CHANGE
 from protocols.pbft.view_change import PbftViewChange
 from protocols.replica_core import ReplicaCore
 
@@ -203,7 +203,8 @@ class Pbft(
         return (self.instance + self.view) % self.n
 
     def is_proposer(self) -> bool:
-        return not self.in_view_change and (self.instance + self.view) % self.n == self.id
+        # in_view_change, read without the property call (once per worker loop)
+        return self.view_state != VIEW_CHANGE and (self.instance + self.view) % self.n == self.id
 
     def proposal_room(self) -> int:
         if not self.is_proposer():
