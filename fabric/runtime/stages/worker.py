@@ -207,9 +207,9 @@ class WorkerStage(Stage):
                     actions = protocol.checkpoint(item[1], item[2])
                 if actions:
                     handle(actions, out, exe, chk)
-            if timers._heap:
-                now = time.monotonic()
-                for timer in timers.due(now):
+            heap = timers._heap
+            if heap and heap[0][0] <= time.monotonic():  # the earliest entry is due (or stale)
+                for timer in timers.due(time.monotonic()):
                     actions = protocol.timeout(timer)
                     if actions:
                         handle(actions, out, exe, chk)
@@ -288,7 +288,9 @@ class WorkerStage(Stage):
     def _handle(self, actions: list[Any], out: list[Any], exe: list[Any], chk: list[Any]) -> None:
         for a in actions:
             tp = type(a)
-            if tp is Send:
+            if tp is Broadcast:  # the most common action (votes, proposals): tested first
+                out.append((self.peers, a.msg))
+            elif tp is Send:
                 if a.to == self.shared.id:
                     self.drops["send_to_self"] += 1
                 elif (
@@ -298,8 +300,6 @@ class WorkerStage(Stage):
                     self.drops["fetch_answer_shed"] += 1
                 else:
                     out.append((a.to, a.msg))
-            elif tp is Broadcast:
-                out.append((self.peers, a.msg))
             elif tp is Deliver:
                 self.delivered += 1
                 item = (E_DELIVER, a.seq, a.view, a.batch, a.speculative)
