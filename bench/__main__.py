@@ -20,6 +20,7 @@ BENCHMARKS = {
     "cluster": "bench.cluster",  # default PBFT cluster vs the null-protocol baseline
     "persist": "bench.persist",  # persist stage: us per block per backend x sync policy
     "floor": "bench.floor",  # CPU per txn: a PBFT run's ledger against its measured floor
+    "protocol": "bench.protocol",  # PBFT protocol logic and worker loop, us per batch, no cluster
     "attacks": "bench.attacks",  # issue 19 attack recipes vs an undisturbed PBFT run
     "ssh": "bench.ssh_hosts",  # PBFT on loopback vs across 3 namespace sshd hosts (and 2 regions)
 }
