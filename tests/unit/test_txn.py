@@ -230,7 +230,7 @@ def _outcome(f, *args):  # type: ignore[no-untyped-def]
         return ("error", str(exc))
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(st.lists(_near_txn, max_size=6))
 def test_fast_pass_agrees_with_every_check(txns: list) -> None:
     """decode_txns accepts exactly what _check_all accepts and raises what it raises."""
