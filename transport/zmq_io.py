@@ -31,9 +31,10 @@ cut connection is counted in ``drops`` by reason. ipc:// works the same way (lib
 STREAM on any stream transport). On the hot path: one read hands over every small frame
 that arrived together (one ZeroMQ call per 8 KiB, not per frame; a frame over 8 KiB takes
 two or more); an idle ``recv_batch(n, 0)`` asks ZMQ_EVENTS instead of raising zmq.Again,
-a waiting one goes straight to zmq_poll (which asks ZMQ_EVENTS itself), a drain of one read
-(the common case between batches) ends on one ZMQ_EVENTS call, and a longer drain ends with
-one zmq.Again (cheaper than a ZMQ_EVENTS call per read). ``reads`` / ``drains`` count them.
+a waiting one waits in its first read (ZMQ_RCVTIMEO, the GIL released: no zmq_poll and no
+ZMQ_EVENTS call, the wake-up brings the read), a drain of one read (the common case between
+batches) ends on one ZMQ_EVENTS call, and a longer drain ends with one zmq.Again (cheaper
+than a ZMQ_EVENTS call per read). ``reads`` / ``drains`` count them.
 
 Receiver (owned by one thread): bytes -> frames (above) -> LinkAuth.open ->
 wire.decode_body. The cheap checks on the header come before the MAC and the body, so a
@@ -90,6 +91,7 @@ _KIND_OFFSET = 3  # magic(2) + version(1)
 _PEER_ID = b"peer"
 _POLLIN = zmq.POLLIN
 _EVENTS = zmq.EVENTS
+_RCVTIMEO = zmq.RCVTIMEO
 _NOBLOCK = zmq.NOBLOCK
 _SNDMORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
 #: the backend's send, which zmq.Socket.send ends in after checking for DRAFT routing_id and
@@ -305,8 +307,7 @@ class Receiver:
             sock.close(linger=0)
             raise
         self._sock = sock
-        self._poller = zmq.Poller()
-        self._poller.register(sock, zmq.POLLIN)
+        self._rcvtimeo = -1  # the socket's RCVTIMEO now, ms (-1: blocks, never used so)
 
     @property
     def connections(self) -> int:
@@ -329,16 +330,23 @@ class Receiver:
         self._carry = []
         sock = self._sock
         get = sock.getsockopt
-        if not out:
-            if timeout_ms > 0:
-                # zmq_poll asks ZMQ_EVENTS itself before it waits: no call of our own first
-                if not self._poller.poll(timeout_ms):
-                    return out
-            elif not get(_EVENTS) & _POLLIN:
-                return out
+        if not out and timeout_ms <= 0 and not get(_EVENTS) & _POLLIN:
+            return out
         recv = sock.recv
         feed = self._feed
         reads = 0
+        if not out and timeout_ms > 0:
+            # wait in the read itself (RCVTIMEO, the GIL released): no zmq_poll, no
+            # ZMQ_EVENTS, the routing id of the first read comes with the wake-up
+            if self._rcvtimeo != timeout_ms:
+                sock.setsockopt(_RCVTIMEO, int(timeout_ms))
+                self._rcvtimeo = timeout_ms
+            try:
+                routing_id = recv(0)
+            except zmq.Again:
+                return out
+            reads = 1
+            feed(routing_id, recv(_NOBLOCK), out)
         # ZMQ_EVENTS said (or the poll did) that a read is there. After the first read one
         # ZMQ_EVENTS call says whether a second is (a drain of one read, the common case
         # between batches, ends without an exception); past that a drain ends with one
