@@ -8,6 +8,11 @@ receiver frames/s and MB/s (first to last frame), the sender's frames/s, frames 
 dropped (peer full) and the receiver's drops by reason; a repeat of each size (median of
 PASSES). Figures, never assertions. Quote them with ``uptime``'s load: the machine is shared.
 
+Then a trickle (what a replica's input thread mostly sees between batches: each frame wakes
+it): the child sends one 200 B frame every TRICKLE_GAP_S; this process drains as
+InputStage.loop does (``recv_batch(64, 0)``, then ``recv_batch(64, 50)`` parked) and prints
+its thread CPU per frame and the reads per drain (Receiver.reads / drains).
+
 Environment: BENCH_TRANSPORT_PASSES (default 3), BENCH_TRANSPORT_SCALE (default 1.0:
 multiplies the frame counts).
 
@@ -28,13 +33,16 @@ SECRET = "bench-transport"
 SCHEME = "cmac-aes"
 #: (label, sealed frame bytes, frames per pass)
 SIZES = (("200 B", 200, 200_000), ("8 KB", 8192, 20_000))
+#: the trickle pass: frames, and the gap between two sends (seconds)
+TRICKLE_FRAMES = 3000
+TRICKLE_GAP_S = 300e-6
 
 SENDER_SCRIPT = r"""
 import sys, time
 from protocols.common import Request
 from transport import auth, wire, zmq_io
-base_port, count, txns_bytes, scheme, secret = sys.argv[1:6]
-count, txns_bytes = int(count), int(txns_bytes)
+base_port, count, txns_bytes, scheme, secret, gap_s = sys.argv[1:7]
+count, txns_bytes, gap_s = int(count), int(txns_bytes), float(gap_s)
 keys = auth.derive_keys(secret, 2, only_node=1)
 link = auth.LinkAuth(scheme, 1, keys)
 addressing = zmq_io.Addressing("tcp", ("127.0.0.1",), int(base_port), "", 1)
@@ -45,6 +53,10 @@ sys.stdin.readline()  # the receiver is bound
 started = time.perf_counter()
 for i in range(count):
     tx.send_frame(0, frames[i & 63])
+    if gap_s:
+        due = time.perf_counter() + gap_s
+        while time.perf_counter() < due:
+            time.sleep(gap_s / 4)
 elapsed = time.perf_counter() - started
 print(f"{count / elapsed:.0f} {sum(tx.send_drops.values())}", flush=True)
 sys.stdin.readline()  # the receiver has what it will get
@@ -69,8 +81,12 @@ def _txns_bytes_for(sealed: int) -> int:
     return sealed - probe - extra
 
 
-def one_pass(count: int, txns_bytes: int) -> tuple[float, float, float, int, dict[str, int]]:
-    """(receiver frames/s, receiver MB/s, sender frames/s, sender drops, receiver drops)."""
+def one_pass(
+    count: int, txns_bytes: int, gap_s: float = 0.0
+) -> tuple[float, float, float, int, dict[str, int], float, float]:
+    """(receiver frames/s, receiver MB/s, sender frames/s, sender drops, receiver drops,
+    receiver thread CPU µs per frame, reads per drain); ``gap_s``: the sender's pause after
+    each frame (0: as fast as it can)."""
     from fabric.harness.ports import free_port_block
     from transport import auth, zmq_io
 
@@ -80,7 +96,7 @@ def one_pass(count: int, txns_bytes: int) -> tuple[float, float, float, int, dic
     ctx = zmq_io.new_context()
     rx = zmq_io.Receiver(ctx, addressing.address(0, 0), auth.LinkAuth(SCHEME, 0, keys))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    args = [str(base_port), str(count), str(txns_bytes), SCHEME, SECRET]
+    args = [str(base_port), str(count), str(txns_bytes), SCHEME, SECRET, str(gap_s)]
     proc = subprocess.Popen(
         [sys.executable, "-c", SENDER_SCRIPT, *args],
         cwd=ROOT,
@@ -97,8 +113,14 @@ def one_pass(count: int, txns_bytes: int) -> tuple[float, float, float, int, dic
         first = last = 0.0
         deadline = time.monotonic() + 60
         idle_since = time.monotonic()
+        cpu_s = 0.0
         while got < count and time.monotonic() < deadline:
-            batch = rx.recv_batch(500, 50)
+            cpu0 = time.thread_time()
+            if gap_s:  # drain as an input stage does: what is there, else wait parked
+                batch = rx.recv_batch(64, 0) or rx.recv_batch(64, 50)
+            else:
+                batch = rx.recv_batch(500, 50)
+            cpu_s += time.thread_time() - cpu0
             now = time.perf_counter()
             if batch:
                 if not got:
@@ -114,6 +136,7 @@ def one_pass(count: int, txns_bytes: int) -> tuple[float, float, float, int, dic
         proc.wait(timeout=20)
         received_bytes = rx.received_bytes
         drops = dict(rx.drops)
+        reads_per_drain = rx.reads / max(1, rx.drains)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -121,7 +144,16 @@ def one_pass(count: int, txns_bytes: int) -> tuple[float, float, float, int, dic
         rx.close()
         zmq_io.close_context(ctx)
     span = max(last - first, 1e-9)
-    return got / span, received_bytes / span / 1e6, float(sender_rate), int(sender_drops), drops
+    cpu_us = cpu_s / max(1, got) * 1e6
+    return (
+        got / span,
+        received_bytes / span / 1e6,
+        float(sender_rate),
+        int(sender_drops),
+        drops,
+        cpu_us,
+        reads_per_drain,
+    )
 
 
 def main() -> None:
@@ -147,6 +179,13 @@ def main() -> None:
             f"receiver drops {rx_drops or 'none'}",
             flush=True,
         )
+    runs = [one_pass(TRICKLE_FRAMES, _txns_bytes_for(200), TRICKLE_GAP_S) for _ in range(passes)]
+    print(
+        f"   trickle, one 200 B frame every {TRICKLE_GAP_S * 1e6:.0f} us x {TRICKLE_FRAMES}: "
+        f"receiver thread CPU {statistics.median(r[5] for r in runs):5.1f} us per frame, "
+        f"{statistics.median(r[6] for r in runs):.2f} reads per drain",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
