@@ -33,7 +33,7 @@ from protocols.pbft.messages import (
     pre_prepare_payload,
     prepare_payload,
 )
-from protocols.pbft.states import DELIVERED, NEW_VIEW_UNPROVEN
+from protocols.pbft.states import DELIVERED, NEW_VIEW_UNPROVEN, VIEW_CHANGE
 
 
 class _Slot:
@@ -197,8 +197,8 @@ class PbftNormalCase:
         self, view: int, seq: int, sender: int, msg: Any, out: list[Action]
     ) -> bool:
         """True when a normal-case message may be processed now; holds or drops it otherwise."""
-        if view == self.view and self.low < seq <= self.high and not self.in_view_change:
-            return True  # the common case, checked first
+        if view == self.view and self.low < seq <= self.high and self.view_state != VIEW_CHANGE:
+            return True  # the common case, checked first (in_view_change without its property)
         if view < self.view:
             self._ignore("old_view")
             return False
