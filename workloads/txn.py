@@ -154,8 +154,9 @@ def decode_txns(
                 break
             op, key, arg = txn  # ValueError unless 3 elements
             if (
-                type(arg) is not arg_type(op)  # also an unknown op: no type is None
-                or type(op) is not int  # a bool (or float) equal to an op
+                type(op) is not int  # first: a bool or float equal to an op, or an
+                # unhashable value (an empty map) that the lookup below would raise on
+                or type(arg) is not arg_type(op)  # also an unknown op: no type is None
                 or type(key) is not int
                 or not 0 <= key <= MAX_KEY
             ):

@@ -198,6 +198,14 @@ def test_arbitrary_msgpack_values_decode_to_a_list_or_raise(value: object) -> No
     _check_decoded(out)
 
 
+@pytest.mark.parametrize("txn", [[{}, None, None], [{}, 1, b"v"], [0, {}, None], [0, 1, {}]])
+def test_an_empty_map_in_any_field_is_refused_not_raised(txn: list) -> None:
+    """msgpack hands an empty map ({}: unhashable) through max_map_len=0; as an op it once
+    reached the op table's lookup and raised TypeError out of the execute stage."""
+    with pytest.raises(TxnDecodeError):
+        decode_txns(pack([txn]))
+
+
 # the fast pass of decode_txns against _check_all (every check, in order, naming the culprit):
 # near-valid transactions, each field sometimes of a wrong type or out of its bound
 _op = st.one_of(st.integers(-1, 11), st.sampled_from([True, False, 1.0, "read", None]))
