@@ -1,6 +1,6 @@
 """SSH launcher benchmark (issue 18): the same PBFT run on this machine (loopback), across
-three namespace hosts running Debian's sshd (fabric.harness.remote, the test suite's hosts:
-tests/integration/test_ssh_hosts.py), and across the same hosts as two regions 25 ms apart
+three namespace hosts running Debian's sshd (fabric.harness.remote, on the test suite's hosts:
+fabric.harness.ssh_lab), and across the same hosts as two regions 25 ms apart
 (network.emulation transport, delays in each sender), one after the other in one session.
 
 Printed per run: throughput, latency p50/p99, the audit, and for SSH runs the launcher's
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from fabric.harness import runner
 from fabric.harness.config import load_config
-from tests.integration.test_ssh_hosts import Hosts, _skip_reason
+from fabric.harness.ssh_lab import SshHosts as Hosts
+from fabric.harness.ssh_lab import skip_reason as _skip_reason
 
 GEO = [
     "network.emulation=transport",
