@@ -57,6 +57,11 @@ and the same ledger head (``state_digest``), whatever its engine.
 
 Must not live here: threads (the engines own theirs), rings, clocks, sockets, replies to
 clients (the runtime).
+
+Why ``Executor`` is one class of about 630 lines: the store, the replay cache, the undo log,
+the state digest's accumulators (and their element memo) and the image layers change together
+on every apply, rollback, redo and install, and each of those paths must move all five in one
+step; split by concern, every part would need the others' private state.
 ``main()`` (``python -m fabric.runtime.execute``) prints the cost per transaction; it is a
 benchmark, imported by nothing on the hot path.
 """

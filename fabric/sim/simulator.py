@@ -27,6 +27,12 @@ The first violation stops the run; ``SimResult.replay`` is the one command that 
 
 Must not live here: fault plans and Byzantine rewriting (faults.py), the ledger (ledger.py),
 argument parsing (cli.py).
+
+Why ``Simulator`` is one class of about 1,000 lines: it is the event loop and one handler per
+event kind (message, timer, executed, crash, restart, client submit/timeout/commit, state
+transfer) over one shared virtual-time state (the heap, the replicas, their executors and
+timers, the clients, the fault plan, the trace digest); every handler reads and writes most
+of it. What stands alone already lives beside it (faults, ledger, client, lanes, cli).
 """
 
 from __future__ import annotations
