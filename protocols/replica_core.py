@@ -127,9 +127,15 @@ class ReplicaCore(CheckpointVotes, Protocol, Generic[SlotT]):
 
     # --- hooks: where PBFT and PoE differ ---------------------------------------------
 
-    @abstractmethod
     def primary_of(self, view: int) -> int:
-        """The primary of ``view``."""
+        """The primary of ``view``: round robin over the replicas (Castro & Liskov §4.1);
+        a protocol that rotates otherwise (PBFT's RCC instances) overrides it and ``primary``."""
+        return view % self.n
+
+    @property
+    def primary(self) -> int:
+        """The primary of the current view."""
+        return self.view % self.n
 
     @abstractmethod
     def _send_proposal(self, batch: Batch, out: list[Action]) -> None:

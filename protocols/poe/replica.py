@@ -221,13 +221,6 @@ class Poe(
     def client_target(cls, view: int, client_id: int, n: int, params: Mapping[str, Any]) -> int:
         return view % n
 
-    def primary_of(self, view: int) -> int:
-        return view % self.n
-
-    @property
-    def primary(self) -> int:
-        return self.view % self.n
-
     def is_proposer(self) -> bool:
         return self.mode == ACTIVE and self.view % self.n == self.id
 

@@ -182,13 +182,6 @@ class Zyzzyva(ZyzzyvaNormalCase, ZyzzyvaViewChange, ReplicaCore[_NoSlot]):
 
     # --- who proposes -------------------------------------------------------------------
 
-    def primary_of(self, view: int) -> int:
-        return view % self.n
-
-    @property
-    def primary(self) -> int:
-        return self.view % self.n
-
     def is_proposer(self) -> bool:
         return not self.in_vc and not self.behind and self.primary == self.id
 
