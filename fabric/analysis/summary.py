@@ -390,6 +390,18 @@ def build_summary(
         "audit": dict(audit) if audit is not None else None,
         "messages_per_batch": messages_per_batch,
         "cpu_ledger": cpu_ledger(replica_stats, client_stats, failed),
+        # the policy the processes reported running under (run.scheduler; None: older runs)
+        "scheduler": ", ".join(
+            sorted(
+                {
+                    str(st["scheduler"])
+                    for stats in (replica_stats, client_stats)
+                    for st in stats.values()
+                    if st.get("scheduler")
+                }
+            )
+        )
+        or None,
         "byzantine": byzantine_effects(info.failures, replica_stats, failed),
     }
     return summary, tables
@@ -691,6 +703,8 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
     if ledger:
         add("CPU ledger (microseconds per committed transaction, whole run)")
         lines.extend(ledger)
+        if summary.get("scheduler"):
+            add(f"  scheduling policy of the processes (run.scheduler): {summary['scheduler']}")
         add("")
     mpb = summary.get("messages_per_batch") or {}
     if mpb:

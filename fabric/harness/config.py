@@ -225,6 +225,7 @@ class RunSection:
     results_dir: str
     label: str
     degraded_lag_seq: int
+    scheduler: str  # batch | normal: fabric.runtime.sched
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,6 +567,7 @@ _RULES: dict[str, _Rule] = {
     # > 0 for throttle/slow, 0 otherwise; throttle < protocol.view_change_timeout_ms: below
     "failures.delay_ms": _between(0, 60_000),
     "run.degraded_lag_seq": _between(0, 1_000_000_000),
+    "run.scheduler": _one_of("batch", "normal"),
 }
 _PROPORTIONS = ("read", "update", "insert", "scan", "rmw")
 

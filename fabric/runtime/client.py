@@ -47,6 +47,7 @@ from fabric.analysis.metrics import (
     process_resources,
     profiler,
 )
+from fabric.runtime.sched import current as current_policy
 from protocols.base import ReplyRule
 from protocols.common import Reply, Request, signed_request
 from transport.delay_line import line_stats
@@ -645,6 +646,7 @@ class ClientProcess:
             },
             "delay_line": line_stats([self.sender]),  # network.emulation: transport
             "resources": process_resources(),
+            "scheduler": current_policy(),  # run.scheduler as the kernel has it
             "errors": self.errors,
         }
 

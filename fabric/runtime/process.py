@@ -59,9 +59,11 @@ def build(
 
     from fabric.analysis.metrics import mark_startup_done
     from fabric.harness.config import ConfigError, load_config
+    from fabric.runtime import sched
 
     try:
         cfg = load_config(args.config)
+        sched.apply(cfg.run.scheduler)  # before any thread starts: they inherit it
         built = make(cfg, args.id)
         mark_startup_done()  # what came before is start-up, not per-transaction work
         return cfg, built

@@ -57,7 +57,7 @@ from fabric.analysis.metrics import process_resources
 from fabric.harness.config import BYZANTINE_KINDS, REPLICA_FAILURE_KINDS
 from fabric.harness.control import CRASH_EXIT_CODE, ChildControl, format_progress
 from fabric.harness.paths import RunPaths
-from fabric.runtime import process
+from fabric.runtime import process, sched
 from fabric.runtime.byzantine import ByzantineOutput
 from fabric.runtime.lanes import LaneCoordinator, LaneGroup, has_lanes
 from fabric.runtime.ring import Ring
@@ -551,6 +551,7 @@ class Replica:
             ),
             "protocol_status": process.jsonable(status),
             "resources": process_resources(),
+            "scheduler": sched.current(),  # run.scheduler as the kernel has it
             "failure": self.failure_event,
             # what the Byzantine output did (per kind of lie; empty: honest or not yet active)
             "byzantine": dict(sum((o.byzantine for o in self.outputs), Counter())),

@@ -60,6 +60,8 @@ def test_default_pbft_cluster_commits_audits_and_writes_every_file(base_port, tm
         assert summary["per_node"][node]["executed_seq"] > 0
         assert summary["per_node"][node]["peak_rss_mb"] > 0
     assert summary["messages_per_batch"]["PrePrepare"] > 0
+    # run.scheduler's default, as each process read it back from the kernel
+    assert summary["scheduler"] == "batch"
     # the config written is the config used, and rerunnable
     assert yaml.safe_load(paths.config.read_text())["transport"]["base_port"] == base_port
     assert load_config(paths.config) == cfg
@@ -224,9 +226,11 @@ def test_interrupt_stops_every_process(base_port, tmp_path, spawned, monkeypatch
 
 def test_null_baseline_runs_through_the_same_pipeline(base_port, tmp_path, spawned):
     outcome = runner.run_experiment(
-        _config(base_port, "protocol.name=null", "crypto.enabled=false"), tmp_path
+        _config(base_port, "protocol.name=null", "crypto.enabled=false", "run.scheduler=normal"),
+        tmp_path,
     )
     assert outcome.ok, outcome.reason
+    assert outcome.summary["scheduler"] == "normal"  # the knob reaches every process
     assert outcome.summary["per_node"]["0"]["executed_seq"] > 0
     assert outcome.summary["per_node"]["1"]["executed_seq"] == 0  # null: only replica 0 executes
 
