@@ -227,6 +227,7 @@ def build_summary(
             "executed_txns": st.get("executed_txns", 0),
             "view": st.get("view", 0),
             "failure": st.get("failure"),
+            "cpus": st.get("cpus"),  # the CPUs it could run on (one: pinned, run.cpu_affinity)
             "stats_source": st.get("stats_source", "process"),
             "execution": _engine_counters(st),
             **({"restart": st["restart"]} if st.get("restart") else {}),  # both lives' figures
@@ -257,6 +258,7 @@ def build_summary(
             "requests_given_up": counters.get("requests_given_up", 0),
             "cpu_s": res.get("cpu_s"),
             "peak_rss_mb": res.get("peak_rss_mb"),
+            "cpus": st.get("cpus"),
         }
     latency = {k: _round(v) for k, v in latency_summary(all_latencies).items()}
 
@@ -504,6 +506,22 @@ def cpu_ledger(
     }
 
 
+def cpu_placement(summary: Mapping[str, Any]) -> str:
+    """``replica 0 cpu 0, ..., client 4 cpu 0`` when every process was pinned to one CPU,
+    ``not pinned (cpus 0-1)`` when none was, "" for runs that did not say."""
+    rows = [
+        (role, node, row.get("cpus"))
+        for role, key in (("replica", "per_node"), ("client", "per_client"))
+        for node, row in (summary.get(key) or {}).items()
+    ]
+    if not rows or any(not cpus for _, _, cpus in rows):
+        return ""
+    if all(len(cpus) == 1 for _, _, cpus in rows):
+        return ", ".join(f"{role} {node} cpu {cpus[0]}" for role, node, cpus in rows)
+    sets = sorted({",".join(map(str, cpus)) for _, _, cpus in rows})
+    return "not pinned (cpus " + "; ".join(sets) + ")"
+
+
 def format_cpu_ledger(ledger: Mapping[str, Any] | None, indent: str = "  ") -> list[str]:
     """The ledger as report lines (empty when there is none)."""
     if not ledger:
@@ -705,6 +723,9 @@ def format_report(summary: Mapping[str, Any], tables: Tables) -> str:
         lines.extend(ledger)
         if summary.get("scheduler"):
             add(f"  scheduling policy of the processes (run.scheduler): {summary['scheduler']}")
+        placed = cpu_placement(summary)
+        if placed:
+            add(f"  CPUs of the processes (run.cpu_affinity): {placed}")
         add("")
     mpb = summary.get("messages_per_batch") or {}
     if mpb:

@@ -226,6 +226,7 @@ class RunSection:
     label: str
     degraded_lag_seq: int
     scheduler: str  # batch | normal: fabric.runtime.sched
+    cpu_affinity: str  # auto | process | none: fabric.runtime.sched
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,6 +569,7 @@ _RULES: dict[str, _Rule] = {
     "failures.delay_ms": _between(0, 60_000),
     "run.degraded_lag_seq": _between(0, 1_000_000_000),
     "run.scheduler": _one_of("batch", "normal"),
+    "run.cpu_affinity": _one_of("auto", "process", "none"),
 }
 _PROPORTIONS = ("read", "update", "insert", "scan", "rmw")
 

@@ -511,6 +511,9 @@ class Launcher:
             str(node),
             "--run-dir",
             run_dir,
+            # its index among the nodes on its host: run.cpu_affinity's CPU there
+            "--slot",
+            str(sum(1 for j in range(node) if self.plan.placement[j] == k)),
             *(["--restart"] if restart else []),
         ]
         return (

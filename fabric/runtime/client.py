@@ -47,6 +47,7 @@ from fabric.analysis.metrics import (
     process_resources,
     profiler,
 )
+from fabric.runtime.sched import cpus as allowed_cpus
 from fabric.runtime.sched import current as current_policy
 from protocols.base import ReplyRule
 from protocols.common import Reply, Request, signed_request
@@ -647,6 +648,7 @@ class ClientProcess:
             "delay_line": line_stats([self.sender]),  # network.emulation: transport
             "resources": process_resources(),
             "scheduler": current_policy(),  # run.scheduler as the kernel has it
+            "cpus": allowed_cpus(),  # the CPUs it may run on (one: run.cpu_affinity pinned it)
             "errors": self.errors,
         }
 

@@ -35,6 +35,13 @@ def parse_args(
     parser.add_argument("--id", type=int, required=True, help=id_help)
     parser.add_argument("--run-dir", required=True, help="the run's results folder")
     parser.add_argument(
+        "--slot",
+        type=int,
+        default=None,
+        help="this node's index among the nodes on its machine (run.cpu_affinity picks its "
+        "CPU by it; default: --id)",
+    )
+    parser.add_argument(
         "--ignore-stdin",
         action="store_true",
         help="start at once and ignore stdin (started by hand; stop it with SIGTERM)",
@@ -64,6 +71,8 @@ def build(
     try:
         cfg = load_config(args.config)
         sched.apply(cfg.run.scheduler)  # before any thread starts: they inherit it
+        if sched.pinning(cfg.run.cpu_affinity, cfg.execution.threads):
+            sched.pin(args.id if args.slot is None else args.slot)
         built = make(cfg, args.id)
         mark_startup_done()  # what came before is start-up, not per-transaction work
         return cfg, built

@@ -552,6 +552,7 @@ class Replica:
             "protocol_status": process.jsonable(status),
             "resources": process_resources(),
             "scheduler": sched.current(),  # run.scheduler as the kernel has it
+            "cpus": sched.cpus(),  # the CPUs it may run on (one: run.cpu_affinity pinned it)
             "failure": self.failure_event,
             # what the Byzantine output did (per kind of lie; empty: honest or not yet active)
             "byzantine": dict(sum((o.byzantine for o in self.outputs), Counter())),

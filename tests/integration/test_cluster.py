@@ -60,8 +60,13 @@ def test_default_pbft_cluster_commits_audits_and_writes_every_file(base_port, tm
         assert summary["per_node"][node]["executed_seq"] > 0
         assert summary["per_node"][node]["peak_rss_mb"] > 0
     assert summary["messages_per_batch"]["PrePrepare"] > 0
-    # run.scheduler's default, as each process read it back from the kernel
+    # run.scheduler's and run.cpu_affinity's defaults, as each process read them back from
+    # the kernel: SCHED_BATCH, each process on one CPU, round-robin by node id
     assert summary["scheduler"] == "batch"
+    allowed = sorted(os.sched_getaffinity(0))
+    for node in range(4):
+        assert summary["per_node"][str(node)]["cpus"] == [allowed[node % len(allowed)]]
+    assert summary["per_client"]["4"]["cpus"] == [allowed[4 % len(allowed)]]
     # the config written is the config used, and rerunnable
     assert yaml.safe_load(paths.config.read_text())["transport"]["base_port"] == base_port
     assert load_config(paths.config) == cfg
@@ -226,11 +231,19 @@ def test_interrupt_stops_every_process(base_port, tmp_path, spawned, monkeypatch
 
 def test_null_baseline_runs_through_the_same_pipeline(base_port, tmp_path, spawned):
     outcome = runner.run_experiment(
-        _config(base_port, "protocol.name=null", "crypto.enabled=false", "run.scheduler=normal"),
+        _config(
+            base_port,
+            "protocol.name=null",
+            "crypto.enabled=false",
+            "run.scheduler=normal",
+            "run.cpu_affinity=none",
+        ),
         tmp_path,
     )
     assert outcome.ok, outcome.reason
-    assert outcome.summary["scheduler"] == "normal"  # the knob reaches every process
+    assert outcome.summary["scheduler"] == "normal"  # the knobs reach every process
+    allowed = sorted(os.sched_getaffinity(0))
+    assert all(row["cpus"] == allowed for row in outcome.summary["per_node"].values())
     assert outcome.summary["per_node"]["0"]["executed_seq"] > 0
     assert outcome.summary["per_node"]["1"]["executed_seq"] == 0  # null: only replica 0 executes
 
