@@ -12,7 +12,9 @@ threads' own CPU clocks, so a change to the hot path is measured, not guessed.
 
 Environment: BENCH_CLUSTER_DURATION_S (default 20) and BENCH_CLUSTER_WARMUP_S
 (default 4) set each run's length; BENCH_CLUSTER_RUNS (default
-``pbft,pbft-mac,null``) picks the runs, by the names in ``RUNS``.
+``pbft,pbft-mac,null``) picks the runs, by the names in ``RUNS``; BENCH_CLUSTER_SET adds
+config overrides to every run, comma-separated (``run.scheduler=normal,run.cpu_affinity=none``
+measures the kernel's default placement beside this session's default).
 
 Must not live here: anything the runner does (it is called through
 fabric.harness.runner.run_experiment, like a sweep would).
@@ -67,6 +69,15 @@ def main() -> None:
     unknown = [n for n in names if n not in RUNS]
     if unknown:
         raise SystemExit(f"BENCH_CLUSTER_RUNS: unknown run(s) {unknown}; known: {list(RUNS)}")
+    extra = [o.strip() for o in os.environ.get("BENCH_CLUSTER_SET", "").split(",") if o.strip()]
+    if extra:
+        base = base.with_overrides(extra)  # a bad one is a ConfigError naming the key
+        print(f"   every run also with: {', '.join(extra)}", flush=True)
+    print(
+        f"   scheduling: run.scheduler {base.run.scheduler}, run.cpu_affinity "
+        f"{base.run.cpu_affinity} (res.out of each run names the CPUs)",
+        flush=True,
+    )
     outcomes = {}
     for name in names:
         cfg = base.with_overrides([*RUNS[name], f"transport.base_port={free_port_block(200)}"])

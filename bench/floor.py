@@ -22,7 +22,8 @@ ledger minus it, split into what can be counted:
   processes did not start themselves), measured directly;
 - ring hand-offs: the run's consumer parks (rings.csv: each one a sleep and a wake-up) times
   the CPU of one hand-off measured here (two threads passing one item through a Ring and
-  back, each parking on its empty ring: the waker's futex wake plus the wakee's wait);
+  back, each parking on its empty ring: the waker's futex wake plus the wakee's wait), the
+  two threads placed as the run's were (run.scheduler, run.cpu_affinity: one CPU, or not);
 - the rest: protocol logic and the interpreter's loops around the primitives.
 Printed, never asserted.
 
@@ -152,10 +153,33 @@ def _execute_us_per_txn(cfg: Any, samples: dict[str, Any]) -> float:
         ex.close()
 
 
-def handoff_us(rounds: int = 5000) -> float:
+def handoff_us(cfg: Any = None, rounds: int = 5000) -> float:
     """Median over PASSES of the process CPU µs per ring hand-off to a parked consumer: two
     threads bounce one item through two Rings, each parking on its empty ring as a stage
-    does (Stage.pop), so every pass of the item is one wake-up and one park."""
+    does (Stage.pop), so every pass of the item is one wake-up and one park. Both threads
+    run as the run's did (``cfg``'s run.scheduler and run.cpu_affinity: fabric.runtime.sched);
+    None: as this process runs."""
+    import threading
+
+    result: list[float] = []
+    if cfg is None:
+        return _handoff_passes(rounds)
+
+    def placed() -> None:
+        from fabric.runtime import sched
+
+        sched.apply(cfg.run.scheduler)
+        if sched.pinning(cfg.run.cpu_affinity, cfg.execution.threads):
+            sched.pin(0)
+        result.append(_handoff_passes(rounds))
+
+    driver = threading.Thread(target=placed)
+    driver.start()
+    driver.join()
+    return result[0]
+
+
+def _handoff_passes(rounds: int) -> float:
     import threading
 
     from fabric.runtime.ring import Ring
@@ -186,7 +210,7 @@ def _ring_parks(folder: Path) -> int:
 
 
 def above_floor_rows(
-    folder: Path, ledger: dict[str, Any], floor_us: float
+    folder: Path, ledger: dict[str, Any], floor_us: float, cfg: Any = None
 ) -> list[tuple[str, float, str]]:
     """(component, µs per committed txn, how it was counted): what the run spent above
     ``floor_us`` that can be counted (module note), then the rest."""
@@ -194,14 +218,14 @@ def above_floor_rows(
     kinds = ledger.get("per_kind_us_per_txn", {})
     zmq_us = kinds.get("other", 0.0) + kinds.get("client-other", 0.0)
     parks = _ring_parks(folder)
-    one = handoff_us()
+    one = handoff_us(cfg)
     rows = [
         ("ZeroMQ I/O threads", zmq_us, "the ledger's other + client-other thread kinds"),
         (
             "ring hand-offs",
             parks * one / txns,
             f"{parks / txns * 100:.1f} consumer parks per 100 txns x {one:.1f} us per hand-off "
-            "(measured here, two threads)",
+            "(measured here, two threads placed as the run's)",
         ),
     ]
     rest = ledger["cluster_us_per_txn"] - floor_us - sum(us for _, us, _ in rows)
@@ -301,7 +325,7 @@ def main() -> None:
         f"   {'measured (CPU ledger)':<26} {measured:7.2f}   above the floor: "
         f"{measured - floor:.2f} us/txn ({(measured - floor) / measured:.0%}), of which:"
     )
-    for component, us, how in above_floor_rows(Path(outcome.folder), ledger, floor):
+    for component, us, how in above_floor_rows(Path(outcome.folder), ledger, floor, cfg):
         print(f"     {component:<24} {us:7.2f}   {how}")
     load = os.getloadavg()
     print(f"   load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
