@@ -51,15 +51,13 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fabric.analysis.metrics import process_resources
 from fabric.harness.config import BYZANTINE_KINDS, REPLICA_FAILURE_KINDS
 from fabric.harness.control import CRASH_EXIT_CODE, ChildControl, format_progress
 from fabric.harness.paths import RunPaths
 from fabric.runtime import process, sched
-from fabric.runtime.byzantine import ByzantineOutput
-from fabric.runtime.lanes import LaneCoordinator, LaneGroup, has_lanes
 from fabric.runtime.ring import Ring
 from fabric.runtime.stages import (
     BatchStage,
@@ -85,6 +83,17 @@ from protocols.common import Request
 from transport import wire
 from transport.auth import TAG_BYTES
 from transport.delay_line import line_stats
+
+if TYPE_CHECKING:  # imported where used: only runs with lanes or a Byzantine failure need them
+    from fabric.runtime.byzantine import ByzantineOutput
+    from fabric.runtime.lanes import LaneCoordinator
+
+
+def _has_lanes(protocol: Any) -> bool:
+    from fabric.runtime.lanes import has_lanes
+
+    return has_lanes(protocol)
+
 
 #: seconds the whole stop sequence may take before the process gives up waiting
 STOP_BUDGET_S = 5.0
@@ -155,7 +164,7 @@ class Replica:
         )
         # One protocol instance -> one worker. A protocol with lanes (RCC) spreads its
         # instances over replica.worker_threads workers (fabric.runtime.lanes) when there are several.
-        self.lanes_mode = rc.worker_threads > 1 and has_lanes(self.protocol)
+        self.lanes_mode = rc.worker_threads > 1 and _has_lanes(self.protocol)
         m = len(self.protocol.lanes) if self.lanes_mode else 1
         n_workers = min(rc.worker_threads, m)
         self.shared.proposer_flags = [False] * n_workers
@@ -285,6 +294,8 @@ class Replica:
             self.execute.compacted_from = self.recovered.base_seq
             # Delivers up to the reloaded seq are in the state already: skipped
             self.execute.restored_upto = self.recovered.seq
+        if self.lanes_mode:
+            from fabric.runtime.lanes import LaneCoordinator, LaneGroup
         self.workers = [
             WorkerStage(
                 f"worker-{k}",
@@ -378,6 +389,8 @@ class Replica:
         )
         if failure is None:
             return None
+        from fabric.runtime.byzantine import ByzantineOutput  # its forgery tables load protocols
+
         cls = type(self.protocol)
         return ByzantineOutput(
             failure.kind,
@@ -405,14 +418,14 @@ class Replica:
 
     @property
     def view(self) -> int:
-        if isinstance(self.checkpoint, LaneCoordinator):
-            return self.checkpoint.view
+        if self.lanes_mode:
+            return self.checkpoint.view  # type: ignore[union-attr]  # the LaneCoordinator
         return self.workers[0].view
 
     @property
     def view_changes(self) -> list[tuple[float, int, int]]:
-        if isinstance(self.checkpoint, LaneCoordinator):
-            return self.checkpoint.view_changes
+        if self.lanes_mode:
+            return self.checkpoint.view_changes  # type: ignore[union-attr]
         return self.workers[0].view_changes
 
     # lifecycle -------------------------------------------------------------------------
