@@ -155,14 +155,19 @@ def txns_digest(req: Request) -> bytes:
 
 
 def batch_digest(requests: tuple[Request, ...]) -> bytes:
-    """Digest of a proposal: a hash over each request's payload and signature."""
+    """Digest of a proposal: SHA-256 over each request's client id, timestamp and the SHA-256
+    of its transactions (``txns_digest``, the digest its signature covers). A replica hashes
+    each request's transactions once (issue 16): verifying the signature and checking the
+    proposal's digest reuse that hash. The signatures are not covered (a request is named by
+    what its client signed)."""
     if not requests:
         return NULL_DIGEST
     h = hashlib.sha256()
+    update = h.update
+    head = _REQ_HEAD.pack
     for req in requests:
-        h.update(_REQ_HEAD.pack(req.client_id, req.timestamp))
-        h.update(struct.pack("!I", len(req.txns)))
-        h.update(req.txns)
+        update(head(req.client_id, req.timestamp))
+        update(txns_digest(req))
     return h.digest()
 
 
