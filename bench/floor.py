@@ -162,9 +162,9 @@ def handoff_us(cfg: Any = None, rounds: int = 5000) -> float:
     None: as this process runs."""
     import threading
 
-    result: list[float] = []
     if cfg is None:
         return _handoff_passes(rounds)
+    result: list[float] = []
 
     def placed() -> None:
         from fabric.runtime import sched

@@ -116,7 +116,11 @@ NULL_BATCH = Batch(requests=(), digest=NULL_DIGEST)
 def request_signing_payload(req: Request) -> bytes:
     """The bytes a client signs: a tag, its id, its timestamp and the SHA-256 of the encoded
     transactions (``txns_digest``: hashed once per Request object)."""
-    return _REQ_SIG_TAG + _REQ_HEAD.pack(req.client_id, req.timestamp) + txns_digest(req)
+    return _signing_payload(_REQ_HEAD.pack(req.client_id, req.timestamp), txns_digest(req))
+
+
+def _signing_payload(head: bytes, digest: bytes) -> bytes:
+    return _REQ_SIG_TAG + head + digest
 
 
 def signed_request(
@@ -132,7 +136,7 @@ def signed_request(
         Request(client_id, timestamp, txns, b"")  # raises the ValueError that names the field
         raise
     digest = hashlib.sha256(txns).digest()
-    req = Request(client_id, timestamp, txns, sign(_REQ_SIG_TAG + head + digest))
+    req = Request(client_id, timestamp, txns, sign(_signing_payload(head, digest)))
     _memo(req, "_txns_digest", digest)
     return req
 

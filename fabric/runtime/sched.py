@@ -24,7 +24,7 @@ whose GIL-free work needs CPUs of its own. Pinning under SCHED_OTHER is worse th
 (the woken peer preempts the GIL holder on their shared CPU); the two go together. The README's
 "Scheduling" paragraph has the measurements.
 
-Must not live here: thread counts, CPU affinity, anything a run's figures are computed from.
+Must not live here: thread counts, anything a run's figures are computed from.
 """
 
 from __future__ import annotations
